@@ -1040,28 +1040,9 @@ func (z *DiagReport) DecodeMsg(dc *msgp.Reader) (err error) {
 		z.Freeze = make([]Signal, zb0004)
 	}
 	for za0002 := range z.Freeze {
-		var zb0005 uint32
-		zb0005, err = dc.ReadArrayHeader()
+		err = z.Freeze[za0002].DecodeMsg(dc)
 		if err != nil {
 			err = msgp.WrapError(err, "Freeze", za0002)
-			return
-		}
-		if zb0005 > z5817a858limitArrays {
-			err = msgp.ErrLimitExceeded
-			return
-		}
-		if zb0005 != 2 {
-			err = msgp.ArrayError{Wanted: 2, Got: zb0005}
-			return
-		}
-		z.Freeze[za0002].ID, err = dc.ReadUint16()
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "ID")
-			return
-		}
-		z.Freeze[za0002].Value, err = dc.ReadFloat64()
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "Value")
 			return
 		}
 	}
@@ -1133,19 +1114,9 @@ func (z *DiagReport) EncodeMsg(en *msgp.Writer) (err error) {
 		return
 	}
 	for za0002 := range z.Freeze {
-		// array header, size 2
-		err = en.Append(0x92)
+		err = z.Freeze[za0002].EncodeMsg(en)
 		if err != nil {
-			return
-		}
-		err = en.WriteUint16(z.Freeze[za0002].ID)
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "ID")
-			return
-		}
-		err = en.WriteFloat64(z.Freeze[za0002].Value)
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "Value")
+			err = msgp.WrapError(err, "Freeze", za0002)
 			return
 		}
 	}
@@ -1176,10 +1147,11 @@ func (z *DiagReport) MarshalMsg(b []byte) (o []byte, err error) {
 	}
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Freeze)))
 	for za0002 := range z.Freeze {
-		// array header, size 2
-		o = append(o, 0x92)
-		o = msgp.AppendUint16(o, z.Freeze[za0002].ID)
-		o = msgp.AppendFloat64(o, z.Freeze[za0002].Value)
+		o, err = z.Freeze[za0002].MarshalMsg(o)
+		if err != nil {
+			err = msgp.WrapError(err, "Freeze", za0002)
+			return
+		}
 	}
 	return
 }
@@ -1279,24 +1251,9 @@ func (z *DiagReport) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		z.Freeze = make([]Signal, zb0004)
 	}
 	for za0002 := range z.Freeze {
-		var zb0005 uint32
-		zb0005, bts, err = msgp.ReadArrayHeaderBytes(bts)
+		bts, err = z.Freeze[za0002].UnmarshalMsg(bts)
 		if err != nil {
 			err = msgp.WrapError(err, "Freeze", za0002)
-			return
-		}
-		if zb0005 != 2 {
-			err = msgp.ArrayError{Wanted: 2, Got: zb0005}
-			return
-		}
-		z.Freeze[za0002].ID, bts, err = msgp.ReadUint16Bytes(bts)
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "ID")
-			return
-		}
-		z.Freeze[za0002].Value, bts, err = msgp.ReadFloat64Bytes(bts)
-		if err != nil {
-			err = msgp.WrapError(err, "Freeze", za0002, "Value")
 			return
 		}
 	}
@@ -1306,7 +1263,10 @@ func (z *DiagReport) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *DiagReport) Msgsize() (s int) {
-	s = 1 + msgp.Uint8Size + z.VIN.Msgsize() + msgp.Uint64Size + msgp.Int64Size + msgp.BoolSize + msgp.Float64Size + msgp.ArrayHeaderSize + (len(z.DTCs) * (13 + msgp.Uint16Size + msgp.Uint8Size)) + msgp.ArrayHeaderSize + (len(z.Freeze) * (10 + msgp.Uint16Size + msgp.Float64Size))
+	s = 1 + msgp.Uint8Size + z.VIN.Msgsize() + msgp.Uint64Size + msgp.Int64Size + msgp.BoolSize + msgp.Float64Size + msgp.ArrayHeaderSize + (len(z.DTCs) * (13 + msgp.Uint16Size + msgp.Uint8Size)) + msgp.ArrayHeaderSize
+	for za0002 := range z.Freeze {
+		s += z.Freeze[za0002].Msgsize()
+	}
 	return
 }
 
@@ -1402,97 +1362,6 @@ func (z Param) Msgsize() (s int) {
 }
 
 // DecodeMsg implements msgp.Decodable
-func (z *Signal) DecodeMsg(dc *msgp.Reader) (err error) {
-	var zb0001 uint32
-	zb0001, err = dc.ReadArrayHeader()
-	if err != nil {
-		err = msgp.WrapError(err)
-		return
-	}
-	if zb0001 > z5817a858limitArrays {
-		err = msgp.ErrLimitExceeded
-		return
-	}
-	if zb0001 != 2 {
-		err = msgp.ArrayError{Wanted: 2, Got: zb0001}
-		return
-	}
-	z.ID, err = dc.ReadUint16()
-	if err != nil {
-		err = msgp.WrapError(err, "ID")
-		return
-	}
-	z.Value, err = dc.ReadFloat64()
-	if err != nil {
-		err = msgp.WrapError(err, "Value")
-		return
-	}
-	return
-}
-
-// EncodeMsg implements msgp.Encodable
-func (z Signal) EncodeMsg(en *msgp.Writer) (err error) {
-	// array header, size 2
-	err = en.Append(0x92)
-	if err != nil {
-		return
-	}
-	err = en.WriteUint16(z.ID)
-	if err != nil {
-		err = msgp.WrapError(err, "ID")
-		return
-	}
-	err = en.WriteFloat64(z.Value)
-	if err != nil {
-		err = msgp.WrapError(err, "Value")
-		return
-	}
-	return
-}
-
-// MarshalMsg implements msgp.Marshaler
-func (z Signal) MarshalMsg(b []byte) (o []byte, err error) {
-	o = msgp.Require(b, z.Msgsize())
-	// array header, size 2
-	o = append(o, 0x92)
-	o = msgp.AppendUint16(o, z.ID)
-	o = msgp.AppendFloat64(o, z.Value)
-	return
-}
-
-// UnmarshalMsg implements msgp.Unmarshaler
-func (z *Signal) UnmarshalMsg(bts []byte) (o []byte, err error) {
-	var zb0001 uint32
-	zb0001, bts, err = msgp.ReadArrayHeaderBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err)
-		return
-	}
-	if zb0001 != 2 {
-		err = msgp.ArrayError{Wanted: 2, Got: zb0001}
-		return
-	}
-	z.ID, bts, err = msgp.ReadUint16Bytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "ID")
-		return
-	}
-	z.Value, bts, err = msgp.ReadFloat64Bytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err, "Value")
-		return
-	}
-	o = bts
-	return
-}
-
-// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
-func (z Signal) Msgsize() (s int) {
-	s = 1 + msgp.Uint16Size + msgp.Float64Size
-	return
-}
-
-// DecodeMsg implements msgp.Decodable
 func (z *TelemetryFrame) DecodeMsg(dc *msgp.Reader) (err error) {
 	var zb0001 uint32
 	zb0001, err = dc.ReadArrayHeader()
@@ -1544,28 +1413,9 @@ func (z *TelemetryFrame) DecodeMsg(dc *msgp.Reader) (err error) {
 		z.Signals = make([]Signal, zb0002)
 	}
 	for za0001 := range z.Signals {
-		var zb0003 uint32
-		zb0003, err = dc.ReadArrayHeader()
+		err = z.Signals[za0001].DecodeMsg(dc)
 		if err != nil {
 			err = msgp.WrapError(err, "Signals", za0001)
-			return
-		}
-		if zb0003 > z5817a858limitArrays {
-			err = msgp.ErrLimitExceeded
-			return
-		}
-		if zb0003 != 2 {
-			err = msgp.ArrayError{Wanted: 2, Got: zb0003}
-			return
-		}
-		z.Signals[za0001].ID, err = dc.ReadUint16()
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "ID")
-			return
-		}
-		z.Signals[za0001].Value, err = dc.ReadFloat64()
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "Value")
 			return
 		}
 	}
@@ -1605,19 +1455,9 @@ func (z *TelemetryFrame) EncodeMsg(en *msgp.Writer) (err error) {
 		return
 	}
 	for za0001 := range z.Signals {
-		// array header, size 2
-		err = en.Append(0x92)
+		err = z.Signals[za0001].EncodeMsg(en)
 		if err != nil {
-			return
-		}
-		err = en.WriteUint16(z.Signals[za0001].ID)
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "ID")
-			return
-		}
-		err = en.WriteFloat64(z.Signals[za0001].Value)
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "Value")
+			err = msgp.WrapError(err, "Signals", za0001)
 			return
 		}
 	}
@@ -1639,10 +1479,11 @@ func (z *TelemetryFrame) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.AppendInt64(o, z.TimeMs)
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Signals)))
 	for za0001 := range z.Signals {
-		// array header, size 2
-		o = append(o, 0x92)
-		o = msgp.AppendUint16(o, z.Signals[za0001].ID)
-		o = msgp.AppendFloat64(o, z.Signals[za0001].Value)
+		o, err = z.Signals[za0001].MarshalMsg(o)
+		if err != nil {
+			err = msgp.WrapError(err, "Signals", za0001)
+			return
+		}
 	}
 	return
 }
@@ -1695,24 +1536,9 @@ func (z *TelemetryFrame) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		z.Signals = make([]Signal, zb0002)
 	}
 	for za0001 := range z.Signals {
-		var zb0003 uint32
-		zb0003, bts, err = msgp.ReadArrayHeaderBytes(bts)
+		bts, err = z.Signals[za0001].UnmarshalMsg(bts)
 		if err != nil {
 			err = msgp.WrapError(err, "Signals", za0001)
-			return
-		}
-		if zb0003 != 2 {
-			err = msgp.ArrayError{Wanted: 2, Got: zb0003}
-			return
-		}
-		z.Signals[za0001].ID, bts, err = msgp.ReadUint16Bytes(bts)
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "ID")
-			return
-		}
-		z.Signals[za0001].Value, bts, err = msgp.ReadFloat64Bytes(bts)
-		if err != nil {
-			err = msgp.WrapError(err, "Signals", za0001, "Value")
 			return
 		}
 	}
@@ -1722,7 +1548,10 @@ func (z *TelemetryFrame) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *TelemetryFrame) Msgsize() (s int) {
-	s = 1 + msgp.Uint8Size + z.VIN.Msgsize() + msgp.Uint64Size + msgp.Int64Size + msgp.ArrayHeaderSize + (len(z.Signals) * (10 + msgp.Uint16Size + msgp.Float64Size))
+	s = 1 + msgp.Uint8Size + z.VIN.Msgsize() + msgp.Uint64Size + msgp.Int64Size + msgp.ArrayHeaderSize
+	for za0001 := range z.Signals {
+		s += z.Signals[za0001].Msgsize()
+	}
 	return
 }
 

@@ -1,0 +1,54 @@
+# telegate: the two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+INFLUXDB_VERSION := v1.8.3
+BIN := $(CURDIR)/bin
+PKGS := ./...
+# Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
+export INFLUXD := $(BIN)/influxd
+
+.PHONY: all build run test test-long bench soak influxd generate generate-check lint fuzz clean
+
+all: build
+
+build: ## build the gateway and the fleet simulator into bin/
+	$(GO) build -o $(BIN)/gateway ./gateway/cmd/gateway
+	$(GO) build -o $(BIN)/firmware-sim ./firmware-sim/cmd/firmware-sim
+
+influxd: $(BIN)/influxd ## install the pinned InfluxDB server into bin/
+
+$(BIN)/influxd:
+	@echo ">> installing InfluxDB $(INFLUXDB_VERSION) into bin/ (first run only, about a minute)"
+	GOBIN=$(BIN) GOFLAGS= $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXDB_VERSION)
+
+run: build influxd ## start InfluxDB, the gateway (broker + embedded NATS) and a simulated fleet; Ctrl-C stops all
+	@deploy/run.sh
+
+test: influxd lint generate-check ## every test, race detector on, real InfluxDB and NATS
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-long: influxd ## the long versions of the fault tests
+	TELEGATE_LONG=1 $(GO) test -race -count=1 -timeout 60m $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+generate: ## regenerate msgp code
+	$(GO) generate ./decoders/...
+
+generate-check: ## fail if committed generated code is stale
+	@decoders/wire/gen_check.sh
+
+bench: build influxd ## decoder micro-benchmarks and the end-to-end load benchmark
+	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/record/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./gateway/spool/
+	TELEGATE_E2E_BENCH=1 $(GO) test -run '^TestEndToEndLoad$$' -count=1 -timeout 20m -v ./gateway/e2e/ | grep -E '^(=== |---|\s+e2e|ok|FAIL|PASS)'
+
+fuzz: ## run every fuzz target briefly
+	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \
+	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 15s ./decoders/wire/ || exit 1; done
+
+clean:
+	rm -rf var/ $(BIN)/gateway $(BIN)/firmware-sim

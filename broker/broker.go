@@ -1,0 +1,521 @@
+// Package broker embeds the mochi MQTT server as the telematics gateway's
+// device-facing broker: per-device identity from the device registry,
+// a closed per-device ACL, per-device rate limits, limits sized for a fleet
+// of small devices, and hardened listeners (TCP, TLS with optional mutual
+// TLS, WebSocket).
+//
+// Typical use:
+//
+//	reg, err := registry.Load("devices.yaml")
+//	cfg := broker.DefaultConfig()
+//	b, err := broker.New(cfg, reg, logger)
+//	err = b.AddHook(ingestHook, nil) // the gateway's OnPublish hand-off
+//	err = b.Start()
+//	defer b.Close()
+//
+// See docs/broker.md for the identity model, ACL rules, chosen limits and
+// the mochi defects this package works around.
+package broker
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telegate/telegate/broker/listener"
+	"github.com/telegate/telegate/broker/registry"
+)
+
+// Listener names accepted by Broker.Addr.
+const (
+	ListenerTCP = "tcp"
+	ListenerWS  = "ws"
+	ListenerTLS = "tls"
+)
+
+// TopicAliasMaximum is the number of inbound topic aliases a v5 client may
+// use per connection.
+const TopicAliasMaximum = 16
+
+// Errors returned by the broker.
+var (
+	// ErrConfig means the Config is unusable.
+	ErrConfig = errors.New("broker: invalid config")
+	// ErrStarted is returned by Start and AddHook after Start.
+	ErrStarted = errors.New("broker: already started")
+	// ErrClosed is returned by operations after Close.
+	ErrClosed = errors.New("broker: closed")
+)
+
+// Config configures a Broker. Start from DefaultConfig: New fills zero
+// numeric fields with the defaults, but an empty address always disables
+// its listener.
+type Config struct {
+	TCPAddr string // plain MQTT over TCP; default "127.0.0.1:1883"; "" disables
+	WSAddr  string // MQTT over WebSocket; default "127.0.0.1:1882"; "" disables
+	TLSAddr string // MQTT over TLS; "" disables; requires TLSCertFile/TLSKeyFile
+
+	TLSCertFile, TLSKeyFile string // PEM server certificate chain and key
+	// ClientCAFile (PEM), when set, makes the TLS listener require a client
+	// certificate signed by one of these CAs. Its subject CN is the device
+	// identity: it must equal the client id, and the password is optional
+	// (verified if present).
+	ClientCAFile string
+
+	MaxPacketSize          uint32        // largest packet a client may send; default 64 KiB
+	ReceiveMaximum         uint16        // QoS 1 publishes from one client awaiting PUBACK; default 64
+	MaxInflight            uint16        // QoS 1 messages to one client awaiting PUBACK; default 64
+	MaxClientWritesPending int32         // queued outbound packets per client; default 64
+	ConnectTimeout         time.Duration // accept to complete CONNECT; default 10s
+	// MaxKeepalive caps the keepalive a client may choose; a client asking
+	// for 0 (no keepalive) or more gets this value, sent to v5 clients as
+	// Server Keep Alive. An idle connection is dropped after 1.5 times the
+	// effective keepalive. Default 5 minutes.
+	MaxKeepalive time.Duration
+	MaxClients   int64 // authenticated sessions; default 100000
+	// MaxConnections caps open sockets, including ones not yet
+	// authenticated; default MaxClients + MaxClients/8 + 64.
+	MaxConnections int64
+	SessionExpiry  time.Duration // longest a disconnected session (and its queued messages) is kept; default 24h
+	RatePerDevice  float64       // sustained publishes per second per device; default 200
+	Burst          int           // publishes a device may burst above the rate; default 400
+}
+
+// DefaultConfig returns the defaults described on Config.
+func DefaultConfig() Config {
+	return Config{
+		TCPAddr:                "127.0.0.1:1883",
+		WSAddr:                 "127.0.0.1:1882",
+		MaxPacketSize:          64 << 10,
+		ReceiveMaximum:         64,
+		MaxInflight:            64,
+		MaxClientWritesPending: 64,
+		ConnectTimeout:         10 * time.Second,
+		MaxKeepalive:           5 * time.Minute,
+		MaxClients:             100000,
+		SessionExpiry:          24 * time.Hour,
+		RatePerDevice:          200,
+		Burst:                  400,
+	}
+}
+
+func (c *Config) applyDefaults() error {
+	d := DefaultConfig()
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = d.MaxPacketSize
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
+	if c.MaxClientWritesPending == 0 {
+		c.MaxClientWritesPending = d.MaxClientWritesPending
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = d.ConnectTimeout
+	}
+	if c.MaxKeepalive == 0 {
+		c.MaxKeepalive = d.MaxKeepalive
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = d.MaxClients
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = c.MaxClients + c.MaxClients/8 + 64
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = d.SessionExpiry
+	}
+	if c.RatePerDevice == 0 {
+		c.RatePerDevice = d.RatePerDevice
+	}
+	if c.Burst == 0 {
+		c.Burst = d.Burst
+	}
+
+	switch {
+	case c.MaxPacketSize < 256 || c.MaxPacketSize > 268435455:
+		return fmt.Errorf("%w: MaxPacketSize %d outside 256..268435455", ErrConfig, c.MaxPacketSize)
+	case c.MaxClientWritesPending < 1:
+		return fmt.Errorf("%w: MaxClientWritesPending must be positive", ErrConfig)
+	case c.ConnectTimeout < 0:
+		return fmt.Errorf("%w: negative ConnectTimeout", ErrConfig)
+	case c.MaxKeepalive < time.Second || c.MaxKeepalive > math.MaxUint16*time.Second:
+		return fmt.Errorf("%w: MaxKeepalive %v outside 1s..65535s", ErrConfig, c.MaxKeepalive)
+	case c.MaxClients < 1 || c.MaxConnections < 1:
+		return fmt.Errorf("%w: MaxClients and MaxConnections must be positive", ErrConfig)
+	case c.SessionExpiry < 0 || c.SessionExpiry > math.MaxUint32*time.Second:
+		return fmt.Errorf("%w: SessionExpiry %v out of range", ErrConfig, c.SessionExpiry)
+	case c.RatePerDevice < 0 || c.Burst < 1:
+		return fmt.Errorf("%w: RatePerDevice must be >= 0 and Burst >= 1", ErrConfig)
+	case c.TLSAddr != "" && (c.TLSCertFile == "" || c.TLSKeyFile == ""):
+		return fmt.Errorf("%w: TLSAddr requires TLSCertFile and TLSKeyFile", ErrConfig)
+	case c.TLSAddr == "" && c.ClientCAFile != "":
+		return fmt.Errorf("%w: ClientCAFile set without TLSAddr", ErrConfig)
+	case c.TCPAddr == "" && c.WSAddr == "" && c.TLSAddr == "":
+		return fmt.Errorf("%w: no listener address", ErrConfig)
+	}
+	return nil
+}
+
+// Broker is the device-facing MQTT broker.
+type Broker struct {
+	cfg    Config
+	reg    *registry.Registry
+	log    *slog.Logger
+	server *mqtt.Server
+	tls    *tls.Config
+	limit  *listener.Limit
+	stats  Stats
+	rates  *limiters
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	closeMu sync.Mutex // serialises Close
+}
+
+// New builds a broker. It validates cfg, loads the TLS material and
+// installs the broker's own hooks (identity, ACL, rate limit, limits); it
+// opens no socket until Start. log may be nil.
+func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) {
+	if reg == nil {
+		return nil, fmt.Errorf("%w: nil registry", ErrConfig)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.applyDefaults(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:   cfg,
+		reg:   reg,
+		log:   log,
+		limit: listener.NewLimit(cfg.MaxConnections),
+		rates: newLimiters(cfg.RatePerDevice, cfg.Burst),
+	}
+	if cfg.TLSAddr != "" {
+		tc, err := loadTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.tls = tc
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = cfg.MaxClients
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.ReceiveMaximum = cfg.ReceiveMaximum
+	caps.MaximumInflight = cfg.MaxInflight
+	caps.MaximumClientWritesPending = cfg.MaxClientWritesPending
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumMessageExpiryInterval = int64(cfg.SessionExpiry / time.Second)
+	caps.TopicAliasMaximum = TopicAliasMaximum
+	caps.SharedSubAvailable = 0
+	caps.RetainAvailable = 0
+	caps.MaximumQos = 1
+	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 and 5
+
+	b.server = mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  2 << 10,
+		ClientNetWriteBufferSize: 2 << 10,
+		Logger:                   log,
+		SysTopicResendInterval:   60,
+		InlineClient:             true, // for Publish (cloud-to-device commands)
+	})
+	if err := b.server.AddHook(&policy{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add policy hook: %w", err)
+	}
+	return b, nil
+}
+
+func loadTLS(cfg Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: TLS key pair: %w", ErrConfig, err)
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+	}
+	if cfg.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: client CA: %w", ErrConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: client CA file %s holds no PEM certificate", ErrConfig, cfg.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// AddHook attaches an extra mochi hook (e.g. the gateway's ingest hook). It
+// must be called before Start. Extra hooks run after the broker's own
+// hooks, so their OnPublish sees only authenticated, authorised,
+// rate-limited publishes. They cannot take part in authentication or ACL
+// decisions: their OnConnectAuthenticate and OnACLCheck are never called
+// (in mochi any hook answering true would grant access).
+//
+// Note that mochi calls OnConnect before authentication, and calls
+// OnPublish for server-side publishes too (cl.Net.Inline is true for
+// those).
+func (b *Broker) AddHook(h mqtt.Hook, config any) error {
+	if h == nil {
+		return fmt.Errorf("%w: nil hook", ErrConfig)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.started {
+		return ErrStarted
+	}
+	return b.server.AddHook(&extraHook{Hook: h}, config)
+}
+
+// extraHook hides the access-granting events of a hook added by AddHook.
+type extraHook struct{ mqtt.Hook }
+
+func (h *extraHook) Provides(e byte) bool {
+	if e == mqtt.OnConnectAuthenticate || e == mqtt.OnACLCheck {
+		return false
+	}
+	return h.Hook.Provides(e)
+}
+
+// Start opens the configured listeners and starts serving. It does not
+// block. On error, sockets opened so far are closed; call Close anyway.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.started {
+		return ErrStarted
+	}
+	type spec struct {
+		id, addr string
+		tls      *tls.Config
+	}
+	var specs []spec
+	if b.cfg.TCPAddr != "" {
+		specs = append(specs, spec{ListenerTCP, b.cfg.TCPAddr, nil})
+	}
+	if b.cfg.TLSAddr != "" {
+		specs = append(specs, spec{ListenerTLS, b.cfg.TLSAddr, b.tls})
+	}
+	var opened []listeners.Listener
+	fail := func(err error) error {
+		for _, l := range opened {
+			l.Close(func(string) {})
+		}
+		return err
+	}
+	for _, s := range specs {
+		l, err := listener.NewTCP(b.listenerOptions(s.id, s.addr, s.tls))
+		if err != nil {
+			return fail(err)
+		}
+		if err := b.server.AddListener(l); err != nil {
+			return fail(fmt.Errorf("broker: %s listener on %s: %w", s.id, s.addr, err))
+		}
+		opened = append(opened, l)
+	}
+	if b.cfg.WSAddr != "" {
+		l, err := listener.NewWebSocket(b.listenerOptions(ListenerWS, b.cfg.WSAddr, nil))
+		if err != nil {
+			return fail(err)
+		}
+		if err := b.server.AddListener(l); err != nil {
+			return fail(fmt.Errorf("broker: ws listener on %s: %w", b.cfg.WSAddr, err))
+		}
+		opened = append(opened, l)
+	}
+	if err := b.server.Serve(); err != nil {
+		return fail(fmt.Errorf("broker: serve: %w", err))
+	}
+	b.started = true
+	for _, s := range []string{ListenerTCP, ListenerTLS, ListenerWS} {
+		if a := b.addr(s); a != "" {
+			b.log.Info("broker listening", "listener", s, "address", a)
+		}
+	}
+	return nil
+}
+
+func (b *Broker) listenerOptions(id, addr string, tc *tls.Config) listener.Options {
+	return listener.Options{
+		ID:             id,
+		Address:        addr,
+		TLSConfig:      tc,
+		ConnectTimeout: b.cfg.ConnectTimeout,
+		Limit:          b.limit,
+		Stats:          &b.stats.Listener,
+		OnPanic:        b.afterPanic,
+	}
+}
+
+// Close disconnects every client, closes the listeners and stops the
+// hooks. It is safe to call more than once; later calls return nil.
+func (b *Broker) Close() error {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	if err := b.server.Close(); err != nil {
+		return fmt.Errorf("broker: close: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener (ListenerTCP,
+// ListenerWS or ListenerTLS), or "" if it is not running.
+func (b *Broker) Addr(name string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started {
+		return ""
+	}
+	return b.addr(name)
+}
+
+func (b *Broker) addr(name string) string {
+	l, ok := b.server.Listeners.Get(name)
+	if !ok {
+		return ""
+	}
+	return l.Address()
+}
+
+// Publish publishes a server-side message (e.g. a cloud-to-vehicle command
+// on vehicles/{vin}/cmd/...) to matching subscribers. It bypasses the
+// device ACL; delivery still requires the subscriber's ACL to allow the
+// topic. qos above 1 is lowered to 1. Retain is not supported.
+func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if qos > 1 {
+		qos = 1
+	}
+	if err := b.server.Publish(topic, payload, false, qos); err != nil {
+		return fmt.Errorf("broker: publish %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Disconnect ends the live session of device id, if any (MQTT 5 clients
+// receive DISCONNECT 0x98 Administrative action). A persistent session is
+// kept; use Reload to revoke a device.
+func (b *Broker) Disconnect(id string) {
+	b.kick(id, false)
+}
+
+// kick disconnects the client with id; purge also discards its stored
+// session (subscriptions and queued messages).
+func (b *Broker) kick(id string, purge bool) bool {
+	cl, ok := b.server.Clients.Get(id)
+	if !ok || cl.Net.Inline {
+		return false
+	}
+	if !cl.Closed() {
+		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
+	}
+	if purge {
+		b.discardSession(cl)
+	}
+	return true
+}
+
+// discardSession removes a stopped client's subscriptions, queued messages
+// and map entry, as mochi does for a clean session.
+func (b *Broker) discardSession(cl *mqtt.Client) {
+	cl.ClearInflights()
+	b.server.UnsubscribeClient(cl)
+	if cur, ok := b.server.Clients.Get(cl.ID); ok && cur == cl {
+		b.server.Clients.Delete(cl.ID)
+	}
+	b.rates.release(cl.ID, b.hasOpenClient(cl.ID, cl))
+}
+
+// hasOpenClient reports whether a client other than except with id is
+// connected.
+func (b *Broker) hasOpenClient(id string, except *mqtt.Client) bool {
+	cur, ok := b.server.Clients.Get(id)
+	return ok && cur != except && !cur.Closed()
+}
+
+// Reload re-reads the registry file and ends the sessions of devices that
+// were removed, disabled, changed kind or had their secret rotated. Removed,
+// disabled and kind-changed devices also lose their stored sessions; a
+// rotated device keeps its session for when it reconnects with the new
+// secret. On error the current registry stays in force.
+func (b *Broker) Reload() error {
+	ch, err := b.reg.Reload()
+	if err != nil {
+		return fmt.Errorf("broker: reload registry: %w", err)
+	}
+	purge := map[string]bool{}
+	for _, id := range ch.Removed {
+		purge[id] = true
+	}
+	for _, id := range ch.Disabled {
+		purge[id] = true
+	}
+	for _, id := range ch.KindChanged {
+		purge[id] = true
+	}
+	ended := 0
+	for _, id := range ch.Revoked() {
+		if b.kick(id, purge[id]) {
+			ended++
+			b.stats.Revoked.Add(1)
+		}
+	}
+	b.log.Info("device registry reloaded",
+		"devices", b.reg.Len(), "added", len(ch.Added), "removed", ch.Removed,
+		"disabled", ch.Disabled, "enabled", len(ch.Enabled), "rotated", ch.Rotated,
+		"kind_changed", ch.KindChanged, "sessions_ended", ended)
+	return nil
+}
+
+// Connected returns the number of connected, authenticated clients.
+func (b *Broker) Connected() int {
+	return int(atomic.LoadInt64(&b.server.Info.ClientsConnected))
+}
+
+// Stats returns the broker's live counters.
+func (b *Broker) Stats() *Stats { return &b.stats }
+
+// Server returns the underlying mochi server, for read-only inspection and
+// inline subscriptions. Do not add hooks or listeners through it.
+func (b *Broker) Server() *mqtt.Server { return b.server }

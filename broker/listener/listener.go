@@ -1,0 +1,334 @@
+// Package listener provides hardened network listeners for the mochi MQTT
+// server: plain TCP, TLS (optionally mutual) and WebSocket. They implement
+// mochi's listeners.Listener interface and add what mochi's own listeners
+// lack:
+//
+//   - a connect deadline on every accepted socket: a client must complete
+//     the TLS handshake / WebSocket upgrade and send its CONNECT packet
+//     within Options.ConnectTimeout, or the socket is closed (mochi sets no
+//     deadline before CONNECT and replaces ours with the keepalive deadline
+//     once CONNECT is read);
+//   - an optional cap on concurrently open sockets, shared across
+//     listeners (mochi only counts authenticated clients);
+//   - recovery from panics while serving a connection: the panic is logged
+//     with its stack, counted, and only that connection is closed;
+//   - Close closes every socket it accepted, including ones that never sent
+//     CONNECT, and waits for their goroutines, so shutdown is prompt and
+//     leak-free;
+//   - counters (Stats) for accepted, refused and timed-out connections and
+//     recovered panics.
+package listener
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Errors returned by listeners.
+var (
+	// ErrClosed is returned by Init after Close.
+	ErrClosed = errors.New("listener: closed")
+	// ErrConfig means the Options are unusable.
+	ErrConfig = errors.New("listener: bad options")
+)
+
+// DefaultConnectTimeout is used when Options.ConnectTimeout is zero.
+const DefaultConnectTimeout = 10 * time.Second
+
+// Stats are counters shared by listeners. All fields are safe for
+// concurrent use; read them with Load.
+type Stats struct {
+	Accepted        atomic.Uint64 // sockets accepted and handed to the broker
+	Refused         atomic.Uint64 // sockets closed at accept: connection cap reached
+	ConnectTimeouts atomic.Uint64 // sockets closed because no CONNECT arrived in time
+	Panics          atomic.Uint64 // panics recovered while serving a connection
+	Open            atomic.Int64  // sockets currently open
+}
+
+// Limit caps the number of concurrently open sockets across the listeners
+// that share it. A nil *Limit means no cap.
+type Limit struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewLimit returns a Limit allowing at most max open sockets (max <= 0
+// means no cap).
+func NewLimit(max int64) *Limit { return &Limit{max: max} }
+
+// Open returns the number of sockets currently counted against the limit.
+func (l *Limit) Open() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.n.Load()
+}
+
+func (l *Limit) acquire() bool {
+	if l == nil || l.max <= 0 {
+		return true
+	}
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *Limit) release() {
+	if l == nil || l.max <= 0 {
+		return
+	}
+	l.n.Add(-1)
+}
+
+// Options configure a listener.
+type Options struct {
+	// ID is the mochi listener id (e.g. "tcp", "tls", "ws"). Required.
+	ID string
+	// Address to listen on, e.g. "127.0.0.1:1883" or "127.0.0.1:0".
+	Address string
+	// TLSConfig, if set, makes a TCP listener a TLS listener. For mutual
+	// TLS set ClientAuth to tls.RequireAndVerifyClientCert and ClientCAs.
+	// Not supported by the WebSocket listener (terminate wss in front).
+	TLSConfig *tls.Config
+	// ConnectTimeout bounds the time from accept to a complete CONNECT
+	// packet (TLS handshake and WebSocket upgrade included).
+	ConnectTimeout time.Duration
+	// Limit, if set, caps concurrently open sockets.
+	Limit *Limit
+	// Stats, if set, receives the counters; otherwise a private Stats is used.
+	Stats *Stats
+	// OnPanic, if set, is called after a panic was recovered while serving
+	// conn (after conn was closed), so the broker can clean up state tied
+	// to it.
+	OnPanic func(conn net.Conn, recovered any)
+}
+
+func (o *Options) normalise() error {
+	if o.ID == "" {
+		return fmt.Errorf("%w: empty id", ErrConfig)
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.Stats == nil {
+		o.Stats = new(Stats)
+	}
+	return nil
+}
+
+// Conn is the net.Conn handed to mochi for every accepted socket. Hooks can
+// type-assert mochi's Client.Net.Conn to *Conn to reach it.
+type Conn struct {
+	net.Conn // what mochi reads from: the socket, a *tls.Conn or a WebSocket adapter
+
+	raw         *rawConn
+	established atomic.Bool
+}
+
+// MarkEstablished records that the CONNECT packet was read. The broker
+// calls it from its OnConnect hook; a connection that ends in a timeout
+// before that is counted as a connect timeout.
+func (c *Conn) MarkEstablished() { c.established.Store(true) }
+
+// Established reports whether MarkEstablished was called.
+func (c *Conn) Established() bool { return c.established.Load() }
+
+// TLSConnectionState returns the TLS state of a TLS connection. ok is false
+// for plain TCP and WebSocket connections.
+func (c *Conn) TLSConnectionState() (state tls.ConnectionState, ok bool) {
+	if tc, isTLS := c.Conn.(*tls.Conn); isTLS {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
+// Close closes the connection. It is safe to call more than once and from
+// several goroutines.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.raw.Close()
+	return err
+}
+
+// rawConn is an accepted socket, tracked by its listener and counted
+// against the Limit until closed.
+type rawConn struct {
+	net.Conn
+	owner *core
+	once  sync.Once
+}
+
+func (r *rawConn) Close() error {
+	err := net.ErrClosed
+	r.once.Do(func() {
+		err = r.Conn.Close()
+		r.owner.forget(r)
+	})
+	return err
+}
+
+// core holds what TCP and WebSocket listeners share: option handling,
+// socket tracking, the serve wrapper and shutdown.
+type core struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*rawConn]struct{}
+	wg     sync.WaitGroup // one per connection being served
+
+	closeOnce sync.Once
+}
+
+func newCore(opts Options) (*core, error) {
+	if err := opts.normalise(); err != nil {
+		return nil, err
+	}
+	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{})}, nil
+}
+
+// admit registers a freshly accepted socket, or closes it and returns nil
+// when the listener is closing or the cap is reached.
+func (c *core) admit(nc net.Conn) *rawConn {
+	if !c.opts.Limit.acquire() {
+		c.opts.Stats.Refused.Add(1)
+		c.log.Warn("connection refused: too many open connections", "listener", c.opts.ID, "remote", nc.RemoteAddr().String())
+		_ = nc.Close()
+		return nil
+	}
+	r := &rawConn{Conn: nc, owner: c}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.opts.Limit.release()
+		_ = nc.Close()
+		return nil
+	}
+	c.conns[r] = struct{}{}
+	c.mu.Unlock()
+	c.opts.Stats.Accepted.Add(1)
+	c.opts.Stats.Open.Add(1)
+	_ = nc.SetDeadline(time.Now().Add(c.opts.ConnectTimeout))
+	return r
+}
+
+func (c *core) forget(r *rawConn) {
+	c.mu.Lock()
+	_, ok := c.conns[r]
+	delete(c.conns, r)
+	c.mu.Unlock()
+	if ok {
+		c.opts.Limit.release()
+		c.opts.Stats.Open.Add(-1)
+	}
+}
+
+// begin reserves a serving slot; false when the listener is closing.
+func (c *core) begin() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+// serve runs establish for conn, recovering any panic, and closes conn
+// when done. The caller must have called begin.
+func (c *core) serve(conn *Conn, establish listeners.EstablishFn) {
+	defer c.wg.Done()
+	defer func() {
+		v := recover()
+		_ = conn.Close()
+		if v == nil {
+			return
+		}
+		c.opts.Stats.Panics.Add(1)
+		c.log.Error("recovered panic while serving connection",
+			"listener", c.opts.ID, "remote", conn.RemoteAddr().String(),
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if c.opts.OnPanic != nil {
+			c.opts.OnPanic(conn, v)
+		}
+	}()
+	err := establish(c.opts.ID, conn)
+	if err == nil {
+		return
+	}
+	if !conn.Established() && isTimeout(err) {
+		c.opts.Stats.ConnectTimeouts.Add(1)
+		c.log.Debug("connection closed: no CONNECT within timeout", "listener", c.opts.ID,
+			"remote", conn.RemoteAddr().String(), "timeout", c.opts.ConnectTimeout)
+		return
+	}
+	c.log.Debug("connection ended", "listener", c.opts.ID, "remote", conn.RemoteAddr().String(), "error", err)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// shutdown marks the core closed, runs stop (which must stop accepting),
+// lets mochi disconnect its clients, closes every remaining socket and
+// waits for the serving goroutines.
+func (c *core) shutdown(stop func(), closeClients listeners.CloseFn) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
+		if closeClients != nil {
+			closeClients(c.opts.ID)
+		}
+		c.mu.Lock()
+		open := make([]*rawConn, 0, len(c.conns))
+		for r := range c.conns {
+			open = append(open, r)
+		}
+		c.mu.Unlock()
+		for _, r := range open {
+			_ = r.Close()
+		}
+		c.wg.Wait()
+	})
+}
+
+func (c *core) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// acceptBackoff sleeps after a transient accept error (e.g. EMFILE).
+func acceptBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		d = 5 * time.Millisecond
+	} else {
+		d *= 2
+	}
+	if d > time.Second {
+		d = time.Second
+	}
+	time.Sleep(d)
+	return d
+}

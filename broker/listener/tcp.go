@@ -1,0 +1,131 @@
+package listener
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// TCP is a TCP or TLS listener for mochi. Create it with NewTCP.
+type TCP struct {
+	*core
+	mu      sync.Mutex
+	ln      net.Listener
+	serving chan struct{} // closed when Serve returns; nil before Serve
+}
+
+var _ listeners.Listener = (*TCP)(nil)
+
+// NewTCP returns a TCP listener, or a TLS listener when opts.TLSConfig is
+// set. The socket is opened by Init (mochi's AddListener calls it).
+func NewTCP(opts Options) (*TCP, error) {
+	c, err := newCore(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &TCP{core: c}, nil
+}
+
+// ID returns the listener id.
+func (l *TCP) ID() string { return l.opts.ID }
+
+// Protocol returns "tcp" or "tls".
+func (l *TCP) Protocol() string {
+	if l.opts.TLSConfig != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+// Address returns the bound address once Init succeeded (useful with port
+// 0), else the configured address.
+func (l *TCP) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.opts.Address
+}
+
+// Init opens the socket.
+func (l *TCP) Init(log *slog.Logger) error {
+	if log != nil {
+		l.log = log
+	}
+	if l.isClosed() {
+		return ErrClosed
+	}
+	ln, err := net.Listen("tcp", l.opts.Address)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close and hands each to establish in
+// its own goroutine.
+func (l *TCP) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	ln := l.ln
+	if ln == nil || l.serving != nil || l.isClosed() {
+		l.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	l.serving = done
+	l.mu.Unlock()
+	defer close(done)
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if l.isClosed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.log.Warn("accept failed", "listener", l.opts.ID, "error", err)
+			backoff = acceptBackoff(backoff)
+			continue
+		}
+		backoff = 0
+		raw := l.admit(nc)
+		if raw == nil {
+			continue
+		}
+		conn := &Conn{Conn: raw, raw: raw}
+		if l.opts.TLSConfig != nil {
+			conn.Conn = tls.Server(raw, l.opts.TLSConfig)
+		}
+		if !l.begin() {
+			_ = conn.Close()
+			continue
+		}
+		go l.serve(conn, establish)
+	}
+}
+
+// Close stops accepting, lets mochi disconnect its clients via
+// closeClients, closes every remaining socket and waits for all connection
+// goroutines. It is safe to call more than once.
+func (l *TCP) Close(closeClients listeners.CloseFn) {
+	l.shutdown(func() {
+		l.mu.Lock()
+		ln, serving := l.ln, l.serving
+		l.mu.Unlock()
+		if ln != nil {
+			_ = ln.Close()
+		}
+		if serving != nil {
+			<-serving
+		}
+	}, closeClients)
+}

@@ -1,0 +1,344 @@
+package broker
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
+
+	"github.com/telegate/telegate/broker/acl"
+	"github.com/telegate/telegate/broker/listener"
+	"github.com/telegate/telegate/broker/registry"
+)
+
+// policy is the broker's own mochi hook: identity, ACL, rate limits,
+// keepalive clamp, CONNACK capabilities and the fixes for mochi defects.
+// It is added first, so it runs before any hook added with AddHook.
+type policy struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *policy) ID() string { return "telegate-policy" }
+
+func (h *policy) Provides(e byte) bool {
+	switch e {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished,
+		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPublish,
+		mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnConnect runs right after the CONNECT packet was read, before
+// authentication. It marks the socket as past the connect phase and clamps
+// the keepalive: mochi disables all deadlines for keepalive 0, so such a
+// client (or one asking for more than MaxKeepalive) gets MaxKeepalive,
+// announced to v5 clients as Server Keep Alive.
+func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if lc, ok := cl.Net.Conn.(*listener.Conn); ok {
+		lc.MarkEstablished()
+	}
+	maxKA := uint16(h.b.cfg.MaxKeepalive / time.Second)
+	if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA {
+		cl.State.Keepalive = maxKA
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnConnectAuthenticate establishes the device identity. The client id must
+// be a registered, enabled device id, and either
+//   - the username equals the client id and the password verifies against
+//     the registry, or
+//   - the connection is mutual TLS, the verified client certificate's CN
+//     equals the client id, the username is empty or equal, and the
+//     password, if sent, verifies.
+//
+// It also refuses a Will whose topic the device may not publish to, with
+// CONNACK 0x87 (v5) / 0x05 (v3.1.1): mochi publishes Wills without any ACL
+// check.
+func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	st := &h.b.stats
+	id := pk.Connect.ClientIdentifier
+	user := string(pk.Connect.Username)
+	refuse := func(c interface{ Add(uint64) uint64 }, reason string, err error) bool {
+		c.Add(1)
+		st.AuthFailures.Add(1)
+		attrs := []any{"client", id, "remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", reason}
+		if err != nil {
+			attrs = append(attrs, "error", err.Error())
+		}
+		h.b.log.Info("connect refused", attrs...)
+		return false
+	}
+	classify := func(err error) bool {
+		switch {
+		case errors.Is(err, registry.ErrUnknownDevice):
+			return refuse(&st.RefusedUnknownDevice, "unknown device", nil)
+		case errors.Is(err, registry.ErrDisabled):
+			return refuse(&st.RefusedDisabled, "device disabled", nil)
+		default:
+			return refuse(&st.RefusedBadSecret, "bad secret", nil)
+		}
+	}
+
+	if id == "" {
+		return refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
+	}
+	var dev registry.Device
+	if cn, ok := peerCommonName(cl.Net.Conn); ok {
+		if cn != id {
+			return refuse(&st.RefusedIdentityMismatch, "client id differs from certificate CN", nil)
+		}
+		if user != "" && user != id {
+			return refuse(&st.RefusedIdentityMismatch, "username differs from client id", nil)
+		}
+		d, found := h.b.reg.Lookup(id)
+		switch {
+		case !found:
+			return classify(registry.ErrUnknownDevice)
+		case d.Disabled:
+			return classify(registry.ErrDisabled)
+		}
+		if pk.Connect.PasswordFlag {
+			if _, err := h.b.reg.Verify(id, pk.Connect.Password); err != nil {
+				return classify(err)
+			}
+		}
+		dev = d
+	} else {
+		if user != id {
+			return refuse(&st.RefusedIdentityMismatch, "username differs from client id", nil)
+		}
+		d, err := h.b.reg.Verify(id, pk.Connect.Password)
+		if err != nil {
+			return classify(err)
+		}
+		dev = d
+	}
+
+	if pk.Connect.WillFlag && !acl.CanPublish(dev.Kind, dev.ID, pk.Connect.WillTopic) {
+		st.RefusedWill.Add(1)
+		st.AuthFailures.Add(1)
+		h.b.log.Info("connect refused", "client", id, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", "will topic not allowed", "will_topic", pk.Connect.WillTopic)
+		// Our own CONNACK, then stop the client so the one mochi sends
+		// next (0x86) is never written.
+		_ = h.b.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
+		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
+	return true
+}
+
+// peerCommonName returns the subject CN of a verified client certificate.
+func peerCommonName(c net.Conn) (string, bool) {
+	lc, ok := c.(*listener.Conn)
+	if !ok {
+		return "", false
+	}
+	cs, ok := lc.TLSConnectionState()
+	if !ok || len(cs.PeerCertificates) == 0 || len(cs.VerifiedChains) == 0 {
+		return "", false
+	}
+	return cs.PeerCertificates[0].Subject.CommonName, true
+}
+
+func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.b.stats.ConnectsAccepted.Add(1)
+	h.b.log.Debug("device connected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+		"protocol", cl.Properties.ProtocolVersion, "keepalive", cl.State.Keepalive)
+}
+
+// OnACLCheck applies the device ACL. mochi calls it for publish topics
+// (write), subscription filters and deliveries to subscribers (read). The
+// identity is the client id, which OnConnectAuthenticate bound to the
+// registry; a device removed or disabled since is denied everything.
+func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	d, ok := h.b.reg.Lookup(cl.ID)
+	if ok && !d.Disabled {
+		if write && acl.CanPublish(d.Kind, d.ID, topic) {
+			return true
+		}
+		if !write && acl.CanSubscribe(d.Kind, d.ID, topic) {
+			return true
+		}
+	}
+	if write {
+		h.b.stats.ACLDeniedPublish.Add(1)
+	} else {
+		h.b.stats.ACLDeniedSubscribe.Add(1)
+	}
+	h.b.log.Debug("acl denied", "client", cl.ID, "topic", topic, "publish", write)
+	return false
+}
+
+// OnPacketRead fixes two mochi defects in PUBLISH handling before mochi
+// sees the packet:
+//   - inbound v5 topic aliases are resolved before the ACL check: mochi
+//     checks the ACL against the topic name as sent, which is empty when a
+//     client re-uses an alias, and only resolves the alias afterwards;
+//   - a topic mochi considers invalid for publishing ($SYS/..., "$share")
+//     is silently dropped by mochi, even at QoS 1, leaving the client
+//     waiting for a PUBACK forever; such a client is disconnected instead
+//     (v5: DISCONNECT 0x90 Topic Name invalid).
+func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		alias := pk.Properties.TopicAlias
+		if pk.Properties.TopicAliasFlag && alias > 0 && alias <= TopicAliasMaximum {
+			pk.TopicName = cl.State.TopicAliases.Inbound.Set(alias, pk.TopicName)
+		}
+	}
+	if !mqtt.IsValidFilter(pk.TopicName, true) {
+		h.b.stats.ACLDeniedPublish.Add(1)
+		h.b.log.Debug("publish to invalid topic, disconnecting", "client", cl.ID, "topic", pk.TopicName)
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = h.b.server.DisconnectClient(cl, packets.ErrTopicNameInvalid)
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// OnPacketEncode completes CONNACKs. mochi does not advertise most of its
+// limits to v5 clients, so a successful v5 CONNACK gets Maximum Packet
+// Size, Topic Alias Maximum, Retain Available 0 and Shared Subscription
+// Available 0 added. mochi also writes v5-only reason codes (0x87, 0x9A,
+// ...) into v3.1.1 CONNACKs, where only 1-5 are valid; those become 0x05
+// Not authorized (0x03 Server unavailable for 0x88/0x89).
+func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		switch {
+		case pk.ReasonCode == packets.ErrServerUnavailable.Code || pk.ReasonCode == packets.ErrServerBusy.Code:
+			pk.ReasonCode = packets.Err3ServerUnavailable.Code
+		case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
+			pk.ReasonCode = packets.Err3NotAuthorized.Code
+		}
+		return pk
+	}
+	if pk.ReasonCode == packets.CodeSuccess.Code {
+		pk.Properties.MaximumPacketSize = h.b.cfg.MaxPacketSize
+		pk.Properties.TopicAliasMaximum = TopicAliasMaximum
+		pk.Properties.RetainAvailable = 0
+		pk.Properties.RetainAvailableFlag = true
+		pk.Properties.SharedSubAvailable = 0
+		pk.Properties.SharedSubAvailableFlag = true
+	}
+	return pk
+}
+
+// OnPublish enforces the per-device rate limit and drops the retain flag
+// (retained messages are not offered to devices). Over the limit:
+//   - QoS 0 is dropped (not delivered, not passed to later hooks);
+//   - QoS 1 from a v5 client is answered with PUBACK 0x97 Quota exceeded;
+//   - QoS 1 from a v3.1.1 client disconnects it: mochi ignores errors
+//     from OnPublish for v3 clients and would acknowledge the message.
+//
+// Refused messages return packets.ErrRejectPacket so that later hooks
+// (the gateway's ingest) never see them.
+func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	pk.FixedHeader.Retain = false
+	if h.b.rates.get(cl.ID).Allow() {
+		return pk, nil
+	}
+	h.b.stats.RateLimited.Add(1)
+	switch {
+	case pk.FixedHeader.Qos == 0:
+	case cl.Properties.ProtocolVersion == 5:
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.ErrQuotaExceeded.Code,
+			Properties:  packets.Properties{ReasonString: packets.ErrQuotaExceeded.Reason},
+		})
+	default:
+		h.b.stats.RateLimitDisconnects.Add(1)
+		h.b.log.Info("device disconnected: publish rate exceeded", "client", cl.ID, "remote", cl.Net.Remote)
+		cl.Stop(packets.ErrQuotaExceeded)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// OnDisconnect frees the device's rate limiter unless another connection
+// of the same device (a session takeover) is live.
+func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.b.rates.release(cl.ID, h.b.hasOpenClient(cl.ID, cl))
+}
+
+// afterPanic is called by the listeners after a panic was recovered while
+// serving conn. mochi's own cleanup did not run to the end, so the client
+// is treated as disconnected: a clean session is discarded (as mochi does on
+// a normal disconnect) and its rate limiter freed.
+func (b *Broker) afterPanic(conn net.Conn, _ any) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Conn != conn {
+			continue
+		}
+		cl.Stop(packets.ErrUnspecifiedError)
+		clean := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+			(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+		if clean {
+			b.discardSession(cl)
+		} else {
+			b.rates.release(cl.ID, b.hasOpenClient(cl.ID, cl))
+		}
+	}
+}
+
+// limiters holds one token bucket per connected device id.
+type limiters struct {
+	mu    sync.Mutex
+	m     map[string]*rate.Limiter
+	limit rate.Limit
+	burst int
+}
+
+func newLimiters(perSecond float64, burst int) *limiters {
+	l := rate.Limit(perSecond)
+	if perSecond == 0 {
+		l = rate.Inf
+	}
+	return &limiters{m: make(map[string]*rate.Limiter), limit: l, burst: burst}
+}
+
+func (l *limiters) get(id string) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.m[id]
+	if !ok {
+		lim = rate.NewLimiter(l.limit, l.burst)
+		l.m[id] = lim
+	}
+	return lim
+}
+
+// release drops the limiter of id unless keep is true.
+func (l *limiters) release(id string, keep bool) {
+	if keep {
+		return
+	}
+	l.mu.Lock()
+	delete(l.m, id)
+	l.mu.Unlock()
+}
+
+func (l *limiters) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
+}

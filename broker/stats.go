@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"sync/atomic"
+
+	"github.com/telegate/telegate/broker/listener"
+)
+
+// Stats are the broker's counters. Every field is safe for concurrent use
+// and only ever increases (except Listener.Open, a gauge). The gateway
+// exports them to Prometheus; Snapshot gives them stable names.
+type Stats struct {
+	// ConnectsAccepted counts sessions established (CONNACK success sent).
+	ConnectsAccepted atomic.Uint64
+	// Connect refusals by reason. AuthFailures is their sum.
+	RefusedUnknownDevice    atomic.Uint64 // client id not in the registry
+	RefusedBadSecret        atomic.Uint64 // wrong or missing password
+	RefusedDisabled         atomic.Uint64 // device disabled in the registry
+	RefusedIdentityMismatch atomic.Uint64 // client id != username, or != certificate CN
+	RefusedWill             atomic.Uint64 // Will topic outside the device's publish ACL
+	AuthFailures            atomic.Uint64
+
+	// ACL denials (publish topics; subscription filters and deliveries).
+	ACLDeniedPublish   atomic.Uint64
+	ACLDeniedSubscribe atomic.Uint64
+
+	// RateLimited counts publishes over the per-device rate (dropped, or
+	// refused with PUBACK 0x97); RateLimitDisconnects the MQTT 3.1.1
+	// clients disconnected for exceeding it with QoS 1.
+	RateLimited          atomic.Uint64
+	RateLimitDisconnects atomic.Uint64
+
+	// Revoked counts live or stored sessions ended by Reload.
+	Revoked atomic.Uint64
+
+	// Listener holds socket-level counters: sockets accepted, refused at
+	// the connection cap, closed for not sending CONNECT in time, recovered
+	// panics, and currently open sockets.
+	Listener listener.Stats
+}
+
+// Snapshot returns the current value of every counter keyed by a stable
+// metric-style name.
+func (s *Stats) Snapshot() map[string]uint64 {
+	return map[string]uint64{
+		"connects_accepted":                  s.ConnectsAccepted.Load(),
+		"connects_refused_unknown_device":    s.RefusedUnknownDevice.Load(),
+		"connects_refused_bad_secret":        s.RefusedBadSecret.Load(),
+		"connects_refused_disabled":          s.RefusedDisabled.Load(),
+		"connects_refused_identity_mismatch": s.RefusedIdentityMismatch.Load(),
+		"connects_refused_will":              s.RefusedWill.Load(),
+		"auth_failures":                      s.AuthFailures.Load(),
+		"acl_denied_publish":                 s.ACLDeniedPublish.Load(),
+		"acl_denied_subscribe":               s.ACLDeniedSubscribe.Load(),
+		"rate_limited_publishes":             s.RateLimited.Load(),
+		"rate_limit_disconnects":             s.RateLimitDisconnects.Load(),
+		"sessions_revoked":                   s.Revoked.Load(),
+		"sockets_accepted":                   s.Listener.Accepted.Load(),
+		"sockets_refused_limit":              s.Listener.Refused.Load(),
+		"connect_timeouts":                   s.Listener.ConnectTimeouts.Load(),
+		"recovered_panics":                   s.Listener.Panics.Load(),
+		"sockets_open":                       uint64(max(0, s.Listener.Open.Load())),
+	}
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make run`: local InfluxDB (child of the gateway), the gateway with its
+# embedded MQTT broker and NATS, and a small simulated fleet. Ctrl-C stops all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VEHICLES=${VEHICLES:-20}
+CHARGERS=${CHARGERS:-4}
+FLEET_KEY=${FLEET_KEY:-demo-fleet-key}
+mkdir -p var
+if [[ ! -f var/devices.yaml ]]; then
+  echo ">> provisioning $VEHICLES vehicles and $CHARGERS chargers into var/devices.yaml"
+  bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" -cost 8 -out var/devices.yaml
+fi
+
+bin/gateway -config deploy/gateway.dev.yaml &
+GW=$!
+SIM=
+cleanup() {
+  trap - INT TERM EXIT
+  [[ -n "$SIM" ]] && kill -INT "$SIM" 2>/dev/null || true
+  kill -INT "$GW" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo ">> stopped"
+}
+trap cleanup INT TERM EXIT
+
+for _ in $(seq 1 120); do
+  if curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$GW" 2>/dev/null; then echo "gateway exited"; exit 1; fi
+  sleep 0.5
+done
+
+cat <<INFO
+
+  telegate is running
+  ─────────────────────────────────────────────────────────────────────────
+  MQTT (TCP)        tcp://127.0.0.1:1883    MQTT over WebSocket  ws://127.0.0.1:1882
+  Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
+  InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen
+  NATS (JetStream)  nats://127.0.0.1:4222
+  Devices           var/devices.yaml (fleet key "$FLEET_KEY")
+
+  Latest speed per vehicle (Flux):
+    curl -s -XPOST http://127.0.0.1:8086/api/v2/query -H 'Content-Type: application/vnd.flux' -H 'Accept: application/csv' \\
+      -d 'from(bucket:"telemetry/autogen") |> range(start:-5m) |> filter(fn:(r)=> r._measurement=="telemetry" and r._field=="Vehicle.Speed") |> last()'
+  DTC events (nats CLI):   nats --server nats://127.0.0.1:4222 sub 'telemetry.dtc.>'
+  Charging sessions:       nats --server nats://127.0.0.1:4222 sub 'charging.session.>'
+
+  Ctrl-C stops everything.
+INFO
+
+bin/firmware-sim run -broker tcp://127.0.0.1:1883 -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" &
+SIM=$!
+wait "$GW"

@@ -1,0 +1,304 @@
+// Package app wires the gateway: local InfluxDB (optional) → spool → NATS →
+// sinks → broker with the ingest hook → HTTP operations endpoints, and shuts
+// them down in the reverse order that keeps the delivery guarantee:
+// listeners first (no new publishes), then the sinks drain the spool into
+// InfluxDB and NATS, then the spool closes, then NATS drains.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/telegate/telegate/broker"
+	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/gateway/config"
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influxproc"
+	"github.com/telegate/telegate/gateway/influxsink"
+	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/spool"
+)
+
+// DrainTimeout bounds how long shutdown waits for the sinks to flush the
+// spool. Whatever is left stays in the spool and is replayed at next start.
+const DrainTimeout = 20 * time.Second
+
+// App is a running gateway.
+type App struct {
+	cfg      config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics.Metrics
+	proc     *influxproc.Proc
+	writer   *influx.Writer
+	spool    *spool.Spool
+	bus      *natsbus.Bus
+	devices  *registry.Registry
+	broker   *broker.Broker
+	isink    *influxsink.Sink
+	esink    *eventsink.Sink
+	http     *http.Server
+	httpLn   net.Listener
+	sinkStop context.CancelFunc
+	drain    context.CancelFunc
+	sinkWG   sync.WaitGroup
+	once     sync.Once
+	ready    chan struct{}
+}
+
+// New validates cfg; Start brings the gateway up.
+func New(cfg config.Config, log *slog.Logger) *App {
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &App{cfg: cfg, log: log, reg: reg, m: metrics.New(reg), ready: make(chan struct{})}
+}
+
+// Start starts every component. On error, whatever was started is stopped.
+func (a *App) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	c := a.cfg
+	if c.Influx.Local.Enabled {
+		a.proc, err = influxproc.Start(ctx, influxproc.Config{Binary: c.Influx.Local.Binary, Dir: c.Influx.Local.Dir,
+			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, a.log)
+		if err != nil {
+			return err
+		}
+	}
+	if c.Influx.CreateDatabase {
+		if err := a.ensureDatabase(ctx); err != nil {
+			return err
+		}
+	}
+	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: c.Influx.Token, Org: c.Influx.Org,
+		Bucket: c.Influx.Bucket(), Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
+	if err != nil {
+		return fmt.Errorf("influx writer: %w", err)
+	}
+	a.spool, err = spool.Open(spool.Options{
+		Dir:          filepath.Join(c.DataDir, "spool"),
+		Consumers:    []string{influxsink.ConsumerName, eventsink.ConsumerName},
+		SegmentBytes: int64(c.Spool.SegmentBytes),
+		MaxBytes:     int64(c.Spool.MaxBytes),
+		MaxRecord:    int(c.MQTT.MaxPacketSize) + 4096,
+		SyncDelay:    c.Spool.SyncDelay,
+		Logger:       a.log.With("component", "spool"),
+	})
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	storeDir := c.NATS.Embedded.StoreDir
+	if storeDir == "" {
+		storeDir = filepath.Join(c.DataDir, "nats")
+	}
+	a.bus, err = natsbus.Open(ctx, natsbus.Config{URL: c.NATS.URL, CredsFile: c.NATS.CredsFile, User: c.NATS.User,
+		Password: c.NATS.Password, EmbeddedAddr: c.NATS.Embedded.Addr, StoreDir: storeDir,
+		MaxStore: int64(c.NATS.Embedded.MaxStore), Replicas: c.NATS.Replicas, DedupWindow: c.NATS.DedupWindow,
+		MaxAge: c.NATS.MaxAge}, a.log.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	a.devices, err = registry.Load(c.DevicesFile)
+	if err != nil {
+		return fmt.Errorf("device registry: %w", err)
+	}
+
+	// Sinks.
+	icons, err := a.spool.Consumer(influxsink.ConsumerName)
+	if err != nil {
+		return err
+	}
+	econs, err := a.spool.Consumer(eventsink.ConsumerName)
+	if err != nil {
+		return err
+	}
+	kv, err := a.bus.JetStream().KeyValue(ctx, natsbus.BucketDTCState)
+	if err != nil {
+		return fmt.Errorf("dtc state bucket: %w", err)
+	}
+	a.isink = influxsink.New(influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)},
+		icons, a.writer, a.m, a.log.With("component", "influxsink"))
+	a.esink = eventsink.New(econs, a.bus, eventsink.KVStore{KV: kv}, a.deviceKind, a.m, a.log.With("component", "eventsink"))
+	sinkCtx, sinkStop := context.WithCancel(context.Background())
+	drainCtx, drain := context.WithCancel(context.Background())
+	a.sinkStop, a.drain = sinkStop, drain
+	a.runSink("influx", func() error { return a.isink.Run(sinkCtx, drainCtx) })
+	a.runSink("events", func() error { return a.esink.Run(sinkCtx, drainCtx) })
+
+	// Broker with the ingest hook.
+	a.broker, err = broker.New(broker.Config{
+		TCPAddr: c.MQTT.TCPAddr, WSAddr: c.MQTT.WSAddr, TLSAddr: c.MQTT.TLSAddr,
+		TLSCertFile: c.MQTT.TLSCertFile, TLSKeyFile: c.MQTT.TLSKeyFile, ClientCAFile: c.MQTT.ClientCAFile,
+		MaxPacketSize: uint32(c.MQTT.MaxPacketSize), ReceiveMaximum: uint16(c.MQTT.ReceiveMaximum),
+		MaxInflight: uint16(c.MQTT.MaxInflight), MaxClientWritesPending: int32(c.MQTT.MaxClientWritesPending),
+		ConnectTimeout: c.MQTT.ConnectTimeout, MaxClients: int64(c.MQTT.MaxClients), SessionExpiry: c.MQTT.SessionExpiry,
+		RatePerDevice: c.MQTT.RatePerDevice, Burst: c.MQTT.RateBurst,
+	}, a.devices, a.log.With("component", "broker"))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	hook := ingest.New(spoolAdapter{a.spool}, ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
+		a.log.With("component", "ingest"))
+	hook.SetServer(a.broker.Server())
+	if err := a.broker.AddHook(hook, nil); err != nil {
+		return fmt.Errorf("ingest hook: %w", err)
+	}
+	a.registerGauges()
+	if err := a.broker.Start(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+
+	if err := a.startHTTP(); err != nil {
+		return err
+	}
+	close(a.ready)
+	a.log.Info("gateway started", "mqtt", a.broker.Addr("tcp"), "ws", a.broker.Addr("ws"), "http", a.HTTPAddr(),
+		"nats", a.bus.URL(), "influx", c.Influx.URL, "bucket", c.Influx.Bucket())
+	return nil
+}
+
+func (a *App) runSink(name string, run func() error) {
+	a.sinkWG.Add(1)
+	go func() {
+		defer a.sinkWG.Done()
+		if err := run(); err != nil {
+			a.log.Error("sink stopped", "sink", name, "err", err)
+		}
+	}()
+}
+
+func (a *App) ensureDatabase(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < 30; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = influx.EnsureDatabase(cctx, a.cfg.Influx.URL, a.cfg.Influx.Token, a.cfg.Influx.Database)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(influx.Backoff(attempt))
+	}
+	// InfluxDB being down must not stop ingestion: frames spool until it is back.
+	a.log.Warn("could not ensure the InfluxDB database; continuing (frames spool until InfluxDB is reachable)", "err", err)
+	return nil
+}
+
+func (a *App) deviceKind(id string) string {
+	if d, ok := a.devices.Lookup(id); ok {
+		return string(d.Kind)
+	}
+	return "vehicle"
+}
+
+// Broker is the embedded broker (for tests and the services).
+func (a *App) Broker() *broker.Broker { return a.broker }
+
+// Bus is the NATS bus.
+func (a *App) Bus() *natsbus.Bus { return a.bus }
+
+// Spool is the durable spool.
+func (a *App) Spool() *spool.Spool { return a.spool }
+
+// Metrics are the gateway's metrics.
+func (a *App) Metrics() *metrics.Metrics { return a.m }
+
+// Registry is the Prometheus registry.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Run starts the gateway, blocks until ctx is cancelled, then shuts down.
+func (a *App) Run(ctx context.Context) error {
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return a.Close()
+}
+
+// Close shuts down in order: HTTP and MQTT listeners and clients, sinks
+// drain the spool (bounded by DrainTimeout), spool, InfluxDB writer, NATS
+// (drain), local influxd. Safe to call more than once.
+func (a *App) Close() error {
+	var errs []error
+	a.once.Do(func() {
+		a.log.Info("gateway shutting down")
+		if a.broker != nil {
+			errs = append(errs, a.broker.Close())
+		}
+		if a.spool != nil {
+			errs = append(errs, a.spool.Sync())
+		}
+		if a.sinkStop != nil {
+			t := time.AfterFunc(DrainTimeout, a.drain)
+			a.sinkStop()
+			a.sinkWG.Wait()
+			t.Stop()
+			a.drain()
+		}
+		if a.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, a.http.Shutdown(ctx))
+			cancel()
+		}
+		if a.spool != nil {
+			errs = append(errs, a.spool.Close())
+		}
+		if a.writer != nil {
+			a.writer.Close()
+		}
+		if a.bus != nil {
+			errs = append(errs, a.bus.Close())
+		}
+		if a.proc != nil {
+			a.proc.Stop()
+		}
+		a.log.Info("gateway stopped")
+	})
+	return errors.Join(errs...)
+}
+
+// spoolAdapter maps spool errors onto the ingest hook's error values.
+type spoolAdapter struct{ s *spool.Spool }
+
+func (sa spoolAdapter) Append(rec []byte) error {
+	_, err := sa.s.Append(rec)
+	return mapSpoolErr(err)
+}
+
+func (sa spoolAdapter) AppendAsync(rec []byte) error {
+	_, err := sa.s.AppendAsync(rec)
+	return mapSpoolErr(err)
+}
+
+func mapSpoolErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, spool.ErrFull):
+		return fmt.Errorf("%w: %w", ingest.ErrSpoolFull, err)
+	case errors.Is(err, spool.ErrClosed):
+		return fmt.Errorf("%w: %w", ingest.ErrSpoolClosed, err)
+	}
+	return err
+}

@@ -1,0 +1,15 @@
+package app
+
+import "errors"
+
+var errSpoolAlmostFull = errors.New("spool above 90% of max_bytes")
+
+// WaitReady blocks until Start has completed or ctx is done.
+func (a *App) WaitReady(ctx interface{ Done() <-chan struct{} }) bool {
+	select {
+	case <-a.ready:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,86 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func (a *App) startHTTP() error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return err
+	}
+	a.httpLn = ln
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	go func() { _ = a.http.Serve(ln) }()
+	return nil
+}
+
+// HTTPAddr is the bound operations address.
+func (a *App) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+type check struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// readyz reports 200 only when InfluxDB answers, NATS is connected and the
+// spool has room: a load balancer then stops sending devices to a gateway
+// that would refuse their QoS 1 frames.
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	res := map[string]check{}
+	ok := true
+	set := func(name string, err error) {
+		c := check{OK: err == nil}
+		if err != nil {
+			c.Error = err.Error()
+			ok = false
+		}
+		res[name] = c
+	}
+	set("influxdb", a.writer.Ping(ctx))
+	set("nats", a.bus.Ready())
+	st := a.spool.Stats()
+	var spoolErr error
+	if st.PendingBytes >= int64(a.cfg.Spool.MaxBytes)*9/10 {
+		spoolErr = errSpoolAlmostFull
+	}
+	set("spool", spoolErr)
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ok, "checks": res})
+}
+
+func (a *App) registerGauges() {
+	g := func(name, help string, f func() float64) {
+		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "telegate", Name: name, Help: help}, f))
+	}
+	g("spool_bytes", "Bytes of spool segments on disk.", func() float64 { return float64(a.spool.Stats().Bytes) })
+	g("spool_pending_bytes", "Spool bytes not yet committed by every consumer.", func() float64 { return float64(a.spool.Stats().PendingBytes) })
+	g("spool_max_bytes", "Configured spool capacity.", func() float64 { return float64(a.cfg.Spool.MaxBytes) })
+	g("spool_segments", "Spool segment files.", func() float64 { return float64(a.spool.Stats().Segments) })
+	g("mqtt_clients_connected", "Connected MQTT clients.", func() float64 { return float64(a.broker.Connected()) })
+}

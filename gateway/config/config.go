@@ -1,0 +1,395 @@
+// Package config loads the gateway's YAML configuration.
+//
+// Loading is strict: unknown keys, wrong types and invalid values are errors.
+// Every field has a documented default (see Default and
+// deploy/gateway.sample.yaml). Any leaf value can be overridden by an
+// environment variable TELEGATE_<SECTION>_<KEY> (upper case, dots become
+// underscores, e.g. TELEGATE_INFLUX_URL) or by a `-set section.key=value`
+// flag; flags win over the environment, which wins over the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Errors returned by Load and Validate.
+var (
+	ErrInvalid     = errors.New("config: invalid value")
+	ErrUnknownKey  = errors.New("config: unknown key")
+	ErrBadOverride = errors.New("config: bad override")
+)
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// DataDir holds the spool, the embedded NATS store and other state.
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `yaml:"log_format"`
+	// DevicesFile is the device registry (ids, kinds, bcrypt secret hashes).
+	DevicesFile string `yaml:"devices_file"`
+
+	HTTP   HTTP   `yaml:"http"`
+	MQTT   MQTT   `yaml:"mqtt"`
+	Spool  Spool  `yaml:"spool"`
+	Influx Influx `yaml:"influx"`
+	NATS   NATS   `yaml:"nats"`
+	Ingest Ingest `yaml:"ingest"`
+}
+
+// HTTP is the operations/API listener.
+type HTTP struct {
+	Addr string `yaml:"addr"`
+}
+
+// MQTT configures the embedded broker (see docs/broker.md for the rationale
+// behind each limit).
+type MQTT struct {
+	TCPAddr                string        `yaml:"tcp_addr"`
+	WSAddr                 string        `yaml:"ws_addr"`
+	TLSAddr                string        `yaml:"tls_addr"`
+	TLSCertFile            string        `yaml:"tls_cert_file"`
+	TLSKeyFile             string        `yaml:"tls_key_file"`
+	ClientCAFile           string        `yaml:"client_ca_file"`
+	MaxPacketSize          ByteSize      `yaml:"max_packet_size"`
+	ReceiveMaximum         int           `yaml:"receive_maximum"`
+	MaxInflight            int           `yaml:"max_inflight"`
+	MaxClientWritesPending int           `yaml:"max_client_writes_pending"`
+	ConnectTimeout         time.Duration `yaml:"connect_timeout"`
+	MaxClients             int           `yaml:"max_clients"`
+	SessionExpiry          time.Duration `yaml:"session_expiry"`
+	RatePerDevice          float64       `yaml:"rate_per_device"`
+	RateBurst              int           `yaml:"rate_burst"`
+}
+
+// Spool configures the durable on-disk write-ahead spool.
+type Spool struct {
+	MaxBytes     ByteSize      `yaml:"max_bytes"`
+	SegmentBytes ByteSize      `yaml:"segment_bytes"`
+	SyncDelay    time.Duration `yaml:"sync_delay"`
+	// AckTimeout bounds how long a QoS 1 publish waits for its group commit
+	// before it is refused (never acknowledged) with "unspecified error".
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+}
+
+// Influx configures the InfluxDB sink.
+type Influx struct {
+	URL             string `yaml:"url"`
+	Token           string `yaml:"token"`
+	Org             string `yaml:"org"`
+	Database        string `yaml:"database"`
+	RetentionPolicy string `yaml:"retention_policy"`
+	// CreateDatabase creates the database at start-up (InfluxDB 1.x only).
+	CreateDatabase bool          `yaml:"create_database"`
+	BatchLines     int           `yaml:"batch_lines"`
+	BatchBytes     ByteSize      `yaml:"batch_bytes"`
+	Timeout        time.Duration `yaml:"timeout"`
+	Local          LocalInflux   `yaml:"local"`
+}
+
+// LocalInflux makes the gateway start and stop a local influxd child
+// process (the one `make influxd` installs into bin/).
+type LocalInflux struct {
+	Enabled bool   `yaml:"enabled"`
+	Binary  string `yaml:"binary"`
+	Dir     string `yaml:"dir"`
+	// HTTPAddr must match the host:port of influx.url.
+	HTTPAddr string `yaml:"http_addr"`
+	RPCAddr  string `yaml:"rpc_addr"`
+}
+
+// NATS configures the event bus.
+type NATS struct {
+	// URL of an external server or cluster (comma-separated). Empty starts
+	// the embedded server.
+	URL       string `yaml:"url"`
+	CredsFile string `yaml:"creds_file"`
+	User      string `yaml:"user"`
+	Password  string `yaml:"password"`
+	// Embedded server settings (used when URL is empty).
+	Embedded EmbeddedNATS `yaml:"embedded"`
+	// Replicas for the JetStream streams/buckets the gateway creates.
+	Replicas    int           `yaml:"replicas"`
+	DedupWindow time.Duration `yaml:"dedup_window"`
+	MaxAge      time.Duration `yaml:"max_age"`
+}
+
+// EmbeddedNATS configures the in-process nats-server.
+type EmbeddedNATS struct {
+	Addr     string   `yaml:"addr"`
+	StoreDir string   `yaml:"store_dir"`
+	MaxStore ByteSize `yaml:"max_store"`
+}
+
+// Ingest configures decoding and validation.
+type Ingest struct {
+	// MaxClockSkew: frames stamped further in the future than this (device
+	// clock) are dead-lettered.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// MinTimestamp: frames stamped before this date are dead-lettered.
+	MinTimestamp string `yaml:"min_timestamp"`
+}
+
+// Default returns the configuration used when a key is absent.
+func Default() Config {
+	return Config{
+		DataDir:     "var/gateway",
+		LogLevel:    "info",
+		LogFormat:   "text",
+		DevicesFile: "var/devices.yaml",
+		HTTP:        HTTP{Addr: "127.0.0.1:8080"},
+		MQTT: MQTT{
+			TCPAddr:                "127.0.0.1:1883",
+			WSAddr:                 "127.0.0.1:1882",
+			MaxPacketSize:          64 << 10,
+			ReceiveMaximum:         64,
+			MaxInflight:            64,
+			MaxClientWritesPending: 64,
+			ConnectTimeout:         10 * time.Second,
+			MaxClients:             100000,
+			SessionExpiry:          24 * time.Hour,
+			RatePerDevice:          200,
+			RateBurst:              400,
+		},
+		Spool: Spool{
+			MaxBytes:     1 << 30,
+			SegmentBytes: 64 << 20,
+			AckTimeout:   5 * time.Second,
+		},
+		Influx: Influx{
+			URL:             "http://127.0.0.1:8086",
+			Database:        "telemetry",
+			RetentionPolicy: "autogen",
+			CreateDatabase:  true,
+			BatchLines:      5000,
+			BatchBytes:      4 << 20,
+			Timeout:         10 * time.Second,
+			Local: LocalInflux{
+				Enabled:  false,
+				Binary:   "bin/influxd",
+				Dir:      "var/influxdb",
+				HTTPAddr: "127.0.0.1:8086",
+				RPCAddr:  "127.0.0.1:8088",
+			},
+		},
+		NATS: NATS{
+			Embedded: EmbeddedNATS{
+				Addr:     "127.0.0.1:4222",
+				MaxStore: 10 << 30,
+			},
+			Replicas:    1,
+			DedupWindow: 10 * time.Minute,
+			MaxAge:      7 * 24 * time.Hour,
+		},
+		Ingest: Ingest{
+			MaxClockSkew: time.Hour,
+			MinTimestamp: "2000-01-01T00:00:00Z",
+		},
+	}
+}
+
+// Load reads the YAML file at path (empty path: defaults only), applies
+// environment overrides from env (a list of KEY=VALUE, usually os.Environ())
+// and then the `section.key=value` overrides, and validates the result.
+func Load(path string, env []string, overrides []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if err := Decode(f, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) {
+			continue
+		}
+		if err := setByEnv(&cfg, strings.TrimPrefix(k, EnvPrefix), v); err != nil {
+			return cfg, fmt.Errorf("environment %s: %w", k, err)
+		}
+	}
+	for _, o := range overrides {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			return cfg, fmt.Errorf("%w: %q: want section.key=value", ErrBadOverride, o)
+		}
+		if err := Set(&cfg, k, v); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// Decode strictly decodes YAML from r into cfg (which holds the defaults).
+func Decode(r io.Reader, cfg *Config) error {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if strings.Contains(err.Error(), "not found in type") {
+			return fmt.Errorf("%w: %v", ErrUnknownKey, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Validate checks ranges and cross-field rules.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, why string) { errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, key, why)) }
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "want debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "want text or json")
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must be set")
+	}
+	if c.DevicesFile == "" {
+		bad("devices_file", "must be set")
+	}
+	if c.MQTT.TCPAddr == "" && c.MQTT.WSAddr == "" && c.MQTT.TLSAddr == "" {
+		bad("mqtt", "at least one listener (tcp_addr, ws_addr, tls_addr) is needed")
+	}
+	if c.MQTT.TLSAddr != "" && (c.MQTT.TLSCertFile == "" || c.MQTT.TLSKeyFile == "") {
+		bad("mqtt.tls_addr", "needs tls_cert_file and tls_key_file")
+	}
+	if c.MQTT.MaxPacketSize < 256 || c.MQTT.MaxPacketSize > 256<<20 {
+		bad("mqtt.max_packet_size", "must be between 256 B and 256 MiB")
+	}
+	if c.MQTT.ReceiveMaximum < 1 || c.MQTT.ReceiveMaximum > 65535 {
+		bad("mqtt.receive_maximum", "must be 1..65535")
+	}
+	if c.MQTT.MaxInflight < 1 || c.MQTT.MaxInflight > 65535 {
+		bad("mqtt.max_inflight", "must be 1..65535")
+	}
+	if c.MQTT.MaxClientWritesPending < 1 || c.MQTT.MaxClientWritesPending > 1<<20 {
+		bad("mqtt.max_client_writes_pending", "must be 1..1048576")
+	}
+	if c.MQTT.ConnectTimeout <= 0 {
+		bad("mqtt.connect_timeout", "must be positive")
+	}
+	if c.MQTT.MaxClients < 1 {
+		bad("mqtt.max_clients", "must be positive")
+	}
+	if c.MQTT.RatePerDevice <= 0 || c.MQTT.RateBurst < 1 {
+		bad("mqtt.rate_per_device", "rate and burst must be positive")
+	}
+	if c.Spool.MaxBytes < 1<<20 {
+		bad("spool.max_bytes", "must be at least 1 MiB")
+	}
+	if c.Spool.SegmentBytes < 64<<10 || c.Spool.SegmentBytes > c.Spool.MaxBytes {
+		bad("spool.segment_bytes", "must be at least 64 KiB and at most max_bytes")
+	}
+	if c.Spool.AckTimeout <= 0 {
+		bad("spool.ack_timeout", "must be positive")
+	}
+	if !strings.HasPrefix(c.Influx.URL, "http://") && !strings.HasPrefix(c.Influx.URL, "https://") {
+		bad("influx.url", "must be an http(s) URL")
+	}
+	if c.Influx.Database == "" {
+		bad("influx.database", "must be set")
+	}
+	if c.Influx.BatchLines < 1 || c.Influx.BatchBytes < 4096 {
+		bad("influx.batch_lines", "batch_lines must be ≥ 1 and batch_bytes ≥ 4 KiB")
+	}
+	if c.Influx.Timeout <= 0 {
+		bad("influx.timeout", "must be positive")
+	}
+	if c.Influx.Local.Enabled && (c.Influx.Local.Binary == "" || c.Influx.Local.Dir == "") {
+		bad("influx.local", "binary and dir are needed when enabled")
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "must be 1..5")
+	}
+	if c.NATS.DedupWindow < time.Second {
+		bad("nats.dedup_window", "must be at least 1s")
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.Addr == "" {
+		bad("nats", "either url or embedded.addr must be set")
+	}
+	if c.Ingest.MaxClockSkew <= 0 {
+		bad("ingest.max_clock_skew", "must be positive")
+	}
+	if _, err := time.Parse(time.RFC3339, c.Ingest.MinTimestamp); err != nil {
+		bad("ingest.min_timestamp", "must be RFC 3339")
+	}
+	return errors.Join(errs...)
+}
+
+// MinTime returns Ingest.MinTimestamp parsed (Validate guarantees it parses).
+func (i Ingest) MinTime() time.Time {
+	t, _ := time.Parse(time.RFC3339, i.MinTimestamp)
+	return t
+}
+
+// Bucket is the InfluxDB bucket name: database/retention-policy (1.8 form)
+// or the database alone when no retention policy is set.
+func (i Influx) Bucket() string {
+	if i.RetentionPolicy == "" {
+		return i.Database
+	}
+	return i.Database + "/" + i.RetentionPolicy
+}
+
+// ByteSize is a size in bytes; YAML accepts an integer or a string with a
+// unit suffix: B, KiB, MiB, GiB (also KB, MB, GB as powers of 1000).
+type ByteSize int64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// ParseByteSize parses "1048576", "64KiB", "1 GiB", "10MB".
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			mult = u.mult
+			s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%w: size %q", ErrInvalid, s)
+	}
+	return ByteSize(n * mult), nil
+}

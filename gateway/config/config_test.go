@@ -1,0 +1,109 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestGoodFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.yaml")
+	files = append(files, "../../deploy/gateway.sample.yaml")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := Load(f, nil, nil); err != nil {
+				t.Fatalf("Load(%s): %v", f, err)
+			}
+		})
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no bad testdata")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			_, err := Load(f, nil, nil)
+			if err == nil {
+				t.Fatalf("Load(%s) accepted a bad file", f)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestFullValues(t *testing.T) {
+	c, err := Load("testdata/good/full.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.MaxPacketSize != 32<<10 || c.MQTT.ConnectTimeout != 5*time.Second || c.Spool.MaxBytes != 2<<30 {
+		t.Fatalf("values not decoded: %+v", c.MQTT)
+	}
+	if c.Influx.Bucket() != "fleet" || c.NATS.Replicas != 3 {
+		t.Fatalf("bucket %q replicas %d", c.Influx.Bucket(), c.NATS.Replicas)
+	}
+	// Defaults survive for keys the file does not mention.
+	if c.MQTT.RatePerDevice != Default().MQTT.RatePerDevice {
+		t.Fatal("default lost")
+	}
+}
+
+func TestOverridesPrecedence(t *testing.T) {
+	env := []string{"TELEGATE_INFLUX_URL=http://env:8086", "TELEGATE_MQTT_MAX_PACKET_SIZE=16KiB", "PATH=/bin"}
+	c, err := Load("testdata/good/minimal.yaml", env, []string{"influx.url=http://flag:8086", "spool.ack_timeout=2s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Influx.URL != "http://flag:8086" {
+		t.Fatalf("flag must win: %s", c.Influx.URL)
+	}
+	if c.MQTT.MaxPacketSize != 16<<10 || c.Spool.AckTimeout != 2*time.Second {
+		t.Fatal("override not applied")
+	}
+	if _, err := Load("", []string{"TELEGATE_NOPE=1"}, nil); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("unknown env key: %v", err)
+	}
+	if _, err := Load("", nil, []string{"mqtt.nope=1"}); !errors.Is(err, ErrBadOverride) {
+		t.Fatalf("unknown flag key: %v", err)
+	}
+	if _, err := Load("", nil, []string{"mqtt=1"}); err == nil {
+		t.Fatal("section override accepted")
+	}
+	if _, err := Load("", nil, []string{"mqtt.receive_maximum=many"}); err == nil {
+		t.Fatal("bad int accepted")
+	}
+}
+
+func TestKeysCoverEnv(t *testing.T) {
+	for _, k := range Keys() {
+		c := Default()
+		if _, err := field(reflectValue(&c), splitKey(k)); err != nil {
+			t.Fatalf("key %s: %v", k, err)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"10": 10, "1KiB": 1024, "2 MiB": 2 << 20, "1GB": 1e9, "5B": 5} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Fatalf("%s: %d %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "-1", "1XB", "99999999999TiB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Fatalf("%q accepted", in)
+		}
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "none.yaml"), nil, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("want ErrNotExist, got %v", err)
+	}
+}

@@ -1,0 +1,99 @@
+package eventsink
+
+import "time"
+
+// Version of the event envelope. Consumers must ignore unknown fields and
+// reject unknown major versions.
+const Version = 1
+
+// Envelope is the JSON body of every event the gateway publishes to NATS.
+// ID equals the Nats-Msg-Id header (deterministic from the source frame, so
+// a replay of the same frame is deduplicated by JetStream).
+type Envelope struct {
+	V      int       `json:"v"`
+	ID     string    `json:"id"`
+	Type   string    `json:"type"`
+	Time   time.Time `json:"time"`   // device time of the source frame
+	Source string    `json:"source"` // device id (VIN or station id)
+	Data   any       `json:"data"`
+}
+
+// DTCEvent is the data of dtc.raised / dtc.updated / dtc.cleared.
+type DTCEvent struct {
+	VIN         string  `json:"vin"`
+	Code        string  `json:"code"`
+	Status      string  `json:"status"` // pending|confirmed|permanent ("cleared" for dtc.cleared)
+	Previous    string  `json:"previous_status,omitempty"`
+	Description string  `json:"description,omitempty"`
+	Severity    string  `json:"severity"`
+	MIL         bool    `json:"mil"`
+	OdometerKm  float64 `json:"odometer_km"`
+	ReportSeq   uint64  `json:"report_seq"`
+}
+
+// ChargingEvent is the data of charging.session.*.
+type ChargingEvent struct {
+	Station      string  `json:"station"`
+	SessionID    string  `json:"session_id"`
+	Connector    uint8   `json:"connector"`
+	Event        string  `json:"event"` // started|updated|stopped
+	VIN          string  `json:"vin,omitempty"`
+	IDTag        string  `json:"id_tag,omitempty"`
+	EnergyWh     float64 `json:"energy_wh"`
+	PowerW       float64 `json:"power_w"`
+	SoCPct       float64 `json:"soc_pct"`
+	TargetSoCPct float64 `json:"target_soc_pct"`
+	Seq          uint64  `json:"seq"`
+}
+
+// ConnectorEvent is the data of charging.status.{station}.
+type ConnectorEvent struct {
+	Station   string `json:"station"`
+	Connector uint8  `json:"connector"`
+	Status    string `json:"status"`
+	Seq       uint64 `json:"seq"`
+}
+
+// ConnectivityEvent is the data of {vehicle|charging}.connectivity.*.
+type ConnectivityEvent struct {
+	Device    string `json:"device"`
+	Kind      string `json:"kind"` // vehicle|charger
+	Connected bool   `json:"connected"`
+}
+
+// VehicleEvent is the data of vehicle.event.{vin}.
+type VehicleEvent struct {
+	VIN      string  `json:"vin"`
+	Kind     string  `json:"kind"`
+	Seq      uint64  `json:"seq"`
+	Position *LatLon `json:"position,omitempty"`
+}
+
+// LatLon is a position (only present on consented location events).
+type LatLon struct {
+	Lat float64 `json:"lat"`
+	Lon float64 `json:"lon"`
+}
+
+// CommandAckEvent is the data of vehicle.cmdack.{vin}.
+type CommandAckEvent struct {
+	VIN    string `json:"vin"`
+	CmdID  string `json:"cmd_id"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// DeadLetter is the data of deadletter.{class}.{device}.
+type DeadLetter struct {
+	Client     string    `json:"client"`
+	Topic      string    `json:"topic"`
+	QoS        byte      `json:"qos"`
+	Reason     string    `json:"reason"`
+	ReceivedAt time.Time `json:"received_at"`
+	Payload    []byte    `json:"payload"` // base64 in JSON, at most MaxDeadLetterPayload bytes
+	Truncated  bool      `json:"truncated,omitempty"`
+	Size       int       `json:"size"`
+}
+
+// MaxDeadLetterPayload bounds the payload copy kept in a dead letter.
+const MaxDeadLetterPayload = 16 << 10

@@ -1,0 +1,177 @@
+// Package ingest is the gateway's MQTT ingest hook: it validates device
+// payloads and hands every accepted publish to the durable spool before the
+// broker acknowledges it.
+//
+// Delivery contract (docs/reliability.md):
+//   - QoS 1: OnPublish returns only once the record is fsynced (group
+//     commit); only then does mochi write the PUBACK. If the spool is full or
+//     failing, an MQTT 5 client gets PUBACK 0x97 (quota exceeded) / 0x80 and a
+//     3.1.1 client (which has no negative PUBACK) is disconnected without an
+//     ack, so it resends after reconnecting. Nothing is acknowledged and lost.
+//   - QoS 0: appended without waiting for the fsync; dropped (and counted) when
+//     the spool is full.
+//   - Malformed payloads are written to the spool as dead letters (durable for
+//     QoS 1) and refused with PUBACK 0x99 (payload format invalid) for MQTT 5;
+//     a 3.1.1 client gets a normal PUBACK because the frame was durably
+//     dead-lettered.
+package ingest
+
+import (
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/record"
+	"github.com/telegate/telegate/gateway/topics"
+)
+
+// Errors a Spool implementation wraps so the hook can pick the reason code.
+var (
+	ErrSpoolFull   = errors.New("ingest: spool full")
+	ErrSpoolClosed = errors.New("ingest: spool closed")
+)
+
+// Spool is the durable log (gateway/spool behind an adapter).
+type Spool interface {
+	// Append returns once rec is durable (fsynced).
+	Append(rec []byte) error
+	// AppendAsync returns once rec is written; it is fsynced by the next group commit.
+	AppendAsync(rec []byte) error
+}
+
+// Hook is a mochi hook. Register it after the broker's auth/ACL hooks.
+type Hook struct {
+	mqtt.HookBase
+	spool Spool
+	val   *Validator
+	m     *metrics.Metrics
+	log   *slog.Logger
+	bufs  sync.Pool
+	srv   *mqtt.Server
+}
+
+// SetServer lets the hook tell a session takeover from a real disconnect.
+func (h *Hook) SetServer(s *mqtt.Server) { h.srv = s }
+
+// New returns the ingest hook.
+func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Hook{spool: sp, val: val, m: m, log: log}
+	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
+	for _, c := range topics.Classes() {
+		m.Received.WithLabelValues(c.String())
+		m.Decoded.WithLabelValues(c.String())
+	}
+	return h
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "telegate-ingest" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
+}
+
+// OnPublish validates and spools an ingest publish. See the package comment
+// for the contract.
+func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the gateway's own commands to vehicles
+	}
+	class, id, ok := topics.Parse(pk.TopicName)
+	if !ok {
+		return pk, nil // not an ingest topic (the ACL already allowed it)
+	}
+	cls := class.String()
+	h.m.Received.WithLabelValues(cls).Inc()
+	qos := pk.FixedHeader.Qos
+	v5 := cl.Properties.ProtocolVersion == 5
+
+	kind := record.KindPublish
+	var reasonText string
+	if reason, err := h.val.Validate(class, id, pk.Payload); err != nil {
+		kind, reasonText = record.KindDeadLetter, err.Error()
+		h.m.DeadLettered.WithLabelValues(cls, reason).Inc()
+	} else {
+		h.m.Decoded.WithLabelValues(cls).Inc()
+	}
+
+	bp := h.bufs.Get().(*[]byte)
+	rec := record.Append((*bp)[:0], kind, qos, time.Now().UnixNano(), pk.TopicName, cl.ID, reasonText, pk.Payload)
+	var err error
+	if qos == 0 {
+		err = h.spool.AppendAsync(rec)
+	} else {
+		start := time.Now()
+		err = h.spool.Append(rec)
+		h.m.AppendDur.Observe(time.Since(start).Seconds())
+	}
+	*bp = rec
+	h.bufs.Put(bp)
+
+	if err != nil {
+		return h.refuse(cl, pk, v5, err)
+	}
+	h.m.Spooled.WithLabelValues(strconv.Itoa(int(qos))).Inc()
+	if kind == record.KindDeadLetter && v5 && qos > 0 {
+		return pk, packets.ErrPayloadFormatInvalid
+	}
+	return pk, nil
+}
+
+func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (packets.Packet, error) {
+	reason, code := "spool_error", packets.ErrUnspecifiedError
+	if errors.Is(err, ErrSpoolFull) {
+		reason, code = "spool_full", packets.ErrQuotaExceeded
+	} else if errors.Is(err, ErrSpoolClosed) {
+		reason, code = "shutting_down", packets.ErrServerBusy
+	}
+	if pk.FixedHeader.Qos == 0 {
+		h.m.Dropped.WithLabelValues(reason).Inc()
+		return pk, packets.ErrRejectPacket
+	}
+	h.m.Refused.WithLabelValues(reason).Inc()
+	if v5 {
+		return pk, code // PUBACK with the reason code, nothing forwarded
+	}
+	// MQTT 3.1.1 has no negative PUBACK: drop the connection without acking;
+	// the device resends the publish after reconnecting.
+	h.log.Warn("refusing QoS 1 publish from 3.1.1 client: disconnecting", "client", cl.ID, "reason", reason)
+	cl.Stop(code)
+	return pk, packets.ErrRejectPacket
+}
+
+// OnSessionEstablished records a device connect.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.connectivity(cl, record.KindConnect)
+}
+
+// OnDisconnect records a device disconnect.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if h.srv != nil {
+		if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur != cl && !cur.Closed() {
+			return // taken over by a newer connection of the same device
+		}
+	}
+	h.connectivity(cl, record.KindDisconnect)
+}
+
+func (h *Hook) connectivity(cl *mqtt.Client, kind record.Kind) {
+	if cl.Net.Inline || cl.ID == "" {
+		return
+	}
+	rec := record.Append(nil, kind, 0, time.Now().UnixNano(), "", cl.ID, "", nil)
+	if err := h.spool.AppendAsync(rec); err != nil {
+		h.m.Dropped.WithLabelValues("connectivity_event").Inc()
+		h.log.Warn("connectivity event not spooled", "client", cl.ID, "err", err)
+	}
+}

@@ -1,0 +1,266 @@
+// Package natsbus owns the gateway's connection to NATS JetStream: it starts
+// the embedded nats-server when no external URL is configured, declares the
+// streams and key-value buckets the gateway uses, and publishes events with
+// Nats-Msg-Id so that a redelivered event is deduplicated by the server.
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors returned by the bus.
+var (
+	ErrClosed       = errors.New("natsbus: closed")
+	ErrNotReady     = errors.New("natsbus: embedded server not ready")
+	ErrPublishNack  = errors.New("natsbus: publish not acknowledged")
+	ErrNotConnected = errors.New("natsbus: not connected")
+)
+
+// Config configures the bus. It mirrors config.NATS so that the package does
+// not depend on the gateway's config loader.
+type Config struct {
+	URL, CredsFile, User, Password string
+	EmbeddedAddr                   string // used when URL == ""
+	StoreDir                       string
+	MaxStore                       int64
+	Replicas                       int
+	DedupWindow                    time.Duration
+	MaxAge                         time.Duration
+	Name                           string // client connection name
+}
+
+// StreamSpec describes one stream the gateway declares.
+type StreamSpec struct {
+	Name     string
+	Subjects []string
+	Desc     string
+}
+
+// Streams are the JetStream streams of the product (see docs/data-model.md).
+var Streams = []StreamSpec{
+	{"DTC", []string{"telemetry.dtc.>"}, "Diagnostic trouble codes raised / cleared"},
+	{"CHARGING", []string{"charging.>"}, "Charging session and connector events"},
+	{"VEHICLE", []string{"vehicle.>"}, "Vehicle connectivity, lifecycle, commands and acks"},
+	{"PROFILE", []string{"profile.>"}, "Customer profile events"},
+	{"PARTNERS", []string{"partners.>"}, "Partner triggers"},
+	{"DEADLETTER", []string{"deadletter.>"}, "Rejected device payloads with the reason"},
+}
+
+// KV buckets used by the gateway.
+const (
+	BucketDTCState = "dtc_state"
+)
+
+// Bus is a connection to NATS (and, when embedded, the server itself).
+type Bus struct {
+	cfg  Config
+	log  *slog.Logger
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	once sync.Once
+	url  string
+}
+
+// Open starts the embedded server if cfg.URL is empty, connects, and declares
+// streams and buckets. The connection reconnects forever; publishes made while
+// disconnected fail and are retried by the caller.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	if cfg.DedupWindow <= 0 {
+		cfg.DedupWindow = 10 * time.Minute
+	}
+	b := &Bus{cfg: cfg, log: log, url: cfg.URL}
+	if cfg.URL == "" {
+		srv, err := StartEmbedded(cfg.EmbeddedAddr, cfg.StoreDir, cfg.MaxStore)
+		if err != nil {
+			return nil, err
+		}
+		b.srv = srv
+		b.url = srv.ClientURL()
+	}
+	opts := []nats.Option{
+		nats.Name(orDefault(cfg.Name, "telegate-gateway")),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(-1), // no silent buffering: a publish while disconnected fails, the caller retries
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	nc, err := nats.Connect(b.url, opts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("natsbus: connect %s: %w", b.url, err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
+	}
+	b.js = js
+	if err := b.declare(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// StartEmbedded starts an in-process nats-server with JetStream (file store)
+// on addr ("127.0.0.1:0" picks a free port).
+func StartEmbedded(addr, storeDir string, maxStore int64) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: embedded addr %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: embedded port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:        "telegate-embedded",
+		Host:              host,
+		Port:              port,
+		JetStream:         true,
+		StoreDir:          filepath.Clean(storeDir),
+		JetStreamMaxStore: maxStore,
+		NoSigs:            true,
+		NoLog:             true,
+		MaxPayload:        1 << 20,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: embedded server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		return nil, ErrNotReady
+	}
+	return srv, nil
+}
+
+func (b *Bus) declare(ctx context.Context) error {
+	for _, s := range Streams {
+		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        s.Name,
+			Description: s.Desc,
+			Subjects:    s.Subjects,
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+			Duplicates:  b.cfg.DedupWindow,
+			MaxAge:      b.cfg.MaxAge,
+			Discard:     jetstream.DiscardOld,
+		})
+		if err != nil {
+			return fmt.Errorf("natsbus: stream %s: %w", s.Name, err)
+		}
+	}
+	_, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketDTCState,
+		Description: "Open DTCs per vehicle, as last seen by the gateway",
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbus: bucket %s: %w", BucketDTCState, err)
+	}
+	return nil
+}
+
+// Conn is the underlying connection (for services that subscribe).
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the JetStream context.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// URL is the server URL the bus connected to (the embedded server's when
+// embedded).
+func (b *Bus) URL() string { return b.url }
+
+// Embedded is the in-process server, or nil.
+func (b *Bus) Embedded() *server.Server { return b.srv }
+
+// Ready reports whether the connection is up.
+func (b *Bus) Ready() error {
+	if b.nc == nil || b.nc.IsClosed() {
+		return ErrClosed
+	}
+	if !b.nc.IsConnected() {
+		return ErrNotConnected
+	}
+	return nil
+}
+
+// PublishAsync publishes data on subject with the given Nats-Msg-Id. The
+// returned future resolves when the stream has stored (or deduplicated) it.
+func (b *Bus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
+	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
+	return b.js.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+}
+
+// Close drains the connection (flushing pending publishes) and shuts the
+// embedded server down. Safe to call more than once.
+func (b *Bus) Close() error {
+	b.once.Do(func() {
+		if b.nc != nil {
+			if b.nc.IsConnected() {
+				done := make(chan struct{})
+				b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+				if err := b.nc.Drain(); err == nil {
+					select {
+					case <-done:
+					case <-time.After(10 * time.Second):
+					}
+				}
+			}
+			b.nc.Close()
+		}
+		b.shutdownServer()
+	})
+	return nil
+}
+
+func (b *Bus) shutdownServer() {
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
