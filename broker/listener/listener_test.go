@@ -129,11 +129,16 @@ func TestPanicRecovered(t *testing.T) {
 	c.Write([]byte("P"))
 	waitClosed(t, c)
 	eventually(t, "panic counted", func() bool { return st.Panics.Load() == 1 })
-	mu.Lock()
-	if len(panicked) != 1 || panicked[0] != "boom" {
-		t.Fatalf("OnPanic got %v", panicked)
+	var got []any
+	eventually(t, "OnPanic called", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append([]any(nil), panicked...)
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0] != "boom" {
+		t.Fatalf("OnPanic got %v", got)
 	}
-	mu.Unlock()
 	// Still serving.
 	c2 := dial(t, l.Address())
 	c2.Write([]byte("x"))

@@ -27,6 +27,7 @@ import (
 	"github.com/telegate/telegate/gateway/influxproc"
 	"github.com/telegate/telegate/gateway/influxsink"
 	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/live"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/spool"
@@ -51,6 +52,9 @@ type App struct {
 	isink    *influxsink.Sink
 	esink    *eventsink.Sink
 	http     *http.Server
+	mux      *http.ServeMux
+	live     *live.Hub
+	ext      extensions
 	httpLn   net.Listener
 	sinkStop context.CancelFunc
 	drain    context.CancelFunc
@@ -137,6 +141,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	a.isink = influxsink.New(influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)},
 		icons, a.writer, a.m, a.log.With("component", "influxsink"))
+	a.live = live.New()
+	a.isink.SetLive(a.live)
 	a.esink = eventsink.New(econs, a.bus, eventsink.KVStore{KV: kv}, a.deviceKind, a.m, a.log.With("component", "eventsink"))
 	sinkCtx, sinkStop := context.WithCancel(context.Background())
 	drainCtx, drain := context.WithCancel(context.Background())
@@ -163,10 +169,20 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("ingest hook: %w", err)
 	}
 	a.registerGauges()
+	a.mux = http.NewServeMux()
 	if err := a.broker.Start(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-
+	if c.Services.Enabled {
+		if err := a.startServices(ctx); err != nil {
+			return fmt.Errorf("services: %w", err)
+		}
+	}
+	if c.Dashboard.Enabled {
+		if err := a.startDashboard(ctx); err != nil {
+			return fmt.Errorf("dashboard: %w", err)
+		}
+	}
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
@@ -212,6 +228,9 @@ func (a *App) deviceKind(id string) string {
 	return "vehicle"
 }
 
+// Live is the hub of freshly stored telemetry frames.
+func (a *App) Live() *live.Hub { return a.live }
+
 // Broker is the embedded broker (for tests and the services).
 func (a *App) Broker() *broker.Broker { return a.broker }
 
@@ -246,6 +265,8 @@ func (a *App) Close() error {
 		if a.broker != nil {
 			errs = append(errs, a.broker.Close())
 		}
+		a.closeDashboard()
+		a.closeServices()
 		if a.spool != nil {
 			errs = append(errs, a.spool.Sync())
 		}

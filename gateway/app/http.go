@@ -12,7 +12,7 @@ import (
 )
 
 func (a *App) startHTTP() error {
-	mux := http.NewServeMux()
+	mux := a.mux
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -45,6 +45,9 @@ type Config struct {
 	Influx Influx `yaml:"influx"`
 	NATS   NATS   `yaml:"nats"`
 	Ingest Ingest `yaml:"ingest"`
+
+	Dashboard Dashboard `yaml:"dashboard"`
+	Services  Services  `yaml:"services"`
 }
 
 // HTTP is the operations/API listener.
@@ -195,6 +198,8 @@ func Default() Config {
 			MaxClockSkew: time.Hour,
 			MinTimestamp: "2000-01-01T00:00:00Z",
 		},
+		Dashboard: dashboardDefaults(),
+		Services:  servicesDefaults(),
 	}
 }
 
@@ -340,6 +345,8 @@ func (c *Config) Validate() error {
 	if _, err := time.Parse(time.RFC3339, c.Ingest.MinTimestamp); err != nil {
 		bad("ingest.min_timestamp", "must be RFC 3339")
 	}
+	errs = append(errs, c.Dashboard.validate()...)
+	errs = append(errs, c.Services.validate()...)
 	return errors.Join(errs...)
 }
 

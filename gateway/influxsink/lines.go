@@ -9,6 +9,7 @@ import (
 	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/live"
 	"github.com/telegate/telegate/gateway/record"
 	"github.com/telegate/telegate/gateway/topics"
 )
@@ -50,6 +51,7 @@ type encoder struct {
 	st      wire.ChargerStatus
 	ack     wire.CommandAck
 	scratch []byte
+	live    *live.Hub // optional
 	num     [8]byte
 
 	// counters of the last encode, read by the sink for metrics
@@ -108,6 +110,7 @@ func (e *encoder) add(r *record.Record) error {
 		}
 		e.enc.FieldInt("seq", int64(e.tf.Seq))
 		e.end(iTelemetry, e.tf.TimeMs, e.tf.Seq)
+		e.live.Publish(e.tf.VIN, e.tf.TimeMs, e.tf.Seq, e.tf.Signals)
 	case topics.ClassDiag:
 		if err := wire.DecodeDiag(r.Payload, &e.dr); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/live"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/record"
 	"github.com/telegate/telegate/gateway/spool"
@@ -62,6 +63,10 @@ func New(cfg Config, cons *spool.Consumer, w Writer, m *metrics.Metrics, log *sl
 	s.enc.enc.Precision = time.Nanosecond // must match the writer's precision
 	return s
 }
+
+// SetLive makes the sink publish every telemetry frame it encodes to hub
+// (frames reach subscribers just before the batch is written).
+func (s *Sink) SetLive(hub *live.Hub) { s.enc.live = hub }
 
 // Run writes batches until ctx is cancelled or the spool is closed. When
 // drain is non-nil, cancellation of ctx stops the sink only once the spool
