@@ -12,14 +12,18 @@ if [[ ! -f var/devices.yaml ]]; then
   bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" -cost 8 -out var/devices.yaml
 fi
 
-bin/gateway -config deploy/gateway.dev.yaml &
+# Children run in their own sessions so that Ctrl-C reaches only this script,
+# which then stops them in order: the fleet first (it waits for its last
+# acks), then the gateway (listeners, spool drain, NATS drain, InfluxDB).
+setsid bin/gateway -config deploy/gateway.dev.yaml &
 GW=$!
 SIM=
 cleanup() {
   trap - INT TERM EXIT
-  [[ -n "$SIM" ]] && kill -INT "$SIM" 2>/dev/null || true
+  echo ">> stopping"
+  if [[ -n "$SIM" ]]; then kill -INT "$SIM" 2>/dev/null || true; wait "$SIM" 2>/dev/null || true; fi
   kill -INT "$GW" 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait "$GW" 2>/dev/null || true
   echo ">> stopped"
 }
 trap cleanup INT TERM EXIT
@@ -49,6 +53,6 @@ cat <<INFO
   Ctrl-C stops everything.
 INFO
 
-bin/firmware-sim run -broker tcp://127.0.0.1:1883 -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" &
+setsid bin/firmware-sim run -broker tcp://127.0.0.1:1883 -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" &
 SIM=$!
 wait "$GW"

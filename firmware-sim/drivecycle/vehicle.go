@@ -215,7 +215,9 @@ const (
 	maxLatAccel   = 2.0 // m/s² used when turning
 	maxRoadWheel  = 35 * math.Pi / 180
 	steeringRatio = 15
-	substep       = 0.5 // seconds
+	substep       = 0.5 // seconds, while driving
+	parkedSubstep = 5   // seconds, while parked (nothing moves fast)
+	extRefresh    = 60  // seconds between exterior temperature updates
 )
 
 // Vehicle is a simulated car following a drive cycle. It is deterministic
@@ -242,6 +244,10 @@ type Vehicle struct {
 	tyreTemp float64
 	target   float64 // heading target, degrees (unwrapped)
 	heading  float64 // degrees (unwrapped)
+
+	extValid bool    // extTemp is set
+	extAt    float64 // simulated second extTemp was computed at
+	extTemp  float64
 
 	// Derived by update, used by integrate.
 	yaw     float64 // rad/s
@@ -375,21 +381,34 @@ func (v *Vehicle) SetHeatedSeat(level int) error {
 // SetHeatedSteeringWheel switches the steering wheel heating.
 func (v *Vehicle) SetHeatedSteeringWheel(on bool) { v.s.HeatedSteeringWheel = on }
 
-// Step advances the simulation by dt (in sub-steps of at most 0.5 s).
-// Non-positive durations are ignored.
+// Step advances the simulation by dt, in sub-steps of at most 0.5 s while
+// driving and 5 s while parked. Non-positive durations are ignored.
 func (v *Vehicle) Step(dt time.Duration) {
 	total := dt.Seconds()
 	for total > 1e-9 {
-		h := math.Min(total, substep)
+		h := substep
+		if !v.s.Ignition {
+			h = parkedSubstep
+		}
+		h = math.Min(total, h)
 		v.step(h)
 		total -= h
 	}
 }
 
-// exterior returns the air temperature at the current simulated instant:
-// the region's seasonal daily mean plus a diurnal swing peaking at 15:00
-// local solar time.
+// exterior returns the air temperature at the current simulated instant,
+// recomputed once a simulated minute.
 func (v *Vehicle) exterior() float64 {
+	if v.extValid && v.t-v.extAt < extRefresh {
+		return v.extTemp
+	}
+	v.extValid, v.extAt, v.extTemp = true, v.t, v.computeExterior()
+	return v.extTemp
+}
+
+// computeExterior returns the region's seasonal daily mean plus a diurnal
+// swing peaking at 15:00 local solar time.
+func (v *Vehicle) computeExterior() float64 {
 	now := v.start.Add(time.Duration(v.t * float64(time.Second))).UTC()
 	c := v.sp.climate
 	peak := 200.0 // warmest day of the year, northern hemisphere (mid July)

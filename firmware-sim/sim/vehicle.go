@@ -50,12 +50,12 @@ type vehicleDev struct {
 	acks     map[string]ackResult
 	ackOrder []string
 
-	seqTelemetry, seqDiag, seqEvents, seqAck uint64
-	frameNo                                  int
-	frame                                    wire.TelemetryFrame
-	ignition                                 bool
-	announced                                bool // ignition state sent after the first connect
-	topics                                   [numTopics]string
+	seqTelemetry, seqDiag, seqEvents uint64
+	frameNo                          int
+	frame                            wire.TelemetryFrame
+	ignition                         bool
+	announced                        bool // ignition state sent after the first connect
+	topics                           [numTopics]string
 }
 
 func newVehicle(f *Fleet, index int, vin string) *vehicleDev {
@@ -285,7 +285,6 @@ func (v *vehicleDev) command(m cmdMsg) bool {
 	if !v.acquire() {
 		return false
 	}
-	v.seqAck++
 	return v.send(topicCmdAck, v.topics[topicCmdAck], &wire.CommandAck{
 		Version: wire.Version,
 		CmdID:   c.CmdID,

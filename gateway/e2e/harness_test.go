@@ -125,3 +125,5 @@ func countIs(t *testing.T, in *testenv.Influx, measurement, field string, since 
 		return nil
 	}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

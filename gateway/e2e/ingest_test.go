@@ -315,5 +315,3 @@ func (e *env) mqtt5(id string) *paho.Client {
 	e.t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c
 }
-
-

@@ -3,7 +3,6 @@ package e2e
 import (
 	"strings"
 	"testing"
-
 )
 
 // counter sums the samples of metric whose label set contains match
@@ -31,4 +30,3 @@ func testutilCounter(t *testing.T, e *env, metric, match string) float64 {
 	}
 	return total
 }
-

@@ -104,8 +104,8 @@ func (s *Sink) Run(ctx, drain context.Context) error {
 			continue
 		}
 		active := ctx
-		if ctx.Err() != nil {
-			active = drain
+		if drain != nil {
+			active = drain // let the batch in flight finish at shutdown
 		}
 		if err := s.process(active); err != nil {
 			s.m.EventErrors.Inc()
@@ -201,10 +201,10 @@ func pick(tab []string, i uint8) string {
 func (s *Sink) events(ctx context.Context, r *record.Record) error {
 	switch r.Kind {
 	case record.KindConnect, record.KindDisconnect:
-		id := string(r.Client)
+		id := subjectToken(string(r.Client))
 		kind := "vehicle"
 		if s.kinds != nil {
-			kind = s.kinds(id)
+			kind = s.kinds(string(r.Client))
 		}
 		state := "connected"
 		if r.Kind == record.KindDisconnect {
@@ -233,6 +233,7 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 		return nil
 	}
 	class, id, _ := topics.Parse(string(r.Topic))
+	id = subjectToken(id)
 	switch class {
 	case topics.ClassDiag:
 		if err := wire.DecodeDiag(r.Payload, &s.dr); err != nil {

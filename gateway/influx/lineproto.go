@@ -38,11 +38,12 @@ const (
 // at least one field; otherwise the partial line is rolled back and the
 // buffer is as it was before Measurement.
 //
-// Ownership: an Encoder is not safe for concurrent use. Bytes returns a view
-// of the internal buffer that stays valid until the next Reset (appending may
-// move the buffer, so take Bytes after the last End of a batch, hand it to
-// Writer.Write, and Reset only after Write returned). Reset keeps the
-// capacity, so an Encoder reused per batch stops allocating.
+// Ownership: an Encoder is not safe for concurrent use. Bytes returns a
+// read-only view of the internal buffer that stays valid, unchanged, until the
+// next Reset; lines ended later are not part of it. Take Bytes after the last
+// End of a batch, hand it to Writer.Write (which does not retain it), and
+// Reset only after Write returned; copy it if it must outlive the Reset.
+// Reset keeps the capacity, so an Encoder reused per batch stops allocating.
 //
 // Representable names: the measurement, tag keys, tag values and field keys
 // must be non-empty and contain no ASCII control character; a backslash must
@@ -206,8 +207,8 @@ func (e *Encoder) FieldBool(key string, v bool) bool {
 }
 
 // FieldString adds a string field. The value is quoted; '"' and '\' are
-// escaped. Any byte is allowed, newlines included. InfluxDB limits string
-// values to 64 KiB.
+// escaped. Any byte is allowed, newlines included. InfluxDB documents a
+// 64 KB limit for string values.
 func (e *Encoder) FieldString(key string, v []byte) bool {
 	return addFieldString(e, key, v)
 }

@@ -235,7 +235,15 @@ func TestWriteTransportErrorsAreRetryable(t *testing.T) {
 
 	// The server never answers: Config.Timeout ends the request. The handler
 	// waits for the request to be abandoned, so no timing is asserted.
-	hang := fakeServer(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	stop := make(chan struct{})
+	hang := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // lets the server notice the hang-up
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // runs before hang.Close
 	w = newTestWriter(t, Config{URL: hang.URL, Timeout: 50 * time.Millisecond})
 	err = w.Write(context.Background(), []byte("m v=1 1\n"))
 	if !errors.Is(err, ErrRetryable) || !errors.Is(err, context.DeadlineExceeded) {

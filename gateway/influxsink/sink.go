@@ -131,8 +131,10 @@ func (s *Sink) writeBatch(ctx, drain context.Context) error {
 	}
 	if e.enc.Len() > 0 {
 		for attempt := 0; ; attempt++ {
+			// Writes run under the drain context: a shutdown lets the
+			// write in flight finish instead of failing it.
 			wctx := ctx
-			if ctx.Err() != nil && drain != nil {
+			if drain != nil {
 				wctx = drain
 			}
 			if wctx.Err() != nil {

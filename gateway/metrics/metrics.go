@@ -25,10 +25,10 @@ type Metrics struct {
 	InfluxWrites   *prometheus.CounterVec // result
 	InfluxBatch    prometheus.Histogram
 	InfluxWriteDur prometheus.Histogram
-	StoreLatency   prometheus.Histogram // gateway receive -> stored in InfluxDB
+	StoreLatency   prometheus.Histogram   // gateway receive -> stored in InfluxDB
 	Events         *prometheus.CounterVec // stream
 	EventErrors    prometheus.Counter
-	AppendDur      prometheus.Histogram // durable hand-off inside OnPublish
+	AppendDur      prometheus.Histogram   // durable hand-off inside OnPublish
 	SinkErrors     *prometheus.CounterVec // sink, kind
 }
 

@@ -72,6 +72,8 @@ type Bus struct {
 	js   jetstream.JetStream
 	once sync.Once
 	url  string
+
+	users usersState
 }
 
 // Open starts the embedded server if cfg.URL is empty, connects, and declares
@@ -89,11 +91,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, log: log, url: cfg.URL}
 	if cfg.URL == "" {
-		srv, err := StartEmbedded(cfg.EmbeddedAddr, cfg.StoreDir, cfg.MaxStore)
+		opts, err := embeddedOptions(cfg.EmbeddedAddr, cfg.StoreDir, cfg.MaxStore)
+		if err != nil {
+			return nil, err
+		}
+		if err := withInternalUser(opts, cfg.User, cfg.Password); err != nil {
+			return nil, err
+		}
+		srv, err := startServer(opts)
 		if err != nil {
 			return nil, err
 		}
 		b.srv = srv
+		b.users.opts = opts.Clone()
 		b.url = srv.ClientURL()
 	}
 	opts := []nats.Option{
@@ -135,6 +145,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 // StartEmbedded starts an in-process nats-server with JetStream (file store)
 // on addr ("127.0.0.1:0" picks a free port).
 func StartEmbedded(addr, storeDir string, maxStore int64) (*server.Server, error) {
+	opts, err := embeddedOptions(addr, storeDir, maxStore)
+	if err != nil {
+		return nil, err
+	}
+	return startServer(opts)
+}
+
+func embeddedOptions(addr, storeDir string, maxStore int64) (*server.Options, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: embedded addr %q: %w", addr, err)
@@ -157,6 +175,10 @@ func StartEmbedded(addr, storeDir string, maxStore int64) (*server.Server, error
 		NoLog:             true,
 		MaxPayload:        1 << 20,
 	}
+	return opts, nil
+}
+
+func startServer(opts *server.Options) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: embedded server: %w", err)

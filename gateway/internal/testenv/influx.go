@@ -99,6 +99,7 @@ func StartInflux(t testing.TB) *Influx {
 		i.closeClient()
 	})
 	const attempts = 3
+	began := time.Now()
 	for n := 1; ; n++ {
 		i.HTTPAddr, i.RPCAddr = freeAddr(), freeAddr()
 		i.URL = "http://" + i.HTTPAddr
@@ -115,6 +116,7 @@ func StartInflux(t testing.TB) *Influx {
 	if err := influx.EnsureDatabase(ctx, i.URL, "", i.Database); err != nil {
 		t.Fatalf("testenv: create database %q: %v", i.Database, err)
 	}
+	t.Logf("testenv: influxd ready at %s in %v (dir %s)", i.URL, time.Since(began).Round(time.Millisecond), dir)
 	return i
 }
 
@@ -163,9 +165,11 @@ func (i *Influx) Start(t testing.TB) {
 	if running {
 		t.Fatalf("testenv: influxd at %s is already running", i.URL)
 	}
+	began := time.Now()
 	if err := i.start(); err != nil {
 		t.Fatalf("testenv: restart influxd: %v", err)
 	}
+	t.Logf("testenv: influxd restarted in %v", time.Since(began).Round(time.Millisecond))
 }
 
 // Stop stops the server with SIGTERM and waits for it to exit (SIGKILL after

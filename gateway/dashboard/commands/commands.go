@@ -1,0 +1,270 @@
+// Package commands sends operator commands from the dashboard to vehicles
+// (MQTT vehicles/{vin}/cmd/{name}, wire.Command in MessagePack, QoS 1),
+// records each one on NATS (vehicle.cmd.{vin}, Nats-Msg-Id = cmd id, so the
+// history survives restarts and is shared by replicas) and keeps a bounded
+// per-vehicle history joined with the vehicles' acks (vehicle.cmdack.{vin}).
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/decoders/dtc"
+	"github.com/telegate/telegate/decoders/wire"
+)
+
+// Errors returned by Send.
+var (
+	ErrUnknownCommand = errors.New("commands: unknown command")
+	ErrBadParam       = errors.New("commands: bad parameter")
+	ErrPublish        = errors.New("commands: publish to the vehicle failed")
+)
+
+// Spec describes a command operators may send.
+type Spec struct {
+	Name        string   `json:"name"`
+	Title       string   `json:"title"`
+	Description string   `json:"description"`
+	Params      []string `json:"params"`
+}
+
+// Specs are the commands the dashboard offers.
+var Specs = []Spec{
+	{Name: "clear_dtc_reminder", Title: "Clear DTC reminder",
+		Description: "Dismiss the in-car service reminder of one diagnostic trouble code (the code stays stored in the ECU).",
+		Params:      []string{"code"}},
+	{Name: "diagnostics_snapshot", Title: "Request diagnostics snapshot",
+		Description: "Ask the vehicle to send a full diagnostics report now (DTCs, MIL, freeze frame)."},
+	{Name: "ping", Title: "Ping", Description: "Check that the vehicle receives and acknowledges commands."},
+}
+
+// Lookup returns the spec of name.
+func Lookup(name string) (Spec, bool) {
+	for _, s := range Specs {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// Record is one command in a vehicle's history.
+type Record struct {
+	CmdID   string            `json:"cmd_id"`
+	VIN     string            `json:"vin"`
+	Name    string            `json:"name"`
+	Params  map[string]string `json:"params,omitempty"`
+	User    string            `json:"user,omitempty"`
+	Source  string            `json:"source"`
+	Sent    time.Time         `json:"sent_at,omitzero"`
+	Status  string            `json:"status"` // sent | applied | rejected | failed | publish_failed
+	Reason  string            `json:"reason,omitempty"`
+	AckTime time.Time         `json:"acked_at,omitzero"`
+}
+
+// Log is the bounded per-vehicle command history.
+type Log struct {
+	mu     sync.Mutex
+	perVIN map[string][]*Record // oldest first
+	byID   map[string]*Record
+	max    int
+}
+
+// NewLog keeps at most perVehicle records per vehicle.
+func NewLog(perVehicle int) *Log {
+	return &Log{perVIN: map[string][]*Record{}, byID: map[string]*Record{}, max: max(perVehicle, 1)}
+}
+
+// Add records a sent command (idempotent on CmdID: a known record keeps its
+// ack and gains the missing details).
+func (l *Log) Add(r Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur := l.byID[r.CmdID]; cur != nil {
+		if cur.Name == "" {
+			cur.Name, cur.Params, cur.User, cur.Source, cur.Sent = r.Name, r.Params, r.User, r.Source, r.Sent
+		}
+		if r.Status == "publish_failed" {
+			cur.Status = r.Status
+		}
+		return
+	}
+	cp := r
+	l.insertLocked(&cp)
+}
+
+func (l *Log) insertLocked(r *Record) {
+	list := append(l.perVIN[r.VIN], r)
+	if len(list) > l.max {
+		delete(l.byID, list[0].CmdID)
+		list = slices.Delete(list, 0, 1)
+	}
+	l.perVIN[r.VIN] = list
+	l.byID[r.CmdID] = r
+}
+
+// Ack applies a vehicle's ack. An ack for a command the log does not know
+// (sent by another component, or older than the history) creates a record.
+func (l *Log) Ack(vin, cmdID, status, reason string, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.byID[cmdID]
+	if r == nil {
+		r = &Record{CmdID: cmdID, VIN: vin, Source: "vehicle ack"}
+		l.insertLocked(r)
+	}
+	r.Status, r.Reason, r.AckTime = status, reason, t.UTC()
+}
+
+// List returns vin's history, newest first, at most limit.
+func (l *Log) List(vin string, limit int) []Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	list := l.perVIN[vin]
+	out := make([]Record, 0, min(limit, len(list)))
+	for i := len(list) - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, *list[i])
+	}
+	sort.SliceStable(out, func(i, j int) bool { return recTime(out[i]).After(recTime(out[j])) })
+	return out
+}
+
+func recTime(r Record) time.Time {
+	if !r.Sent.IsZero() {
+		return r.Sent
+	}
+	return r.AckTime
+}
+
+// Publisher sends an MQTT message to devices (the embedded broker).
+type Publisher interface {
+	Publish(topic string, payload []byte, qos byte) error
+}
+
+// Sender validates, sends and records commands.
+type Sender struct {
+	pub Publisher
+	js  jetstream.JetStream // nil: not recorded on NATS
+	log *Log
+	lg  *slog.Logger
+	now func() time.Time
+}
+
+// NewSender returns a Sender.
+func NewSender(pub Publisher, js jetstream.JetStream, log *Log, lg *slog.Logger) *Sender {
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &Sender{pub: pub, js: js, log: log, lg: lg, now: time.Now}
+}
+
+// Event is the data of a vehicle.cmd.{vin} message.
+type Event struct {
+	VIN    string            `json:"vin"`
+	CmdID  string            `json:"cmd_id"`
+	Name   string            `json:"name"`
+	Params map[string]string `json:"params,omitempty"`
+	User   string            `json:"user,omitempty"`
+	Source string            `json:"source,omitempty"`
+}
+
+// Envelope is the JSON envelope of events (docs/data-model.md).
+type Envelope struct {
+	V      int             `json:"v"`
+	ID     string          `json:"id"`
+	Type   string          `json:"type"`
+	Time   time.Time       `json:"time"`
+	Source string          `json:"source"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// Validate checks name and params against Specs.
+func Validate(name string, params map[string]string) error {
+	spec, ok := Lookup(name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownCommand, name)
+	}
+	for k, v := range params {
+		if !slices.Contains(spec.Params, k) {
+			return fmt.Errorf("%w: %s takes no parameter %q", ErrBadParam, name, k)
+		}
+		if len(v) > 64 {
+			return fmt.Errorf("%w: %s is too long", ErrBadParam, k)
+		}
+	}
+	for _, k := range spec.Params {
+		if params[k] == "" {
+			return fmt.Errorf("%w: %s needs parameter %q", ErrBadParam, name, k)
+		}
+	}
+	if c, ok := params["code"]; ok {
+		if _, err := dtc.Parse(c); err != nil {
+			return fmt.Errorf("%w: code %q is not a DTC such as P0301", ErrBadParam, c)
+		}
+	}
+	return nil
+}
+
+func newCmdID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "dash-" + hex.EncodeToString(b)
+}
+
+// Send validates the command, records it and publishes it to the vehicle.
+func (s *Sender) Send(ctx context.Context, vin, name string, params map[string]string, user string) (Record, error) {
+	if err := Validate(name, params); err != nil {
+		return Record{}, err
+	}
+	now := s.now().UTC()
+	r := Record{CmdID: newCmdID(), VIN: vin, Name: name, Params: params, User: user, Source: "dashboard", Sent: now, Status: "sent"}
+	cmd := wire.Command{Version: wire.Version, CmdID: r.CmdID, TimeMs: now.UnixMilli(), Name: name}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		cmd.Params = append(cmd.Params, wire.Param{Key: k, Value: params[k]})
+	}
+	payload, err := cmd.MarshalMsg(nil)
+	if err != nil {
+		return Record{}, fmt.Errorf("commands: encode: %w", err)
+	}
+	s.log.Add(r)
+	s.record(ctx, r, now)
+	if err := s.pub.Publish("vehicles/"+vin+"/cmd/"+name, payload, 1); err != nil {
+		r.Status = "publish_failed"
+		r.Reason = err.Error()
+		s.log.Add(r)
+		s.lg.Error("dashboard command not published", "vin", vin, "cmd", name, "cmd_id", r.CmdID, "user", user, "err", err)
+		return r, fmt.Errorf("%w: %w", ErrPublish, err)
+	}
+	s.lg.Info("dashboard command sent", "vin", vin, "cmd", name, "cmd_id", r.CmdID, "user", user)
+	return r, nil
+}
+
+func (s *Sender) record(ctx context.Context, r Record, now time.Time) {
+	if s.js == nil {
+		return
+	}
+	data, _ := json.Marshal(Event{VIN: r.VIN, CmdID: r.CmdID, Name: r.Name, Params: r.Params, User: r.User, Source: r.Source})
+	env, _ := json.Marshal(Envelope{V: 1, ID: "cmd-" + r.CmdID, Type: "vehicle.cmd", Time: now, Source: r.VIN, Data: data})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.js.Publish(ctx, "vehicle.cmd."+r.VIN, env, jetstream.WithMsgID("cmd-"+r.CmdID)); err != nil {
+		// The command still goes out; only the shared history misses it.
+		s.lg.Warn("dashboard command not recorded on NATS", "vin", r.VIN, "cmd_id", r.CmdID, "err", err)
+	}
+}

@@ -1,0 +1,648 @@
+// Package customers is the customer registry: who owns which vehicle
+// (VIN → customer), the customer's region, entitlements and consents, and
+// erasure. Customers are registered from a YAML file at start-up (once:
+// a customer already in the store is not overwritten, so consents changed
+// through the API survive a restart) and through the HTTP API.
+//
+// The registry is the authority for consent: a consent change is stored
+// before the API call returns, so the offer engine, which asks the registry
+// synchronously, never acts on a withdrawn consent. Every change is also
+// published as a profile event (profile.events.{customer}) for the profile
+// projector. State lives in the JetStream key-value bucket "customers";
+// Run watches it so that several processes share one view.
+package customers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Bucket is the key-value bucket of the registry.
+const Bucket = "customers"
+
+// ConsentPartnerOffers is the separate consent required for partner offers.
+const ConsentPartnerOffers = "partner_offers"
+
+// KnownConsents are the consents the registry accepts.
+var KnownConsents = []string{ConsentPartnerOffers, "location_sharing", "marketing", "diagnostics_sharing"}
+
+// DefaultBatteryKWh is used when a vehicle has no battery capacity.
+const DefaultBatteryKWh = 60.0
+
+// Errors of the registry.
+var (
+	ErrUnknownCustomer = fmt.Errorf("unknown customer: %w", svc.ErrNotFound)
+	ErrVINTaken        = fmt.Errorf("vin already registered to another customer: %w", svc.ErrConflict)
+	ErrExists          = fmt.Errorf("customer already registered: %w", svc.ErrConflict)
+)
+
+// Vehicle is a vehicle owned by a customer.
+type Vehicle struct {
+	VIN        string  `json:"vin" yaml:"vin"`
+	Model      string  `json:"model,omitempty" yaml:"model"`
+	BatteryKWh float64 `json:"battery_kwh,omitempty" yaml:"battery_kwh"`
+	// Region is where the vehicle is registered: "north" / "south"
+	// (hemisphere) or an ISO 3166 country code. Empty: the customer's.
+	Region string `json:"region,omitempty" yaml:"region"`
+}
+
+// Battery returns the battery capacity in kWh (DefaultBatteryKWh if unset).
+func (v Vehicle) Battery() float64 {
+	if v.BatteryKWh > 0 {
+		return v.BatteryKWh
+	}
+	return DefaultBatteryKWh
+}
+
+// Consent is the state of one consent with its history timestamps.
+type Consent struct {
+	Granted     bool       `json:"granted"`
+	GrantedAt   *time.Time `json:"granted_at,omitempty"`
+	WithdrawnAt *time.Time `json:"withdrawn_at,omitempty"`
+	Source      string     `json:"source"`
+}
+
+// Customer is a registered customer.
+type Customer struct {
+	ID           string             `json:"id"`
+	Name         string             `json:"name,omitempty"`
+	Region       string             `json:"region,omitempty"`
+	Vehicles     []Vehicle          `json:"vehicles"`
+	Entitlements []string           `json:"entitlements,omitempty"`
+	Consents     map[string]Consent `json:"consents,omitempty"`
+	// TokenSalt personalises the customer's partner tokens; erasure deletes
+	// it, so tokens already given to partners can never be linked again.
+	TokenSalt string    `json:"token_salt"`
+	Created   time.Time `json:"created"`
+}
+
+// Registration is the input of Register (YAML file entry or API body).
+type Registration struct {
+	ID           string    `json:"id" yaml:"id"`
+	Name         string    `json:"name" yaml:"name"`
+	Region       string    `json:"region" yaml:"region"`
+	Vehicles     []Vehicle `json:"vehicles" yaml:"vehicles"`
+	Entitlements []string  `json:"entitlements" yaml:"entitlements"`
+	Consents     []string  `json:"consents" yaml:"consents"` // granted at registration
+}
+
+// File is the customers.yaml format.
+type File struct {
+	Customers []Registration `yaml:"customers"`
+}
+
+// Validate checks a registration.
+func (r Registration) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...)) }
+	if !svc.ValidID(r.ID) {
+		bad("customer id %q: want 1-64 letters, digits, '-' or '_'", r.ID)
+	}
+	if len(r.Name) > 200 {
+		bad("name longer than 200 bytes")
+	}
+	if !validRegion(r.Region) {
+		bad("region %q: want north, south or a two-letter country code", r.Region)
+	}
+	if len(r.Vehicles) > 100 {
+		bad("more than 100 vehicles")
+	}
+	seen := map[string]bool{}
+	for _, v := range r.Vehicles {
+		switch {
+		case !svc.ValidID(v.VIN):
+			bad("vin %q", v.VIN)
+		case seen[v.VIN]:
+			bad("vin %s listed twice", v.VIN)
+		case v.BatteryKWh < 0 || v.BatteryKWh > 500:
+			bad("vin %s: battery_kwh %v out of 0..500", v.VIN, v.BatteryKWh)
+		case !validRegion(v.Region):
+			bad("vin %s: region %q", v.VIN, v.Region)
+		case len(v.Model) > 100:
+			bad("vin %s: model too long", v.VIN)
+		}
+		seen[v.VIN] = true
+	}
+	for _, e := range r.Entitlements {
+		if !svc.ValidID(e) {
+			bad("entitlement %q", e)
+		}
+	}
+	for _, c := range r.Consents {
+		if !slices.Contains(KnownConsents, c) {
+			bad("consent %q: want one of %v", c, KnownConsents)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validRegion(s string) bool {
+	if s == "" || s == "north" || s == "south" {
+		return true
+	}
+	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+}
+
+// southernCountries are the ISO codes whose territory (and cars) are
+// mostly in the southern hemisphere.
+var southernCountries = map[string]bool{"AU": true, "NZ": true, "ZA": true, "AR": true, "CL": true, "UY": true,
+	"PY": true, "BR": true, "BO": true, "PE": true, "NA": true, "BW": true, "ZW": true, "MZ": true, "MG": true,
+	"LS": true, "SZ": true, "FJ": true, "ZM": true, "MW": true, "AO": true}
+
+// Hemisphere maps a region to "north" or "south" ("" when unknown).
+func Hemisphere(region string) string {
+	switch {
+	case region == "north" || region == "south":
+		return region
+	case region == "":
+		return ""
+	case southernCountries[region]:
+		return "south"
+	}
+	return "north"
+}
+
+// LoadFile reads and validates a customers.yaml file.
+func LoadFile(path string) ([]Registration, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f File
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", path, svc.ErrInvalid, err)
+	}
+	seen := map[string]bool{}
+	vins := map[string]bool{}
+	for i, r := range f.Customers {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: customer %d: %w", path, i, err)
+		}
+		if seen[r.ID] {
+			return nil, fmt.Errorf("%s: %w: customer %s listed twice", path, svc.ErrInvalid, r.ID)
+		}
+		seen[r.ID] = true
+		for _, v := range r.Vehicles {
+			if vins[v.VIN] {
+				return nil, fmt.Errorf("%s: %w: vin %s owned twice", path, svc.ErrInvalid, v.VIN)
+			}
+			vins[v.VIN] = true
+		}
+	}
+	return f.Customers, nil
+}
+
+// EraseHook is called after a customer was erased (profile, offers, ...).
+type EraseHook func(ctx context.Context, customerID string) error
+
+// Registry is the customer registry.
+type Registry struct {
+	kv    svc.KV
+	pub   svc.Publisher
+	clock svc.Clock
+	log   *slog.Logger
+
+	mu     sync.RWMutex
+	byID   map[string]*entry
+	byVIN  map[string]string
+	erased map[string]bool
+	hooks  []EraseHook
+	wmu    sync.Mutex // serialises writes (and their profile events)
+}
+
+type entry struct {
+	c   Customer
+	rev uint64
+}
+
+// Owner is what the services need to know about a VIN's owner.
+type Owner struct {
+	CustomerID   string
+	Vehicle      Vehicle
+	Region       string // vehicle's region, else the customer's
+	Entitlements []string
+}
+
+// Open opens the registry on the bucket and loads its current state.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, clock svc.Clock, log *slog.Logger) (*Registry, error) {
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Customer registry: vehicles, entitlements, consents", replicas)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{kv: kv, pub: svc.Publisher{JS: js}, clock: clock, log: log,
+		byID: map[string]*entry{}, byVIN: map[string]string{}, erased: map[string]bool{}}
+	keys, err := kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	for _, k := range keys {
+		e, err := kv.B.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		r.apply(e)
+	}
+	return r, nil
+}
+
+// OnErase registers a hook run by Erase.
+func (r *Registry) OnErase(h EraseHook) {
+	r.mu.Lock()
+	r.hooks = append(r.hooks, h)
+	r.mu.Unlock()
+}
+
+// Run watches the bucket so that changes made by other processes are seen;
+// it returns when ctx ends.
+func (r *Registry) Run(ctx context.Context) error {
+	w, err := r.kv.B.WatchAll(ctx, jetstream.IncludeHistory())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e != nil {
+				r.apply(e)
+			}
+		}
+	}
+}
+
+// apply merges a bucket entry into the cache, ignoring stale revisions.
+func (r *Registry) apply(e jetstream.KeyValueEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := e.Key()
+	if id, ok := strings.CutPrefix(key, "erased."); ok {
+		if e.Operation() == jetstream.KeyValuePut {
+			r.erased[id] = true
+			r.dropLocked(id)
+		}
+		return
+	}
+	id, ok := strings.CutPrefix(key, "c.")
+	if !ok {
+		return
+	}
+	cur := r.byID[id]
+	if cur != nil && cur.rev >= e.Revision() {
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		r.dropLocked(id)
+		return
+	}
+	var c Customer
+	if json.Unmarshal(e.Value(), &c) != nil || r.erased[id] {
+		return
+	}
+	r.setLocked(c, e.Revision())
+}
+
+func (r *Registry) setLocked(c Customer, rev uint64) {
+	if old := r.byID[c.ID]; old != nil {
+		for _, v := range old.c.Vehicles {
+			delete(r.byVIN, v.VIN)
+		}
+	}
+	r.byID[c.ID] = &entry{c: c, rev: rev}
+	for _, v := range c.Vehicles {
+		r.byVIN[v.VIN] = c.ID
+	}
+}
+
+func (r *Registry) dropLocked(id string) {
+	if old := r.byID[id]; old != nil {
+		for _, v := range old.c.Vehicles {
+			if r.byVIN[v.VIN] == id {
+				delete(r.byVIN, v.VIN)
+			}
+		}
+		delete(r.byID, id)
+	}
+}
+
+// RegisterFile registers every customer of a customers.yaml file that is
+// not yet known (and was not erased). It returns how many were added.
+func (r *Registry) RegisterFile(ctx context.Context, path string) (int, error) {
+	regs, err := LoadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, reg := range regs {
+		err := r.Register(ctx, reg, "registration-file")
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, ErrExists), errors.Is(err, svc.ErrErased):
+		default:
+			return n, fmt.Errorf("customer %s: %w", reg.ID, err)
+		}
+	}
+	return n, nil
+}
+
+// Register adds a customer; source names where the consents came from.
+func (r *Registry) Register(ctx context.Context, reg Registration, source string) error {
+	if err := reg.Validate(); err != nil {
+		return err
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.RLock()
+	_, exists := r.byID[reg.ID]
+	erased := r.erased[reg.ID]
+	var taken string
+	for _, v := range reg.Vehicles {
+		if o, ok := r.byVIN[v.VIN]; ok && o != reg.ID {
+			taken = v.VIN
+		}
+	}
+	r.mu.RUnlock()
+	switch {
+	case erased:
+		return fmt.Errorf("%s: %w", reg.ID, svc.ErrErased)
+	case exists:
+		return fmt.Errorf("%s: %w", reg.ID, ErrExists)
+	case taken != "":
+		return fmt.Errorf("%s: %w", taken, ErrVINTaken)
+	}
+	now := r.clock.Now().UTC()
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return err
+	}
+	c := Customer{ID: reg.ID, Name: reg.Name, Region: reg.Region, Vehicles: reg.Vehicles, Entitlements: reg.Entitlements,
+		Consents: map[string]Consent{}, TokenSalt: hex.EncodeToString(salt), Created: now}
+	if c.Vehicles == nil {
+		c.Vehicles = []Vehicle{}
+	}
+	for _, k := range reg.Consents {
+		c.Consents[k] = Consent{Granted: true, GrantedAt: &now, Source: source}
+	}
+	if err := r.store(ctx, c, 0); err != nil {
+		return err
+	}
+	subj := ProfileSubject(c.ID)
+	if err := r.pub.Publish(ctx, subj, "cust-reg-"+c.ID, "customer.registered", c.ID, now,
+		map[string]any{"name": c.Name, "region": c.Region, "entitlements": c.Entitlements}); err != nil {
+		return err
+	}
+	for _, v := range c.Vehicles {
+		if err := r.pub.Publish(ctx, subj, "cust-veh-"+c.ID+"-"+v.VIN, "vehicle.linked", c.ID, now,
+			VehicleLinked{VIN: v.VIN, Model: v.Model, BatteryKWh: v.Battery()}); err != nil {
+			return err
+		}
+	}
+	for _, k := range reg.Consents {
+		if err := r.publishConsent(ctx, c.ID, k, c.Consents[k], now); err != nil {
+			return err
+		}
+	}
+	r.log.Info("customer registered", "customer", c.ID, "vehicles", len(c.Vehicles), "source", source)
+	return nil
+}
+
+// VehicleLinked is the data of the vehicle.linked profile event.
+type VehicleLinked struct {
+	VIN        string  `json:"vin"`
+	Model      string  `json:"model,omitempty"`
+	BatteryKWh float64 `json:"battery_kwh"`
+}
+
+// ConsentChanged is the data of the consent.changed profile event.
+type ConsentChanged struct {
+	Consent string    `json:"consent"`
+	Granted bool      `json:"granted"`
+	At      time.Time `json:"at"`
+	Source  string    `json:"source"`
+}
+
+func (r *Registry) publishConsent(ctx context.Context, id, consent string, c Consent, now time.Time) error {
+	evID := fmt.Sprintf("consent-%s-%s-%d", id, consent, now.UnixNano())
+	return r.pub.Publish(ctx, ProfileSubject(id), evID, "consent.changed", id, now,
+		ConsentChanged{Consent: consent, Granted: c.Granted, At: now, Source: c.Source})
+}
+
+// ProfileSubject is the profile event subject of a customer.
+func ProfileSubject(customerID string) string { return "profile.events." + customerID }
+
+// store writes c (CAS on rev) and updates the cache.
+func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = r.kv.B.Create(ctx, "c."+c.ID, b)
+	} else {
+		nrev, err = r.kv.B.Update(ctx, "c."+c.ID, b, rev)
+	}
+	if err != nil {
+		return fmt.Errorf("store customer %s: %w", c.ID, err)
+	}
+	r.mu.Lock()
+	if cur := r.byID[c.ID]; cur == nil || cur.rev < nrev {
+		r.setLocked(c, nrev)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// SetConsent grants or withdraws consent for customer id. It is effective
+// (stored, and seen by Consented) when it returns.
+func (r *Registry) SetConsent(ctx context.Context, id, consent string, granted bool, source string) (Consent, error) {
+	if !slices.Contains(KnownConsents, consent) {
+		return Consent{}, fmt.Errorf("%w: consent %q: want one of %v", svc.ErrInvalid, consent, KnownConsents)
+	}
+	if source == "" || len(source) > 100 {
+		return Consent{}, fmt.Errorf("%w: source: 1-100 bytes", svc.ErrInvalid)
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.RLock()
+	e := r.byID[id]
+	r.mu.RUnlock()
+	if e == nil {
+		return Consent{}, fmt.Errorf("%s: %w", id, ErrUnknownCustomer)
+	}
+	c := cloneCustomer(e.c)
+	now := r.clock.Now().UTC()
+	cs := c.Consents[consent]
+	cs.Granted, cs.Source = granted, source
+	if granted {
+		cs.GrantedAt = &now
+	} else {
+		cs.WithdrawnAt = &now
+	}
+	c.Consents[consent] = cs
+	if err := r.store(ctx, c, e.rev); err != nil {
+		return Consent{}, err
+	}
+	if err := r.publishConsent(ctx, id, consent, cs, now); err != nil {
+		r.log.Warn("consent stored, profile event not published", "customer", id, "err", err)
+	}
+	return cs, nil
+}
+
+// Erase removes customer id: registry entry (a tombstone with only the id
+// prevents re-registration from the start-up file), then every erase hook
+// (profile, partner offers). After Erase returns, nothing is triggered for
+// the customer's vehicles.
+func (r *Registry) Erase(ctx context.Context, id string) error {
+	r.wmu.Lock()
+	r.mu.RLock()
+	_, ok := r.byID[id]
+	erased := r.erased[id]
+	hooks := slices.Clone(r.hooks)
+	r.mu.RUnlock()
+	if !ok && !erased {
+		r.wmu.Unlock()
+		return fmt.Errorf("%s: %w", id, ErrUnknownCustomer)
+	}
+	r.mu.Lock()
+	r.erased[id] = true
+	r.dropLocked(id)
+	r.mu.Unlock()
+	err := r.kv.Put(ctx, "erased."+id, map[string]any{"erased_at": r.clock.Now().UTC()})
+	if err == nil {
+		err = r.kv.Purge(ctx, "c."+id)
+	}
+	r.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("erase %s: %w", id, err)
+	}
+	var errs []error
+	for _, h := range hooks {
+		errs = append(errs, h(ctx, id))
+	}
+	r.log.Info("customer erased", "customer", id)
+	return errors.Join(errs...)
+}
+
+// Erased reports whether id was erased.
+func (r *Registry) Erased(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.erased[id]
+}
+
+// Get returns a copy of customer id.
+func (r *Registry) Get(id string) (Customer, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.byID[id]
+	if e == nil {
+		return Customer{}, false
+	}
+	return cloneCustomer(e.c), true
+}
+
+// Lookup returns the owner of vin.
+func (r *Registry) Lookup(vin string) (Owner, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byVIN[vin]
+	if !ok {
+		return Owner{}, false
+	}
+	c := r.byID[id].c
+	for _, v := range c.Vehicles {
+		if v.VIN == vin {
+			reg := v.Region
+			if reg == "" {
+				reg = c.Region
+			}
+			return Owner{CustomerID: id, Vehicle: v, Region: reg, Entitlements: slices.Clone(c.Entitlements)}, true
+		}
+	}
+	return Owner{}, false
+}
+
+// Consented reports whether customer id currently grants consent.
+func (r *Registry) Consented(id, consent string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.byID[id]
+	return e != nil && !r.erased[id] && e.c.Consents[consent].Granted
+}
+
+// TokenSalt returns the customer's partner-token salt ("" when unknown).
+func (r *Registry) TokenSalt(id string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.byID[id]; e != nil {
+		return e.c.TokenSalt
+	}
+	return ""
+}
+
+// Vehicles lists every registered vehicle's owner, sorted by VIN.
+func (r *Registry) Vehicles() []Owner {
+	r.mu.RLock()
+	vins := make([]string, 0, len(r.byVIN))
+	for v := range r.byVIN {
+		vins = append(vins, v)
+	}
+	r.mu.RUnlock()
+	slices.Sort(vins)
+	out := make([]Owner, 0, len(vins))
+	for _, v := range vins {
+		if o, ok := r.Lookup(v); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// IDs lists the registered customer ids, sorted.
+func (r *Registry) IDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.byID))
+	for id := range r.byID {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func cloneCustomer(c Customer) Customer {
+	c.Vehicles = slices.Clone(c.Vehicles)
+	c.Entitlements = slices.Clone(c.Entitlements)
+	m := make(map[string]Consent, len(c.Consents))
+	for k, v := range c.Consents {
+		m[k] = v
+	}
+	c.Consents = m
+	return c
+}

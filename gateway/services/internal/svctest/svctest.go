@@ -1,0 +1,50 @@
+// Package svctest starts an embedded NATS JetStream bus (the gateway's own
+// natsbus, so the streams are the real ones) for the services' tests.
+package svctest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/telegate/telegate/gateway/natsbus"
+)
+
+// Bus opens an embedded bus on a random loopback port; closed by Cleanup.
+func Bus(t testing.TB) *natsbus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := natsbus.Open(ctx, natsbus.Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: t.TempDir()}, Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// Logger discards unless TELEGATE_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("TELEGATE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Eventually polls f until it returns nil or a generous deadline passes; it
+// bounds waiting for asynchronous effects and asserts nothing about speed.
+func Eventually(t testing.TB, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}

@@ -1,0 +1,248 @@
+package profile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Stream and subjects of profile events.
+const (
+	Stream        = "PROFILE"
+	SubjectPrefix = "profile.events."
+)
+
+// ErrUnknownProfile is returned for a customer without profile.
+var ErrUnknownProfile = fmt.Errorf("unknown profile: %w", svc.ErrNotFound)
+
+// ErasedChecker tells whether a customer was erased (customers.Registry).
+type ErasedChecker interface{ Erased(id string) bool }
+
+// Projector applies profile events to the profiles bucket.
+type Projector struct {
+	js     jetstream.JetStream
+	kv     svc.KV
+	erased ErasedChecker
+	log    *slog.Logger
+}
+
+// NewProjector opens the profiles bucket.
+func NewProjector(ctx context.Context, js jetstream.JetStream, replicas int, erased ErasedChecker, log *slog.Logger) (*Projector, error) {
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Customer profiles (projection of profile.events.>)", replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Projector{js: js, kv: kv, erased: erased, log: log}, nil
+}
+
+// Run consumes profile.events.> (durable consumer "profile-projector")
+// until ctx ends.
+func (p *Projector) Run(ctx context.Context) error {
+	return svc.Consume(ctx, p.js, svc.ConsumerSpec{Stream: Stream, Durable: "profile-projector", Filter: SubjectPrefix + ">"},
+		p.log, func(ctx context.Context, m jetstream.Msg) error { return p.Handle(ctx, m.Subject(), m.Data()) })
+}
+
+// Handle applies one profile event published on subject.
+func (p *Projector) Handle(ctx context.Context, subject string, data []byte) error {
+	id := strings.TrimPrefix(subject, SubjectPrefix)
+	if id == subject || !svc.ValidID(id) {
+		return fmt.Errorf("%w: subject %s", svc.ErrInvalid, subject)
+	}
+	if p.erased != nil && p.erased.Erased(id) {
+		return nil
+	}
+	ev, err := svc.Decode(data)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		prof := New(id)
+		rev, err := p.kv.Get(ctx, id, &prof)
+		if err != nil && !errors.Is(err, svc.ErrNotFound) {
+			return err
+		}
+		changed, err := Apply(&prof, ev)
+		if err != nil || !changed {
+			return err
+		}
+		err = p.kv.Update(ctx, id, prof, rev)
+		if errors.Is(err, svc.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	// An erasure that raced with this event: remove what was just written.
+	if p.erased != nil && p.erased.Erased(id) {
+		return p.kv.Purge(ctx, id)
+	}
+	return nil
+}
+
+// Get returns the stored profile of customer id.
+func (p *Projector) Get(ctx context.Context, id string) (Profile, error) {
+	prof := New(id)
+	if _, err := p.kv.Get(ctx, id, &prof); err != nil {
+		if errors.Is(err, svc.ErrNotFound) {
+			return prof, fmt.Errorf("%s: %w", id, ErrUnknownProfile)
+		}
+		return prof, err
+	}
+	return prof, nil
+}
+
+// Erase removes the customer's profile events from the stream and the
+// profile itself (customers.EraseHook).
+func (p *Projector) Erase(ctx context.Context, id string) error {
+	s, err := p.js.Stream(ctx, Stream)
+	if err != nil {
+		return err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(SubjectPrefix+id)); err != nil {
+		return fmt.Errorf("purge profile events of %s: %w", id, err)
+	}
+	return p.kv.Purge(ctx, id)
+}
+
+// Replay rebuilds every profile from the stream in memory (without
+// touching the bucket), e.g. to verify or rebuild the projection.
+func (p *Projector) Replay(ctx context.Context) (map[string]Profile, error) {
+	out := map[string]Profile{}
+	cons, err := p.js.OrderedConsumer(ctx, Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{SubjectPrefix + ">"}})
+	if err != nil {
+		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending := info.NumPending
+	for pending > 0 {
+		batch, err := cons.Fetch(256)
+		if err != nil {
+			return nil, err
+		}
+		for m := range batch.Messages() {
+			id := strings.TrimPrefix(m.Subject(), SubjectPrefix)
+			ev, err := svc.Decode(m.Data())
+			if err == nil && (p.erased == nil || !p.erased.Erased(id)) {
+				prof, ok := out[id]
+				if !ok {
+					prof = New(id)
+				}
+				if _, err := Apply(&prof, ev); err == nil {
+					out[id] = prof
+				}
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			pending = md.NumPending
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Mount adds GET /api/v1/customers/{id}/profile (admin) to mux.
+func (p *Projector) Mount(mux *http.ServeMux, auth *svc.Auth) {
+	mux.HandleFunc("GET /api/v1/customers/{id}/profile", auth.Admin(func(w http.ResponseWriter, r *http.Request, _ svc.Principal) {
+		id := r.PathValue("id")
+		if !svc.ValidID(id) {
+			svc.Error(w, http.StatusBadRequest, "invalid customer id")
+			return
+		}
+		prof, err := p.Get(r.Context(), id)
+		if err != nil {
+			svc.Fail(w, err)
+			return
+		}
+		svc.JSON(w, http.StatusOK, prof)
+	}))
+}
+
+// Owners maps a VIN to its owner (customers.Registry).
+type Owners interface {
+	Lookup(vin string) (customers.Owner, bool)
+}
+
+// Feeder turns gateway events of registered vehicles into profile events:
+// finished charging sessions (charging.session.stopped.>) and DTC changes
+// (telemetry.dtc.>). Event ids derive from the source event's id.
+type Feeder struct {
+	js     jetstream.JetStream
+	pub    svc.Publisher
+	owners Owners
+	log    *slog.Logger
+}
+
+// NewFeeder returns a Feeder.
+func NewFeeder(js jetstream.JetStream, owners Owners, log *slog.Logger) *Feeder {
+	return &Feeder{js: js, pub: svc.Publisher{JS: js}, owners: owners, log: log}
+}
+
+// Run consumes the gateway's streams until ctx ends.
+func (f *Feeder) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: "CHARGING", Durable: "profile-feeder-charging",
+			Filter: "charging.session.stopped.>"}, f.log, f.charging)
+	}()
+	go func() {
+		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: "DTC", Durable: "profile-feeder-dtc",
+			Filter: "telemetry.dtc.>"}, f.log, f.dtc)
+	}()
+	return errors.Join(<-errc, <-errc)
+}
+
+func (f *Feeder) charging(ctx context.Context, m jetstream.Msg) error {
+	ev, d, err := decodeData[eventsink.ChargingEvent](m.Data())
+	if err != nil {
+		return err
+	}
+	o, ok := f.owners.Lookup(d.VIN)
+	if d.VIN == "" || !ok {
+		return nil
+	}
+	return f.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "chg-"+ev.ID, TypeChargingSess, o.CustomerID, ev.Time,
+		ChargingSession{VIN: d.VIN, Station: d.Station, SessionID: d.SessionID, EnergyKWh: d.EnergyWh / 1000})
+}
+
+func (f *Feeder) dtc(ctx context.Context, m jetstream.Msg) error {
+	ev, d, err := decodeData[eventsink.DTCEvent](m.Data())
+	if err != nil {
+		return err
+	}
+	o, ok := f.owners.Lookup(d.VIN)
+	if !ok {
+		return nil
+	}
+	return f.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "dtc-"+ev.ID, TypeDTC, o.CustomerID, ev.Time,
+		DTCChanged{VIN: d.VIN, Code: d.Code, Status: d.Status, Cleared: ev.Type == "dtc.cleared"})
+}
+
+func decodeData[T any](b []byte) (svc.Event, T, error) {
+	var d T
+	ev, err := svc.Decode(b)
+	if err != nil {
+		return ev, d, err
+	}
+	if err := jsonUnmarshal(ev.Data, &d); err != nil {
+		return ev, d, fmt.Errorf("%w: %s: %w", svc.ErrInvalid, ev.Type, err)
+	}
+	return ev, d, nil
+}

@@ -1,0 +1,200 @@
+// Package svc holds what the post-purchase services share: the event
+// envelope on NATS, JSON key-value helpers on JetStream buckets, and the HTTP
+// helpers (JSON errors, input limits, bearer-token authentication).
+package svc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors shared by the services.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid input")
+	ErrConflict = errors.New("conflict")
+	ErrErased   = errors.New("customer erased")
+)
+
+// EnvelopeVersion is the version of the event envelope.
+const EnvelopeVersion = 1
+
+// Event is the JSON envelope of every event the services publish; it has
+// the same shape as the gateway's (eventsink.Envelope). ID equals the
+// Nats-Msg-Id header and is the consumers' idempotency key.
+type Event struct {
+	V      int             `json:"v"`
+	ID     string          `json:"id"`
+	Type   string          `json:"type"`
+	Time   time.Time       `json:"time"`
+	Source string          `json:"source"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// Decode unmarshals the envelope in b.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, fmt.Errorf("%w: envelope: %w", ErrInvalid, err)
+	}
+	if e.V != EnvelopeVersion || e.ID == "" {
+		return e, fmt.Errorf("%w: envelope version %d id %q", ErrInvalid, e.V, e.ID)
+	}
+	return e, nil
+}
+
+// Publisher publishes events to JetStream with Nats-Msg-Id = id, waiting for
+// the stream's acknowledgement (so a nil error means stored or deduplicated).
+type Publisher struct {
+	JS jetstream.JetStream
+}
+
+// Publish marshals data into an envelope and publishes it on subject.
+func (p Publisher) Publish(ctx context.Context, subject, id, typ, source string, at time.Time, data any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("marshal %s: %w", typ, err)
+	}
+	b, err := json.Marshal(Event{V: EnvelopeVersion, ID: id, Type: typ, Time: at.UTC(), Source: source, Data: raw})
+	if err != nil {
+		return err
+	}
+	return p.PublishRaw(ctx, subject, id, b)
+}
+
+// PublishRaw publishes b on subject with Nats-Msg-Id = id.
+func (p Publisher) PublishRaw(ctx context.Context, subject, id string, b []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m := &nats.Msg{Subject: subject, Data: b, Header: nats.Header{}}
+	if _, err := p.JS.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// KV is a JetStream key-value bucket holding JSON values.
+type KV struct {
+	B jetstream.KeyValue
+}
+
+// OpenKV creates (or updates) and opens a bucket.
+func OpenKV(ctx context.Context, js jetstream.JetStream, bucket, desc string, replicas int) (KV, error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: desc,
+		Storage: jetstream.FileStorage, Replicas: replicas, History: 1})
+	if err != nil {
+		return KV{}, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	return KV{B: b}, nil
+}
+
+// Get decodes key into v and returns its revision; ErrNotFound when absent.
+func (k KV) Get(ctx context.Context, key string, v any) (uint64, error) {
+	e, err := k.B.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return e.Revision(), nil
+}
+
+// Put stores v under key.
+func (k KV) Put(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = k.B.Put(ctx, key, b)
+	return err
+}
+
+// Create stores v under key only if absent; ErrConflict otherwise.
+func (k KV) Create(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err = k.B.Create(ctx, key, b); errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%s: %w", key, ErrConflict)
+	}
+	return err
+}
+
+// Update stores v under key if its revision is still rev (0: absent);
+// ErrConflict otherwise.
+func (k KV) Update(ctx context.Context, key string, v any, rev uint64) error {
+	if rev == 0 {
+		return k.Create(ctx, key, v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err = k.B.Update(ctx, key, b, rev); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%s: %w: %w", key, ErrConflict, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Purge removes key and its history.
+func (k KV) Purge(ctx context.Context, key string) error {
+	err := k.B.Purge(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Keys lists the bucket's keys (empty when none).
+func (k KV) Keys(ctx context.Context) ([]string, error) {
+	l, err := k.B.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for key := range l.Keys() {
+		out = append(out, key)
+	}
+	return out, nil
+}
+
+// Token makes s safe as one NATS subject token / KV key part: anything but
+// letters, digits, '-' and '_' becomes '_'.
+func Token(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// Clock returns the current time; tests inject their own.
+type Clock func() time.Time
+
+// Now returns c() or time.Now when c is nil.
+func (c Clock) Now() time.Time {
+	if c == nil {
+		return time.Now()
+	}
+	return c()
+}
