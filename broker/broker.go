@@ -76,7 +76,7 @@ type Config struct {
 	MaxPacketSize          uint32        // largest packet a client may send; default 64 KiB
 	ReceiveMaximum         uint16        // QoS 1 publishes from one client awaiting PUBACK; default 64
 	MaxInflight            uint16        // QoS 1 messages to one client awaiting PUBACK; default 64
-	MaxClientWritesPending int32         // queued outbound packets per client; default 64
+	MaxClientWritesPending int32         // queued outbound packets per client; default 16
 	ConnectTimeout         time.Duration // accept to complete CONNECT; default 10s
 	// MaxKeepalive caps the keepalive a client may choose; a client asking
 	// for 0 (no keepalive) or more gets this value, sent to v5 clients as
@@ -100,7 +100,7 @@ func DefaultConfig() Config {
 		MaxPacketSize:          64 << 10,
 		ReceiveMaximum:         64,
 		MaxInflight:            64,
-		MaxClientWritesPending: 64,
+		MaxClientWritesPending: 16,
 		ConnectTimeout:         10 * time.Second,
 		MaxKeepalive:           5 * time.Minute,
 		MaxClients:             100000,

@@ -608,7 +608,7 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", b.cfg)
 	}
 	caps := b.Server().Options.Capabilities
-	if caps.MaximumPacketSize != 64<<10 || caps.MaximumClientWritesPending != 64 || caps.MaximumInflight != 64 ||
+	if caps.MaximumPacketSize != 64<<10 || caps.MaximumClientWritesPending != 16 || caps.MaximumInflight != 64 ||
 		caps.ReceiveMaximum != 64 || caps.MaximumQos != 1 || caps.RetainAvailable != 0 ||
 		caps.SharedSubAvailable != 0 || caps.MaximumSessionExpiryInterval != 86400 ||
 		caps.TopicAliasMaximum != TopicAliasMaximum || caps.MinimumProtocolVersion != 4 {

@@ -162,7 +162,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	hook := ingest.New(spoolAdapter{a.spool}, ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
+	hook := ingest.New(ingest.FromSpool(a.spool), ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
 		a.log.With("component", "ingest"))
 	hook.SetServer(a.broker.Server())
 	if err := a.broker.AddHook(hook, nil); err != nil {
@@ -297,29 +297,4 @@ func (a *App) Close() error {
 		a.log.Info("gateway stopped")
 	})
 	return errors.Join(errs...)
-}
-
-// spoolAdapter maps spool errors onto the ingest hook's error values.
-type spoolAdapter struct{ s *spool.Spool }
-
-func (sa spoolAdapter) Append(rec []byte) error {
-	_, err := sa.s.Append(rec)
-	return mapSpoolErr(err)
-}
-
-func (sa spoolAdapter) AppendAsync(rec []byte) error {
-	_, err := sa.s.AppendAsync(rec)
-	return mapSpoolErr(err)
-}
-
-func mapSpoolErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, spool.ErrFull):
-		return fmt.Errorf("%w: %w", ingest.ErrSpoolFull, err)
-	case errors.Is(err, spool.ErrClosed):
-		return fmt.Errorf("%w: %w", ingest.ErrSpoolClosed, err)
-	}
-	return err
 }

@@ -1,13 +1,64 @@
 package app
 
-import "context"
+import (
+	"context"
+	"net"
+
+	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/gateway/dashboard"
+	"github.com/telegate/telegate/gateway/dashboard/history"
+)
 
 // dashboardExt holds what the dashboard started (owned by this file).
-type dashboardExt struct{}
+type dashboardExt struct {
+	d *dashboard.Dashboard
+}
 
 // startDashboard mounts the service-team dashboard and JSON API on a.mux.
-// Called after the broker has started and before HTTP listens.
-func (a *App) startDashboard(ctx context.Context) error { return nil }
+// Called after the broker has started and before HTTP listens. Without a
+// users file nobody could log in, so nothing is mounted (warning logged).
+func (a *App) startDashboard(_ context.Context) error {
+	c := a.cfg.Dashboard
+	log := a.log.With("component", "dashboard")
+	if c.UsersFile == "" {
+		log.Warn("dashboard enabled but dashboard.users_file is empty: dashboard not mounted")
+		return nil
+	}
+	var vins []string
+	for _, dev := range a.devices.Devices() {
+		if dev.Kind == registry.KindVehicle && !dev.Disabled {
+			vins = append(vins, dev.ID)
+		}
+	}
+	d, err := dashboard.New(dashboard.Options{
+		Config: c,
+		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.cfg.Influx.Token, Org: a.cfg.Influx.Org,
+			Bucket: a.cfg.Influx.Bucket(), Timeout: c.QueryTimeout},
+		VINs: vins, Hub: a.live, JS: a.bus.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	d.Mount(a.mux)
+	if err := d.Start(); err != nil {
+		d.Close()
+		return err
+	}
+	a.ext.dashboard.d = d
+	host, port, _ := net.SplitHostPort(a.cfg.HTTP.Addr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	log.Info("dashboard mounted", "url", "http://"+net.JoinHostPort(host, port)+"/ui/", "users_file", c.UsersFile)
+	return nil
+}
 
 // closeDashboard stops what startDashboard started. Idempotent.
-func (a *App) closeDashboard() {}
+func (a *App) closeDashboard() {
+	if a.ext.dashboard.d != nil {
+		a.ext.dashboard.d.Close()
+	}
+}
+
+// Dashboard is the running dashboard, or nil when it is not mounted.
+func (a *App) Dashboard() *dashboard.Dashboard { return a.ext.dashboard.d }

@@ -157,7 +157,7 @@ func Default() Config {
 			MaxPacketSize:          64 << 10,
 			ReceiveMaximum:         64,
 			MaxInflight:            64,
-			MaxClientWritesPending: 64,
+			MaxClientWritesPending: 16,
 			ConnectTimeout:         10 * time.Second,
 			MaxClients:             100000,
 			SessionExpiry:          24 * time.Hour,

@@ -254,4 +254,3 @@ func envInt(name string, def int) int {
 	}
 	return def
 }
-

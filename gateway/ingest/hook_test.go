@@ -1,0 +1,241 @@
+package ingest_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/telegate/telegate/decoders/catalog"
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/record"
+	"github.com/telegate/telegate/gateway/spool"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/eclipse/paho%2emqtt%2egolang.(*router).matchAndDispatch"))
+}
+
+const vin = "TGSVS000000000001"
+
+type fixture struct {
+	srv   *mqtt.Server
+	sp    *spool.Spool
+	cons  *spool.Consumer
+	m     *metrics.Metrics
+	addr  string
+	close func()
+}
+
+// newFixture runs a real mochi server (allow-all auth: the product's auth and
+// ACL are tested in broker/) with the ingest hook over a real spool.
+func newFixture(t *testing.T, maxBytes int64) *fixture {
+	t.Helper()
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}, MaxBytes: maxBytes, SegmentBytes: 64 << 10, MaxRecord: 128 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := sp.Consumer("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(prometheus.NewRegistry())
+	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	h := ingest.New(ingest.FromSpool(sp), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
+	h.SetServer(srv)
+	if err := srv.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{srv: srv, sp: sp, cons: cons, m: m, addr: addr}
+	f.close = func() { _ = srv.Close(); _ = sp.Close() }
+	t.Cleanup(f.close)
+	return f
+}
+
+func frame(seq uint64) []byte {
+	f := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident(vin), Seq: seq, TimeMs: time.Now().UnixMilli(),
+		Signals: []wire.Signal{{ID: catalog.Speed, Value: 42}}}
+	b, _ := f.MarshalMsg(nil)
+	return b
+}
+
+func v5(t *testing.T, addr string) *paho.Client {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: vin, CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+func publish5(t *testing.T, c *paho.Client, topic string, qos byte, payload []byte) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	if resp == nil {
+		if qos == 0 && err == nil {
+			return 0
+		}
+		t.Fatalf("publish: %v", err)
+	}
+	return resp.ReasonCode
+}
+
+// readAll returns the records currently in the spool.
+func readAll(t *testing.T, f *fixture, want int) []record.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []record.Record
+	var buf []spool.Record
+	for len(out) < want {
+		var err error
+		buf, err = f.cons.Read(ctx, buf, 100, 1<<20)
+		if err != nil {
+			t.Fatalf("read after %d records: %v", len(out), err)
+		}
+		for _, r := range buf {
+			var rec record.Record
+			if err := record.Parse(append([]byte(nil), r.Data...), &rec); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func TestQoS1IsSpooledBeforePuback(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	c := v5(t, f.addr)
+	if rc := publish5(t, c, "vehicles/"+vin+"/telemetry", 1, frame(1)); rc != 0 {
+		t.Fatalf("reason code %#x", rc)
+	}
+	// The PUBACK came back, so the record must already be durable: no
+	// waiting here.
+	st := f.sp.Stats()
+	if st.Appended < 2 { // connect + frame
+		t.Fatalf("appended %d", st.Appended)
+	}
+	recs := readAll(t, f, 2)
+	if recs[0].Kind != record.KindConnect || string(recs[0].Client) != vin {
+		t.Fatalf("first record %+v", recs[0])
+	}
+	r := recs[1]
+	if r.Kind != record.KindPublish || r.QoS != 1 || string(r.Topic) != "vehicles/"+vin+"/telemetry" {
+		t.Fatalf("record %+v", r)
+	}
+	var fr wire.TelemetryFrame
+	if err := wire.DecodeTelemetry(r.Payload, &fr); err != nil || fr.Seq != 1 {
+		t.Fatalf("payload does not decode: %v", err)
+	}
+	if got := testutil.ToFloat64(f.m.Spooled.WithLabelValues("1")); got != 1 {
+		t.Fatalf("spooled counter %v", got)
+	}
+}
+
+func TestMalformedIsDeadLetteredWith0x99(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	c := v5(t, f.addr)
+	if rc := publish5(t, c, "vehicles/"+vin+"/telemetry", 1, []byte{0x93, 0x01}); rc != 0x99 {
+		t.Fatalf("reason code %#x, want 0x99", rc)
+	}
+	recs := readAll(t, f, 2)
+	if recs[1].Kind != record.KindDeadLetter || len(recs[1].Reason) == 0 {
+		t.Fatalf("dead letter %+v", recs[1])
+	}
+	if got := testutil.ToFloat64(f.m.DeadLettered.WithLabelValues("telemetry", ingest.ReasonDecode)); got != 1 {
+		t.Fatalf("dead letter counter %v", got)
+	}
+	// A publish on a non-ingest topic is not spooled.
+	if rc := publish5(t, c, "vehicles/"+vin+"/other", 1, []byte("x")); rc != 0 {
+		t.Fatalf("non-ingest topic: %#x", rc)
+	}
+}
+
+func TestSpoolFullRefusesQoS1(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	c := v5(t, f.addr)
+	big := make([]byte, 0, 60<<10)
+	fr := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident(vin), TimeMs: time.Now().UnixMilli()}
+	for i := range 400 {
+		fr.Signals = append(fr.Signals, wire.Signal{ID: uint16(i%36 + 1), Value: 1})
+	}
+	big, _ = fr.MarshalMsg(big)
+	// Nobody consumes: fill the 1 MiB spool until it refuses.
+	var rc byte
+	n := 0
+	for ; n < 1000; n++ {
+		if rc = publish5(t, c, "vehicles/"+vin+"/telemetry", 1, big); rc != 0 {
+			break
+		}
+	}
+	if rc != 0x97 {
+		t.Fatalf("after %d publishes: reason code %#x, want 0x97 quota exceeded", n, rc)
+	}
+	if got := testutil.ToFloat64(f.m.Refused.WithLabelValues("spool_full")); got != 1 {
+		t.Fatalf("refused counter %v", got)
+	}
+	// QoS 0 is dropped and counted.
+	publish5(t, c, "vehicles/"+vin+"/telemetry", 0, big)
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(f.m.Dropped.WithLabelValues("spool_full")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("QoS 0 drop not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// An MQTT 3.1.1 client cannot be told: it is disconnected without a PUBACK.
+	o := paho3.NewClientOptions().AddBroker("tcp://" + f.addr).SetClientID("TGSVS000000000002").SetAutoReconnect(false)
+	c3 := paho3.NewClient(o)
+	if tok := c3.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c3.Disconnect(0)
+	fr.VIN = wire.Ident("TGSVS000000000002")
+	big, _ = fr.MarshalMsg(big[:0])
+	tok := c3.Publish("vehicles/TGSVS000000000002/telemetry", 1, false, big)
+	if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+		t.Fatal("3.1.1 publish acknowledged while the spool is full")
+	}
+	for c3.IsConnectionOpen() {
+		if time.Now().After(deadline) {
+			t.Fatal("3.1.1 client not disconnected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
