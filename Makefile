@@ -41,10 +41,11 @@ generate: ## regenerate msgp code
 generate-check: ## fail if committed generated code is stale
 	@decoders/wire/gen_check.sh
 
-bench: build influxd ## decoder micro-benchmarks and the end-to-end load benchmark
-	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/record/
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./gateway/spool/
-	TELEGATE_E2E_BENCH=1 $(GO) test -run '^TestEndToEndLoad$$' -count=1 -timeout 20m -v ./gateway/e2e/ | grep -E '^(=== |---|\s+e2e|ok|FAIL|PASS)'
+bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures: docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/influxsink/ ./gateway/record/ ./gateway/topics/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
+	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 30000x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
 
 fuzz: ## run every fuzz target briefly
 	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \

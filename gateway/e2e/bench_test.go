@@ -31,9 +31,25 @@ import (
 //	lost             acked frames missing from InfluxDB (must be 0)
 //	p50/p99-ms       publish → queryable latency of probe frames sent during the load
 //
-// Run with: go test -run '^$' -bench EndToEnd -benchtime 20000x ./gateway/e2e/
+// Run with: go test -run '^$' -bench EndToEnd -benchtime 30000x ./gateway/e2e/ (make bench)
+// Fleet sizes come from TELEGATE_BENCH_VEHICLES (comma-separated, default
+// "50,200"); each size runs as a sub-benchmark with its own InfluxDB and
+// gateway.
 func BenchmarkEndToEndQoS1(b *testing.B) {
-	vehicles := envInt("TELEGATE_BENCH_VEHICLES", 50)
+	sizes := os.Getenv("TELEGATE_BENCH_VEHICLES")
+	if sizes == "" {
+		sizes = "50,200"
+	}
+	for _, f := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("TELEGATE_BENCH_VEHICLES: bad size %q", f)
+		}
+		b.Run(fmt.Sprintf("vehicles=%d", n), func(b *testing.B) { benchEndToEnd(b, n) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, vehicles int) {
 	in := testenv.StartInflux(b)
 	gw := startGatewayProcess(b, in, vehicles)
 
@@ -248,9 +264,3 @@ func probesStored(b testing.TB, in *testenv.Influx, vin string, start time.Time)
 	return int(n)
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
