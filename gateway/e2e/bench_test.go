@@ -3,11 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,9 +47,9 @@ func BenchmarkEndToEndQoS1(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, vehicles int) {
 	in := testenv.StartInflux(b)
-	gw := startGatewayProcess(b, in, vehicles)
+	gw := testenv.StartGateway(b, in, vehicles)
 
-	cfg := sim.Config{Broker: gw.mqttURL, Vehicles: vehicles, FleetKey: fleetKey, Frames: b.N,
+	cfg := sim.Config{Broker: gw.MQTTURL, Vehicles: vehicles, FleetKey: fleetKey, Frames: b.N,
 		TelemetryInterval: time.Millisecond, DiagInterval: time.Hour, InflightPerDevice: 16, Seed: 1,
 		Logger: quietLogger()}
 	fleet, err := sim.New(cfg)
@@ -61,10 +57,10 @@ func benchEndToEnd(b *testing.B, vehicles int) {
 		b.Fatal(err)
 	}
 	probeVIN := sim.VIN(sim.DefaultVINPrefix, vehicles+1)
-	probe := connectProbe(b, gw.mqttURL, probeVIN)
+	probe := connectProbe(b, gw.MQTTURL, probeVIN)
 
 	start := time.Now().Add(-time.Minute)
-	cpu0 := procCPU(b, gw.pid)
+	cpu0 := procCPU(b, gw.PID)
 	b.ResetTimer()
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -96,7 +92,7 @@ func benchEndToEnd(b *testing.B, vehicles int) {
 	close(stopProbe)
 	wg.Wait()
 	b.StopTimer()
-	cpu := procCPU(b, gw.pid) - cpu0
+	cpu := procCPU(b, gw.PID) - cpu0
 	slices.Sort(lat)
 	b.ReportMetric(float64(acked)/elapsed.Seconds(), "frames/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(max(acked, 1)), "gw-cpu-µs/frame")
@@ -116,88 +112,6 @@ func benchEndToEnd(b *testing.B, vehicles int) {
 
 func pct(d []time.Duration, p int) time.Duration {
 	return d[min(len(d)-1, len(d)*p/100)]
-}
-
-type gwProc struct {
-	pid     int
-	mqttURL string
-}
-
-// startGatewayProcess builds and starts bin/gateway against in.
-func startGatewayProcess(b *testing.B, in *testenv.Influx, vehicles int) gwProc {
-	b.Helper()
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "gateway")
-	build := exec.Command("go", "build", "-o", bin, "github.com/telegate/telegate/gateway/cmd/gateway")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build gateway: %v\n%s", err, out)
-	}
-	entries, err := sim.Provision(sim.Config{Vehicles: vehicles + 1, FleetKey: fleetKey}, 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	devices := filepath.Join(dir, "devices.yaml")
-	if err := sim.WriteRegistry(devices, entries); err != nil {
-		b.Fatal(err)
-	}
-	mqttAddr, httpAddr, natsAddr := freeAddr(b), freeAddr(b), freeAddr(b)
-	cfgFile := filepath.Join(dir, "gateway.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-devices_file: %s
-log_level: warn
-http: {addr: %s}
-mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000}
-influx: {url: %s}
-nats: {embedded: {addr: %s}}
-dashboard: {enabled: false}
-services: {enabled: false}
-`, filepath.Join(dir, "data"), devices, httpAddr, mqttAddr, in.URL, natsAddr)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-config", cfgFile)
-	// The gateway rejects unknown TELEGATE_* variables (strict config); keep
-	// the benchmark's own knobs out of its environment.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TELEGATE_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	logf, _ := os.Create(filepath.Join(dir, "gateway.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		logf.Close()
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logf.Name())
-			b.Fatalf("gateway not ready: %v\n%s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return gwProc{pid: cmd.Process.Pid, mqttURL: "tcp://" + mqttAddr}
-}
-
-func freeAddr(b testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // procCPU returns user+system CPU time of pid (Linux /proc).
@@ -263,4 +177,3 @@ func probesStored(b testing.TB, in *testenv.Influx, vin string, start time.Time)
 	n, _ := rows[0]["_value"].(int64)
 	return int(n)
 }
-

@@ -22,10 +22,10 @@ import (
 // Run with: go test -run '^$' -bench IdleConnections -benchtime 5000x ./gateway/e2e/
 func BenchmarkIdleConnections(b *testing.B) {
 	in := testenv.StartInflux(b)
-	gw := startGatewayProcess(b, in, b.N)
-	addr := strings.TrimPrefix(gw.mqttURL, "tcp://")
+	gw := testenv.StartGateway(b, in, b.N)
+	addr := strings.TrimPrefix(gw.MQTTURL, "tcp://")
 	time.Sleep(500 * time.Millisecond)
-	rss0 := procRSS(b, gw.pid)
+	rss0 := procRSS(b, gw.PID)
 	conns := make([]net.Conn, 0, b.N)
 	defer func() {
 		for _, c := range conns {
@@ -51,7 +51,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 	}
 	b.StopTimer()
 	time.Sleep(time.Second) // let per-connection goroutines settle
-	rss1 := procRSS(b, gw.pid)
+	rss1 := procRSS(b, gw.PID)
 	per := float64(rss1-rss0) / float64(b.N)
 	b.ReportMetric(per/1024, "KiB/conn")
 	b.ReportMetric(float64(1<<30)/per, "conns/GiB")

@@ -18,7 +18,7 @@ import (
 	"github.com/telegate/telegate/gateway/internal/testenv"
 )
 
-const fleetKey = "e2e-fleet-key"
+const fleetKey = testenv.FleetKey
 
 type env struct {
 	t       *testing.T
