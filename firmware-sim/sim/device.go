@@ -4,11 +4,13 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // errStopped means the fleet is stopping; the device gives up.
@@ -30,6 +32,7 @@ type device struct {
 	log    *slog.Logger
 	rng    *rand.Rand
 	client mqtt.Client
+	store  resumeSafeStore
 
 	sem     chan struct{}   // one token per unacked publish
 	pending chan pendingPub // publishes in flight, in order, to the collector
@@ -79,6 +82,8 @@ func newDevice(f *Fleet, id, kind string, seed int64) *device {
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
 			d.log.Debug("reconnecting")
 		})
+	d.store = resumeSafeStore{mqtt.NewMemoryStore()}
+	opts.SetStore(d.store)
 	if cfg.TLS != nil {
 		opts.SetTLSConfig(cfg.TLS)
 	}
@@ -210,12 +215,33 @@ func (d *device) collect() {
 
 // finish waits for the outstanding acks (bounded by the fleet's drain
 // timeout) and disconnects.
+//
+// After a reconnect paho re-sends the publishes still in its store and
+// completes their original tokens right away, before the new PUBACK: the
+// store, not the token, says whether the broker has them. So finish also
+// waits for the store to empty and counts what is left there as unacked.
 func (d *device) finish(connected bool) {
 	close(d.pending)
 	<-d.acked
-	if connected {
-		d.disconnect()
+	if !connected {
+		return
 	}
+	if n := d.store.pendingPublishes(); n > 0 {
+		t := time.NewTicker(5 * time.Millisecond)
+	wait:
+		for n > 0 {
+			select {
+			case <-t.C:
+				n = d.store.pendingPublishes()
+			case <-d.f.abort:
+				d.f.stats.unacked.Add(int64(n))
+				d.log.Warn("disconnecting with unacknowledged publishes", "count", n)
+				break wait
+			}
+		}
+		t.Stop()
+	}
+	d.disconnect()
 }
 
 func (d *device) disconnect() {
@@ -273,4 +299,47 @@ func (l *limiter) wait(stop <-chan struct{}) bool {
 	l.next = l.next.Add(l.interval)
 	l.mu.Unlock()
 	return sleep(time.Until(at), stop)
+}
+
+// resumeSafeStore is paho's memory store holding private copies of
+// PUBLISH packets. After a reconnect paho's resume() sets the DUP flag on
+// the packet it gets from the store and re-sends it, while a publish made
+// right after the reconnect (stored and sent at once) may be being written
+// by the network goroutine, which also updates its header: with one shared
+// object that is a data race (eclipse-paho/paho.mqtt.golang issue #703,
+// present in v1.5.1). With copies taken at Put (before the packet is
+// handed to the network) and at Get, nothing is shared; the re-send is a
+// duplicate, which QoS 1 allows.
+type resumeSafeStore struct{ *mqtt.MemoryStore }
+
+func copyPublish(p packets.ControlPacket) packets.ControlPacket {
+	if pub, ok := p.(*packets.PublishPacket); ok {
+		cp := *pub
+		return &cp
+	}
+	return p
+}
+
+// Put implements mqtt.Store.
+func (s resumeSafeStore) Put(key string, p packets.ControlPacket) {
+	s.MemoryStore.Put(key, copyPublish(p))
+}
+
+// Get implements mqtt.Store.
+func (s resumeSafeStore) Get(key string) packets.ControlPacket {
+	return copyPublish(s.MemoryStore.Get(key))
+}
+
+// pendingPublishes returns the number of outbound PUBLISH packets in the
+// store, i.e. not yet acknowledged by the broker.
+func (s resumeSafeStore) pendingPublishes() int {
+	n := 0
+	for _, k := range s.All() {
+		if strings.HasPrefix(k, "o.") {
+			if _, ok := s.MemoryStore.Get(k).(*packets.PublishPacket); ok {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -64,7 +64,7 @@ func startLoad(t *testing.T, url string, vehicles, perVIN int, interval time.Dur
 
 func (l *load) frame(vin string, seq int) []byte {
 	f := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident(vin), Seq: uint64(seq),
-		TimeMs: l.base.Add(time.Duration(seq) * 10 * time.Millisecond).UnixMilli(),
+		TimeMs:  l.base.Add(time.Duration(seq) * 10 * time.Millisecond).UnixMilli(),
 		Signals: []wire.Signal{{ID: catalog.Speed, Value: float64(seq % 150)}, {ID: catalog.TractionSoC, Value: 55}}}
 	b, _ := f.MarshalMsg(nil)
 	return b

@@ -224,6 +224,7 @@ type Registry struct {
 	byVIN  map[string]string
 	erased map[string]bool
 	hooks  []EraseHook
+	wdraw  []EraseHook
 	wmu    sync.Mutex // serialises writes (and their profile events)
 }
 
@@ -269,6 +270,14 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, clock svc.C
 func (r *Registry) OnErase(h EraseHook) {
 	r.mu.Lock()
 	r.hooks = append(r.hooks, h)
+	r.mu.Unlock()
+}
+
+// OnWithdraw registers a hook run after a consent withdrawal is stored
+// (the offer engine waits there for evaluations in flight).
+func (r *Registry) OnWithdraw(h EraseHook) {
+	r.mu.Lock()
+	r.wdraw = append(r.wdraw, h)
 	r.mu.Unlock()
 }
 
@@ -510,6 +519,14 @@ func (r *Registry) SetConsent(ctx context.Context, id, consent string, granted b
 	}
 	if err := r.publishConsent(ctx, id, consent, cs, now); err != nil {
 		r.log.Warn("consent stored, profile event not published", "customer", id, "err", err)
+	}
+	if !granted {
+		r.mu.RLock()
+		hooks := slices.Clone(r.wdraw)
+		r.mu.RUnlock()
+		for _, h := range hooks {
+			_ = h(ctx, id)
+		}
 	}
 	return cs, nil
 }

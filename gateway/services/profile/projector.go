@@ -129,7 +129,7 @@ func (p *Projector) Replay(ctx context.Context) (map[string]Profile, error) {
 	}
 	pending := info.NumPending
 	for pending > 0 {
-		batch, err := cons.Fetch(256)
+		batch, err := cons.Fetch(int(min(pending, 256)))
 		if err != nil {
 			return nil, err
 		}
