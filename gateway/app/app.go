@@ -228,6 +228,16 @@ func (a *App) deviceKind(id string) string {
 	return "vehicle"
 }
 
+// ReloadDevices re-reads the device registry file. Removed, disabled,
+// rotated or kind-changed devices are disconnected at once; others keep
+// their sessions.
+func (a *App) ReloadDevices() error {
+	if a.broker == nil {
+		return nil
+	}
+	return a.broker.Reload()
+}
+
 // Live is the hub of freshly stored telemetry frames.
 func (a *App) Live() *live.Hub { return a.live }
 

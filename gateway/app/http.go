@@ -83,4 +83,6 @@ func (a *App) registerGauges() {
 	g("spool_max_bytes", "Configured spool capacity.", func() float64 { return float64(a.cfg.Spool.MaxBytes) })
 	g("spool_segments", "Spool segment files.", func() float64 { return float64(a.spool.Stats().Segments) })
 	g("mqtt_clients_connected", "Connected MQTT clients.", func() float64 { return float64(a.broker.Connected()) })
+	g("live_updates_dropped", "Live telemetry updates not delivered to slow dashboard subscribers.", func() float64 { return float64(a.live.Dropped()) })
+	a.reg.MustRegister(newBrokerCollector(a.broker.Stats()))
 }

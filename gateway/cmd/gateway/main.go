@@ -39,7 +39,19 @@ func main() {
 	log := newLogger(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.New(cfg, log).Run(ctx); err != nil {
+	gw := app.New(cfg, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := gw.ReloadDevices(); err != nil {
+				log.Error("device registry reload failed; keeping the previous one", "err", err)
+			} else {
+				log.Info("device registry reloaded", "file", cfg.DevicesFile)
+			}
+		}
+	}()
+	if err := gw.Run(ctx); err != nil {
 		log.Error("gateway failed", "err", err)
 		os.Exit(1)
 	}
