@@ -19,12 +19,12 @@ package ingest
 import (
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/record"
@@ -54,6 +54,9 @@ type Hook struct {
 	log   *slog.Logger
 	bufs  sync.Pool
 	srv   *mqtt.Server
+	// Pre-resolved counters: no label lookup on the hot path.
+	received, decoded [topics.NumClasses]prometheus.Counter
+	spooled           [2]prometheus.Counter
 }
 
 // SetServer lets the hook tell a session takeover from a real disconnect.
@@ -67,9 +70,10 @@ func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
 	h := &Hook{spool: sp, val: val, m: m, log: log}
 	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	for _, c := range topics.Classes() {
-		m.Received.WithLabelValues(c.String())
-		m.Decoded.WithLabelValues(c.String())
+		h.received[c] = m.Received.WithLabelValues(c.String())
+		h.decoded[c] = m.Decoded.WithLabelValues(c.String())
 	}
+	h.spooled[0], h.spooled[1] = m.Spooled.WithLabelValues("0"), m.Spooled.WithLabelValues("1")
 	return h
 }
 
@@ -91,8 +95,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !ok {
 		return pk, nil // not an ingest topic (the ACL already allowed it)
 	}
-	cls := class.String()
-	h.m.Received.WithLabelValues(cls).Inc()
+	h.received[class].Inc()
 	qos := pk.FixedHeader.Qos
 	v5 := cl.Properties.ProtocolVersion == 5
 
@@ -100,9 +103,9 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	var reasonText string
 	if reason, err := h.val.Validate(class, id, pk.Payload); err != nil {
 		kind, reasonText = record.KindDeadLetter, err.Error()
-		h.m.DeadLettered.WithLabelValues(cls, reason).Inc()
+		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
 	} else {
-		h.m.Decoded.WithLabelValues(cls).Inc()
+		h.decoded[class].Inc()
 	}
 
 	bp := h.bufs.Get().(*[]byte)
@@ -121,7 +124,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if err != nil {
 		return h.refuse(cl, pk, v5, err)
 	}
-	h.m.Spooled.WithLabelValues(strconv.Itoa(int(qos))).Inc()
+	h.spooled[min(qos, 1)].Inc()
 	if kind == record.KindDeadLetter && v5 && qos > 0 {
 		return pk, packets.ErrPayloadFormatInvalid
 	}

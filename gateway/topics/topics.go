@@ -17,14 +17,15 @@ const (
 	ClassCmdAck
 	ClassSession
 	ClassStatus
-	numClasses
+	// NumClasses bounds the class values (for arrays indexed by Class).
+	NumClasses
 )
 
-var classNames = [numClasses]string{"none", "telemetry", "diag", "events", "cmd_ack", "session", "status"}
+var classNames = [NumClasses]string{"none", "telemetry", "diag", "events", "cmd_ack", "session", "status"}
 
 // String is the metric label / documentation name of the class.
 func (c Class) String() string {
-	if c >= numClasses {
+	if c >= NumClasses {
 		return "none"
 	}
 	return classNames[c]
