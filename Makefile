@@ -7,7 +7,7 @@ PKGS := ./...
 # Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
 export INFLUXD := $(BIN)/influxd
 
-.PHONY: all build run test test-long bench soak influxd generate generate-check lint fuzz clean
+.PHONY: all build run test test-long bench soak influxd chromium generate generate-check lint fuzz clean
 
 all: build
 
@@ -24,8 +24,11 @@ $(BIN)/influxd:
 run: build influxd ## start InfluxDB, the gateway (broker + embedded NATS) and a simulated fleet; Ctrl-C stops all
 	@deploy/run.sh
 
-test: influxd lint generate-check ## every test, race detector on, real InfluxDB and NATS
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+test: influxd chromium lint generate-check ## every test, race detector on, real InfluxDB, NATS and Chromium
+	$(GO) test -race -count=1 -timeout 18m $(PKGS)
+
+chromium: ## install Debian's headless Chromium for the browser tests (root: apt-get)
+	@deploy/install-chromium.sh
 
 test-long: influxd ## the long versions of the fault tests
 	TELEGATE_LONG=1 $(GO) test -race -count=1 -timeout 60m $(PKGS)
@@ -46,6 +49,7 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 30000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
 
 fuzz: ## run every fuzz target briefly
 	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \

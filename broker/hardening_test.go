@@ -253,6 +253,9 @@ func FuzzAfterConnect(f *testing.F) {
 	f.Add([]byte{0x82, 0x02, 0x00, 0x01})
 	f.Add([]byte{0x62, 0x02, 0x00, 0x01})
 	f.Add([]byte{0x30, 0x02, 0xFF, 0xFF})
+	for _, s := range corpusSeedsAfterConnect() {
+		f.Add(s)
+	}
 	b := startBroker(f, nil, nil)
 	addr := b.Addr(ListenerTCP)
 	f.Fuzz(func(t *testing.T, in []byte) {

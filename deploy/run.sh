@@ -39,6 +39,7 @@ cat <<INFO
   telegate is running
   ─────────────────────────────────────────────────────────────────────────
   MQTT (TCP)        tcp://127.0.0.1:1883    MQTT over WebSocket  ws://127.0.0.1:1882
+  Dashboard         http://127.0.0.1:8080/ui/   login demo / demo-telegate (operator), viewer / viewer-telegate
   Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
   InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen
   NATS (JetStream)  nats://127.0.0.1:4222

@@ -8,6 +8,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/drivecycle"
 )
@@ -370,6 +371,20 @@ func (v *vehicleDev) apply(c *wire.Command) ackResult {
 		}
 		if err := v.model.SetChargeTarget(t); err != nil {
 			return ackResult{wire.AckRejected, err.Error()}
+		}
+	case "clear_dtc_reminder":
+		// Dismisses the in-car service reminder; the code stays stored.
+		code, ok := param("code", "dtc")
+		if !ok {
+			return ackResult{wire.AckRejected, "missing code"}
+		}
+		if _, err := dtc.Parse(code); err != nil {
+			return ackResult{wire.AckRejected, err.Error()}
+		}
+	case "diagnostics_snapshot":
+		// Sends a diagnostics report now instead of at the next interval.
+		if !v.diag() {
+			return ackResult{wire.AckFailed, "diagnostics report not sent"}
 		}
 	case "ping":
 	default:

@@ -1,15 +1,52 @@
 package app
 
-import "context"
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/telegate/telegate/gateway/services/suite"
+)
 
 // servicesExt holds what the post-purchase services started (owned by this file).
-type servicesExt struct{}
+type servicesExt struct {
+	suite *suite.Suite
+}
 
 // startServices starts the post-purchase services (profile projector,
 // seasonal features, partner offers) against a.bus and a.broker, and may
 // mount HTTP routes on a.mux. Called after the broker has started.
-func (a *App) startServices(ctx context.Context) error { return nil }
+func (a *App) startServices(ctx context.Context) error {
+	c := a.cfg.Services
+	s, err := suite.Start(ctx, suite.Config{
+		CustomersFile: c.CustomersFile, FeaturesFile: c.FeaturesFile, PartnersFile: c.PartnersFile, StationsFile: c.StationsFile,
+		AdminToken: c.AdminToken, TokenKey: c.TokenKey, TokenKeyID: c.TokenKeyID,
+		TokenKeyFile:     filepath.Join(a.cfg.DataDir, "services", "token.key"),
+		PartnerNATSUsers: c.PartnerNATSUsers, SchedulerInterval: c.SchedulerInterval,
+		SchedulerDaysPerTick: c.SchedulerDaysPerTick, FeaturesDryRun: c.FeaturesDryRun, CommandRetry: c.CommandRetry,
+		WebhookMaxAttempts: c.WebhookMaxAttempts, WebhookBackoff: c.WebhookBackoff, Replicas: a.cfg.NATS.Replicas,
+	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
+		a.log.With("component", "services"))
+	if err != nil {
+		return err
+	}
+	a.ext.services.suite = s
+	s.Mount(a.mux)
+	return nil
+}
+
+// vehicleOnline reports whether vin has a live MQTT session.
+func (a *App) vehicleOnline(vin string) bool {
+	cl, ok := a.broker.Server().Clients.Get(vin)
+	return ok && !cl.Closed()
+}
+
+// Services is the running services suite (nil when disabled).
+func (a *App) Services() *suite.Suite { return a.ext.services.suite }
 
 // closeServices stops what startServices started. Idempotent. Runs right
 // after the broker closes, before the sinks drain.
-func (a *App) closeServices() {}
+func (a *App) closeServices() {
+	if a.ext.services.suite != nil {
+		a.ext.services.suite.Close()
+	}
+}

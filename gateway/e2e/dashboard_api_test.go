@@ -41,7 +41,7 @@ func TestDashboardAPI(t *testing.T) {
 
 	// Unauthenticated: 401 on every API route, login page redirect on pages.
 	anon := newDashClient(t, e.dashURL())
-	for _, p := range []string{"/api/v1/fleet", "/api/v1/vehicles/" + vin1, "/api/v1/dtcs", "/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed"} {
+	for _, p := range []string{"/api/service/v1/fleet", "/api/service/v1/vehicles/" + vin1, "/api/service/v1/dtcs", "/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed"} {
 		if code := anon.do("GET", p, nil, nil); code != http.StatusUnauthorized {
 			t.Fatalf("anonymous GET %s: %d", p, code)
 		}
@@ -59,7 +59,7 @@ func TestDashboardAPI(t *testing.T) {
 	}
 	var fleet api.FleetResponse
 	eventually(t, "vehicle 1 connected with P0301 in the fleet list", func() error {
-		if code := viewer.do("GET", "/api/v1/fleet?dtc=P0301&status=connected", nil, &fleet); code != 200 {
+		if code := viewer.do("GET", "/api/service/v1/fleet?dtc=P0301&status=connected", nil, &fleet); code != 200 {
 			return fmt.Errorf("status %d", code)
 		}
 		if fleet.Total != 1 || fleet.Items[0].VIN != vin1 || fleet.Items[0].Health != "critical" {
@@ -70,14 +70,14 @@ func TestDashboardAPI(t *testing.T) {
 	if fleet.Counts.Vehicles != 3 || fleet.Counts.Connected < 1 {
 		t.Fatalf("counts %+v", fleet.Counts)
 	}
-	viewer.do("GET", "/api/v1/fleet?page=2&page_size=2", nil, &fleet)
+	viewer.do("GET", "/api/service/v1/fleet?page=2&page_size=2", nil, &fleet)
 	if fleet.Total != 3 || len(fleet.Items) != 1 || fleet.Items[0].VIN != sim.VIN(sim.DefaultVINPrefix, 3) {
 		t.Fatalf("page 2: %+v", fleet.Page)
 	}
 
 	var v api.VehicleResponse
 	eventually(t, "vehicle detail", func() error {
-		viewer.do("GET", "/api/v1/vehicles/"+vin1, nil, &v)
+		viewer.do("GET", "/api/service/v1/vehicles/"+vin1, nil, &v)
 		if len(v.OpenDTCs) != 1 || v.OpenDTCs[0].Description != describeDTC("P0301") || v.OpenDTCs[0].Severity != "critical" || !v.MIL {
 			return fmt.Errorf("open dtcs %+v", v.OpenDTCs)
 		}
@@ -86,7 +86,7 @@ func TestDashboardAPI(t *testing.T) {
 
 	var h api.HistoryResponse
 	eventually(t, "speed history", func() error {
-		if code := viewer.do("GET", "/api/v1/vehicles/"+vin1+"/history?signals=Vehicle.Speed,Vehicle.IsMoving&range=15m&window=10s&agg=max", nil, &h); code != 200 {
+		if code := viewer.do("GET", "/api/service/v1/vehicles/"+vin1+"/history?signals=Vehicle.Speed,Vehicle.IsMoving&range=15m&window=10s&agg=max", nil, &h); code != 200 {
 			return fmt.Errorf("status %d", code)
 		}
 		if len(h.Series) != 2 || len(h.Series[0].Points) < 5 || h.Series[0].Unit != "km/h" {
@@ -96,31 +96,31 @@ func TestDashboardAPI(t *testing.T) {
 	})
 	var dtcs api.VehicleDTCsResponse
 	eventually(t, "vehicle DTC history", func() error {
-		viewer.do("GET", "/api/v1/vehicles/"+vin1+"/dtcs", nil, &dtcs)
+		viewer.do("GET", "/api/service/v1/vehicles/"+vin1+"/dtcs", nil, &dtcs)
 		if len(dtcs.History) != 1 || dtcs.History[0].Code != "P0301" || !dtcs.History[0].Open || dtcs.History[0].LastStatus != "confirmed" {
 			return fmt.Errorf("dtcs %+v", dtcs)
 		}
 		return nil
 	})
 	var alerts api.AlertsResponse
-	viewer.do("GET", "/api/v1/dtcs?severity=critical", nil, &alerts)
+	viewer.do("GET", "/api/service/v1/dtcs?severity=critical", nil, &alerts)
 	if alerts.Total != 1 || alerts.Items[0].VIN != vin1 || alerts.Items[0].Code != "P0301" {
 		t.Fatalf("alerts %+v", alerts)
 	}
 
 	// Validation: 400 with a message, 404 for unknown vehicles.
 	bad := map[string]string{
-		"/api/v1/fleet?page_size=0":                                                      "page_size",
-		"/api/v1/fleet?page_size=100000":                                                 "page_size",
-		"/api/v1/fleet?status=maybe":                                                     "status",
-		"/api/v1/vehicles/not-a-vin":                                                     "not a VIN",
-		"/api/v1/vehicles/" + vin1 + "/history":                                          "signals is required",
-		"/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Nope":                     "unknown signal",
-		"/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&range=400d":         "maximum",
-		"/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&range=7d&window=1s": "use a larger window",
-		"/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&agg=median":         "agg",
-		"/api/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&start=yesterday":    "RFC 3339",
-		"/api/v1/dtcs?severity=bad":                                                      "severity",
+		"/api/service/v1/fleet?page_size=0":                                                      "page_size",
+		"/api/service/v1/fleet?page_size=100000":                                                 "page_size",
+		"/api/service/v1/fleet?status=maybe":                                                     "status",
+		"/api/service/v1/vehicles/not-a-vin":                                                     "not a VIN",
+		"/api/service/v1/vehicles/" + vin1 + "/history":                                          "signals is required",
+		"/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Nope":                     "unknown signal",
+		"/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&range=400d":         "maximum",
+		"/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&range=7d&window=1s": "use a larger window",
+		"/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&agg=median":         "agg",
+		"/api/service/v1/vehicles/" + vin1 + "/history?signals=Vehicle.Speed&start=yesterday":    "RFC 3339",
+		"/api/service/v1/dtcs?severity=bad":                                                      "severity",
 	}
 	for p, want := range bad {
 		code, msg := viewer.apiError("GET", p)
@@ -128,30 +128,30 @@ func TestDashboardAPI(t *testing.T) {
 			t.Errorf("GET %s: %d %q, want 400 mentioning %q", p, code, msg, want)
 		}
 	}
-	if code, _ := viewer.apiError("GET", "/api/v1/vehicles/WVWZZZ1JZXW000001"); code != http.StatusNotFound {
+	if code, _ := viewer.apiError("GET", "/api/service/v1/vehicles/WVWZZZ1JZXW000001"); code != http.StatusNotFound {
 		t.Errorf("unknown vin: %d", code)
 	}
-	if code, _ := viewer.apiError("GET", "/api/v1/nope"); code != http.StatusNotFound {
+	if code, _ := viewer.apiError("GET", "/api/service/v1/nope"); code != http.StatusNotFound {
 		t.Errorf("unknown route: %d", code)
 	}
 
 	// Commands: viewers may not; operators may, with the CSRF token.
-	if code := viewer.do("POST", "/api/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "ping"}, nil); code != http.StatusForbidden {
+	if code := viewer.do("POST", "/api/service/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "ping"}, nil); code != http.StatusForbidden {
 		t.Fatalf("viewer command: %d", code)
 	}
 	op := newDashClient(t, e.dashURL())
 	op.login(dashOperator, dashOperatorPass)
 	csrf := op.csrf
 	op.csrf = ""
-	if code := op.do("POST", "/api/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "ping"}, nil); code != http.StatusForbidden {
+	if code := op.do("POST", "/api/service/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "ping"}, nil); code != http.StatusForbidden {
 		t.Fatalf("command without CSRF token: %d", code)
 	}
 	op.csrf = csrf
-	if code := op.do("POST", "/api/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "clear_dtc_reminder", Params: map[string]string{"code": "X"}}, nil); code != http.StatusBadRequest {
+	if code := op.do("POST", "/api/service/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "clear_dtc_reminder", Params: map[string]string{"code": "X"}}, nil); code != http.StatusBadRequest {
 		t.Fatalf("bad param: %d", code)
 	}
 	var rec commands.Record
-	if code := op.do("POST", "/api/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "clear_dtc_reminder", Params: map[string]string{"code": "P0301"}}, &rec); code != http.StatusAccepted {
+	if code := op.do("POST", "/api/service/v1/vehicles/"+vin1+"/commands", api.CommandRequest{Name: "clear_dtc_reminder", Params: map[string]string{"code": "P0301"}}, &rec); code != http.StatusAccepted {
 		t.Fatalf("command: %d", code)
 	}
 	var got wire.Command
@@ -172,7 +172,7 @@ func TestDashboardAPI(t *testing.T) {
 	}
 	var hist api.CommandsResponse
 	eventually(t, "command acked in the history", func() error {
-		viewer.do("GET", "/api/v1/vehicles/"+vin1+"/commands", nil, &hist)
+		viewer.do("GET", "/api/service/v1/vehicles/"+vin1+"/commands", nil, &hist)
 		if len(hist.Items) != 1 || hist.Items[0].Status != "applied" || hist.Items[0].User != dashOperator || len(hist.Acks) != 1 {
 			return fmt.Errorf("history %+v", hist)
 		}
@@ -196,19 +196,19 @@ func TestDashboardAPI(t *testing.T) {
 	after.login(dashViewer, dashViewerPass)
 	eventually(t, "state rebuilt after restart", func() error {
 		var v api.VehicleResponse
-		after.do("GET", "/api/v1/vehicles/"+vin1, nil, &v)
+		after.do("GET", "/api/service/v1/vehicles/"+vin1, nil, &v)
 		if !v.Ready || len(v.OpenDTCs) != 1 || v.OpenDTCs[0].Code != "P0301" || v.Connected || v.LastSeen.IsZero() {
 			return fmt.Errorf("after restart: ready %v dtcs %+v connected %v last seen %v", v.Ready, v.OpenDTCs, v.Connected, v.LastSeen)
 		}
 		var hist api.CommandsResponse
-		after.do("GET", "/api/v1/vehicles/"+vin1+"/commands", nil, &hist)
+		after.do("GET", "/api/service/v1/vehicles/"+vin1+"/commands", nil, &hist)
 		if len(hist.Items) != 1 || hist.Items[0].Status != "applied" {
 			return fmt.Errorf("commands after restart %+v", hist.Items)
 		}
 		return nil
 	})
 	var v2 api.VehicleResponse
-	after.do("GET", "/api/v1/vehicles/"+vin2, nil, &v2)
+	after.do("GET", "/api/service/v1/vehicles/"+vin2, nil, &v2)
 	if len(v2.OpenDTCs) != 0 || v2.Health != "ok" {
 		t.Fatalf("vehicle 2: %+v", v2)
 	}

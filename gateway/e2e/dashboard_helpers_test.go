@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/config"
@@ -26,7 +28,7 @@ const (
 )
 
 // withDashboard writes a users file and points the dashboard at it.
-func withDashboard(t *testing.T) envOpt {
+func withDashboard(t testing.TB) envOpt {
 	t.Helper()
 	op, err := auth.HashPassword(dashOperatorPass, 8)
 	if err != nil {
@@ -47,7 +49,7 @@ func withDashboard(t *testing.T) envOpt {
 
 // dashClient is a logged-in API client (cookie jar + CSRF token).
 type dashClient struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	hc   *http.Client
 	csrf string
@@ -55,7 +57,7 @@ type dashClient struct {
 
 func (e *env) dashURL() string { return "http://" + e.gw.HTTPAddr() }
 
-func newDashClient(t *testing.T, base string) *dashClient {
+func newDashClient(t testing.TB, base string) *dashClient {
 	jar, _ := cookiejar.New(nil)
 	c := &dashClient{t: t, base: base, hc: &http.Client{Jar: jar, Timeout: 60 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -68,7 +70,7 @@ func (c *dashClient) login(user, pass string) int {
 	var out struct {
 		CSRF string `json:"csrf_token"`
 	}
-	code := c.do("POST", "/api/v1/login", map[string]string{"username": user, "password": pass}, &out)
+	code := c.do("POST", "/api/service/v1/login", map[string]string{"username": user, "password": pass}, &out)
 	c.csrf = out.CSRF
 	return code
 }
@@ -152,4 +154,26 @@ func containsAll(s string, subs ...string) error {
 		}
 	}
 	return nil
+}
+
+// drivingFrame is a telemetry frame of a plausible drive (smooth speed,
+// falling state of charge), so history charts look like real data.
+func drivingFrame(vin string, seq uint64, ts time.Time) []byte {
+	x := float64(seq)
+	speed := math.Max(0, 55+35*math.Sin(x/9)+12*math.Sin(x/2.3))
+	f := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident(vin), Seq: seq, TimeMs: ts.UnixMilli(), Signals: []wire.Signal{
+		{ID: catalog.Speed, Value: math.Round(speed*10) / 10},
+		{ID: catalog.TractionSoC, Value: math.Round((82-x*0.06)*10) / 10},
+		{ID: catalog.TractionPower, Value: math.Round(speed * 310)},
+		{ID: catalog.TractionBatteryTemp, Value: math.Round((24+x*0.03)*10) / 10},
+		{ID: catalog.CabinTemp, Value: 21.5},
+		{ID: catalog.ExteriorTemp, Value: 8},
+		{ID: catalog.LowVoltageBattery, Value: 12.6},
+		{ID: catalog.IsMoving, Value: 1},
+	}}
+	b, err := f.MarshalMsg(nil)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -38,17 +38,17 @@ type Limits struct {
 
 // Deps are what the API reads and drives.
 type Deps struct {
-	State   *fleetstate.State
-	Hist    *history.Store
-	Cmds    *commands.Log
-	Sender  *commands.Sender
-	Hub     *live.Hub
-	Auth    *auth.Manager
-	Log     *slog.Logger
-	Limits  Limits
-	Ready   func() bool     // fleet state loaded
-	Done    <-chan struct{} // closed at shutdown: live streams end
-	Lookback time.Duration  // DTC history / charging / acks lookback
+	State    *fleetstate.State
+	Hist     *history.Store
+	Cmds     *commands.Log
+	Sender   *commands.Sender
+	Hub      *live.Hub
+	Auth     *auth.Manager
+	Log      *slog.Logger
+	Limits   Limits
+	Ready    func() bool     // fleet state loaded
+	Done     <-chan struct{} // closed at shutdown: live streams end
+	Lookback time.Duration   // DTC history / charging / acks lookback
 	// OnCommand, if set, counts commands by name and result.
 	OnCommand func(name, result string)
 	// LiveStreams, if set, is told of each stream opened (+1) and closed (-1).
@@ -80,7 +80,7 @@ func New(d Deps) *API {
 
 // Route is one API route.
 type Route struct {
-	Pattern string // "GET /api/v1/fleet"
+	Pattern string // "GET /api/service/v1/fleet"
 	Name    string // metric label
 	Handler http.Handler
 }
@@ -90,21 +90,21 @@ func (a *API) Routes() []Route {
 	viewer := func(f http.HandlerFunc) http.Handler { return a.d.Auth.Require(auth.RoleViewer, f) }
 	operator := func(f http.HandlerFunc) http.Handler { return a.d.Auth.Require(auth.RoleOperator, f) }
 	return []Route{
-		{"POST /api/v1/login", "login", http.HandlerFunc(a.d.Auth.HandleLogin)},
-		{"POST /api/v1/logout", "logout", viewer(a.d.Auth.HandleLogout)},
-		{"GET /api/v1/session", "session", viewer(a.d.Auth.HandleSession)},
-		{"GET /api/v1/fleet", "fleet", viewer(a.fleet)},
-		{"GET /api/v1/dtcs", "dtcs", viewer(a.alerts)},
-		{"GET /api/v1/signals", "signals", viewer(a.signals)},
-		{"GET /api/v1/commands", "command_specs", viewer(a.commandSpecs)},
-		{"GET /api/v1/vehicles/{vin}", "vehicle", viewer(a.vehicle)},
-		{"GET /api/v1/vehicles/{vin}/history", "history", viewer(a.history)},
-		{"GET /api/v1/vehicles/{vin}/dtcs", "vehicle_dtcs", viewer(a.vehicleDTCs)},
-		{"GET /api/v1/vehicles/{vin}/charging", "charging", viewer(a.charging)},
-		{"GET /api/v1/vehicles/{vin}/commands", "commands", viewer(a.commandList)},
-		{"POST /api/v1/vehicles/{vin}/commands", "send_command", operator(a.sendCommand)},
-		{"GET /api/v1/vehicles/{vin}/live", "live", viewer(a.liveStream)},
-		{"/api/", "not_found", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		{"POST /api/service/v1/login", "login", http.HandlerFunc(a.d.Auth.HandleLogin)},
+		{"POST /api/service/v1/logout", "logout", viewer(a.d.Auth.HandleLogout)},
+		{"GET /api/service/v1/session", "session", viewer(a.d.Auth.HandleSession)},
+		{"GET /api/service/v1/fleet", "fleet", viewer(a.fleet)},
+		{"GET /api/service/v1/dtcs", "dtcs", viewer(a.alerts)},
+		{"GET /api/service/v1/signals", "signals", viewer(a.signals)},
+		{"GET /api/service/v1/commands", "command_specs", viewer(a.commandSpecs)},
+		{"GET /api/service/v1/vehicles/{vin}", "vehicle", viewer(a.vehicle)},
+		{"GET /api/service/v1/vehicles/{vin}/history", "history", viewer(a.history)},
+		{"GET /api/service/v1/vehicles/{vin}/dtcs", "vehicle_dtcs", viewer(a.vehicleDTCs)},
+		{"GET /api/service/v1/vehicles/{vin}/charging", "charging", viewer(a.charging)},
+		{"GET /api/service/v1/vehicles/{vin}/commands", "commands", viewer(a.commandList)},
+		{"POST /api/service/v1/vehicles/{vin}/commands", "send_command", operator(a.sendCommand)},
+		{"GET /api/service/v1/vehicles/{vin}/live", "live", viewer(a.liveStream)},
+		{"/api/service/", "not_found", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			auth.WriteError(w, http.StatusNotFound, "no such API route")
 		})},
 	}
@@ -174,7 +174,7 @@ func textParam(r *http.Request, name string, maxLen int) (string, error) {
 	return v, nil
 }
 
-// FleetResponse is GET /api/v1/fleet.
+// FleetResponse is GET /api/service/v1/fleet.
 type FleetResponse struct {
 	fleetstate.Page
 	Counts Counts   `json:"counts"`
@@ -218,7 +218,7 @@ func (a *API) fleet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// AlertsResponse is GET /api/v1/dtcs.
+// AlertsResponse is GET /api/service/v1/dtcs.
 type AlertsResponse struct {
 	Total int                `json:"total"`
 	Items []fleetstate.Alert `json:"items"`
@@ -274,7 +274,7 @@ func (a *API) commandSpecs(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, commands.Specs)
 }
 
-// VehicleResponse is GET /api/v1/vehicles/{vin}.
+// VehicleResponse is GET /api/service/v1/vehicles/{vin}.
 type VehicleResponse struct {
 	fleetstate.Detail
 	Ready bool `json:"state_ready"`
@@ -300,15 +300,14 @@ func (a *API) vehicle(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, VehicleResponse{Detail: d, Ready: a.d.Ready()})
 }
 
-// HistoryResponse is GET /api/v1/vehicles/{vin}/history.
+// HistoryResponse is GET /api/service/v1/vehicles/{vin}/history.
 type HistoryResponse struct {
-	VIN         string                     `json:"vin"`
-	Start       time.Time                  `json:"start"`
-	End         time.Time                  `json:"end"`
-	Window      string                     `json:"window"`
-	Aggregation string                     `json:"aggregation"`
-	Series      []Series                   `json:"series"`
-	points      map[string][]history.Point `json:"-"`
+	VIN         string    `json:"vin"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	Window      string    `json:"window"`
+	Aggregation string    `json:"aggregation"`
+	Series      []Series  `json:"series"`
 }
 
 // Series is one signal's points.
@@ -358,7 +357,7 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 			sig, ok = catalog.ByPath(item)
 		}
 		if !ok {
-			bad(w, "unknown signal %q (see GET /api/v1/signals)", trunc(item))
+			bad(w, "unknown signal %q (see GET /api/service/v1/signals)", trunc(item))
 			return
 		}
 		if !slices.Contains(paths, sig.Path) {
@@ -464,7 +463,7 @@ func (a *API) queryFailed(w http.ResponseWriter, r *http.Request, err error) {
 	auth.WriteError(w, http.StatusBadGateway, "InfluxDB query failed; try again")
 }
 
-// VehicleDTCsResponse is GET /api/v1/vehicles/{vin}/dtcs.
+// VehicleDTCsResponse is GET /api/service/v1/vehicles/{vin}/dtcs.
 type VehicleDTCsResponse struct {
 	VIN     string           `json:"vin"`
 	Open    []fleetstate.DTC `json:"open"`
@@ -529,7 +528,7 @@ func (a *API) charging(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"vin": vin, "items": out})
 }
 
-// CommandsResponse is GET /api/v1/vehicles/{vin}/commands.
+// CommandsResponse is GET /api/service/v1/vehicles/{vin}/commands.
 type CommandsResponse struct {
 	VIN   string            `json:"vin"`
 	Items []commands.Record `json:"items"`
@@ -560,7 +559,7 @@ func (a *API) commandList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// CommandRequest is POST /api/v1/vehicles/{vin}/commands.
+// CommandRequest is POST /api/service/v1/vehicles/{vin}/commands.
 type CommandRequest struct {
 	Name   string            `json:"name"`
 	Params map[string]string `json:"params"`
@@ -616,7 +615,7 @@ type LiveSignal struct {
 	Time  time.Time `json:"time"`
 }
 
-// liveStream is GET /api/v1/vehicles/{vin}/live: server-sent events.
+// liveStream is GET /api/service/v1/vehicles/{vin}/live: server-sent events.
 // Events: "state" (the vehicle detail, at once and every 2 s: connectivity,
 // DTCs, health) and "signals" (each stored telemetry frame).
 func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
@@ -694,5 +693,3 @@ func (a *API) done() <-chan struct{} {
 
 // LiveStreams is the number of open live streams.
 func (a *API) LiveStreams() int64 { return a.live.Load() }
-
-

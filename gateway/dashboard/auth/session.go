@@ -275,7 +275,9 @@ func (m *Manager) RequirePage(loginPath string, h http.Handler) http.Handler {
 	})
 }
 
-func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions }
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
 
 // SameOrigin reports whether the request's Origin (or, lacking it, Referer)
 // names the host it was sent to. Requests without either (non-browser
@@ -307,7 +309,7 @@ type sessionResp struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// HandleLogin is POST /api/v1/login with JSON {"username","password"}. It
+// HandleLogin is POST /api/service/v1/login with JSON {"username","password"}. It
 // sets the session cookie and answers the session (with its CSRF token).
 // The JSON content type and the same-origin check stop login CSRF.
 func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
@@ -344,7 +346,7 @@ func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sessionResp{s.User, s.Role, s.CSRF, s.ExpiresAt})
 }
 
-// HandleLogout is POST /api/v1/logout (wrap with Require for CSRF).
+// HandleLogout is POST /api/service/v1/logout (wrap with Require for CSRF).
 func (m *Manager) HandleLogout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(CookieName); err == nil {
 		m.Logout(c.Value)
@@ -354,7 +356,7 @@ func (m *Manager) HandleLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// HandleSession is GET /api/v1/session (wrap with Require): who am I, and
+// HandleSession is GET /api/service/v1/session (wrap with Require): who am I, and
 // the CSRF token to send on state-changing calls.
 func (m *Manager) HandleSession(w http.ResponseWriter, r *http.Request) {
 	s, _ := FromContext(r.Context())

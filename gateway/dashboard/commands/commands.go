@@ -1,8 +1,11 @@
 // Package commands sends operator commands from the dashboard to vehicles
 // (MQTT vehicles/{vin}/cmd/{name}, wire.Command in MessagePack, QoS 1),
-// records each one on NATS (vehicle.cmd.{vin}, Nats-Msg-Id = cmd id, so the
-// history survives restarts and is shared by replicas) and keeps a bounded
-// per-vehicle history joined with the vehicles' acks (vehicle.cmdack.{vin}).
+// records each one on NATS (vehicle.cmdsent.{vin}, Nats-Msg-Id = cmd id, so
+// the history survives restarts and is shared by replicas) and keeps a
+// bounded per-vehicle history joined with the vehicles' acks
+// (vehicle.cmdack.{vin}). vehicle.cmd.{vin} belongs to the post-purchase
+// services' command dispatcher (requests it will send): the dashboard only
+// reads those, to show them in the history.
 package commands
 
 import (
@@ -169,7 +172,10 @@ func NewSender(pub Publisher, js jetstream.JetStream, log *Log, lg *slog.Logger)
 	return &Sender{pub: pub, js: js, log: log, lg: lg, now: time.Now}
 }
 
-// Event is the data of a vehicle.cmd.{vin} message.
+// SubjectPrefix is where sent commands are recorded: SubjectPrefix + vin.
+const SubjectPrefix = "vehicle.cmdsent."
+
+// Event is the data of a vehicle.cmdsent.{vin} message.
 type Event struct {
 	VIN    string            `json:"vin"`
 	CmdID  string            `json:"cmd_id"`
@@ -260,10 +266,10 @@ func (s *Sender) record(ctx context.Context, r Record, now time.Time) {
 		return
 	}
 	data, _ := json.Marshal(Event{VIN: r.VIN, CmdID: r.CmdID, Name: r.Name, Params: r.Params, User: r.User, Source: r.Source})
-	env, _ := json.Marshal(Envelope{V: 1, ID: "cmd-" + r.CmdID, Type: "vehicle.cmd", Time: now, Source: r.VIN, Data: data})
+	env, _ := json.Marshal(Envelope{V: 1, ID: "cmdsent-" + r.CmdID, Type: "vehicle.cmdsent", Time: now, Source: r.VIN, Data: data})
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := s.js.Publish(ctx, "vehicle.cmd."+r.VIN, env, jetstream.WithMsgID("cmd-"+r.CmdID)); err != nil {
+	if _, err := s.js.Publish(ctx, SubjectPrefix+r.VIN, env, jetstream.WithMsgID("cmdsent-"+r.CmdID)); err != nil {
 		// The command still goes out; only the shared history misses it.
 		s.lg.Warn("dashboard command not recorded on NATS", "vin", r.VIN, "cmd_id", r.CmdID, "err", err)
 	}

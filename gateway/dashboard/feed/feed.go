@@ -1,8 +1,8 @@
 // Package feed keeps the dashboard's fleet state current: it loads the
 // state from InfluxDB at start (last connectivity, last diagnostics report,
 // DTC first/last seen, last telemetry per vehicle), then follows NATS
-// JetStream (DTC raised/updated/cleared, vehicle connectivity, commands and
-// acks) with ordered consumers that start a little before the load, and
+// JetStream (DTC raised/updated/cleared, vehicle connectivity, commands
+// sent by the dashboard or requested by the services, and acks) with ordered consumers that start a little before the load, and
 // the in-process live hub for telemetry. Ordered consumers are ephemeral,
 // so any number of gateway replicas can each keep their own projection.
 package feed
@@ -227,7 +227,7 @@ func (f *Feed) subscribe(ctx context.Context, startAt time.Time) error {
 	}{
 		{"DTC", []string{"telemetry.dtc.>"}, false},
 		{"VEHICLE", []string{"vehicle.connectivity.>"}, false},
-		{"VEHICLE", []string{"vehicle.cmd.>", "vehicle.cmdack.>"}, true},
+		{"VEHICLE", []string{commands.SubjectPrefix + ">", "vehicle.cmd.>", "vehicle.cmdack.>"}, true},
 	}
 	for _, s := range subs {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: s.filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &startAt}
@@ -300,16 +300,37 @@ func (f *Feed) handle(m jetstream.Msg) {
 			return
 		}
 		f.cmds.Ack(vin, d.CmdID, d.Status, d.Reason, env.Time)
-	case strings.HasPrefix(subj, "vehicle.cmd."):
-		var d commands.Event
+	case strings.HasPrefix(subj, commands.SubjectPrefix), strings.HasPrefix(subj, "vehicle.cmd."):
+		// Ours (vehicle.cmdsent: params as an object) or the services'
+		// requests (vehicle.cmd: params as a list of {key, value}).
+		var d struct {
+			CmdID  string          `json:"cmd_id"`
+			Name   string          `json:"name"`
+			Params json.RawMessage `json:"params"`
+			User   string          `json:"user"`
+			Source string          `json:"source"`
+			Origin string          `json:"origin"`
+		}
 		if json.Unmarshal(env.Data, &d) != nil || d.CmdID == "" {
 			return
 		}
+		params := map[string]string{}
+		if json.Unmarshal(d.Params, &params) != nil {
+			var list []struct{ Key, Value string }
+			if json.Unmarshal(d.Params, &list) == nil {
+				for _, p := range list {
+					params[p.Key] = p.Value
+				}
+			}
+		}
 		src := d.Source
+		if src == "" {
+			src = d.Origin
+		}
 		if src == "" {
 			src = "other"
 		}
-		f.cmds.Add(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: d.Params, User: d.User,
+		f.cmds.Add(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: params, User: d.User,
 			Source: src, Sent: env.Time.UTC(), Status: "sent"})
 	default:
 		return

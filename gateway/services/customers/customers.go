@@ -109,7 +109,9 @@ type File struct {
 // Validate checks a registration.
 func (r Registration) Validate() error {
 	var errs []error
-	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...)) }
+	bad := func(f string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...))
+	}
 	if !svc.ValidID(r.ID) {
 		bad("customer id %q: want 1-64 letters, digits, '-' or '_'", r.ID)
 	}

@@ -3,12 +3,14 @@ package svc
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // MaxBody bounds every request body the services accept.
@@ -32,9 +34,11 @@ type Principal struct {
 	Partner string // partner id for RolePartner
 }
 
-// APIToken is one bearer token of the services API.
+// APIToken is one bearer token of the services API, given in clear
+// (Token) or as the hex SHA-256 digest of the token (SHA256).
 type APIToken struct {
 	Token   string
+	SHA256  string
 	Role    string
 	Partner string
 }
@@ -42,6 +46,7 @@ type APIToken struct {
 // Auth checks "Authorization: Bearer <token>" against a fixed token list.
 // Tokens are compared by SHA-256 digest in constant time.
 type Auth struct {
+	mu     sync.RWMutex
 	tokens []authEntry
 }
 
@@ -53,10 +58,30 @@ type authEntry struct {
 // NewAuth builds an Auth from tokens.
 func NewAuth(tokens []APIToken) *Auth {
 	a := &Auth{}
-	for _, t := range tokens {
-		a.tokens = append(a.tokens, authEntry{sha256.Sum256([]byte(t.Token)), Principal{Role: t.Role, Partner: t.Partner}})
-	}
+	a.SetTokens(tokens)
 	return a
+}
+
+// SetTokens replaces the token list.
+func (a *Auth) SetTokens(tokens []APIToken) {
+	var list []authEntry
+	for _, t := range tokens {
+		e := authEntry{p: Principal{Role: t.Role, Partner: t.Partner}}
+		switch {
+		case t.Token != "":
+			e.sum = sha256.Sum256([]byte(t.Token))
+		case len(t.SHA256) == 64:
+			if _, err := hex.Decode(e.sum[:], []byte(t.SHA256)); err != nil {
+				continue
+			}
+		default:
+			continue
+		}
+		list = append(list, e)
+	}
+	a.mu.Lock()
+	a.tokens = list
+	a.mu.Unlock()
 }
 
 // Check authenticates r.
@@ -69,6 +94,8 @@ func (a *Auth) Check(r *http.Request) (Principal, error) {
 	sum := sha256.Sum256([]byte(tok))
 	var found Principal
 	hit := 0
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	for _, e := range a.tokens {
 		if subtle.ConstantTimeCompare(sum[:], e.sum[:]) == 1 {
 			found, hit = e.p, 1

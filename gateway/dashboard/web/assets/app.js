@@ -76,7 +76,7 @@ function shortPath(p) { return p.replace(/^Vehicle\./, ''); }
 function badge(kind, text) { return el('span', { class: 'badge ' + kind, text: text || kind }); }
 
 async function loadSession() {
-  state.session = await api('/api/v1/session');
+  state.session = await api('/api/service/v1/session');
   const who = document.getElementById('who');
   if (who) who.textContent = state.session.user + ' · ' + state.session.role;
 }
@@ -86,7 +86,7 @@ function setupChrome(page) {
   if (nav) nav.classList.add('active');
   const lo = document.getElementById('logout');
   if (lo) lo.addEventListener('click', async () => {
-    try { await api('/api/v1/logout', { method: 'POST', body: {} }); } catch (e) { /* ignore */ }
+    try { await api('/api/service/v1/logout', { method: 'POST', body: {} }); } catch (e) { /* ignore */ }
     location.href = '/ui/login';
   });
 }
@@ -107,7 +107,7 @@ function pageLogin(main) {
     ev.preventDefault();
     err.classList.add('hidden');
     try {
-      await api('/api/v1/login', { method: 'POST', body: { username: user.value.trim(), password: pass.value }, noRedirect: true });
+      await api('/api/service/v1/login', { method: 'POST', body: { username: user.value.trim(), password: pass.value }, noRedirect: true });
       const next = new URLSearchParams(location.search).get('next');
       location.href = next && next.startsWith('/ui/') ? next : '/ui/';
     } catch (e) {
@@ -156,7 +156,7 @@ function pageFleet(main) {
     p.set('page', f.page); p.set('page_size', 25);
     history.replaceState(null, '', '/ui/?' + p.toString());
     let data;
-    try { data = await api('/api/v1/fleet?' + p.toString()); } catch (e) { notice.textContent = e.message; notice.classList.remove('hidden'); return; }
+    try { data = await api('/api/service/v1/fleet?' + p.toString()); } catch (e) { notice.textContent = e.message; notice.classList.remove('hidden'); return; }
     if (my !== seq) return;
     if (model.options.length === 1) for (const m of data.models) model.append(el('option', { value: m, text: m }));
     model.value = f.model;
@@ -215,7 +215,7 @@ function pageAlerts(main) {
     if (sev.value) p.set('severity', sev.value);
     if (code.value.trim()) p.set('code', code.value.trim().toUpperCase());
     let data;
-    try { data = await api('/api/v1/dtcs?' + p); } catch (e) { info.textContent = e.message; return; }
+    try { data = await api('/api/service/v1/dtcs?' + p); } catch (e) { info.textContent = e.message; return; }
     info.textContent = data.total + ' active alerts' + (data.total > data.items.length ? ' (showing ' + data.items.length + ')' : '');
     tbody.replaceChildren(...data.items.map(a => el('tr', { 'data-vin': a.vin, 'data-code': a.code },
       el('td', {}, badge(a.severity)),
@@ -320,7 +320,7 @@ function pageVehicle(main, vin) {
 
   // live stream
   function connect() {
-    const es = new EventSource('/api/v1/vehicles/' + encodeURIComponent(vin) + '/live');
+    const es = new EventSource('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/live');
     es.addEventListener('open', () => liveStatus.replaceChildren(el('span', { class: 'pulse' }), 'live'));
     es.addEventListener('error', () => liveStatus.replaceChildren(el('span', { class: 'pulse off' }), 'reconnecting…'));
     es.addEventListener('state', (ev) => applyState(JSON.parse(ev.data)));
@@ -329,13 +329,13 @@ function pageVehicle(main, vin) {
       for (const s of m.signals) setValue(s.path, s.unit, s.value, s.time);
     });
   }
-  api('/api/v1/vehicles/' + encodeURIComponent(vin)).then(applyState).catch(e => head.replaceChildren(el('div', { class: 'error', text: e.message })));
+  api('/api/service/v1/vehicles/' + encodeURIComponent(vin)).then(applyState).catch(e => head.replaceChildren(el('div', { class: 'error', text: e.message })));
   connect();
 
   // commands
   async function loadCommands() {
     let data;
-    try { data = await api('/api/v1/vehicles/' + encodeURIComponent(vin) + '/commands?limit=10'); } catch (e) { return; }
+    try { data = await api('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/commands?limit=10'); } catch (e) { return; }
     const body = cmdBox.querySelector('#cmd-body');
     const items = data.items.map(c => el('tr', {},
       el('td', { text: c.name || '—' }), el('td', { class: 'muted', text: c.user || c.source }),
@@ -345,7 +345,7 @@ function pageVehicle(main, vin) {
     if (!items.length) body.append(el('tr', {}, el('td', { colspan: 4, class: 'empty', text: 'No commands sent yet.' })));
   }
   async function setupCommands() {
-    const specs = await api('/api/v1/commands');
+    const specs = await api('/api/service/v1/commands');
     const canSend = state.session && state.session.role === 'operator';
     const sel = el('select', { id: 'cmd-name' }, specs.map(s => el('option', { value: s.name, text: s.title })));
     const code = el('input', { id: 'cmd-code', placeholder: 'DTC, e.g. P0301', maxlength: '5' });
@@ -367,14 +367,14 @@ function pageVehicle(main, vin) {
       if (s.params.includes('code')) params.code = code.value.trim().toUpperCase();
       btn.disabled = true;
       try {
-        const r = await api('/api/v1/vehicles/' + encodeURIComponent(vin) + '/commands', { method: 'POST', body: { name: s.name, params } });
+        const r = await api('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/commands', { method: 'POST', body: { name: s.name, params } });
         msg.className = 'ok-msg'; msg.textContent = 'Sent ' + s.title + ' (id ' + r.cmd_id + '); waiting for the vehicle’s acknowledgement.';
       } catch (e) { msg.className = 'error'; msg.textContent = e.message; }
       btn.disabled = false;
       loadCommands();
     });
     cmdBox.replaceChildren(el('h2', { text: 'Commands' }),
-      canSend ? [form, desc, msg] : el('p', { class: 'muted', text: 'Your role (viewer) can see the command history but not send commands.' }),
+      ...(canSend ? [form, desc, msg] : [el('p', { class: 'muted', text: 'Your role (viewer) can see the command history but not send commands.' })]),
       el('table', {}, el('thead', {}, el('tr', {}, ['Command', 'By', 'Sent', 'Status'].map(h => el('th', { text: h })))), el('tbody', { id: 'cmd-body' })));
     if (canSend) sync();
     loadCommands();
@@ -411,7 +411,7 @@ function pageVehicle(main, vin) {
     if (!chosen.size) { charts.replaceChildren(el('div', { class: 'empty', text: 'Choose one or more signals.' })); return; }
     const p = new URLSearchParams({ signals: [...chosen].join(','), range: range.value, agg: agg.value });
     let data;
-    try { data = await api('/api/v1/vehicles/' + encodeURIComponent(vin) + '/history?' + p); hmsg.className = 'hidden'; }
+    try { data = await api('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/history?' + p); hmsg.className = 'hidden'; }
     catch (e) { hmsg.className = 'error'; hmsg.textContent = e.message; return; }
     charts.replaceChildren(...data.series.map((s, i) => drawChart(s, palette[i % palette.length], new Date(data.start), new Date(data.end), data.window)));
   }
@@ -419,7 +419,7 @@ function pageVehicle(main, vin) {
   setInterval(() => { if (range.value === '15m' || range.value === '1h') loadHistory(); }, 15000);
 
   // charging + DTC history
-  api('/api/v1/vehicles/' + encodeURIComponent(vin) + '/charging?limit=10').then(d => {
+  api('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/charging?limit=10').then(d => {
     chargingBody.replaceChildren(...d.items.map(c => el('tr', {},
       el('td', { class: 'mono', text: c.station }), el('td', {}, badge(c.state === 'active' ? 'info' : 'ok', c.state)),
       el('td', { class: 'muted', text: fmtTime(c.started || c.last_update) }),
@@ -430,7 +430,7 @@ function pageVehicle(main, vin) {
   }).catch(() => {});
   async function loadDTCHistory() {
     let d;
-    try { d = await api('/api/v1/vehicles/' + encodeURIComponent(vin) + '/dtcs'); } catch (e) { return; }
+    try { d = await api('/api/service/v1/vehicles/' + encodeURIComponent(vin) + '/dtcs'); } catch (e) { return; }
     dtcHistBody.replaceChildren(...d.history.map(h => el('tr', {},
       el('td', { class: 'mono', text: h.code }), el('td', { text: h.description }),
       el('td', { class: 'muted', text: fmtTime(h.first_seen) }), el('td', { class: 'muted', text: fmtTime(h.last_seen) }),
@@ -465,7 +465,8 @@ function drawChart(series, color, start, end, window) {
   const step = niceStep((vmax - vmin) / 4);
   for (let v = Math.ceil(vmin / step) * step; v <= vmax; v += step) {
     svg.append(sv('line', { class: 'grid', x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-    svg.append(sv('text', { class: 'lbl', x: L - 6, y: y(v) + 4, 'text-anchor': 'end', text: fmtNum(v) }));
+    const dec = Math.max(0, Math.min(4, -Math.floor(Math.log10(step))));
+    svg.append(sv('text', { class: 'lbl', x: L - 6, y: y(v) + 4, 'text-anchor': 'end', text: Math.abs(v) >= 1000 ? fmtNum(v) : v.toFixed(dec) }));
   }
   // x labels
   const span = t1 - t0;

@@ -1,0 +1,483 @@
+// Package commands delivers cloud-to-vehicle commands. Services publish a
+// Request on NATS (vehicle.cmd.{vin}); the Dispatcher, which runs inside the
+// gateway next to the MQTT broker, stores it (bucket "commands"), publishes
+// it as a wire.Command on vehicles/{vin}/cmd/{name} at QoS 1 when the
+// vehicle is online, keeps it waiting while the vehicle is offline and
+// delivers it when the vehicle reconnects (vehicle.connectivity.connected.*
+// and the vehicle's "online" event), re-sends unacknowledged commands
+// periodically, and closes it on the vehicle's ack (vehicle.cmdack.{vin}).
+// Every closed command is announced on vehicle.cmdresult.{vin} so that the
+// service that asked for it can record the outcome.
+//
+// Commands are idempotent: the command id is the Nats-Msg-Id of the request,
+// the key of its record, and the CmdID the vehicle deduplicates on.
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Bucket holds the command records (key c.{vin}.{cmd_id}).
+const Bucket = "commands"
+
+// Event types.
+const (
+	TypeRequest = "vehicle.cmd"
+	TypeResult  = "vehicle.cmdresult"
+)
+
+// Command states.
+const (
+	StatePending  = "pending"  // waiting for the vehicle to be online
+	StateSent     = "sent"     // published over MQTT, not yet acknowledged
+	StateApplied  = "applied"  // acked: applied
+	StateRejected = "rejected" // acked: rejected
+	StateFailed   = "failed"   // acked: failed
+	StateExpired  = "expired"  // not delivered before ExpiresAt
+	// StateSuperseded: a later request with the same Key for the vehicle
+	// replaced it before the vehicle acknowledged it.
+	StateSuperseded = "superseded"
+)
+
+// Param is a command parameter.
+type Param struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Request is the data of vehicle.cmd.{vin}.
+type Request struct {
+	VIN       string     `json:"vin"`
+	CmdID     string     `json:"cmd_id"`
+	Name      string     `json:"name"`
+	Params    []Param    `json:"params,omitempty"`
+	Origin    string     `json:"origin"` // service that asked: features, offers, ...
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Key groups requests that replace each other (e.g. one feature's
+	// on/off): a new request closes the vehicle's open ones with the same
+	// Key as superseded, so a vehicle coming back online gets only the
+	// latest.
+	Key string `json:"key,omitempty"`
+}
+
+// Validate checks a request.
+func (r Request) Validate() error {
+	switch {
+	case !svc.ValidID(r.VIN):
+		return fmt.Errorf("%w: vin %q", svc.ErrInvalid, r.VIN)
+	case !svc.ValidID(r.CmdID):
+		return fmt.Errorf("%w: cmd_id %q", svc.ErrInvalid, r.CmdID)
+	case !svc.ValidID(r.Name) || strings.ContainsAny(r.Name, "/+#"):
+		return fmt.Errorf("%w: name %q", svc.ErrInvalid, r.Name)
+	case len(r.Key) > 128:
+		return fmt.Errorf("%w: key too long", svc.ErrInvalid)
+	case len(r.Params) > 32:
+		return fmt.Errorf("%w: more than 32 params", svc.ErrInvalid)
+	}
+	for _, p := range r.Params {
+		if len(p.Key) == 0 || len(p.Key) > 64 || len(p.Value) > 1024 {
+			return fmt.Errorf("%w: param %q", svc.ErrInvalid, p.Key)
+		}
+	}
+	return nil
+}
+
+// Subject is the request subject of a vehicle.
+func Subject(vin string) string { return "vehicle.cmd." + vin }
+
+// ResultSubject is the result subject of a vehicle.
+func ResultSubject(vin string) string { return "vehicle.cmdresult." + vin }
+
+// Send publishes a request (idempotent on CmdID).
+func Send(ctx context.Context, pub svc.Publisher, at time.Time, r Request) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	return pub.Publish(ctx, Subject(r.VIN), r.CmdID, TypeRequest, r.Origin, at, r)
+}
+
+// Record is a command's stored state.
+type Record struct {
+	Request
+	State     string     `json:"state"`
+	Attempts  int        `json:"attempts"`
+	Created   time.Time  `json:"created"`
+	LastSent  *time.Time `json:"last_sent,omitempty"`
+	ClosedAt  *time.Time `json:"closed_at,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+	AckStatus string     `json:"ack_status,omitempty"`
+}
+
+// Open reports whether the command still waits for the vehicle.
+func (r Record) Open() bool { return r.State == StatePending || r.State == StateSent }
+
+// Result is the data of vehicle.cmdresult.{vin}.
+type Result struct {
+	Request
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MQTT publishes to the broker (broker.Broker.Publish).
+type MQTT interface {
+	Publish(topic string, payload []byte, qos byte) error
+}
+
+// Config configures the Dispatcher.
+type Config struct {
+	// RetryInterval: an unacknowledged command to an online vehicle is sent
+	// again after this long (default 30 s).
+	RetryInterval time.Duration
+	// Online reports whether a vehicle has a live MQTT session.
+	Online func(vin string) bool
+	Clock  svc.Clock
+}
+
+// Dispatcher delivers commands; see the package comment.
+type Dispatcher struct {
+	cfg  Config
+	js   jetstream.JetStream
+	nc   *nats.Conn
+	kv   svc.KV
+	mqtt MQTT
+	pub  svc.Publisher
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	open map[string]map[string]bool // vin → open cmd ids
+	vmu  sync.Map                   // vin → *sync.Mutex (serialises one vehicle's records)
+}
+
+// NewDispatcher opens the bucket and loads the open commands.
+func NewDispatcher(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, replicas int, mqtt MQTT, cfg Config, log *slog.Logger) (*Dispatcher, error) {
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 30 * time.Second
+	}
+	if cfg.Online == nil {
+		cfg.Online = func(string) bool { return true }
+	}
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Cloud-to-vehicle commands and their state", replicas)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dispatcher{cfg: cfg, js: js, nc: nc, kv: kv, mqtt: mqtt, pub: svc.Publisher{JS: js}, log: log, open: map[string]map[string]bool{}}
+	keys, err := kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	for _, k := range keys {
+		var rec Record
+		if _, err := kv.Get(ctx, k, &rec); err == nil && rec.Open() {
+			d.markOpen(rec.VIN, rec.CmdID, true)
+		}
+	}
+	return d, nil
+}
+
+func key(vin, cmd string) string { return "c." + vin + "." + cmd }
+
+func (d *Dispatcher) lock(vin string) func() {
+	m, _ := d.vmu.LoadOrStore(vin, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func (d *Dispatcher) markOpen(vin, cmd string, open bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if open {
+		if d.open[vin] == nil {
+			d.open[vin] = map[string]bool{}
+		}
+		d.open[vin][cmd] = true
+		return
+	}
+	delete(d.open[vin], cmd)
+	if len(d.open[vin]) == 0 {
+		delete(d.open, vin)
+	}
+}
+
+func (d *Dispatcher) openIDs(vin string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.open[vin]))
+	for id := range d.open[vin] {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Run consumes requests and acks, watches connectivity and re-sends until
+// ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	kick := func(m *nats.Msg) {
+		vin := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		if strings.HasPrefix(m.Subject, "vehicle.event.") {
+			ev, err := svc.Decode(m.Data)
+			if err != nil || ev.Type != "vehicle.online" {
+				return
+			}
+		}
+		go d.flush(ctx, vin, true)
+	}
+	var subs []*nats.Subscription
+	for _, s := range []string{"vehicle.connectivity.connected.*", "vehicle.event.*"} {
+		sub, err := d.nc.Subscribe(s, kick)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, sub)
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	errc := make(chan error, 2)
+	go func() {
+		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: "VEHICLE", Durable: "cmd-dispatcher", Filter: "vehicle.cmd.>"},
+			d.log, d.handleRequest)
+	}()
+	go func() {
+		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: "VEHICLE", Durable: "cmd-acks", Filter: "vehicle.cmdack.>"},
+			d.log, d.handleAck)
+	}()
+	t := time.NewTicker(min(d.cfg.RetryInterval/2, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errors.Join(<-errc, <-errc)
+		case <-t.C:
+			d.mu.Lock()
+			vins := make([]string, 0, len(d.open))
+			for v := range d.open {
+				vins = append(vins, v)
+			}
+			d.mu.Unlock()
+			for _, v := range vins {
+				d.flush(ctx, v, false)
+			}
+		}
+	}
+}
+
+func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
+	ev, err := svc.Decode(m.Data())
+	if err != nil {
+		return err
+	}
+	var r Request
+	if err := jsonUnmarshal(ev.Data, &r); err != nil {
+		return fmt.Errorf("%w: request: %w", svc.ErrInvalid, err)
+	}
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if m.Subject() != Subject(r.VIN) {
+		return fmt.Errorf("%w: subject %s for vin %s", svc.ErrInvalid, m.Subject(), r.VIN)
+	}
+	unlock := d.lock(r.VIN)
+	var rec Record
+	_, err = d.kv.Get(ctx, key(r.VIN, r.CmdID), &rec)
+	switch {
+	case err == nil:
+		unlock()
+		return nil // known command (redelivery or duplicate request)
+	case !errors.Is(err, svc.ErrNotFound):
+		unlock()
+		return err
+	}
+	now := d.cfg.Clock.Now().UTC()
+	if r.Key != "" {
+		for _, id := range d.openIDs(r.VIN) {
+			var old Record
+			rev, err := d.kv.Get(ctx, key(r.VIN, id), &old)
+			if err != nil || !old.Open() || old.Key != r.Key {
+				continue
+			}
+			old.State, old.ClosedAt = StateSuperseded, &now
+			if err := d.kv.Update(ctx, key(r.VIN, id), old, rev); err != nil {
+				unlock()
+				return err
+			}
+			d.markOpen(r.VIN, id, false)
+			_ = d.announce(ctx, old)
+		}
+	}
+	rec = Record{Request: r, State: StatePending, Created: now}
+	if err := d.kv.Put(ctx, key(r.VIN, r.CmdID), rec); err != nil {
+		unlock()
+		return err
+	}
+	d.markOpen(r.VIN, r.CmdID, true)
+	unlock()
+	d.flush(ctx, r.VIN, true)
+	return nil
+}
+
+// flush delivers the open commands of vin if it is online: pending ones
+// always, sent ones when force or when RetryInterval has passed.
+func (d *Dispatcher) flush(ctx context.Context, vin string, force bool) {
+	if !d.cfg.Online(vin) {
+		return
+	}
+	unlock := d.lock(vin)
+	defer unlock()
+	now := d.cfg.Clock.Now().UTC()
+	for _, id := range d.openIDs(vin) {
+		var rec Record
+		rev, err := d.kv.Get(ctx, key(vin, id), &rec)
+		if err != nil || !rec.Open() {
+			d.markOpen(vin, id, false)
+			continue
+		}
+		if rec.ExpiresAt != nil && now.After(*rec.ExpiresAt) {
+			rec.State, rec.ClosedAt = StateExpired, &now
+			if d.kv.Update(ctx, key(vin, id), rec, rev) == nil {
+				d.markOpen(vin, id, false)
+				d.announce(ctx, rec)
+			}
+			continue
+		}
+		if rec.State == StateSent && !force && rec.LastSent != nil && now.Sub(*rec.LastSent) < d.cfg.RetryInterval {
+			continue
+		}
+		if err := d.deliver(rec, now); err != nil {
+			d.log.Warn("command delivery failed", "vin", vin, "cmd_id", id, "err", err)
+			continue
+		}
+		rec.State, rec.LastSent = StateSent, &now
+		rec.Attempts++
+		if err := d.kv.Update(ctx, key(vin, id), rec, rev); err != nil {
+			d.log.Debug("command record update", "cmd_id", id, "err", err)
+		}
+	}
+}
+
+func (d *Dispatcher) deliver(rec Record, now time.Time) error {
+	c := wire.Command{Version: wire.Version, CmdID: rec.CmdID, TimeMs: now.UnixMilli(), Name: rec.Name}
+	for _, p := range rec.Params {
+		c.Params = append(c.Params, wire.Param{Key: p.Key, Value: p.Value})
+	}
+	b, err := c.MarshalMsg(nil)
+	if err != nil {
+		return err
+	}
+	return d.mqtt.Publish("vehicles/"+rec.VIN+"/cmd/"+rec.Name, b, 1)
+}
+
+func (d *Dispatcher) handleAck(ctx context.Context, m jetstream.Msg) error {
+	ev, err := svc.Decode(m.Data())
+	if err != nil {
+		return err
+	}
+	var a eventsink.CommandAckEvent
+	if err := jsonUnmarshal(ev.Data, &a); err != nil {
+		return fmt.Errorf("%w: ack: %w", svc.ErrInvalid, err)
+	}
+	if !svc.ValidID(a.VIN) || !svc.ValidID(a.CmdID) {
+		return nil // not a command of ours
+	}
+	unlock := d.lock(a.VIN)
+	defer unlock()
+	var rec Record
+	rev, err := d.kv.Get(ctx, key(a.VIN, a.CmdID), &rec)
+	if errors.Is(err, svc.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Open() {
+		now := d.cfg.Clock.Now().UTC()
+		rec.AckStatus, rec.Reason, rec.ClosedAt = a.Status, a.Reason, &now
+		switch a.Status {
+		case "applied":
+			rec.State = StateApplied
+		case "rejected":
+			rec.State = StateRejected
+		default:
+			rec.State = StateFailed
+		}
+		if err := d.kv.Update(ctx, key(a.VIN, a.CmdID), rec, rev); err != nil {
+			return err
+		}
+		d.markOpen(a.VIN, a.CmdID, false)
+	}
+	return d.announce(ctx, rec)
+}
+
+func (d *Dispatcher) announce(ctx context.Context, rec Record) error {
+	at := d.cfg.Clock.Now()
+	if rec.ClosedAt != nil {
+		at = *rec.ClosedAt
+	}
+	return d.pub.Publish(ctx, ResultSubject(rec.VIN), "cmdresult-"+rec.CmdID+"-"+rec.State, TypeResult, rec.VIN, at,
+		Result{Request: rec.Request, State: rec.State, Reason: rec.Reason})
+}
+
+// Get returns a command record.
+func (d *Dispatcher) Get(ctx context.Context, vin, cmd string) (Record, error) {
+	var rec Record
+	_, err := d.kv.Get(ctx, key(vin, cmd), &rec)
+	return rec, err
+}
+
+// List returns a vehicle's command records (at most 500, newest first).
+func (d *Dispatcher) List(ctx context.Context, vin string) ([]Record, error) {
+	l, err := d.kv.B.ListKeysFiltered(ctx, "c."+vin+".>")
+	if err != nil {
+		return nil, err
+	}
+	var out []Record
+	for k := range l.Keys() {
+		var rec Record
+		if _, err := d.kv.Get(ctx, k, &rec); err == nil {
+			out = append(out, rec)
+		}
+	}
+	slices.SortFunc(out, func(a, b Record) int { return b.Created.Compare(a.Created) })
+	if len(out) > 500 {
+		out = out[:500]
+	}
+	return out, nil
+}
+
+// Mount adds GET /api/v1/vehicles/{vin}/commands (admin).
+func (d *Dispatcher) Mount(mux *http.ServeMux, auth *svc.Auth) {
+	mux.HandleFunc("GET /api/v1/vehicles/{vin}/commands", auth.Admin(func(w http.ResponseWriter, r *http.Request, _ svc.Principal) {
+		vin := r.PathValue("vin")
+		if !svc.ValidID(vin) {
+			svc.Error(w, http.StatusBadRequest, "invalid vin")
+			return
+		}
+		recs, err := d.List(r.Context(), vin)
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			svc.Fail(w, err)
+			return
+		}
+		if recs == nil {
+			recs = []Record{}
+		}
+		svc.JSON(w, http.StatusOK, map[string]any{"vin": vin, "commands": recs})
+	}))
+}

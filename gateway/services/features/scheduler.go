@@ -1,0 +1,384 @@
+package features
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/services/commands"
+	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/profile"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Bucket holds per-vehicle feature state (s.{vin}.{feature}) and feature
+// controls (ctl.{feature}: rollout override, rollback).
+const Bucket = "features"
+
+// ErrUnknownFeature is returned for a feature not in the catalog.
+var ErrUnknownFeature = fmt.Errorf("unknown feature: %w", svc.ErrNotFound)
+
+// Owners lists the registered vehicles (customers.Registry).
+type Owners interface {
+	Vehicles() []customers.Owner
+	Lookup(vin string) (customers.Owner, bool)
+}
+
+// State is a feature's state on one vehicle.
+type State struct {
+	Want    bool      `json:"want"`              // last requested state
+	CmdID   string    `json:"cmd_id"`            // command that requests it
+	Status  string    `json:"status"`            // commands.State* of that command
+	Active  bool      `json:"active"`            // state the vehicle acknowledged
+	Changed time.Time `json:"changed"`           // when Want last changed
+	Reason  string    `json:"reason,omitempty"`  // vehicle's reason on reject/fail
+	Applied time.Time `json:"applied,omitzero"`  // when Active last changed
+	Target  string    `json:"target_date"`       // scheduler date of the change
+	Origin  string    `json:"origin,omitempty"`  // "season", "rollback", ...
+	Pending bool      `json:"pending,omitempty"` // change sent, not yet acked
+}
+
+// Control is the run-time control of a feature.
+type Control struct {
+	Rollout    *int `json:"rollout,omitempty"`
+	RolledBack bool `json:"rolled_back"`
+}
+
+// Change is one planned or performed activation/deactivation.
+type Change struct {
+	VIN     string `json:"vin"`
+	Feature string `json:"feature"`
+	On      bool   `json:"on"`
+	CmdID   string `json:"cmd_id"`
+	Reason  string `json:"reason"`
+}
+
+// Config configures the scheduler.
+type Config struct {
+	Catalog  []Feature
+	Interval time.Duration // between ticks (default 1 h)
+	DryRun   bool          // compute and log plans, send nothing
+	Clock    svc.Clock     // the scheduler's date source
+}
+
+// Scheduler computes desired feature states and sends the commands.
+type Scheduler struct {
+	cfg    Config
+	js     jetstream.JetStream
+	nc     *nats.Conn
+	kv     svc.KV
+	pub    svc.Publisher
+	owners Owners
+	log    *slog.Logger
+
+	mu   sync.Mutex // one tick / result at a time
+	lmu  sync.RWMutex
+	lats map[string]float64 // last known latitude per VIN
+}
+
+// NewScheduler opens the features bucket.
+func NewScheduler(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, replicas int, owners Owners, cfg Config, log *slog.Logger) (*Scheduler, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Hour
+	}
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Seasonal feature state per vehicle and feature controls", replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Scheduler{cfg: cfg, js: js, nc: nc, kv: kv, pub: svc.Publisher{JS: js}, owners: owners, log: log,
+		lats: map[string]float64{}}, nil
+}
+
+// Catalog returns the catalog.
+func (s *Scheduler) Catalog() []Feature { return slices.Clone(s.cfg.Catalog) }
+
+func (s *Scheduler) feature(id string) (Feature, bool) {
+	i := slices.IndexFunc(s.cfg.Catalog, func(f Feature) bool { return f.ID == id })
+	if i < 0 {
+		return Feature{}, false
+	}
+	return s.cfg.Catalog[i], true
+}
+
+// SetLatitude records a vehicle's last known latitude.
+func (s *Scheduler) SetLatitude(vin string, lat float64) {
+	s.lmu.Lock()
+	s.lats[vin] = lat
+	s.lmu.Unlock()
+}
+
+// Hemisphere of a vehicle: last known latitude, else registered region,
+// else north.
+func (s *Scheduler) Hemisphere(o customers.Owner) string {
+	s.lmu.RLock()
+	lat, ok := s.lats[o.Vehicle.VIN]
+	s.lmu.RUnlock()
+	if ok {
+		if lat < 0 {
+			return "south"
+		}
+		return "north"
+	}
+	if h := customers.Hemisphere(o.Region); h != "" {
+		return h
+	}
+	return "north"
+}
+
+// InRollout reports whether vin falls inside a rollout percentage: a
+// stable hash of feature and VIN, so raising the percentage only adds
+// vehicles.
+func InRollout(feature, vin string, pct int) bool {
+	h := sha256.Sum256([]byte(feature + "\x00" + vin))
+	return int(binary.BigEndian.Uint64(h[:8])%100) < pct
+}
+
+// Desired is a vehicle's desired state of feature f on date.
+func (s *Scheduler) Desired(o customers.Owner, f Feature, ctl Control, date time.Time) (bool, string) {
+	pct := 100
+	if f.Rollout != nil {
+		pct = *f.Rollout
+	}
+	if ctl.Rollout != nil {
+		pct = *ctl.Rollout
+	}
+	switch {
+	case !slices.Contains(o.Entitlements, f.ID):
+		return false, "not entitled"
+	case ctl.RolledBack:
+		return false, "rolled back"
+	case !InRollout(f.ID, o.Vehicle.VIN, pct):
+		return false, "outside rollout"
+	case !InSeason(f.Season, s.Hemisphere(o), date):
+		return false, "out of season"
+	}
+	return true, "in season"
+}
+
+func cmdID(vin, feature string, on bool, date string) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%t|%s", vin, feature, on, date))
+	return "feat-" + hex.EncodeToString(h[:12])
+}
+
+// Control returns a feature's control.
+func (s *Scheduler) Control(ctx context.Context, feature string) (Control, uint64, error) {
+	var c Control
+	rev, err := s.kv.Get(ctx, "ctl."+feature, &c)
+	if errors.Is(err, svc.ErrNotFound) {
+		err = nil
+	}
+	return c, rev, err
+}
+
+// Tick computes every vehicle's desired state for the scheduler's date
+// and, unless dryRun (or Config.DryRun), sends the changes. It returns the
+// changes.
+func (s *Scheduler) Tick(ctx context.Context, date time.Time, dryRun bool) ([]Change, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dryRun = dryRun || s.cfg.DryRun
+	day := date.UTC().Format("2006-01-02")
+	ctls := map[string]Control{}
+	for _, f := range s.cfg.Catalog {
+		c, _, err := s.Control(ctx, f.ID)
+		if err != nil {
+			return nil, err
+		}
+		ctls[f.ID] = c
+	}
+	var changes []Change
+	for _, o := range s.owners.Vehicles() {
+		for _, f := range s.cfg.Catalog {
+			want, why := s.Desired(o, f, ctls[f.ID], date)
+			key := "s." + o.Vehicle.VIN + "." + f.ID
+			var st State
+			rev, err := s.kv.Get(ctx, key, &st)
+			if err != nil && !errors.Is(err, svc.ErrNotFound) {
+				return changes, err
+			}
+			if (rev == 0 && !want) || (rev != 0 && st.Want == want) {
+				continue
+			}
+			ch := Change{VIN: o.Vehicle.VIN, Feature: f.ID, On: want, CmdID: cmdID(o.Vehicle.VIN, f.ID, want, day), Reason: why}
+			changes = append(changes, ch)
+			if dryRun {
+				continue
+			}
+			if err := s.send(ctx, f, ch, date); err != nil {
+				return changes, err
+			}
+			st.Want, st.CmdID, st.Status, st.Changed, st.Target, st.Origin, st.Pending, st.Reason =
+				want, ch.CmdID, commands.StatePending, date.UTC(), day, why, true, ""
+			if err := s.kv.Update(ctx, key, st, rev); err != nil {
+				return changes, err
+			}
+		}
+	}
+	if len(changes) > 0 {
+		s.log.Info("feature changes", "date", day, "changes", len(changes), "dry_run", dryRun)
+	}
+	return changes, nil
+}
+
+func (s *Scheduler) send(ctx context.Context, f Feature, ch Change, at time.Time) error {
+	state := "off"
+	if ch.On {
+		state = "on"
+	}
+	params := []commands.Param{{Key: "feature", Value: f.ID}, {Key: "state", Value: state}}
+	keys := make([]string, 0, len(f.Command.Params))
+	for k := range f.Command.Params {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		params = append(params, commands.Param{Key: k, Value: f.Command.Params[k]})
+	}
+	return commands.Send(ctx, s.pub, at, commands.Request{VIN: ch.VIN, CmdID: ch.CmdID, Name: f.Command.Name,
+		Params: params, Origin: "features", Key: "feature:" + f.ID})
+}
+
+// HandleResult records a closed command; an applied change is written to
+// the customer's profile.
+func (s *Scheduler) HandleResult(ctx context.Context, r commands.Result, at time.Time) error {
+	if r.Origin != "features" {
+		return nil
+	}
+	feature := ""
+	for _, p := range r.Params {
+		if p.Key == "feature" {
+			feature = p.Value
+		}
+	}
+	if _, ok := s.feature(feature); !ok {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := "s." + r.VIN + "." + feature
+	var st State
+	rev, err := s.kv.Get(ctx, key, &st)
+	if err != nil {
+		if errors.Is(err, svc.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if st.CmdID != r.CmdID {
+		return nil // superseded by a later change
+	}
+	if !st.Pending && st.Status == r.State {
+		return nil
+	}
+	st.Status, st.Pending, st.Reason = r.State, false, r.Reason
+	if r.State == commands.StateApplied {
+		st.Active, st.Applied = st.Want, at.UTC()
+	}
+	if err := s.kv.Update(ctx, key, st, rev); err != nil {
+		return err
+	}
+	if r.State != commands.StateApplied {
+		s.log.Warn("feature command not applied", "vin", r.VIN, "feature", feature, "state", r.State, "reason", r.Reason)
+		return nil
+	}
+	o, ok := s.owners.Lookup(r.VIN)
+	if !ok {
+		return nil
+	}
+	return s.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "feature-"+r.CmdID, profile.TypeFeatureChanged,
+		o.CustomerID, at, profile.FeatureChanged{VIN: r.VIN, Feature: feature, Active: st.Want, CmdID: r.CmdID})
+}
+
+// States returns the feature states of a vehicle.
+func (s *Scheduler) States(ctx context.Context, vin string) (map[string]State, error) {
+	out := map[string]State{}
+	for _, f := range s.cfg.Catalog {
+		var st State
+		if _, err := s.kv.Get(ctx, "s."+vin+"."+f.ID, &st); err == nil {
+			out[f.ID] = st
+		}
+	}
+	return out, nil
+}
+
+// SetControl updates a feature's control (rollout, rollback).
+func (s *Scheduler) SetControl(ctx context.Context, feature string, update func(*Control)) (Control, error) {
+	if _, ok := s.feature(feature); !ok {
+		return Control{}, fmt.Errorf("%s: %w", feature, ErrUnknownFeature)
+	}
+	for range 5 {
+		c, rev, err := s.Control(ctx, feature)
+		if err != nil {
+			return c, err
+		}
+		update(&c)
+		err = s.kv.Update(ctx, "ctl."+feature, c, rev)
+		if errors.Is(err, svc.ErrConflict) {
+			continue
+		}
+		return c, err
+	}
+	return Control{}, fmt.Errorf("%s: %w", feature, svc.ErrConflict)
+}
+
+// Run ticks every Interval, records command results and last known
+// latitudes until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	sub, err := s.nc.Subscribe("vehicle.event.*", func(m *nats.Msg) {
+		ev, err := svc.Decode(m.Data)
+		if err != nil {
+			return
+		}
+		var d eventsink.VehicleEvent
+		if json.Unmarshal(ev.Data, &d) == nil && d.Position != nil && d.VIN != "" {
+			s.SetLatitude(d.VIN, d.Position.Lat)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- svc.Consume(ctx, s.js, svc.ConsumerSpec{Stream: "VEHICLE", Durable: "features-results",
+			Filter: "vehicle.cmdresult.>"}, s.log, func(ctx context.Context, m jetstream.Msg) error {
+			ev, err := svc.Decode(m.Data())
+			if err != nil {
+				return err
+			}
+			var r commands.Result
+			if err := json.Unmarshal(ev.Data, &r); err != nil {
+				return fmt.Errorf("%w: result: %w", svc.ErrInvalid, err)
+			}
+			if !strings.HasPrefix(r.CmdID, "feat-") {
+				return nil
+			}
+			return s.HandleResult(ctx, r, ev.Time)
+		})
+	}()
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := s.Tick(ctx, s.cfg.Clock.Now(), false); err != nil && ctx.Err() == nil {
+			s.log.Warn("feature tick failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return <-errc
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,336 @@
+// Package offers turns charging sessions into charging-partner offers. On
+// charging.session.started.{station} it estimates the driver's dwell from
+// SoC, target SoC, power and the vehicle's battery capacity, and for each
+// partner picks the nearest venue in range of the station that is open,
+// available and whose minimum dwell is met. If the driver holds the
+// separate "partner_offers" consent and the venue's daily cap for that
+// driver is not reached, it publishes a partners.Trigger on
+// partners.{partner}.triggers, sends the offer to the vehicle's head unit
+// (a command "offer" through vehicle.cmd.{vin}) and records it in the
+// customer's profile. Partners redeem offers through the HTTP API.
+//
+// Everything is idempotent on the offer id, derived from the session,
+// partner and venue: a redelivered session event re-publishes the same
+// trigger (same Nats-Msg-Id / Idempotency-Key) and never counts twice
+// against the cap.
+package offers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/services/commands"
+	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/profile"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Bucket holds offer records (o.{customer}.{offer}), the offer index
+// (i.{offer}) and cap counters (cap.{customer}.{partner}.{venue}.{date}).
+const Bucket = "offers"
+
+// Errors of the engine.
+var (
+	ErrUnknownOffer = fmt.Errorf("unknown offer: %w", svc.ErrNotFound)
+	ErrWrongCode    = fmt.Errorf("offer code does not match: %w", svc.ErrInvalid)
+)
+
+// Customers is what the engine needs from the customer registry.
+type Customers interface {
+	Lookup(vin string) (customers.Owner, bool)
+	Consented(id, consent string) bool
+	TokenSalt(id string) string
+}
+
+// Partners is what the engine needs from the partner registry.
+type Partners interface {
+	Partners() []partners.Partner
+}
+
+// Record is an offer as stored (internal: it links to the customer).
+type Record struct {
+	ID         string     `json:"id"`
+	CustomerID string     `json:"customer_id"`
+	VIN        string     `json:"vin"`
+	Partner    string     `json:"partner"`
+	Venue      string     `json:"venue"`
+	Station    string     `json:"station"`
+	Code       string     `json:"offer_code"`
+	Text       string     `json:"offer_text"`
+	Token      string     `json:"driver_token"`
+	DwellMin   int        `json:"expected_dwell_min"`
+	SentAt     time.Time  `json:"sent_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	RedeemedAt *time.Time `json:"redeemed_at,omitempty"`
+}
+
+// Stats counts the engine's decisions.
+type Stats struct {
+	Sessions, Triggers, NoOwner, NoConsent, UnknownStation, NoVenue, Capped atomic.Int64
+}
+
+// Config configures the engine.
+type Config struct {
+	Stations map[string]Station
+	Tokens   *Tokens
+	Clock    svc.Clock
+}
+
+// Engine is the offer engine.
+type Engine struct {
+	cfg  Config
+	js   jetstream.JetStream
+	kv   svc.KV
+	pub  svc.Publisher
+	cust Customers
+	part Partners
+	log  *slog.Logger
+
+	// inflight is read-held by every evaluation; Barrier takes it for
+	// writing so that when a consent withdrawal or an erasure returns, no
+	// evaluation that saw the old consent is still publishing.
+	inflight sync.RWMutex
+
+	Stats Stats
+}
+
+// Barrier waits for the evaluations in flight. The customer registry calls
+// it after storing a withdrawal or an erasure.
+func (e *Engine) Barrier(context.Context, string) error {
+	e.inflight.Lock()
+	e.inflight.Unlock() //nolint:staticcheck // an empty critical section is the point
+	return nil
+}
+
+// NewEngine opens the offers bucket.
+func NewEngine(ctx context.Context, js jetstream.JetStream, replicas int, cust Customers, part Partners, cfg Config, log *slog.Logger) (*Engine, error) {
+	if cfg.Tokens == nil {
+		return nil, ErrNoTokenKey
+	}
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Partner offers sent to drivers, redemptions and daily caps", replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, js: js, kv: kv, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log}, nil
+}
+
+// Run consumes charging.session.started.> (durable "offers-sessions",
+// new sessions only) until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	return svc.Consume(ctx, e.js, svc.ConsumerSpec{Stream: "CHARGING", Durable: "offers-sessions",
+		Filter: "charging.session.started.>", New: true}, e.log, func(ctx context.Context, m jetstream.Msg) error {
+		ev, err := svc.Decode(m.Data())
+		if err != nil {
+			return err
+		}
+		var d eventsink.ChargingEvent
+		if err := jsonUnmarshal(ev.Data, &d); err != nil {
+			return fmt.Errorf("%w: session: %w", svc.ErrInvalid, err)
+		}
+		_, err = e.HandleSession(ctx, ev.Time, d)
+		return err
+	})
+}
+
+// offerID derives the offer id from the session, partner and venue.
+func offerID(station, session, partner, venue string) string {
+	h := sha256.Sum256([]byte(station + "\x00" + session + "\x00" + partner + "\x00" + venue))
+	return "ofr-" + hex.EncodeToString(h[:12])
+}
+
+// HandleSession evaluates a started session and returns the triggers sent.
+func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (int, error) {
+	e.inflight.RLock()
+	defer e.inflight.RUnlock()
+	e.Stats.Sessions.Add(1)
+	if d.VIN == "" || d.SessionID == "" {
+		e.Stats.NoOwner.Add(1)
+		return 0, nil // RFID sessions without a VIN are not linked to a customer
+	}
+	o, ok := e.cust.Lookup(d.VIN)
+	if !ok {
+		e.Stats.NoOwner.Add(1)
+		return 0, nil
+	}
+	if !e.cust.Consented(o.CustomerID, customers.ConsentPartnerOffers) {
+		e.Stats.NoConsent.Add(1)
+		return 0, nil
+	}
+	st, ok := e.cfg.Stations[d.Station]
+	if !ok {
+		e.Stats.UnknownStation.Add(1)
+		e.log.Debug("session at unknown station", "station", d.Station)
+		return 0, nil
+	}
+	dwell := ExpectedDwell(d.SoCPct, d.TargetSoCPct, d.PowerW, o.Vehicle.Battery())
+	sent := 0
+	for _, p := range e.part.Partners() {
+		v, ok := pickVenue(p, st, at, dwell)
+		if !ok {
+			e.Stats.NoVenue.Add(1)
+			continue
+		}
+		n, err := e.offer(ctx, at, d, o, p, v, dwell)
+		if err != nil {
+			return sent, err
+		}
+		sent += n
+	}
+	return sent, nil
+}
+
+// pickVenue returns the partner's nearest eligible venue.
+func pickVenue(p partners.Partner, st Station, at time.Time, dwellMin float64) (partners.Venue, bool) {
+	best, bestD := partners.Venue{}, math.Inf(1)
+	for _, v := range p.Venues {
+		dist := DistanceM(st.Lat, st.Lon, v.Lat, v.Lon)
+		if dist > v.RadiusM || !v.Available || !v.OpenAt(at) || dwellMin <= 0 ||
+			time.Duration(dwellMin*float64(time.Minute)) < time.Duration(v.MinDwell) {
+			continue
+		}
+		if dist < bestD {
+			best, bestD = v, dist
+		}
+	}
+	return best, !math.IsInf(bestD, 1)
+}
+
+func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEvent, o customers.Owner, p partners.Partner, v partners.Venue, dwell float64) (int, error) {
+	id := offerID(d.Station, d.SessionID, p.ID, v.ID)
+	recKey := "o." + o.CustomerID + "." + id
+	var rec Record
+	_, err := e.kv.Get(ctx, recKey, &rec)
+	switch {
+	case errors.Is(err, svc.ErrNotFound):
+		loc, _ := time.LoadLocation(v.TimeZone)
+		capKey := "cap." + o.CustomerID + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
+		var n int
+		rev, err := e.kv.Get(ctx, capKey, &n)
+		if err != nil && !errors.Is(err, svc.ErrNotFound) {
+			return 0, err
+		}
+		if n >= v.DailyCap {
+			e.Stats.Capped.Add(1)
+			return 0, nil
+		}
+		if err := e.kv.Update(ctx, capKey, n+1, rev); err != nil {
+			return 0, err // conflict: redelivered and retried
+		}
+		rec = Record{ID: id, CustomerID: o.CustomerID, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
+			Code: v.Offer.Code, Text: v.Offer.Text, DwellMin: int(math.Round(dwell)), SentAt: at.UTC(),
+			ExpiresAt: at.UTC().Add(time.Duration(dwell * float64(time.Minute))).Truncate(time.Second),
+			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID))}
+		if err := e.kv.Put(ctx, "i."+id, map[string]string{"customer": o.CustomerID}); err != nil {
+			return 0, err
+		}
+		if err := e.kv.Put(ctx, recKey, rec); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, err
+	}
+	// Consent is checked again right before anything leaves (a withdrawal
+	// or erasure may have happened since the first check, or before a
+	// redelivery).
+	if !e.cust.Consented(o.CustomerID, customers.ConsentPartnerOffers) {
+		e.Stats.NoConsent.Add(1)
+		return 0, nil
+	}
+	tr := partners.Trigger{V: 1, ID: id, Type: partners.TriggerType, Time: rec.SentAt, Partner: p.ID, Venue: v.ID,
+		Station: rec.Station, DriverToken: rec.Token, ExpectedDwellMin: rec.DwellMin, OfferCode: rec.Code, ExpiresAt: rec.ExpiresAt}
+	b, err := jsonMarshal(tr)
+	if err != nil {
+		return 0, err
+	}
+	if err := e.pub.PublishRaw(ctx, partners.Subject(p.ID), id, b); err != nil {
+		return 0, err
+	}
+	exp := rec.ExpiresAt
+	if err := commands.Send(ctx, e.pub, rec.SentAt, commands.Request{VIN: rec.VIN, CmdID: "offer-" + strings.TrimPrefix(id, "ofr-"),
+		Name: "offer", Origin: "offers", ExpiresAt: &exp, Params: []commands.Param{
+			{Key: "partner", Value: p.Name}, {Key: "venue", Value: v.Name}, {Key: "text", Value: rec.Text},
+			{Key: "code", Value: rec.Code}, {Key: "offer_id", Value: id},
+			{Key: "expires", Value: strconv.FormatInt(exp.Unix(), 10)}}}); err != nil {
+		return 0, err
+	}
+	if err := e.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "offer-sent-"+id, profile.TypeOfferSent, o.CustomerID,
+		rec.SentAt, profile.OfferSent{OfferID: id, Partner: p.ID, Venue: v.ID, Station: rec.Station, Code: rec.Code}); err != nil {
+		return 0, err
+	}
+	e.Stats.Triggers.Add(1)
+	return 1, nil
+}
+
+// Redeem marks an offer of partner redeemed (idempotent). It returns the
+// partner's view of the offer.
+func (e *Engine) Redeem(ctx context.Context, partner, id, code string) (partners.Trigger, bool, error) {
+	var idx map[string]string
+	if !strings.HasPrefix(id, "ofr-") || !svc.ValidID(id) {
+		return partners.Trigger{}, false, fmt.Errorf("%w: offer id", svc.ErrInvalid)
+	}
+	if _, err := e.kv.Get(ctx, "i."+id, &idx); err != nil {
+		return partners.Trigger{}, false, fmt.Errorf("%s: %w", id, ErrUnknownOffer)
+	}
+	key := "o." + idx["customer"] + "." + id
+	var rec Record
+	rev, err := e.kv.Get(ctx, key, &rec)
+	if err != nil || rec.Partner != partner {
+		return partners.Trigger{}, false, fmt.Errorf("%s: %w", id, ErrUnknownOffer)
+	}
+	if rec.Code != code {
+		return partners.Trigger{}, false, ErrWrongCode
+	}
+	view := partners.Trigger{V: 1, ID: rec.ID, Type: partners.TriggerType, Time: rec.SentAt, Partner: rec.Partner, Venue: rec.Venue,
+		Station: rec.Station, DriverToken: rec.Token, ExpectedDwellMin: rec.DwellMin, OfferCode: rec.Code, ExpiresAt: rec.ExpiresAt}
+	if rec.RedeemedAt != nil {
+		return view, false, nil
+	}
+	now := e.cfg.Clock.Now().UTC()
+	rec.RedeemedAt = &now
+	if err := e.kv.Update(ctx, key, rec, rev); err != nil {
+		return view, false, err
+	}
+	if err := e.pub.Publish(ctx, customers.ProfileSubject(rec.CustomerID), "offer-redeemed-"+id, profile.TypeOfferRedeemed,
+		rec.CustomerID, now, profile.OfferRedeemed{OfferID: id}); err != nil {
+		return view, true, err
+	}
+	return view, true, nil
+}
+
+// Erase forgets a customer's offers and caps (customers.EraseHook): their
+// tokens can no longer be redeemed or linked.
+func (e *Engine) Erase(ctx context.Context, customerID string) error {
+	_ = e.Barrier(ctx, customerID)
+	var errs []error
+	for _, prefix := range []string{"o." + customerID + ".>", "cap." + customerID + ".>"} {
+		l, err := e.kv.B.ListKeysFiltered(ctx, prefix)
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for k := range l.Keys() {
+			if id, ok := strings.CutPrefix(k, "o."+customerID+"."); ok {
+				errs = append(errs, e.kv.Purge(ctx, "i."+id))
+			}
+			errs = append(errs, e.kv.Purge(ctx, k))
+		}
+	}
+	return errors.Join(errs...)
+}

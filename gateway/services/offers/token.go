@@ -1,0 +1,44 @@
+package offers
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+)
+
+// ErrNoTokenKey is returned when no token key is configured.
+var ErrNoTokenKey = errors.New("offers: no token key")
+
+// TokenKey is one HMAC key for driver tokens. Keys rotate: the first key
+// signs new tokens; its id is part of the token so partners see a new
+// token for the same driver after a rotation (and old ones stop matching).
+type TokenKey struct {
+	ID     string
+	Secret []byte
+}
+
+// Tokens computes per-partner pseudonymous driver tokens.
+type Tokens struct {
+	keys []TokenKey
+}
+
+// NewTokens returns Tokens; keys[0] is current.
+func NewTokens(keys []TokenKey) (*Tokens, error) {
+	if len(keys) == 0 || len(keys[0].Secret) < 16 {
+		return nil, ErrNoTokenKey
+	}
+	return &Tokens{keys: keys}, nil
+}
+
+// Driver returns the token of a driver (customer id and its per-customer
+// salt, which erasure deletes) for partner: "{key id}.{base64url(HMAC-SHA256
+// (key, partner ‖ salt ‖ customer))[:22]}". Different partners get
+// unlinkable tokens; the customer id cannot be derived from a token.
+func (t *Tokens) Driver(partner, customerID, salt string) string {
+	k := t.keys[0]
+	m := hmac.New(sha256.New, k.Secret)
+	fmt.Fprintf(m, "%d:%s|%d:%s|%d:%s", len(partner), partner, len(salt), salt, len(customerID), customerID)
+	return k.ID + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))[:22]
+}

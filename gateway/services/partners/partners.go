@@ -1,0 +1,465 @@
+// Package partners is the charging-partner registry (partners, venues,
+// opening hours, offers, availability) and the delivery of triggers to
+// partners: over NATS (each partner's credentials can read only
+// partners.{id}.>) and over signed HTTPS webhooks (webhook.go).
+package partners
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Bucket holds partners registered or changed through the API and venue
+// availability switches.
+const Bucket = "partners"
+
+// Errors of the registry.
+var (
+	ErrUnknownPartner = fmt.Errorf("unknown partner: %w", svc.ErrNotFound)
+	ErrUnknownVenue   = fmt.Errorf("unknown venue: %w", svc.ErrNotFound)
+)
+
+// Partner is a charging partner (e.g. a café chain).
+type Partner struct {
+	ID   string `json:"id" yaml:"id"`
+	Name string `json:"name" yaml:"name"`
+	NATS *NATS  `json:"nats,omitempty" yaml:"nats"`
+	// APITokenSHA256 is the hex SHA-256 of the partner's bearer token for
+	// the services API (redeem offers, flip availability, see deliveries).
+	APITokenSHA256 string   `json:"api_token_sha256,omitempty" yaml:"api_token_sha256"`
+	Webhook        *Webhook `json:"webhook,omitempty" yaml:"webhook"`
+	Venues         []Venue  `json:"venues" yaml:"venues"`
+}
+
+// NATS are the partner's credentials on the embedded NATS server.
+type NATS struct {
+	User string `json:"user" yaml:"user"`
+	// PasswordBcrypt is the bcrypt hash of the partner's password.
+	PasswordBcrypt string `json:"password_bcrypt" yaml:"password_bcrypt"`
+}
+
+// Webhook is the partner's HTTPS endpoint and signing secret.
+type Webhook struct {
+	URL    string `json:"url" yaml:"url"`
+	Secret string `json:"secret" yaml:"secret"`
+}
+
+// Venue is a partner location that can receive triggers.
+type Venue struct {
+	ID       string  `json:"id" yaml:"id"`
+	Name     string  `json:"name" yaml:"name"`
+	Lat      float64 `json:"lat" yaml:"lat"`
+	Lon      float64 `json:"lon" yaml:"lon"`
+	RadiusM  float64 `json:"radius_m" yaml:"radius_m"`
+	TimeZone string  `json:"timezone" yaml:"timezone"`
+	Hours    []Hours `json:"hours" yaml:"hours"`
+	Offer    Offer   `json:"offer" yaml:"offer"`
+	// MinDwell is the minimum expected dwell for an offer ("15m").
+	MinDwell Duration `json:"min_dwell" yaml:"min_dwell"`
+	// DailyCap is the maximum number of offers per driver per local day.
+	DailyCap  int  `json:"daily_cap" yaml:"daily_cap"`
+	Available bool `json:"available" yaml:"available"`
+}
+
+// Hours is one opening-hours rule: on the given weekdays, from Open to
+// Close (local "HH:MM"; Close may be "24:00"; Close before Open spans
+// midnight).
+type Hours struct {
+	Days  []string `json:"days" yaml:"days"` // mon..sun
+	Open  string   `json:"open" yaml:"open"`
+	Close string   `json:"close" yaml:"close"`
+}
+
+// Offer is what the driver and the partner see.
+type Offer struct {
+	Text string `json:"text" yaml:"text"`
+	Code string `json:"code" yaml:"code"`
+}
+
+// Duration is a time.Duration written as "15m" in YAML and JSON.
+type Duration time.Duration
+
+// UnmarshalYAML parses "15m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.parse(n.Value) }
+
+// UnmarshalJSON parses "15m".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	return d.parse(s)
+}
+
+// MarshalJSON writes "15m0s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday,
+	"wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+func parseClock(s string) (int, error) {
+	var h, m int
+	if len(s) != 5 || s[2] != ':' {
+		return 0, fmt.Errorf("%w: time %q: want HH:MM", svc.ErrInvalid, s)
+	}
+	if _, err := fmt.Sscanf(s, "%02d:%02d", &h, &m); err != nil || h > 24 || m > 59 || (h == 24 && m != 0) {
+		return 0, fmt.Errorf("%w: time %q: want HH:MM", svc.ErrInvalid, s)
+	}
+	return h*60 + m, nil
+}
+
+// Validate checks a partner (untrusted input from the API or a file).
+func (p Partner) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...))
+	}
+	if !svc.ValidID(p.ID) || strings.Contains(p.ID, "_") {
+		bad("partner id %q: want 1-64 letters, digits or '-'", p.ID)
+	}
+	if len(p.Name) > 200 {
+		bad("name longer than 200 bytes")
+	}
+	if p.NATS != nil && (!svc.ValidID(p.NATS.User) || !strings.HasPrefix(p.NATS.PasswordBcrypt, "$2")) {
+		bad("nats: user must be an id and password_bcrypt a bcrypt hash")
+	}
+	if p.APITokenSHA256 != "" && len(p.APITokenSHA256) != 64 {
+		bad("api_token_sha256: want 64 hex digits")
+	}
+	if p.Webhook != nil {
+		u, err := url.Parse(p.Webhook.URL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("webhook url %q: want https://host/...", p.Webhook.URL)
+		}
+		if len(p.Webhook.Secret) < 16 {
+			bad("webhook secret: at least 16 bytes")
+		}
+	}
+	if len(p.Venues) > 1000 {
+		bad("more than 1000 venues")
+	}
+	seen := map[string]bool{}
+	for _, v := range p.Venues {
+		if seen[v.ID] {
+			bad("venue %s listed twice", v.ID)
+		}
+		seen[v.ID] = true
+		if err := v.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("venue %s: %w", v.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks a venue.
+func (v Venue) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...))
+	}
+	if !svc.ValidID(v.ID) {
+		bad("venue id %q", v.ID)
+	}
+	if math.IsNaN(v.Lat) || math.IsNaN(v.Lon) || v.Lat < -90 || v.Lat > 90 || v.Lon < -180 || v.Lon > 180 {
+		bad("lat/lon out of range")
+	}
+	if !(v.RadiusM > 0 && v.RadiusM <= 50000) {
+		bad("radius_m %v: want 0 < r <= 50000", v.RadiusM)
+	}
+	if _, err := time.LoadLocation(v.TimeZone); err != nil || v.TimeZone == "" {
+		bad("timezone %q: want an IANA zone such as Europe/Berlin", v.TimeZone)
+	}
+	if len(v.Hours) == 0 || len(v.Hours) > 50 {
+		bad("hours: 1-50 rules")
+	}
+	for _, h := range v.Hours {
+		if len(h.Days) == 0 {
+			bad("hours: days missing")
+		}
+		for _, d := range h.Days {
+			if _, ok := weekdays[d]; !ok {
+				bad("hours: day %q: want mon..sun", d)
+			}
+		}
+		if _, err := parseClock(h.Open); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := parseClock(h.Close); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if v.Offer.Code == "" || len(v.Offer.Code) > 64 || len(v.Offer.Text) > 500 {
+		bad("offer: code 1-64 bytes, text at most 500 bytes")
+	}
+	if v.MinDwell < 0 || time.Duration(v.MinDwell) > 24*time.Hour {
+		bad("min_dwell out of 0..24h")
+	}
+	if v.DailyCap < 1 || v.DailyCap > 1000 {
+		bad("daily_cap %d: want 1..1000", v.DailyCap)
+	}
+	return errors.Join(errs...)
+}
+
+// OpenAt reports whether the venue is open at t (in its time zone).
+func (v Venue) OpenAt(t time.Time) bool {
+	loc, err := time.LoadLocation(v.TimeZone)
+	if err != nil {
+		return false
+	}
+	lt := t.In(loc)
+	mins := lt.Hour()*60 + lt.Minute()
+	for _, h := range v.Hours {
+		o, _ := parseClock(h.Open)
+		c, _ := parseClock(h.Close)
+		for _, d := range h.Days {
+			wd := weekdays[d]
+			if o <= c {
+				if lt.Weekday() == wd && mins >= o && mins < c {
+					return true
+				}
+				continue
+			}
+			// Spans midnight: open on day d from o, until c on the next day.
+			if (lt.Weekday() == wd && mins >= o) || (lt.Weekday() == (wd+1)%7 && mins < c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// File is the partners.yaml format.
+type File struct {
+	Partners []Partner `yaml:"partners"`
+}
+
+// LoadFile reads and validates partners.yaml.
+func LoadFile(path string) ([]Partner, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f File
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", path, svc.ErrInvalid, err)
+	}
+	seen := map[string]bool{}
+	users := map[string]bool{}
+	for _, p := range f.Partners {
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: partner %s: %w", path, p.ID, err)
+		}
+		if seen[p.ID] {
+			return nil, fmt.Errorf("%s: %w: partner %s listed twice", path, svc.ErrInvalid, p.ID)
+		}
+		seen[p.ID] = true
+		if p.NATS != nil {
+			if users[p.NATS.User] {
+				return nil, fmt.Errorf("%s: %w: nats user %s used twice", path, svc.ErrInvalid, p.NATS.User)
+			}
+			users[p.NATS.User] = true
+		}
+	}
+	return f.Partners, nil
+}
+
+// Registry holds the partners. Partners from the file are the baseline;
+// partners registered or changed through the API, and availability
+// switches, are stored in the bucket and win.
+type Registry struct {
+	kv  svc.KV
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	partners map[string]Partner
+	onChange []func()
+}
+
+// Open loads the file (path may be empty) and the bucket.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, path string, log *slog.Logger) (*Registry, error) {
+	kv, err := svc.OpenKV(ctx, js, Bucket, "Charging partners registered through the API, venue availability", replicas)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{kv: kv, log: log, partners: map[string]Partner{}}
+	if path != "" {
+		ps, err := LoadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			r.partners[p.ID] = p
+		}
+	}
+	keys, err := kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, "p."); ok {
+			var p Partner
+			if _, err := kv.Get(ctx, k, &p); err == nil && p.Validate() == nil && p.ID == id {
+				r.partners[id] = p
+			}
+		}
+	}
+	for _, k := range keys {
+		if rest, ok := strings.CutPrefix(k, "avail."); ok {
+			pid, vid, _ := strings.Cut(rest, ".")
+			var a struct {
+				Available bool `json:"available"`
+			}
+			if _, err := kv.Get(ctx, k, &a); err == nil {
+				r.setAvailLocked(pid, vid, a.Available)
+			}
+		}
+	}
+	return r, nil
+}
+
+// OnChange registers f, called after partners or their NATS users change.
+func (r *Registry) OnChange(f func()) {
+	r.mu.Lock()
+	r.onChange = append(r.onChange, f)
+	r.mu.Unlock()
+}
+
+func (r *Registry) changed() {
+	r.mu.RLock()
+	fs := slices.Clone(r.onChange)
+	r.mu.RUnlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+func (r *Registry) setAvailLocked(pid, vid string, avail bool) bool {
+	p, ok := r.partners[pid]
+	if !ok {
+		return false
+	}
+	p.Venues = slices.Clone(p.Venues)
+	for i := range p.Venues {
+		if p.Venues[i].ID == vid {
+			p.Venues[i].Available = avail
+			r.partners[pid] = p
+			return true
+		}
+	}
+	return false
+}
+
+// Partners returns every partner, sorted by id.
+func (r *Registry) Partners() []Partner {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Partner, 0, len(r.partners))
+	for _, p := range r.partners {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Partner) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Get returns partner id.
+func (r *Registry) Get(id string) (Partner, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	p, ok := r.partners[id]
+	return p, ok
+}
+
+// Put registers or replaces a partner (API).
+func (r *Registry) Put(ctx context.Context, p Partner) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	r.mu.RLock()
+	for id, o := range r.partners {
+		if id != p.ID && p.NATS != nil && o.NATS != nil && o.NATS.User == p.NATS.User {
+			r.mu.RUnlock()
+			return fmt.Errorf("%w: nats user %s belongs to partner %s", svc.ErrConflict, p.NATS.User, id)
+		}
+	}
+	r.mu.RUnlock()
+	if err := r.kv.Put(ctx, "p."+p.ID, p); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.partners[p.ID] = p
+	r.mu.Unlock()
+	r.changed()
+	return nil
+}
+
+// SetAvailability flips a venue's availability switch (sold out: false).
+func (r *Registry) SetAvailability(ctx context.Context, pid, vid string, avail bool) error {
+	r.mu.RLock()
+	p, ok := r.partners[pid]
+	r.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%s: %w", pid, ErrUnknownPartner)
+	}
+	if !slices.ContainsFunc(p.Venues, func(v Venue) bool { return v.ID == vid }) {
+		return fmt.Errorf("%s/%s: %w", pid, vid, ErrUnknownVenue)
+	}
+	if err := r.kv.Put(ctx, "avail."+pid+"."+vid, map[string]bool{"available": avail}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.setAvailLocked(pid, vid, avail)
+	r.mu.Unlock()
+	return nil
+}
+
+// Subject is the NATS subject of a partner's triggers.
+func Subject(partnerID string) string { return "partners." + partnerID + ".triggers" }
+
+// Trigger is what a partner receives when a consenting driver starts a
+// charging session near one of its venues. It carries nothing else about
+// the person: no VIN, name, customer id or car coordinates.
+type Trigger struct {
+	V    int       `json:"v"`
+	ID   string    `json:"id"`   // idempotency key (also Nats-Msg-Id / Idempotency-Key)
+	Type string    `json:"type"` // "partner.trigger"
+	Time time.Time `json:"time"`
+	// Partner and Venue are the partner's own ids.
+	Partner string `json:"partner"`
+	Venue   string `json:"venue"`
+	Station string `json:"station"`
+	// DriverToken is a per-partner pseudonym (keyed HMAC): stable for one
+	// driver and partner, unlinkable across partners, invalid after erasure.
+	DriverToken      string    `json:"driver_token"`
+	ExpectedDwellMin int       `json:"expected_dwell_min"`
+	OfferCode        string    `json:"offer_code"`
+	ExpiresAt        time.Time `json:"expires_at"`
+}
+
+// TriggerType is Trigger.Type.
+const TriggerType = "partner.trigger"

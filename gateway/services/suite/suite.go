@@ -1,0 +1,259 @@
+// Package suite wires the post-purchase services together: customer
+// registry, profile projector and feeder, command dispatcher, seasonal
+// feature scheduler, partner registry, offer engine and webhook delivery,
+// and their HTTP API. The gateway starts a Suite in-process
+// (gateway/app/ext_services.go); any other process with a NATS connection
+// can start one too (without MQTT it leaves command delivery to the
+// gateway, whose Dispatcher consumes the same vehicle.cmd.> subjects).
+package suite
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/services/commands"
+	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/features"
+	"github.com/telegate/telegate/gateway/services/offers"
+	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/profile"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// ErrConfig wraps configuration problems found at start.
+var ErrConfig = errors.New("services: config")
+
+// Config configures the suite (see config.Services for the meaning).
+type Config struct {
+	CustomersFile, FeaturesFile, PartnersFile, StationsFile string
+	AdminToken                                              string
+	TokenKey, TokenKeyID                                    string
+	TokenKeyFile                                            string // where a generated key is kept when TokenKey is empty
+	PartnerNATSUsers                                        bool
+	SchedulerInterval                                       time.Duration
+	SchedulerDaysPerTick                                    int
+	FeaturesDryRun                                          bool
+	CommandRetry                                            time.Duration
+	WebhookMaxAttempts                                      int
+	WebhookBackoff                                          time.Duration
+	WebhookClient                                           *http.Client
+	Replicas                                                int
+	Clock                                                   svc.Clock // nil: time.Now
+}
+
+// Deps are the connections the suite runs on.
+type Deps struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// MQTT delivers commands (nil: no Dispatcher in this process).
+	MQTT commands.MQTT
+	// Online reports whether a vehicle is connected to MQTT.
+	Online func(vin string) bool
+	// Bus, when embedded, receives the partners' NATS users (may be nil).
+	Bus *natsbus.Bus
+}
+
+// Suite is the running set of services.
+type Suite struct {
+	Customers  *customers.Registry
+	Profiles   *profile.Projector
+	Feeder     *profile.Feeder
+	Dispatcher *commands.Dispatcher
+	Scheduler  *features.Scheduler
+	Partners   *partners.Registry
+	Offers     *offers.Engine
+	Webhooks   *partners.Webhooks
+	Auth       *svc.Auth
+
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	group *svc.Group
+}
+
+// Start builds and starts every service.
+func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Suite, err error) {
+	s := &Suite{cfg: cfg, deps: deps, log: log, group: svc.NewGroup(log)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	js, r, clock := deps.JS, cfg.Replicas, cfg.Clock
+	if s.Customers, err = customers.Open(ctx, js, r, clock, log.With("service", "customers")); err != nil {
+		return nil, err
+	}
+	if cfg.CustomersFile != "" {
+		n, err := s.Customers.RegisterFile(ctx, cfg.CustomersFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: customers: %w", ErrConfig, err)
+		}
+		log.Info("customers registered from file", "new", n, "file", cfg.CustomersFile)
+	}
+	if s.Profiles, err = profile.NewProjector(ctx, js, r, s.Customers, log.With("service", "profile")); err != nil {
+		return nil, err
+	}
+	s.Customers.OnErase(s.Profiles.Erase)
+	s.Feeder = profile.NewFeeder(js, s.Customers, log.With("service", "profile-feeder"))
+
+	if deps.MQTT != nil {
+		if s.Dispatcher, err = commands.NewDispatcher(ctx, deps.NC, js, r, deps.MQTT, commands.Config{
+			RetryInterval: cfg.CommandRetry, Online: deps.Online, Clock: clock}, log.With("service", "commands")); err != nil {
+			return nil, err
+		}
+	}
+
+	var catalog []features.Feature
+	if cfg.FeaturesFile != "" {
+		if catalog, err = features.LoadCatalog(cfg.FeaturesFile); err != nil {
+			return nil, fmt.Errorf("%w: features: %w", ErrConfig, err)
+		}
+	}
+	schedClock := clock
+	if cfg.SchedulerDaysPerTick > 0 {
+		schedClock = demoClock(clock.Now(), cfg.SchedulerInterval, cfg.SchedulerDaysPerTick)
+	}
+	if s.Scheduler, err = features.NewScheduler(ctx, deps.NC, js, r, s.Customers, features.Config{Catalog: catalog,
+		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock}, log.With("service", "features")); err != nil {
+		return nil, err
+	}
+
+	if s.Partners, err = partners.Open(ctx, js, r, cfg.PartnersFile, log.With("service", "partners")); err != nil {
+		return nil, fmt.Errorf("%w: partners: %w", ErrConfig, err)
+	}
+	stations := map[string]offers.Station{}
+	if cfg.StationsFile != "" {
+		if stations, err = offers.LoadStations(cfg.StationsFile); err != nil {
+			return nil, fmt.Errorf("%w: stations: %w", ErrConfig, err)
+		}
+	}
+	key, err := tokenKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := offers.NewTokens([]offers.TokenKey{{ID: cfg.TokenKeyID, Secret: key}})
+	if err != nil {
+		return nil, err
+	}
+	if s.Offers, err = offers.NewEngine(ctx, js, r, s.Customers, s.Partners, offers.Config{Stations: stations, Tokens: tokens,
+		Clock: clock}, log.With("service", "offers")); err != nil {
+		return nil, err
+	}
+	s.Customers.OnErase(s.Offers.Erase)
+	s.Customers.OnWithdraw(s.Offers.Barrier)
+	if s.Webhooks, err = partners.NewWebhooks(ctx, js, r, s.Partners, partners.WebhookConfig{MaxAttempts: cfg.WebhookMaxAttempts,
+		InitialBackoff: cfg.WebhookBackoff, Client: cfg.WebhookClient, Clock: clock}, log.With("service", "webhooks")); err != nil {
+		return nil, err
+	}
+
+	s.Auth = svc.NewAuth(nil)
+	s.partnersChanged()
+	s.Partners.OnChange(s.partnersChanged)
+	if cfg.AdminToken == "" {
+		log.Warn("services API: no admin token configured (services.admin_token); admin routes answer 401")
+	}
+
+	s.group.Go("customers", s.Customers.Run)
+	s.group.Go("profile", s.Profiles.Run)
+	s.group.Go("profile-feeder", s.Feeder.Run)
+	if s.Dispatcher != nil {
+		s.group.Go("commands", s.Dispatcher.Run)
+	}
+	s.group.Go("features", s.Scheduler.Run)
+	s.group.Go("offers", s.Offers.Run)
+	s.group.Go("webhooks", s.Webhooks.Run)
+	log.Info("services started", "customers", len(s.Customers.IDs()), "partners", len(s.Partners.Partners()),
+		"features", len(catalog), "stations", len(stations), "commands", s.Dispatcher != nil)
+	return s, nil
+}
+
+// partnersChanged refreshes API tokens and partner NATS users.
+func (s *Suite) partnersChanged() {
+	toks := []svc.APIToken{}
+	if s.cfg.AdminToken != "" {
+		toks = append(toks, svc.APIToken{Token: s.cfg.AdminToken, Role: svc.RoleAdmin})
+	}
+	var users []natsbus.User
+	for _, p := range s.Partners.Partners() {
+		if p.APITokenSHA256 != "" {
+			toks = append(toks, svc.APIToken{SHA256: strings.ToLower(p.APITokenSHA256), Role: svc.RolePartner, Partner: p.ID})
+		}
+	}
+	for _, u := range s.Partners.NATSUsers() {
+		users = append(users, natsbus.User{Name: u.Name, Password: u.PasswordBcrypt, Subscribe: u.Subscribe})
+	}
+	s.Auth.SetTokens(toks)
+	if s.cfg.PartnerNATSUsers && s.deps.Bus != nil && s.deps.Bus.Embedded() != nil {
+		if err := s.deps.Bus.SetUsers(users); err != nil {
+			s.log.Error("partner NATS users not applied", "err", err)
+		}
+	}
+}
+
+// Mount adds every service's routes under /api/v1 to mux.
+func (s *Suite) Mount(mux *http.ServeMux) {
+	s.Customers.Mount(mux, s.Auth)
+	s.Profiles.Mount(mux, s.Auth)
+	s.Scheduler.Mount(mux, s.Auth)
+	s.Partners.Mount(mux, s.Auth)
+	s.Offers.Mount(mux, s.Auth)
+	s.Webhooks.Mount(mux, s.Auth)
+	if s.Dispatcher != nil {
+		s.Dispatcher.Mount(mux, s.Auth)
+	}
+}
+
+// Close stops every service and waits for them. Idempotent.
+func (s *Suite) Close() {
+	if s != nil && s.group != nil {
+		s.group.Close()
+	}
+}
+
+// tokenKey returns the configured key, or a generated one kept in
+// TokenKeyFile (created 0600 on first use).
+func tokenKey(cfg Config) ([]byte, error) {
+	if cfg.TokenKey != "" {
+		return []byte(cfg.TokenKey), nil
+	}
+	if cfg.TokenKeyFile == "" {
+		return nil, fmt.Errorf("%w: no token key and no token key file", ErrConfig)
+	}
+	if b, err := os.ReadFile(cfg.TokenKeyFile); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	key := []byte(hex.EncodeToString(raw))
+	if err := os.MkdirAll(filepath.Dir(cfg.TokenKeyFile), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfg.TokenKeyFile, key, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// demoClock advances daysPerTick days per interval of wall time from start.
+func demoClock(start time.Time, interval time.Duration, daysPerTick int) svc.Clock {
+	t0 := time.Now()
+	return func() time.Time {
+		ticks := time.Since(t0) / interval
+		return start.AddDate(0, 0, int(ticks)*daysPerTick)
+	}
+}
