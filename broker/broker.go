@@ -373,6 +373,9 @@ func (b *Broker) listenerOptions(id, addr string, tc *tls.Config) listener.Optio
 		Limit:          b.limit,
 		Stats:          &b.stats.Listener,
 		OnPanic:        b.afterPanic,
+		// Defence in depth in front of mochi's decoder: see docs/broker.md.
+		ValidatePackets: true,
+		MaxPacketSize:   b.cfg.MaxPacketSize,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -179,15 +180,19 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPacketRead fixes two mochi defects in PUBLISH handling before mochi
-// sees the packet:
+// OnPacketRead fixes mochi defects in PUBLISH handling before mochi sees
+// the packet:
 //   - inbound v5 topic aliases are resolved before the ACL check: mochi
 //     checks the ACL against the topic name as sent, which is empty when a
 //     client re-uses an alias, and only resolves the alias afterwards;
 //   - a topic mochi considers invalid for publishing ($SYS/..., "$share")
 //     is silently dropped by mochi, even at QoS 1, leaving the client
 //     waiting for a PUBACK forever; such a client is disconnected instead
-//     (v5: DISCONNECT 0x90 Topic Name invalid).
+//     (v5: DISCONNECT 0x90 Topic Name invalid);
+//   - a v5 publish with an empty topic and an alias that was never set is a
+//     protocol error (DISCONNECT 0x94), not a publish to topic "";
+//   - a v5 publish that declares a UTF-8 payload (payload format 1) but
+//     carries invalid UTF-8 is refused (DISCONNECT 0x99).
 func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
@@ -197,6 +202,19 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		if pk.Properties.TopicAliasFlag && alias > 0 && alias <= TopicAliasMaximum {
 			pk.TopicName = cl.State.TopicAliases.Inbound.Set(alias, pk.TopicName)
 		}
+	}
+	if cl.Properties.ProtocolVersion == 5 && pk.TopicName == "" {
+		// An alias that was never set, used with an empty topic: a
+		// protocol error, which mochi would pass on as topic "".
+		h.b.log.Debug("publish with unknown topic alias, disconnecting", "client", cl.ID)
+		_ = h.b.server.DisconnectClient(cl, packets.ErrTopicAliasInvalid)
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1 && !utf8.Valid(pk.Payload) {
+		// The client declared UTF-8 text but sent something else.
+		h.b.log.Debug("publish payload is not the UTF-8 it claims, disconnecting", "client", cl.ID)
+		_ = h.b.server.DisconnectClient(cl, packets.ErrPayloadFormatInvalid)
+		return pk, packets.ErrRejectPacket
 	}
 	if !mqtt.IsValidFilter(pk.TopicName, true) {
 		h.b.stats.ACLDeniedPublish.Add(1)

@@ -59,6 +59,7 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"sockets_refused_limit":              s.Listener.Refused.Load(),
 		"connect_timeouts":                   s.Listener.ConnectTimeouts.Load(),
 		"recovered_panics":                   s.Listener.Panics.Load(),
+		"protocol_violations":                s.Listener.ProtocolViolations.Load(),
 		"sockets_open":                       uint64(max(0, s.Listener.Open.Load())),
 	}
 }

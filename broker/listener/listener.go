@@ -52,7 +52,10 @@ type Stats struct {
 	Refused         atomic.Uint64 // sockets closed at accept: connection cap reached
 	ConnectTimeouts atomic.Uint64 // sockets closed because no CONNECT arrived in time
 	Panics          atomic.Uint64 // panics recovered while serving a connection
-	Open            atomic.Int64  // sockets currently open
+	// ProtocolViolations counts connections closed by the packet guard
+	// (Options.ValidatePackets) for a malformed or forbidden packet.
+	ProtocolViolations atomic.Uint64
+	Open               atomic.Int64 // sockets currently open
 }
 
 // Limit caps the number of concurrently open sockets across the listeners
@@ -113,6 +116,16 @@ type Options struct {
 	// conn (after conn was closed), so the broker can clean up state tied
 	// to it.
 	OnPanic func(conn net.Conn, recovered any)
+	// ValidatePackets enables the packet guard: every byte a client sends
+	// is checked packet by packet before mochi decodes it, and a packet that
+	// breaks the wire rules of the guard (see guard.go) (reserved
+	// types and flags, non-minimal lengths, packets before CONNECT, packet
+	// identifier 0, malformed MQTT 5 properties, ...) ends the connection
+	// without being delivered.
+	ValidatePackets bool
+	// MaxPacketSize, if non-zero, is also enforced by the guard (mochi
+	// enforces it too).
+	MaxPacketSize uint32
 }
 
 func (o *Options) normalise() error {
@@ -135,6 +148,40 @@ type Conn struct {
 
 	raw         *rawConn
 	established atomic.Bool
+	guard       *guard // nil unless Options.ValidatePackets
+}
+
+// newConn wraps inner (the socket, a TLS or WebSocket adapter over raw)
+// for mochi.
+func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
+	conn := &Conn{Conn: inner, raw: raw}
+	if c.opts.ValidatePackets {
+		conn.guard = &guard{maxPacket: c.opts.MaxPacketSize}
+	}
+	return conn
+}
+
+// Read reads from the connection. With the packet guard on, a protocol
+// violation ends the stream with an error wrapping ErrProtocolViolation
+// before the offending packet is complete.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.guard == nil {
+		return c.Conn.Read(p)
+	}
+	if c.guard.err != nil {
+		return 0, c.guard.err
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		ok, gerr := c.guard.feed(p[:n])
+		if gerr != nil {
+			c.raw.owner.opts.Stats.ProtocolViolations.Add(1)
+			c.raw.owner.log.Debug("connection closed: protocol violation", "listener", c.raw.owner.opts.ID,
+				"remote", c.RemoteAddr().String(), "error", gerr.Error())
+			return ok, gerr
+		}
+	}
+	return n, err
 }
 
 // MarkEstablished records that the CONNECT packet was read. The broker

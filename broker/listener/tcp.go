@@ -101,10 +101,11 @@ func (l *TCP) Serve(establish listeners.EstablishFn) {
 		if raw == nil {
 			continue
 		}
-		conn := &Conn{Conn: raw, raw: raw}
+		var inner net.Conn = raw
 		if l.opts.TLSConfig != nil {
-			conn.Conn = tls.Server(raw, l.opts.TLSConfig)
+			inner = tls.Server(raw, l.opts.TLSConfig)
 		}
+		conn := l.newConn(inner, raw)
 		if !l.begin() {
 			_ = conn.Close()
 			continue

@@ -138,7 +138,7 @@ func (l *WebSocket) handle(w http.ResponseWriter, r *http.Request, establish lis
 	}
 	// Fresh connect deadline: the CONNECT packet must follow the upgrade.
 	_ = raw.SetDeadline(time.Now().Add(l.opts.ConnectTimeout))
-	l.serve(&Conn{Conn: &wsConn{ws: ws}, raw: raw}, establish)
+	l.serve(l.newConn(&wsConn{ws: ws}, raw), establish)
 }
 
 // Close stops the HTTP server, lets mochi disconnect its clients, closes

@@ -139,8 +139,11 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
-	a.isink = influxsink.New(influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)},
-		icons, a.writer, a.m, a.log.With("component", "influxsink"))
+	icfg := influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)}
+	if c.Influx.CreateDatabase {
+		icfg.EnsureDB = a.createDatabase
+	}
+	a.isink = influxsink.New(icfg, icons, a.writer, a.m, a.log.With("component", "influxsink"))
 	a.live = live.New()
 	a.isink.SetLive(a.live)
 	a.esink = eventsink.New(econs, a.bus, eventsink.KVStore{KV: kv}, a.deviceKind, a.m, a.log.With("component", "eventsink"))
@@ -202,23 +205,21 @@ func (a *App) runSink(name string, run func() error) {
 	}()
 }
 
+// ensureDatabase creates the InfluxDB database once at start-up, bounded to
+// a few seconds. InfluxDB being down must not delay ingestion: frames spool
+// until it is reachable, and the sink creates the database when a write
+// reports that it is missing.
 func (a *App) ensureDatabase(ctx context.Context) error {
-	var err error
-	for attempt := 0; attempt < 30; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = influx.EnsureDatabase(cctx, a.cfg.Influx.URL, a.cfg.Influx.Token, a.cfg.Influx.Database)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(influx.Backoff(attempt))
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.createDatabase(cctx); err != nil {
+		a.log.Warn("InfluxDB database not ensured at start-up; the sink retries when InfluxDB answers", "err", err)
 	}
-	// InfluxDB being down must not stop ingestion: frames spool until it is back.
-	a.log.Warn("could not ensure the InfluxDB database; continuing (frames spool until InfluxDB is reachable)", "err", err)
 	return nil
+}
+
+func (a *App) createDatabase(ctx context.Context) error {
+	return influx.EnsureDatabase(ctx, a.cfg.Influx.URL, a.cfg.Influx.Token, a.cfg.Influx.Database)
 }
 
 func (a *App) deviceKind(id string) string {

@@ -67,6 +67,8 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 		spoolErr = errSpoolAlmostFull
 	}
 	set("spool", spoolErr)
+	set("influx_sink", a.isink.Health())
+	set("events_sink", a.esink.Health())
 	w.Header().Set("Content-Type", "application/json")
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -392,8 +392,10 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 	if code := e.api("GET", "/api/v1/features/plan?date=2026-12-02", svcAdminToken, nil, &dec); code != 200 || len(dec.Changes) != 0 {
 		t.Fatalf("plan after run %d %+v", code, dec)
 	}
+	// The dispatcher records commands asynchronously (it consumes them
+	// from NATS): wait, bounded, for the pending one.
 	var onCmd string
-	{
+	eventually(t, "a command pending for the offline vehicle", func() error {
 		var all struct {
 			Commands []struct {
 				CmdID  string `json:"cmd_id"`
@@ -402,6 +404,7 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 			}
 		}
 		e.api("GET", "/api/v1/vehicles/"+vin1+"/commands", svcAdminToken, nil, &all)
+		onCmd = ""
 		for _, c := range all.Commands {
 			if c.State == "pending" {
 				if onCmd != "" {
@@ -410,7 +413,11 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 				onCmd = c.CmdID
 			}
 		}
-	}
+		if onCmd == "" {
+			return fmt.Errorf("commands so far: %+v", all.Commands)
+		}
+		return nil
+	})
 	if onCmd == "" {
 		t.Fatal("no command pending for the offline vehicle")
 	}

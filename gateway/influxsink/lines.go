@@ -180,7 +180,9 @@ func (e *encoder) add(r *record.Record) error {
 		e.enc.FieldInt("status", int64(e.ack.Status))
 		e.enc.FieldString("status_name", stringBytes(name(ackNames[:], e.ack.Status)))
 		e.enc.FieldString("reason", stringBytes(e.ack.Reason))
-		e.end(iAck, e.ack.TimeMs, 0)
+		// Several acks in one millisecond must stay distinct points: the
+		// command id decides the nanosecond part (deterministic on replay).
+		e.end(iAck, e.ack.TimeMs, uint64(fnv32(e.ack.CmdID)))
 	case topics.ClassSession:
 		if err := wire.DecodeChargingSession(r.Payload, &e.cs); err != nil {
 			return err
@@ -253,3 +255,13 @@ func (e *encoder) endNs(i int, ns int64) {
 // stringBytes converts a string for the []byte-taking encoder API without
 // copying. The encoder only reads it.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// fnv32 is FNV-1a over s (allocation-free).
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}

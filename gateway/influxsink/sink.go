@@ -7,9 +7,11 @@
 package influxsink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/telegate/telegate/gateway/influx"
@@ -24,8 +26,15 @@ const ConsumerName = "influx"
 
 // Config of the sink.
 type Config struct {
-	BatchLines int // max records per write (a diag record may add several lines)
-	BatchBytes int // max spool bytes per batch
+	BatchLines int // max records per read (a diag record may add several lines)
+	BatchBytes int // max spool bytes per read
+	// MaxBodyBytes caps the encoded line protocol of one write (default
+	// 8 MiB; InfluxDB 1.8 refuses bodies over 25 MB with 413). Records past
+	// the cap are re-read for the next write.
+	MaxBodyBytes int
+	// EnsureDB, if set, is called when a write reports that the database
+	// does not exist (e.g. InfluxDB was down at start-up, or was wiped).
+	EnsureDB func(ctx context.Context) error
 }
 
 // Writer writes an encoded batch (gateway/influx.Writer).
@@ -43,6 +52,10 @@ type Sink struct {
 	enc  encoder
 	recs []spool.Record
 	now  func() time.Time
+
+	health       atomic.Pointer[error]
+	batchRecords int
+	oldestNs     int64
 }
 
 // New returns a sink reading from cons and writing with w.
@@ -52,6 +65,9 @@ func New(cfg Config, cons *spool.Consumer, w Writer, m *metrics.Metrics, log *sl
 	}
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = 4 << 20
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 8 << 20
 	}
 	if log == nil {
 		log = slog.Default()
@@ -68,12 +84,30 @@ func New(cfg Config, cons *spool.Consumer, w Writer, m *metrics.Metrics, log *sl
 // (frames reach subscribers just before the batch is written).
 func (s *Sink) SetLive(hub *live.Hub) { s.enc.live = hub }
 
+// Health is nil while the sink makes progress, or the persistent error it
+// is currently retrying (spool read or cursor commit failures), for /readyz.
+func (s *Sink) Health() error {
+	if e := s.health.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (s *Sink) setHealth(err error) {
+	if err == nil {
+		s.health.Store(nil)
+		return
+	}
+	s.health.Store(&err)
+}
+
 // Run writes batches until ctx is cancelled or the spool is closed. When
 // drain is non-nil, cancellation of ctx stops the sink only once the spool
 // has no more records available or drain is done (used at shutdown: the
-// broker is closed first, then the sink flushes the backlog).
+// broker is closed first, then the sink flushes the backlog). Errors are
+// retried with backoff, never skipped: Run returns only when stopping.
 func (s *Sink) Run(ctx context.Context, drain context.Context) error {
-	for {
+	for attempt := 0; ; {
 		readCtx := ctx
 		var cancel context.CancelFunc = func() {}
 		if ctx.Err() != nil {
@@ -95,26 +129,84 @@ func (s *Sink) Run(ctx context.Context, drain context.Context) error {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				continue
 			}
-			return err
+			// Corrupt spool or I/O error: report, back off, try again.
+			s.m.SinkErrors.WithLabelValues("influx", "spool_read").Inc()
+			s.setHealth(err)
+			if attempt%10 == 0 {
+				s.log.Error("spool read failed; retrying", "attempt", attempt+1, "err", err)
+			}
+			attempt++
+			if !sleep(ctx, influx.Backoff(attempt)) {
+				return nil
+			}
+			continue
 		}
-		if err := s.writeBatch(ctx, drain); err != nil {
+		n := s.encode()
+		if err := s.write(ctx, drain); err != nil {
 			return nil // stopping with the batch uncommitted: replayed at next start
 		}
-		if err := s.cons.Commit(s.recs[len(s.recs)-1].Next); err != nil {
-			return err
+		if !s.commit(ctx, drain, s.recs[n-1].Next) {
+			return nil
+		}
+		if n < len(s.recs) {
+			s.cons.Rewind() // the rest did not fit in this write: read it again
+		}
+		s.setHealth(nil)
+		attempt = 0
+	}
+}
+
+// commit persists the cursor, retrying transient failures (the cursor file
+// is double-buffered, so a retry is safe). false: stopping.
+func (s *Sink) commit(ctx, drain context.Context, next spool.Pos) bool {
+	for attempt := 0; ; attempt++ {
+		err := s.cons.Commit(next)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, spool.ErrClosed) {
+			return false
+		}
+		s.m.SinkErrors.WithLabelValues("influx", "commit").Inc()
+		s.setHealth(err)
+		if attempt%10 == 0 {
+			s.log.Error("spool cursor commit failed; retrying", "attempt", attempt+1, "err", err)
+		}
+		active := ctx
+		if drain != nil {
+			active = drain
+		}
+		if !sleep(active, influx.Backoff(attempt)) {
+			return false
 		}
 	}
 }
 
-// writeBatch encodes s.recs and writes them, retrying until success, a
-// permanent error, or shutdown.
-func (s *Sink) writeBatch(ctx, drain context.Context) error {
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// encode encodes s.recs into the line buffer until MaxBodyBytes is reached
+// and returns how many records it consumed (at least one).
+func (s *Sink) encode() int {
 	e := &s.enc
 	e.enc.Reset()
 	e.invalidUnknown, e.invalidRange = 0, 0
 	e.points = [numMeasurements]int{}
 	var rec record.Record
+	n := 0
 	for i := range s.recs {
+		if i > 0 && e.enc.Len() >= s.cfg.MaxBodyBytes {
+			break
+		}
+		n = i + 1
 		if err := record.Parse(s.recs[i].Data, &rec); err != nil {
 			s.m.SinkErrors.WithLabelValues("influx", "corrupt_record").Inc()
 			s.log.Error("skipping unparseable spool record", "pos", s.recs[i].Pos, "err", err)
@@ -125,48 +217,19 @@ func (s *Sink) writeBatch(ctx, drain context.Context) error {
 			s.log.Error("skipping spool record that no longer decodes", "pos", s.recs[i].Pos, "topic", string(rec.Topic), "err", err)
 		}
 	}
-	oldest := int64(0)
-	if len(s.recs) > 0 && record.Parse(s.recs[0].Data, &rec) == nil {
-		oldest = rec.RecvNs
+	s.batchRecords = n
+	if record.Parse(s.recs[0].Data, &rec) == nil {
+		s.oldestNs = rec.RecvNs
 	}
+	return n
+}
+
+// write sends the encoded batch, retrying until it is stored, or stopping.
+func (s *Sink) write(ctx, drain context.Context) error {
+	e := &s.enc
 	if e.enc.Len() > 0 {
-		for attempt := 0; ; attempt++ {
-			// Writes run under the drain context: a shutdown lets the
-			// write in flight finish instead of failing it.
-			wctx := ctx
-			if drain != nil {
-				wctx = drain
-			}
-			if wctx.Err() != nil {
-				return wctx.Err()
-			}
-			start := s.now()
-			err := s.w.Write(wctx, e.enc.Bytes())
-			s.m.InfluxWriteDur.Observe(s.now().Sub(start).Seconds())
-			if err == nil {
-				s.m.InfluxWrites.WithLabelValues("ok").Inc()
-				break
-			}
-			if errors.Is(err, influx.ErrPermanent) {
-				// The server rejected part of the batch (it writes the
-				// valid points of a batch and reports the rest). Retrying
-				// cannot help: count it loudly and move on.
-				s.m.InfluxWrites.WithLabelValues("permanent_error").Inc()
-				s.m.SinkErrors.WithLabelValues("influx", "rejected_batch").Inc()
-				s.log.Error("InfluxDB rejected batch", "lines", e.enc.Lines(), "err", err)
-				break
-			}
-			s.m.InfluxWrites.WithLabelValues("retry").Inc()
-			d := influx.Backoff(attempt)
-			if attempt%10 == 0 {
-				s.log.Warn("InfluxDB write failed; retrying", "attempt", attempt+1, "backoff", d, "err", err)
-			}
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-wctx.Done():
-				t.Stop()
-			}
+		if err := s.writeLines(ctx, drain, e.enc.Bytes()); err != nil {
+			return err
 		}
 	}
 	for i, n := range e.points {
@@ -174,7 +237,7 @@ func (s *Sink) writeBatch(ctx, drain context.Context) error {
 			s.m.Stored.WithLabelValues(measurementNames[i]).Add(float64(n))
 		}
 	}
-	s.m.StoredFrames.Add(float64(len(s.recs)))
+	s.m.StoredFrames.Add(float64(s.batchRecords))
 	s.m.InfluxBatch.Observe(float64(e.enc.Lines()))
 	if e.invalidUnknown > 0 {
 		s.m.InvalidSignals.WithLabelValues("unknown_id").Add(float64(e.invalidUnknown))
@@ -182,8 +245,79 @@ func (s *Sink) writeBatch(ctx, drain context.Context) error {
 	if e.invalidRange > 0 {
 		s.m.InvalidSignals.WithLabelValues("out_of_range").Add(float64(e.invalidRange))
 	}
-	if oldest > 0 {
-		s.m.StoreLatency.Observe(float64(s.now().UnixNano()-oldest) / 1e9)
+	if s.oldestNs > 0 {
+		s.m.StoreLatency.Observe(float64(s.now().UnixNano()-s.oldestNs) / 1e9)
 	}
 	return nil
+}
+
+// writeLines writes lines (complete line-protocol lines), retrying
+// retryable errors with backoff. A 413 splits the body in two halves at a
+// line boundary. A lone line the server still refuses, or a partial write
+// (InfluxDB stores the valid lines of a 400 batch), is counted and logged:
+// retrying cannot help.
+func (s *Sink) writeLines(ctx, drain context.Context, lines []byte) error {
+	for attempt := 0; ; attempt++ {
+		// Writes run under the drain context: a shutdown lets the write in
+		// flight finish instead of failing it.
+		wctx := ctx
+		if drain != nil {
+			wctx = drain
+		}
+		if wctx.Err() != nil {
+			return wctx.Err()
+		}
+		start := s.now()
+		err := s.w.Write(wctx, lines)
+		s.m.InfluxWriteDur.Observe(s.now().Sub(start).Seconds())
+		if err == nil {
+			s.m.InfluxWrites.WithLabelValues("ok").Inc()
+			return nil
+		}
+		if errors.Is(err, influx.ErrTooLarge) {
+			s.m.InfluxWrites.WithLabelValues("too_large").Inc()
+			if mid := splitPoint(lines); mid > 0 {
+				if err := s.writeLines(ctx, drain, lines[:mid]); err != nil {
+					return err
+				}
+				return s.writeLines(ctx, drain, lines[mid:])
+			}
+			s.m.SinkErrors.WithLabelValues("influx", "line_too_large").Inc()
+			s.log.Error("InfluxDB refuses a single line as too large; skipping it", "bytes", len(lines), "err", err)
+			return nil
+		}
+		if errors.Is(err, influx.ErrPermanent) {
+			s.m.InfluxWrites.WithLabelValues("permanent_error").Inc()
+			s.m.SinkErrors.WithLabelValues("influx", "rejected_batch").Inc()
+			s.log.Error("InfluxDB rejected part of a batch", "bytes", len(lines), "err", err)
+			return nil
+		}
+		s.m.InfluxWrites.WithLabelValues("retry").Inc()
+		var we *influx.WriteError
+		if s.cfg.EnsureDB != nil && errors.As(err, &we) && we.StatusCode == 404 {
+			if derr := s.cfg.EnsureDB(wctx); derr != nil {
+				s.log.Warn("creating the InfluxDB database failed", "err", derr)
+			}
+		}
+		d := influx.Backoff(attempt)
+		if attempt%10 == 0 {
+			s.log.Warn("InfluxDB write failed; retrying", "attempt", attempt+1, "backoff", d, "err", err)
+		}
+		if !sleep(wctx, d) {
+			return wctx.Err()
+		}
+	}
+}
+
+// splitPoint returns the index just after the newline closest to the middle
+// of lines, or 0 if lines holds a single line.
+func splitPoint(lines []byte) int {
+	half := len(lines) / 2
+	if i := bytes.IndexByte(lines[half:], '\n'); i >= 0 && half+i+1 < len(lines) {
+		return half + i + 1
+	}
+	if i := bytes.LastIndexByte(lines[:half], '\n'); i >= 0 {
+		return i + 1
+	}
+	return 0
 }
