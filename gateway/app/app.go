@@ -165,7 +165,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	hook := ingest.New(ingest.FromSpool(a.spool), ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
+	hook := ingest.New(ingest.FromSpool(a.spool, c.Spool.AckTimeout), ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
 		a.log.With("component", "ingest"))
 	hook.SetServer(a.broker.Server())
 	if err := a.broker.AddHook(hook, nil); err != nil {

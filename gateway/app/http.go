@@ -59,7 +59,13 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		res[name] = c
 	}
-	set("influxdb", a.writer.Ping(ctx))
+	// ?scope=ingest: only what decides whether device frames can be
+	// accepted (spool room, sinks alive, NATS). InfluxDB being down is then
+	// not a reason to steer devices away: the spool absorbs the outage. Use
+	// it for device load balancing across replicas sharing one InfluxDB.
+	if r.URL.Query().Get("scope") != "ingest" {
+		set("influxdb", a.writer.Ping(ctx))
+	}
 	set("nats", a.bus.Ready())
 	st := a.spool.Stats()
 	var spoolErr error

@@ -10,6 +10,8 @@
 //     ack, so it resends after reconnecting. Nothing is acknowledged and lost.
 //   - QoS 0: appended without waiting for the fsync; dropped (and counted) when
 //     the spool is full.
+//   - QoS 1 waits at most spool.ack_timeout for its group commit (a stalled
+//     disk): then it is refused like a full spool, with 0x80 for MQTT 5.
 //   - Malformed payloads are written to the spool as dead letters (durable for
 //     QoS 1) and refused with PUBACK 0x99 (payload format invalid) for MQTT 5;
 //     a 3.1.1 client gets a normal PUBACK because the frame was durably
@@ -35,6 +37,9 @@ import (
 var (
 	ErrSpoolFull   = errors.New("ingest: spool full")
 	ErrSpoolClosed = errors.New("ingest: spool closed")
+	// ErrSpoolTimeout: the durable append did not complete within
+	// spool.ack_timeout (stalled disk). The publish is refused, not acked.
+	ErrSpoolTimeout = errors.New("ingest: spool append timed out")
 )
 
 // Spool is the durable log (gateway/spool behind an adapter).
@@ -82,7 +87,39 @@ func (h *Hook) ID() string { return "telegate-ingest" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
+	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect || b == mqtt.OnWillSent
+}
+
+// OnWillSent ingests a device's Will message (e.g. an "offline" event on
+// vehicles/{vin}/events). mochi publishes Wills to subscribers without
+// calling OnPublish, so without this they would never be stored. The broker
+// only accepts Wills on the device's own publish topics (checked at
+// CONNECT). There is no PUBACK for a Will: it is validated, dead-lettered if
+// malformed, and appended without waiting for the fsync.
+func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	class, id, ok := topics.Parse(pk.TopicName)
+	if !ok {
+		return
+	}
+	h.received[class].Inc()
+	kind := record.KindPublish
+	var reasonText string
+	if reason, err := h.val.Validate(class, id, pk.Payload); err != nil {
+		kind, reasonText = record.KindDeadLetter, err.Error()
+		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
+	} else {
+		h.decoded[class].Inc()
+	}
+	rec := record.Append(nil, kind, 0, time.Now().UnixNano(), pk.TopicName, cl.ID, reasonText, pk.Payload)
+	if err := h.spool.AppendAsync(rec); err != nil {
+		h.m.Dropped.WithLabelValues("will_not_spooled").Inc()
+		h.log.Warn("Will message not spooled", "client", cl.ID, "err", err)
+		return
+	}
+	h.spooled[0].Inc()
 }
 
 // OnPublish validates and spools an ingest publish. See the package comment
@@ -137,6 +174,8 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (p
 		reason, code = "spool_full", packets.ErrQuotaExceeded
 	} else if errors.Is(err, ErrSpoolClosed) {
 		reason, code = "shutting_down", packets.ErrServerBusy
+	} else if errors.Is(err, ErrSpoolTimeout) {
+		reason = "spool_timeout"
 	}
 	if pk.FixedHeader.Qos == 0 {
 		h.m.Dropped.WithLabelValues(reason).Inc()

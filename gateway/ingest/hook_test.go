@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func newFixture(t *testing.T, maxBytes int64) *fixture {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	h := ingest.New(ingest.FromSpool(sp), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
+	h := ingest.New(ingest.FromSpool(sp, 5*time.Second), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
 	h.SetServer(srv)
 	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
@@ -237,5 +238,48 @@ func TestSpoolFullRefusesQoS1(t *testing.T) {
 			t.Fatal("3.1.1 client not disconnected")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWillIsIngested: a device's Will (published by the broker when the
+// connection drops without DISCONNECT) is validated and spooled like a
+// publish.
+func TestWillIsIngested(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	ev := wire.VehicleEvent{Version: wire.Version, VIN: wire.Ident(vin), Seq: 9, TimeMs: time.Now().UnixMilli(), Kind: wire.EventOffline}
+	will, _ := ev.MarshalMsg(nil)
+	str := func(b []byte) []byte { return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...) }
+	var body []byte
+	body = append(body, str([]byte("MQTT"))...)
+	body = append(body, 4, 0x06, 0, 30) // v3.1.1, clean session + Will (QoS 0), keepalive 30
+	body = append(body, str([]byte(vin))...)
+	body = append(body, str([]byte("vehicles/"+vin+"/events"))...)
+	body = append(body, str(will)...)
+	conn, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack % x %v", ack, err)
+	}
+	conn.Close() // no DISCONNECT: the broker sends the Will
+	recs := readAll(t, f, 3) // connect, will, disconnect (order of the last two may vary)
+	found := false
+	for _, r := range recs {
+		if r.Kind == record.KindPublish && string(r.Topic) == "vehicles/"+vin+"/events" {
+			var got wire.VehicleEvent
+			if err := wire.DecodeVehicleEvent(r.Payload, &got); err != nil || got.Kind != wire.EventOffline {
+				t.Fatalf("will payload: %v %+v", err, got)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("Will not spooled: %+v", recs)
 	}
 }

@@ -3,19 +3,24 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/telegate/telegate/gateway/spool"
 )
 
 // FromSpool adapts the gateway's durable spool to the hook's Spool
-// interface, mapping spool.ErrFull and spool.ErrClosed onto ErrSpoolFull and
-// ErrSpoolClosed.
-func FromSpool(s *spool.Spool) Spool { return spoolAdapter{s} }
+// interface, mapping spool.ErrFull, spool.ErrClosed and spool.ErrTimeout
+// onto ErrSpoolFull, ErrSpoolClosed and ErrSpoolTimeout. ackTimeout bounds
+// how long a durable append waits for its group commit (0: no bound).
+func FromSpool(s *spool.Spool, ackTimeout time.Duration) Spool { return spoolAdapter{s, ackTimeout} }
 
-type spoolAdapter struct{ s *spool.Spool }
+type spoolAdapter struct {
+	s       *spool.Spool
+	timeout time.Duration
+}
 
 func (sa spoolAdapter) Append(rec []byte) error {
-	_, err := sa.s.Append(rec)
+	_, err := sa.s.AppendTimeout(rec, sa.timeout)
 	return mapSpoolErr(err)
 }
 
@@ -32,6 +37,8 @@ func mapSpoolErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrSpoolFull, err)
 	case errors.Is(err, spool.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrSpoolClosed, err)
+	case errors.Is(err, spool.ErrTimeout):
+		return fmt.Errorf("%w: %w", ErrSpoolTimeout, err)
 	}
 	return err
 }

@@ -18,6 +18,13 @@ const (
 	ReasonUnknownClientTag = "unknown_topic"
 )
 
+// Bounds on the free-text fields of a command ack (they travel on to NATS
+// events and InfluxDB fields).
+const (
+	MaxCmdIDLen     = 128
+	MaxAckReasonLen = 1024
+)
+
 // Validation errors.
 var (
 	ErrIdentityMismatch = errors.New("ingest: payload identity does not match the topic")
@@ -100,7 +107,8 @@ func (v *Validator) Validate(c topics.Class, id string, payload []byte) (reason 
 	case topics.ClassCmdAck:
 		err = wire.DecodeCommandAck(payload, &s.ack)
 		ident, ts = s.ack.VIN, s.ack.TimeMs
-		if err == nil && (s.ack.CmdID == "" || s.ack.Status < wire.AckApplied || s.ack.Status > wire.AckFailed) {
+		if err == nil && (s.ack.CmdID == "" || len(s.ack.CmdID) > MaxCmdIDLen || len(s.ack.Reason) > MaxAckReasonLen ||
+			s.ack.Status < wire.AckApplied || s.ack.Status > wire.AckFailed) {
 			return ReasonInvalidValue, ErrInvalidValue
 		}
 	case topics.ClassSession:

@@ -17,6 +17,9 @@ var (
 	// accepting the record would make the bytes not yet committed by every
 	// consumer exceed Options.MaxBytes.
 	ErrFull = errors.New("spool: full")
+	// ErrTimeout is returned by AppendTimeout when the group commit covering
+	// the record did not complete in time (see AppendTimeout).
+	ErrTimeout = errors.New("spool: durable append timed out")
 
 	// ErrTooLarge is returned by Append and AppendAsync for a record longer
 	// than Options.MaxRecord.

@@ -160,7 +160,10 @@ type Spool struct {
 	force      chan struct{} // cap 1: Sync wants the group now (cuts SyncDelay)
 	closing    chan struct{} // closed by Close
 	syncerDone chan struct{}
-	ops        sync.WaitGroup // file I/O outside mu (reads, commits, deletions)
+	watchDone  chan struct{}
+	// timedWaiters counts AppendTimeout calls waiting for a group commit.
+	timedWaiters int
+	ops          sync.WaitGroup // file I/O outside mu (reads, commits, deletions)
 
 	// testHookBeforeSync, when set, runs in the syncer after a group has been
 	// cut and before its fdatasync.
@@ -232,6 +235,7 @@ func Open(opts Options) (*Spool, error) {
 		force:      make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		syncerDone: make(chan struct{}),
+		watchDone:  make(chan struct{}),
 		curGen:     1,
 	}
 	s.synced.L = &s.mu
@@ -240,8 +244,63 @@ func Open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	go s.syncLoop()
+	go s.watchdog()
 	return s, nil
 }
+
+// AppendTimeout is Append with a bound on the wait for the group commit.
+// If the fsync covering rec has not completed within d (a stalled disk), it
+// returns ErrTimeout: the caller must not acknowledge the record. The record
+// may still become durable later and then be delivered to consumers, so a
+// client that resends it creates a duplicate, which the sinks write
+// idempotently. d <= 0 waits without bound, like Append.
+func (s *Spool) AppendTimeout(rec []byte, d time.Duration) (Pos, error) {
+	if d <= 0 {
+		return s.Append(rec)
+	}
+	deadline := time.Now().Add(d)
+	p, gen, err := s.write(rec)
+	if err != nil {
+		return Pos{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timedWaiters++
+	defer func() { s.timedWaiters-- }()
+	for s.doneGen < gen {
+		if !time.Now().Before(deadline) {
+			return Pos{}, fmt.Errorf("%w after %s", ErrTimeout, d)
+		}
+		s.synced.Wait()
+	}
+	if gen > s.okGen {
+		return Pos{}, s.failErr
+	}
+	return p, nil
+}
+
+// watchdog wakes timed waiters periodically so that they can notice their
+// deadline while the syncer is stuck in an fsync.
+func (s *Spool) watchdog() {
+	defer close(s.watchDone)
+	t := time.NewTicker(watchdogPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.timedWaiters > 0 {
+				s.synced.Broadcast()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// watchdogPeriod bounds how late AppendTimeout notices its deadline.
+const watchdogPeriod = 25 * time.Millisecond
 
 // Append writes rec and returns once it is durable (written and fsynced by a
 // group commit). rec is copied; the caller may reuse it. Errors: ErrTooLarge,
@@ -646,6 +705,7 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 
 	<-s.syncerDone
+	<-s.watchDone
 	s.ops.Wait()
 
 	s.mu.Lock()

@@ -838,3 +838,25 @@ func TestStress(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestAppendTimeoutStalledFsync: with the syncer stuck in its fsync, a
+// timed append gives up with ErrTimeout instead of blocking the caller (an
+// MQTT client's read loop) without bound.
+func TestAppendTimeoutStalledFsync(t *testing.T) {
+	s := mustOpen(t, opts(t.TempDir()))
+	release := make(chan struct{})
+	var once sync.Once
+	s.testHookBeforeSync = func() { once.Do(func() { <-release }) }
+	_, err := s.AppendTimeout([]byte("stuck"), 100*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("want ErrTimeout, got %v", err)
+	}
+	close(release)
+	// Once the disk recovers, timed appends succeed again.
+	if _, err := s.AppendTimeout([]byte("ok"), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendTimeout([]byte("unbounded"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
