@@ -464,12 +464,25 @@ func TestTopicAliasResolvedBeforeACL(t *testing.T) {
 	if got := rec.all(); !slices.Equal(got, []string{topic, topic}) {
 		t.Fatalf("hook saw %v", got)
 	}
-	// An alias bound to nothing stays denied.
+	// An alias bound to nothing, with an empty topic, is a protocol error:
+	// DISCONNECT 0x94 Topic Alias invalid, nothing reaches the hook.
 	unknown := uint16(2)
 	pr, _ = c.Publish(ctx, &paho.Publish{QoS: 1, Payload: []byte("c"),
 		Properties: &paho.PublishProperties{TopicAlias: &unknown}})
-	if pr == nil || pr.ReasonCode != 0x87 {
-		t.Fatalf("unbound alias: %+v", pr)
+	if pr != nil && pr.ReasonCode == 0 {
+		t.Fatalf("unbound alias acknowledged: %+v", pr)
+	}
+	c.waitClosed(t)
+	select {
+	case d := <-c.disconnect:
+		if d.ReasonCode != 0x94 {
+			t.Fatalf("DISCONNECT 0x%02x, want 0x94", d.ReasonCode)
+		}
+	case <-time.After(wait):
+		t.Fatal("no DISCONNECT for an unbound alias")
+	}
+	if got := rec.all(); len(got) != 2 {
+		t.Fatalf("hook saw %v", got)
 	}
 }
 

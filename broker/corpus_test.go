@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/telegate/telegate/broker/registry"
 )
 
 // The hostile input corpus: hand-built MQTT packets that break the protocol
@@ -503,7 +505,7 @@ var ackTypes = map[byte]string{0x40: "PUBACK", 0x50: "PUBREC", 0x70: "PUBCOMP", 
 func rawConnectV5(t testing.TB, addr, id string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c := dial(t, addr)
-	if _, err := c.Write(connectPacket(5, id, id, secrets[id], 30)); err != nil {
+	if _, err := c.Write(connectPacket(5, id, id, secretOf(id), 30)); err != nil {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(c)
@@ -535,6 +537,12 @@ func readPacketRaw(t testing.TB, r *bufio.Reader, first, reason byte) []byte {
 // sendHostile runs one corpus entry in one phase on a fresh connection and
 // returns what the broker sent after the (successful) CONNACK.
 func sendHostile(t testing.TB, addr string, c hostileCase, p phase) []byte {
+	return sendHostileAs(t, addr, vin1, c, p)
+}
+
+// sendHostileAs is sendHostile with the session of device id (whose
+// secret is in secrets).
+func sendHostileAs(t testing.TB, addr, id string, c hostileCase, p phase) []byte {
 	t.Helper()
 	var conn net.Conn
 	var r *bufio.Reader
@@ -543,9 +551,9 @@ func sendHostile(t testing.TB, addr string, c hostileCase, p phase) []byte {
 		conn = dial(t, addr)
 		r = bufio.NewReader(conn)
 	case v3Phase:
-		conn, r = rawConnect(t, addr, vin1)
+		conn, r = rawConnect(t, addr, id)
 	case v5Phase:
-		conn, r = rawConnectV5(t, addr, vin1)
+		conn, r = rawConnectV5(t, addr, id)
 	}
 	in := c.in(p)
 	// Writes may fail once the broker closes; what matters is the close.
@@ -628,7 +636,21 @@ func heapInUse() uint64 {
 // left behind and that every socket was closed. Only memory is asserted,
 // never time.
 func TestHostileMemoryBounded(t *testing.T) {
-	b := startBroker(t, nil, func(c *Config) { c.ConnectTimeout = 2 * time.Second })
+	// One device per worker, so that sessions never take each other over.
+	const workers = 16
+	devs := testDevices(t)
+	hash := devs[0].SecretHash // vin1's: any id verifies with its secret
+	var ids []string
+	for i := range workers {
+		id := fmt.Sprintf("TGSVS0000000010%02d", i)
+		ids = append(ids, id)
+		devs = append(devs, registry.Device{ID: id, Kind: registry.KindVehicle, SecretHash: hash})
+	}
+	reg, err := registry.New(devs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, reg, func(c *Config) { c.ConnectTimeout = 2 * time.Second })
 	addr := b.Addr(ListenerTCP)
 	type job struct {
 		c hostileCase
@@ -654,10 +676,10 @@ func TestHostileMemoryBounded(t *testing.T) {
 	n := hostileConns()
 	work := make(chan job)
 	var wg sync.WaitGroup
-	for range 16 {
+	for w := range workers {
 		wg.Go(func() {
 			for j := range work {
-				got := sendHostile(t, addr, j.c, j.p)
+				got := sendHostileAs(t, addr, ids[w], j.c, j.p)
 				checkResponse(t, j.c, j.p, got)
 			}
 		})
@@ -724,4 +746,13 @@ func corpusSeedsAfterConnect() [][]byte {
 		}
 	}
 	return out
+}
+
+// secretOf returns the secret of a test device; devices added by a test
+// with vin1's hash (TestHostileMemoryBounded) share vin1's secret.
+func secretOf(id string) string {
+	if s, ok := secrets[id]; ok {
+		return s
+	}
+	return secrets[vin1]
 }

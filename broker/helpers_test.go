@@ -444,7 +444,7 @@ func subscribePacket(id uint16, filters ...string) []byte {
 func rawConnect(t testing.TB, addr, id string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c := dial(t, addr)
-	if _, err := c.Write(connectPacket(4, id, id, secrets[id], 30)); err != nil {
+	if _, err := c.Write(connectPacket(4, id, id, secretOf(id), 30)); err != nil {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(c)

@@ -267,7 +267,7 @@ func TestWillIsIngested(t *testing.T) {
 	if _, err := io.ReadFull(conn, ack); err != nil || ack[3] != 0 {
 		t.Fatalf("connack % x %v", ack, err)
 	}
-	conn.Close() // no DISCONNECT: the broker sends the Will
+	conn.Close()             // no DISCONNECT: the broker sends the Will
 	recs := readAll(t, f, 3) // connect, will, disconnect (order of the last two may vary)
 	found := false
 	for _, r := range recs {
