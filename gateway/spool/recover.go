@@ -300,6 +300,16 @@ func (s *Spool) scanSegment(br *bufio.Reader, seq uint64, last bool, loads []*cu
 		if !last {
 			return sc, &CorruptError{File: path, Pos: Pos{Seg: seq, Off: end}, Reason: bad}
 		}
+		// A torn tail holds only records whose fsync never completed. If a
+		// consumer had already committed past the bad frame, the records
+		// there were durable: that is corruption, not a torn write, and
+		// truncating would silently drop acknowledged frames.
+		for _, ld := range mine {
+			if ld.st.pos.Off > end {
+				return sc, &CorruptError{File: path, Pos: Pos{Seg: seq, Off: end},
+					Reason: bad + " (a consumer committed past it: not a torn tail)"}
+			}
+		}
 		if err := f.Truncate(end); err != nil {
 			return sc, err
 		}

@@ -341,3 +341,43 @@ func TestReadReportsCorruption(t *testing.T) {
 		}
 	}
 }
+
+// TestCorruptionBeforeCommittedRecordsIsNotTruncated: a bad frame in the last
+// segment *before* records a consumer already committed cannot be a torn
+// write (those records were durable): Open must report it, not silently drop
+// acknowledged records.
+func TestCorruptionBeforeCommittedRecordsIsNotTruncated(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, Consumers: []string{"only"}, NoSync: true, Logger: quiet}
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := s.Append(bytes.Repeat([]byte{byte('a' + i)}, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := s.Consumer("only")
+	recs, err := c.Read(context.Background(), nil, 5, 1<<20)
+	if err != nil || len(recs) != 5 {
+		t.Fatalf("read %d %v", len(recs), err)
+	}
+	if err := c.Commit(recs[4].Next); err != nil {
+		t.Fatal(err)
+	}
+	firstPayload := recs[0].Pos
+	s.Close()
+	path := filepath.Join(dir, segName(firstPayload.Seg))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[firstPayload.Off+frameHeaderSize+10] ^= 0xFF // flip a byte inside record 0
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(o); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("want ErrCorrupt, got %v", err)
+	}
+}
