@@ -50,6 +50,7 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 30000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
+	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
 fuzz: ## run every fuzz target briefly
 	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \

@@ -51,6 +51,9 @@ cat <<INFO
   DTC events (nats CLI):   nats --server nats://127.0.0.1:4222 sub 'telemetry.dtc.>'
   Charging sessions:       nats --server nats://127.0.0.1:4222 sub 'charging.session.>'
 
+  Services API:            curl -s -H 'Authorization: Bearer dev-admin-token-change-me' http://127.0.0.1:8080/api/v1/customers
+  Café partner triggers:   go run ./gateway/services/cmd/partner-example   (docs/services.md)
+
   Ctrl-C stops everything.
 INFO
 

@@ -381,6 +381,12 @@ func (v *vehicleDev) apply(c *wire.Command) ackResult {
 		if _, err := dtc.Parse(code); err != nil {
 			return ackResult{wire.AckRejected, err.Error()}
 		}
+	case "offer":
+		// A partner offer shown on the head unit: nothing to change in the
+		// vehicle model; the ack tells the cloud it was displayed.
+		if _, ok := param("offer_code", "code", "offer"); !ok && len(c.Params) == 0 {
+			return ackResult{wire.AckRejected, "offer without content"}
+		}
 	case "diagnostics_snapshot":
 		// Sends a diagnostics report now instead of at the next interval.
 		if !v.diag() {
