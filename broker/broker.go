@@ -189,7 +189,20 @@ type Broker struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	closeMu sync.Mutex // serialises Close
+	expiry  *time.Timer // fires at the next previous_valid_until; guarded by mu
+	closeMu sync.Mutex  // serialises Close
+
+	authMu sync.Mutex
+	auth   map[string]authRecord // per device id: how its live session authenticated
+}
+
+// authRecord is how a device's current session proved its identity: the
+// bcrypt hash its secret matched, or a client certificate without a
+// password.
+type authRecord struct {
+	cl   *mqtt.Client
+	hash string
+	cert bool
 }
 
 // New builds a broker. It validates cfg, loads the TLS material and
@@ -211,6 +224,7 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		log:   log,
 		limit: listener.NewLimit(cfg.MaxConnections),
 		rates: newLimiters(cfg.RatePerDevice, cfg.Burst),
+		auth:  make(map[string]authRecord),
 	}
 	if cfg.TLSAddr != "" {
 		tc, err := loadTLS(cfg)
@@ -242,6 +256,7 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		SysTopicResendInterval:   60,
 		InlineClient:             true, // for Publish (cloud-to-device commands)
 	})
+	b.stats.info = b.server.Info
 	if err := b.server.AddHook(&policy{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add policy hook: %w", err)
 	}
@@ -360,6 +375,7 @@ func (b *Broker) Start() error {
 		return fail(fmt.Errorf("broker: serve: %w", err))
 	}
 	b.started = true
+	b.scheduleExpiryLocked()
 	for _, s := range []string{ListenerTCP, ListenerTLS, ListenerWS} {
 		if a := b.addr(s); a != "" {
 			b.log.Info("broker listening", "listener", s, "address", a)
@@ -394,6 +410,9 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.expiry != nil {
+		b.expiry.Stop()
+	}
 	b.mu.Unlock()
 	if err := b.server.Close(); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
@@ -482,37 +501,110 @@ func (b *Broker) hasOpenClient(id string, except *mqtt.Client) bool {
 }
 
 // Reload re-reads the registry file and ends the sessions of devices that
-// were removed, disabled, changed kind or had their secret rotated. Removed,
-// disabled and kind-changed devices also lose their stored sessions; a
-// rotated device keeps its session for when it reconnects with the new
-// secret. On error the current registry stays in force.
+// lost access: removed, disabled or kind-changed devices (whose stored
+// sessions are discarded too), and sessions whose secret is no longer
+// accepted. A device in the middle of a secret rotation (previous_secret_hash
+// in the registry) keeps its session as long as the secret it authenticated
+// with is still accepted; when it is not (the previous hash was removed or
+// the device was rotated without one), the live session is ended and the
+// stored session kept for when it reconnects with the new secret. On error
+// the current registry stays in force.
 func (b *Broker) Reload() error {
 	ch, err := b.reg.Reload()
 	if err != nil {
 		return fmt.Errorf("broker: reload registry: %w", err)
 	}
-	purge := map[string]bool{}
-	for _, id := range ch.Removed {
-		purge[id] = true
-	}
-	for _, id := range ch.Disabled {
-		purge[id] = true
-	}
-	for _, id := range ch.KindChanged {
-		purge[id] = true
-	}
 	ended := 0
-	for _, id := range ch.Revoked() {
-		if b.kick(id, purge[id]) {
-			ended++
-			b.stats.Revoked.Add(1)
+	for _, ids := range [][]string{ch.Removed, ch.Disabled, ch.KindChanged} {
+		for _, id := range ids {
+			b.forget(id)
+			if b.kick(id, true) {
+				ended++
+				b.stats.Revoked.Add(1)
+			}
 		}
 	}
+	ended += b.revalidate()
+	b.mu.Lock()
+	b.scheduleExpiryLocked()
+	b.mu.Unlock()
 	b.log.Info("device registry reloaded",
 		"devices", b.reg.Len(), "added", len(ch.Added), "removed", ch.Removed,
 		"disabled", ch.Disabled, "enabled", len(ch.Enabled), "rotated", ch.Rotated,
 		"kind_changed", ch.KindChanged, "sessions_ended", ended)
 	return nil
+}
+
+// recordAuth remembers how cl authenticated (hash "" and cert true for a
+// client certificate without password).
+func (b *Broker) recordAuth(cl *mqtt.Client, hash string, cert bool) {
+	b.authMu.Lock()
+	b.auth[cl.ID] = authRecord{cl: cl, hash: hash, cert: cert}
+	b.authMu.Unlock()
+}
+
+// forget drops the auth record of id, or only cl's if cl is not nil.
+func (b *Broker) forget(id string, cl ...*mqtt.Client) {
+	b.authMu.Lock()
+	defer b.authMu.Unlock()
+	if r, ok := b.auth[id]; ok && (len(cl) == 0 || r.cl == cl[0]) {
+		delete(b.auth, id)
+	}
+}
+
+// revalidate ends every live session whose credentials the registry no
+// longer accepts (device gone or disabled, or its secret's hash neither the
+// current nor a still-valid previous one). Stored sessions are kept. It
+// returns the number of sessions ended.
+func (b *Broker) revalidate() int {
+	now := time.Now()
+	ended := 0
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		d, ok := b.reg.Lookup(cl.ID)
+		b.authMu.Lock()
+		rec, known := b.auth[cl.ID]
+		b.authMu.Unlock()
+		if ok && !d.Disabled && known && rec.cl == cl && (rec.cert || d.Accepts(rec.hash, now)) {
+			continue
+		}
+		b.log.Info("session ended: credentials no longer accepted", "client", cl.ID, "remote", cl.Net.Remote)
+		b.forget(cl.ID, cl)
+		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
+		b.stats.Revoked.Add(1)
+		ended++
+	}
+	return ended
+}
+
+// scheduleExpiryLocked arms a timer for the next previous_valid_until in
+// the registry, which ends the sessions authenticated with a secret that
+// just expired. b.mu must be held.
+func (b *Broker) scheduleExpiryLocked() {
+	if b.expiry != nil {
+		b.expiry.Stop()
+		b.expiry = nil
+	}
+	next, ok := b.reg.NextExpiry(time.Now())
+	if !ok || b.closed {
+		return
+	}
+	b.expiry = time.AfterFunc(time.Until(next)+10*time.Millisecond, func() {
+		b.mu.Lock()
+		closed := b.closed
+		b.mu.Unlock()
+		if closed {
+			return
+		}
+		if n := b.revalidate(); n > 0 {
+			b.log.Info("previous device secrets expired", "sessions_ended", n)
+		}
+		b.mu.Lock()
+		b.scheduleExpiryLocked()
+		b.mu.Unlock()
+	})
 }
 
 // Connected returns the number of connected, authenticated clients.

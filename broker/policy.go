@@ -93,6 +93,7 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		return refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
 	}
 	var dev registry.Device
+	hash := "" // the bcrypt hash the password matched; "" for a certificate alone
 	if cn, ok := peerCommonName(cl.Net.Conn); ok {
 		if cn != id {
 			return refuse(&st.RefusedIdentityMismatch, "client id differs from certificate CN", nil)
@@ -108,20 +109,22 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 			return classify(registry.ErrDisabled)
 		}
 		if pk.Connect.PasswordFlag {
-			if _, err := h.b.reg.Verify(id, pk.Connect.Password); err != nil {
+			_, matched, err := h.b.reg.VerifyHash(id, pk.Connect.Password)
+			if err != nil {
 				return classify(err)
 			}
+			hash = matched
 		}
 		dev = d
 	} else {
 		if user != id {
 			return refuse(&st.RefusedIdentityMismatch, "username differs from client id", nil)
 		}
-		d, err := h.b.reg.Verify(id, pk.Connect.Password)
+		d, matched, err := h.b.reg.VerifyHash(id, pk.Connect.Password)
 		if err != nil {
 			return classify(err)
 		}
-		dev = d
+		dev, hash = d, matched
 	}
 
 	if pk.Connect.WillFlag && !acl.CanPublish(dev.Kind, dev.ID, pk.Connect.WillTopic) {
@@ -135,6 +138,7 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		cl.Stop(packets.ErrNotAuthorized)
 		return false
 	}
+	h.b.recordAuth(cl, hash, hash == "")
 	return true
 }
 
@@ -293,9 +297,11 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 }
 
 // OnDisconnect frees the device's rate limiter unless another connection
-// of the same device (a session takeover) is live.
+// of the same device (a session takeover) is live, and forgets how the
+// session authenticated.
 func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.b.rates.release(cl.ID, h.b.hasOpenClient(cl.ID, cl))
+	h.b.forget(cl.ID, cl)
 }
 
 // afterPanic is called by the listeners after a panic was recovered while
@@ -308,6 +314,7 @@ func (b *Broker) afterPanic(conn net.Conn, _ any) {
 			continue
 		}
 		cl.Stop(packets.ErrUnspecifiedError)
+		b.forget(cl.ID, cl)
 		clean := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
 			(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 		if clean {

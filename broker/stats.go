@@ -3,6 +3,8 @@ package broker
 import (
 	"sync/atomic"
 
+	"github.com/mochi-mqtt/server/v2/system"
+
 	"github.com/telegate/telegate/broker/listener"
 )
 
@@ -37,6 +39,18 @@ type Stats struct {
 	// the connection cap, closed for not sending CONNECT in time, recovered
 	// panics, and currently open sockets.
 	Listener listener.Stats
+
+	info *system.Info // mochi's counters, for messages_dropped; nil until New
+}
+
+// MessagesDropped returns the number of messages mochi dropped because a
+// client's outbound queue (MaxClientWritesPending) was full: a device that
+// does not read its socket loses messages instead of growing the queue.
+func (s *Stats) MessagesDropped() uint64 {
+	if s.info == nil {
+		return 0
+	}
+	return uint64(max(0, atomic.LoadInt64(&s.info.MessagesDropped)))
 }
 
 // Snapshot returns the current value of every counter keyed by a stable
@@ -61,5 +75,6 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"recovered_panics":                   s.Listener.Panics.Load(),
 		"protocol_violations":                s.Listener.ProtocolViolations.Load(),
 		"sockets_open":                       uint64(max(0, s.Listener.Open.Load())),
+		"messages_dropped":                   s.MessagesDropped(),
 	}
 }

@@ -6,13 +6,17 @@
 //	    kind: vehicle             # vehicle | charger
 //	    secret_hash: "$2a$10$..."  # bcrypt of the device secret
 //	    disabled: false
+//	    # optional, during a secret rotation:
+//	    previous_secret_hash: "$2a$10$..."        # the secret being replaced, still accepted
+//	    previous_valid_until: 2026-12-01T00:00:00Z # RFC 3339; omitted = until removed
 //
 // Parsing is strict: unknown keys, duplicate keys, duplicate ids, unknown
 // kinds, malformed identities and malformed bcrypt hashes are all errors, so
 // a typo can never silently open or close access.
 //
 // A Registry is safe for concurrent use. Verify checks a device secret
-// against its bcrypt hash and remembers a keyed SHA-256 digest of each
+// against its bcrypt hash (or, during a rotation, the previous one) and
+// remembers a keyed SHA-256 digest of each
 // secret that verified, so a reconnect storm of known devices costs a hash
 // each rather than a bcrypt each. Reload re-reads the file, swaps the table
 // atomically and reports which devices lost access.
@@ -34,6 +38,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -77,6 +82,55 @@ type Device struct {
 	SecretHash string `yaml:"secret_hash"`
 	// Disabled devices are refused at connect and ACL time.
 	Disabled bool `yaml:"disabled"`
+	// PreviousSecretHash, if set, is the bcrypt hash of the secret being
+	// rotated out: it is accepted too, until PreviousValidUntil (if set).
+	PreviousSecretHash string `yaml:"previous_secret_hash,omitempty"`
+	// PreviousValidUntil, if set, ends the validity of PreviousSecretHash.
+	// Written as RFC 3339; requires PreviousSecretHash.
+	PreviousValidUntil Timestamp `yaml:"previous_valid_until,omitempty"`
+}
+
+// Timestamp is a point in time written in YAML as an RFC 3339 string, and
+// parsed strictly as one (YAML's looser timestamp forms are refused).
+type Timestamp struct{ time.Time }
+
+// UnmarshalYAML parses an RFC 3339 scalar.
+func (t *Timestamp) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want an RFC 3339 time", n.Line)
+	}
+	v, err := time.Parse(time.RFC3339, n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)", n.Line, n.Value)
+	}
+	t.Time = v
+	return nil
+}
+
+// MarshalYAML writes the time in RFC 3339.
+func (t Timestamp) MarshalYAML() (any, error) { return t.UTC().Format(time.RFC3339), nil }
+
+// Accepts reports whether a secret verified against bcrypt hash h gives
+// access at time now: h is the current hash, or the previous one within
+// its validity.
+func (d Device) Accepts(h string, now time.Time) bool {
+	if h == "" {
+		return false
+	}
+	return h == d.SecretHash || h == d.PreviousSecretHash && d.previousValid(now)
+}
+
+func (d Device) previousValid(now time.Time) bool {
+	return d.PreviousSecretHash != "" && (d.PreviousValidUntil.IsZero() || now.Before(d.PreviousValidUntil.Time))
+}
+
+// acceptedHashes returns the hashes a secret may verify against at now,
+// current first.
+func (d Device) acceptedHashes(now time.Time) []string {
+	if d.previousValid(now) {
+		return []string{d.SecretHash, d.PreviousSecretHash}
+	}
+	return []string{d.SecretHash}
 }
 
 // Validate reports whether d is a well-formed entry.
@@ -92,6 +146,17 @@ func (d Device) Validate() error {
 	}
 	if err := checkHash(d.SecretHash); err != nil {
 		return fmt.Errorf("%w: device %q: %v", ErrInvalid, d.ID, err)
+	}
+	switch {
+	case d.PreviousSecretHash == "" && !d.PreviousValidUntil.IsZero():
+		return fmt.Errorf("%w: device %q: previous_valid_until without previous_secret_hash", ErrInvalid, d.ID)
+	case d.PreviousSecretHash == "":
+	case d.PreviousSecretHash == d.SecretHash:
+		return fmt.Errorf("%w: device %q: previous_secret_hash equals secret_hash", ErrInvalid, d.ID)
+	default:
+		if err := checkHash(d.PreviousSecretHash); err != nil {
+			return fmt.Errorf("%w: device %q: previous_%v", ErrInvalid, d.ID, err)
+		}
 	}
 	return nil
 }
@@ -112,12 +177,14 @@ type Changes struct {
 	Removed     []string // ids no longer in the file
 	Disabled    []string // ids that went from enabled to disabled
 	Enabled     []string // ids that went from disabled to enabled
-	Rotated     []string // ids whose secret_hash changed
+	Rotated     []string // ids whose secret_hash or previous secret (hash, validity) changed
 	KindChanged []string // ids whose kind changed
 }
 
-// Revoked returns the sorted, de-duplicated ids whose live sessions must be
-// ended: removed, disabled, rotated and kind-changed devices.
+// Revoked returns the sorted, de-duplicated ids whose live sessions may
+// have to be ended: removed, disabled, rotated and kind-changed devices. A
+// rotated device's session survives if the secret it authenticated with is
+// still accepted (Device.Accepts); the broker checks that per session.
 func (c Changes) Revoked() []string {
 	var ids []string
 	ids = append(ids, c.Removed...)
@@ -136,9 +203,13 @@ func (c Changes) Empty() bool {
 type table map[string]Device
 
 type cacheEntry struct {
-	hash   string // the SecretHash the secret verified against
+	hash   string // the bcrypt hash the secret verified against
 	digest [sha256.Size]byte
 }
+
+// cacheEntries holds a device's verified secrets: at most one per hash,
+// so at most two during a rotation.
+type cacheEntries [2]cacheEntry
 
 // Registry is the device table. The zero value is not usable; create one
 // with Load or New.
@@ -148,10 +219,11 @@ type Registry struct {
 	reload sync.Mutex // serialises Reload
 
 	mu    sync.Mutex // guards cache
-	cache map[string]cacheEntry
+	cache map[string]cacheEntries
 	key   [32]byte // per-process HMAC key for cached digests
 
 	bcryptSlots chan struct{} // bounds concurrent bcrypt comparisons
+	now         func() time.Time
 }
 
 // Load reads and validates the registry file at path.
@@ -176,7 +248,8 @@ func New(devices []Device) (*Registry, error) {
 		return nil, err
 	}
 	r := &Registry{
-		cache:       make(map[string]cacheEntry),
+		cache:       make(map[string]cacheEntries),
+		now:         time.Now,
 		bcryptSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 	}
 	if _, err := rand.Read(r.key[:]); err != nil {
@@ -209,49 +282,95 @@ func (r *Registry) Devices() []Device {
 }
 
 // Verify checks secret for device id. It returns the device on success, or
-// an error wrapping ErrUnknownDevice, ErrDisabled or ErrBadSecret. Secrets
-// that verified before against the same hash are accepted from a cache
-// without running bcrypt; a different secret for a cached device is refused
-// without running bcrypt either (the hash can only match one secret of at
-// most MaxSecretLength bytes).
+// an error wrapping ErrUnknownDevice, ErrDisabled or ErrBadSecret. See
+// VerifyHash.
 func (r *Registry) Verify(id string, secret []byte) (Device, error) {
+	d, _, err := r.VerifyHash(id, secret)
+	return d, err
+}
+
+// VerifyHash checks secret for device id against its current hash and,
+// during a rotation, its previous hash while that is valid. It returns the
+// device and the hash the secret matched (to re-check the session later
+// with Device.Accepts), or an error wrapping ErrUnknownDevice, ErrDisabled
+// or ErrBadSecret. Secrets that verified before against the same hash are
+// accepted from a cache without running bcrypt; a different secret is
+// refused without running bcrypt once every accepted hash has a cached
+// secret (a hash can only match one secret of at most MaxSecretLength
+// bytes).
+func (r *Registry) VerifyHash(id string, secret []byte) (Device, string, error) {
 	d, ok := r.Lookup(id)
 	if !ok {
-		return Device{}, fmt.Errorf("%w: %q", ErrUnknownDevice, id)
+		return Device{}, "", fmt.Errorf("%w: %q", ErrUnknownDevice, id)
 	}
 	if d.Disabled {
-		return Device{}, fmt.Errorf("%w: %q", ErrDisabled, id)
+		return Device{}, "", fmt.Errorf("%w: %q", ErrDisabled, id)
 	}
 	if len(secret) == 0 || len(secret) > MaxSecretLength {
-		return Device{}, fmt.Errorf("%w: %q", ErrBadSecret, id)
+		return Device{}, "", fmt.Errorf("%w: %q", ErrBadSecret, id)
 	}
 	digest := r.digest(id, secret)
+	hashes := d.acceptedHashes(r.now())
 
 	r.mu.Lock()
-	e, cached := r.cache[id]
+	cached := r.cache[id]
 	r.mu.Unlock()
-	if cached && e.hash == d.SecretHash {
-		if hmac.Equal(e.digest[:], digest[:]) {
-			return d, nil
+	var uncached []string
+	for _, h := range hashes {
+		i := slices.IndexFunc(cached[:], func(e cacheEntry) bool { return e.hash == h })
+		switch {
+		case i < 0:
+			uncached = append(uncached, h)
+		case hmac.Equal(cached[i].digest[:], digest[:]):
+			return d, h, nil
 		}
-		return Device{}, fmt.Errorf("%w: %q", ErrBadSecret, id)
 	}
 
-	r.bcryptSlots <- struct{}{}
-	err := bcrypt.CompareHashAndPassword([]byte(d.SecretHash), secret)
-	<-r.bcryptSlots
-	if err != nil {
-		return Device{}, fmt.Errorf("%w: %q", ErrBadSecret, id)
+	for _, h := range uncached {
+		r.bcryptSlots <- struct{}{}
+		err := bcrypt.CompareHashAndPassword([]byte(h), secret)
+		<-r.bcryptSlots
+		if err != nil {
+			continue
+		}
+		r.remember(id, h, digest)
+		return d, h, nil
 	}
+	return Device{}, "", fmt.Errorf("%w: %q", ErrBadSecret, id)
+}
 
+// remember caches digest as the secret of hash h of device id, if h is
+// still one of its hashes (a Reload may have run while bcrypt did).
+func (r *Registry) remember(id, h string, digest [sha256.Size]byte) {
 	r.mu.Lock()
-	// Only cache against the hash that is still current: a Reload may have
-	// rotated the secret while bcrypt ran.
-	if cur, ok := r.Lookup(id); ok && cur.SecretHash == d.SecretHash {
-		r.cache[id] = cacheEntry{hash: d.SecretHash, digest: digest}
+	defer r.mu.Unlock()
+	cur, ok := r.Lookup(id)
+	if !ok || (h != cur.SecretHash && h != cur.PreviousSecretHash) {
+		return
 	}
-	r.mu.Unlock()
-	return d, nil
+	entries := r.cache[id]
+	slot := 0
+	for i, e := range entries {
+		if e.hash == h || e.hash == "" || (e.hash != cur.SecretHash && e.hash != cur.PreviousSecretHash) {
+			slot = i
+			break
+		}
+	}
+	entries[slot] = cacheEntry{hash: h, digest: digest}
+	r.cache[id] = entries
+}
+
+// NextExpiry returns the earliest previous_valid_until after now, if any
+// device has one.
+func (r *Registry) NextExpiry(now time.Time) (time.Time, bool) {
+	var next time.Time
+	for _, d := range *r.table.Load() {
+		u := d.PreviousValidUntil.Time
+		if d.PreviousSecretHash != "" && !u.IsZero() && u.After(now) && (next.IsZero() || u.Before(next)) {
+			next = u
+		}
+	}
+	return next, !next.IsZero()
 }
 
 func (r *Registry) digest(id string, secret []byte) [sha256.Size]byte {
@@ -288,9 +407,17 @@ func (r *Registry) Reload() (Changes, error) {
 
 	r.mu.Lock()
 	r.table.Store(&next)
-	for id, e := range r.cache {
-		if d, ok := next[id]; !ok || d.SecretHash != e.hash {
+	for id, entries := range r.cache {
+		d, ok := next[id]
+		for i, e := range entries {
+			if !ok || (e.hash != d.SecretHash && e.hash != d.PreviousSecretHash) {
+				entries[i] = cacheEntry{}
+			}
+		}
+		if entries == (cacheEntries{}) {
 			delete(r.cache, id)
+		} else {
+			r.cache[id] = entries
 		}
 	}
 	r.mu.Unlock()
@@ -311,7 +438,8 @@ func diff(prev, next table) Changes {
 		if !n.Disabled && p.Disabled {
 			c.Enabled = append(c.Enabled, id)
 		}
-		if n.SecretHash != p.SecretHash {
+		if n.SecretHash != p.SecretHash || n.PreviousSecretHash != p.PreviousSecretHash ||
+			!n.PreviousValidUntil.Equal(p.PreviousValidUntil.Time) {
 			c.Rotated = append(c.Rotated, id)
 		}
 		if n.Kind != p.Kind {
