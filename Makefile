@@ -52,6 +52,9 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
+soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m
+	$(GO) run ./gateway/cmd/soak -gateway $(BIN)/gateway -influxd $(BIN)/influxd -duration $(or $(SOAK_DURATION),2m)
+
 fuzz: ## run every fuzz target briefly
 	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \
 	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 15s ./decoders/wire/ || exit 1; done

@@ -53,6 +53,15 @@ func (s *Stats) MessagesDropped() uint64 {
 	return uint64(max(0, atomic.LoadInt64(&s.info.MessagesDropped)))
 }
 
+// InflightDropped returns the number of QoS 1 messages to devices that
+// mochi dropped because the device already had MaxInflight unacknowledged.
+func (s *Stats) InflightDropped() uint64 {
+	if s.info == nil {
+		return 0
+	}
+	return uint64(max(0, atomic.LoadInt64(&s.info.InflightDropped)))
+}
+
 // Snapshot returns the current value of every counter keyed by a stable
 // metric-style name.
 func (s *Stats) Snapshot() map[string]uint64 {
@@ -76,5 +85,6 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"protocol_violations":                s.Listener.ProtocolViolations.Load(),
 		"sockets_open":                       uint64(max(0, s.Listener.Open.Load())),
 		"messages_dropped":                   s.MessagesDropped(),
+		"inflight_dropped":                   s.InflightDropped(),
 	}
 }

@@ -279,6 +279,15 @@ func TestWebSocketListener(t *testing.T) {
 	c := dial(t, w.Address())
 	waitClosed(t, c)
 
+	// A plain HTTP request (not an upgrade) gets its answer and the socket
+	// is closed: it must not idle in keep-alive holding a connection slot.
+	h := dial(t, w.Address())
+	if _, err := h.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h)
+	eventually(t, "plain HTTP socket released", func() bool { return st.Open.Load() == 0 })
+
 	// Upgraded but silent: the deadline is re-armed after the upgrade.
 	w2, err := NewWebSocket(Options{ID: "ws2", Address: "127.0.0.1:0", ConnectTimeout: 100 * time.Millisecond, Stats: st})
 	if err != nil {

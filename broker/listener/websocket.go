@@ -107,9 +107,14 @@ func (l *WebSocket) Serve(establish listeners.EstablishFn) {
 		// Also keeps net/http from clearing the connect deadline set at
 		// accept while it reads the upgrade request.
 		ReadHeaderTimeout: l.opts.ConnectTimeout,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		// A socket whose request was not an upgrade must not idle in
+		// keep-alive: it would hold a connection slot past the connect
+		// timeout. One request per connection, and idle ones are closed.
+		IdleTimeout:    l.opts.ConnectTimeout,
+		MaxHeaderBytes: 8 << 10,
+		ErrorLog:       slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}
+	l.srv.SetKeepAlivesEnabled(false)
 	srv := l.srv
 	ln := &admitListener{Listener: l.ln, core: l.core}
 	l.mu.Unlock()
