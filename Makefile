@@ -47,7 +47,7 @@ generate-check: ## fail if committed generated code is stale
 bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures: docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/influxsink/ ./gateway/record/ ./gateway/topics/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
-	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 30000x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'

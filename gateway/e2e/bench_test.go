@@ -28,29 +28,44 @@ import (
 //	p50/p99-ms       publish → queryable latency of probe frames sent during the load
 //
 // Run with: go test -run '^$' -bench EndToEnd -benchtime 30000x ./gateway/e2e/ (make bench)
-// Fleet sizes come from TELEGATE_BENCH_VEHICLES (comma-separated, default
-// "50,200"); each size runs as a sub-benchmark with its own InfluxDB and
-// gateway.
+// Fleets come from TELEGATE_BENCH_VEHICLES (comma-separated, default
+// "50,200,500@10"): N vehicles publishing as fast as PUBACKs allow, or
+// N@HZ vehicles each paced at HZ frames per second (a nominal load, for
+// latency below saturation). Each runs as a sub-benchmark with its own
+// InfluxDB and gateway.
 func BenchmarkEndToEndQoS1(b *testing.B) {
 	sizes := os.Getenv("TELEGATE_BENCH_VEHICLES")
 	if sizes == "" {
-		sizes = "50,200"
+		sizes = "50,200,500@10"
 	}
 	for _, f := range strings.Split(sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			b.Fatalf("TELEGATE_BENCH_VEHICLES: bad size %q", f)
+		ns, hzs, paced := strings.Cut(strings.TrimSpace(f), "@")
+		n, err := strconv.Atoi(ns)
+		hz := 0
+		if paced {
+			hz, _ = strconv.Atoi(hzs)
 		}
-		b.Run(fmt.Sprintf("vehicles=%d", n), func(b *testing.B) { benchEndToEnd(b, n) })
+		if err != nil || n < 1 || (paced && hz < 1) {
+			b.Fatalf("TELEGATE_BENCH_VEHICLES: bad fleet %q", f)
+		}
+		name := fmt.Sprintf("vehicles=%d", n)
+		if paced {
+			name += fmt.Sprintf("/%dHz", hz)
+		}
+		b.Run(name, func(b *testing.B) { benchEndToEnd(b, n, hz) })
 	}
 }
 
-func benchEndToEnd(b *testing.B, vehicles int) {
+func benchEndToEnd(b *testing.B, vehicles, hz int) {
 	in := testenv.StartInflux(b)
 	gw := testenv.StartGateway(b, in, vehicles)
 
+	interval := time.Millisecond // saturating: the PUBACK window paces the fleet
+	if hz > 0 {
+		interval = time.Second / time.Duration(hz)
+	}
 	cfg := sim.Config{Broker: gw.MQTTURL, Vehicles: vehicles, FleetKey: fleetKey, Frames: b.N,
-		TelemetryInterval: time.Millisecond, DiagInterval: time.Hour, InflightPerDevice: 16, Seed: 1,
+		TelemetryInterval: interval, DiagInterval: time.Hour, InflightPerDevice: 16, Seed: 1,
 		Logger: quietLogger()}
 	fleet, err := sim.New(cfg)
 	if err != nil {
