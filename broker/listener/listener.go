@@ -379,3 +379,33 @@ func acceptBackoff(d time.Duration) time.Duration {
 	time.Sleep(d)
 	return d
 }
+
+// boundAddress is the listener's bound address once its socket is open
+// (useful with port 0), else the configured address. mu guards ln.
+func boundAddress(mu *sync.Mutex, ln *net.Listener, configured string) string {
+	mu.Lock()
+	defer mu.Unlock()
+	if *ln != nil {
+		return (*ln).Addr().String()
+	}
+	return configured
+}
+
+// open opens the listening socket for a listener whose fields are guarded by
+// mu, adopting log when non-nil.
+func (c *core) open(log *slog.Logger, mu *sync.Mutex, ln *net.Listener) error {
+	if log != nil {
+		c.log = log
+	}
+	if c.isClosed() {
+		return ErrClosed
+	}
+	l, err := net.Listen("tcp", c.opts.Address)
+	if err != nil {
+		return err
+	}
+	mu.Lock()
+	*ln = l
+	mu.Unlock()
+	return nil
+}

@@ -44,32 +44,10 @@ func (l *TCP) Protocol() string {
 
 // Address returns the bound address once Init succeeded (useful with port
 // 0), else the configured address.
-func (l *TCP) Address() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.opts.Address
-}
+func (l *TCP) Address() string { return boundAddress(&l.mu, &l.ln, l.opts.Address) }
 
 // Init opens the socket.
-func (l *TCP) Init(log *slog.Logger) error {
-	if log != nil {
-		l.log = log
-	}
-	if l.isClosed() {
-		return ErrClosed
-	}
-	ln, err := net.Listen("tcp", l.opts.Address)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	l.ln = ln
-	l.mu.Unlock()
-	return nil
-}
+func (l *TCP) Init(log *slog.Logger) error { return l.core.open(log, &l.mu, &l.ln) }
 
 // Serve accepts connections until Close and hands each to establish in
 // its own goroutine.

@@ -64,32 +64,10 @@ func (l *WebSocket) Protocol() string { return "ws" }
 
 // Address returns the bound address once Init succeeded, else the
 // configured address.
-func (l *WebSocket) Address() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		return l.ln.Addr().String()
-	}
-	return l.opts.Address
-}
+func (l *WebSocket) Address() string { return boundAddress(&l.mu, &l.ln, l.opts.Address) }
 
 // Init opens the socket.
-func (l *WebSocket) Init(log *slog.Logger) error {
-	if log != nil {
-		l.log = log
-	}
-	if l.isClosed() {
-		return ErrClosed
-	}
-	ln, err := net.Listen("tcp", l.opts.Address)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	l.ln = ln
-	l.mu.Unlock()
-	return nil
-}
+func (l *WebSocket) Init(log *slog.Logger) error { return l.core.open(log, &l.mu, &l.ln) }
 
 // Serve serves HTTP upgrade requests until Close.
 func (l *WebSocket) Serve(establish listeners.EstablishFn) {

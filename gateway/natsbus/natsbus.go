@@ -95,8 +95,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := withInternalUser(opts, cfg.User, cfg.Password); err != nil {
+		host, _, _ := net.SplitHostPort(cfg.EmbeddedAddr)
+		anonymous := loopbackHost(host)
+		internalPW, err := withInternalUser(opts, cfg.User, cfg.Password, anonymous)
+		if err != nil {
 			return nil, err
+		}
+		if cfg.User == "" && cfg.CredsFile == "" {
+			cfg.User, cfg.Password = InternalUser, internalPW
 		}
 		srv, err := startServer(opts)
 		if err != nil {

@@ -82,22 +82,40 @@ func (b *Bus) SetUsers(users []User) error {
 	return nil
 }
 
-// withInternalUser makes the embedded server authenticate users while
-// keeping today's behaviour for credential-less clients: they map to
-// InternalUser (no_auth_user, full rights). A configured nats.user gets full
-// rights too. Restricted users are added later by SetUsers (nats-server can
-// reload users, but not no_auth_user).
-func withInternalUser(o *server.Options, user, password string) error {
+// withInternalUser makes the embedded server authenticate users and returns
+// the generated password of InternalUser (full rights), which the gateway's
+// own connection uses. A configured nats.user gets full rights too.
+// Restricted users are added later by SetUsers (nats-server can reload
+// users, but not no_auth_user).
+//
+// anonymous maps credential-less clients to InternalUser (no_auth_user). It
+// is only enabled when the embedded server listens on loopback, where only
+// local processes (the gateway, `nats` CLI during `make run`) can reach it;
+// on any other address a client without credentials is refused.
+func withInternalUser(o *server.Options, user, password string, anonymous bool) (string, error) {
 	pw := make([]byte, 24)
 	if _, err := rand.Read(pw); err != nil {
-		return fmt.Errorf("natsbus: internal password: %w", err)
+		return "", fmt.Errorf("natsbus: internal password: %w", err)
 	}
-	o.Users = []*server.User{{Username: InternalUser, Password: hex.EncodeToString(pw)}}
+	internal := hex.EncodeToString(pw)
+	o.Users = []*server.User{{Username: InternalUser, Password: internal}}
 	if user != "" && user != InternalUser {
 		o.Users = append(o.Users, &server.User{Username: user, Password: password})
 	}
-	o.NoAuthUser = InternalUser
-	return nil
+	if anonymous {
+		o.NoAuthUser = InternalUser
+	}
+	return internal, nil
+}
+
+// loopbackHost reports whether host (from host:port) only accepts local
+// connections.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isFullUser(o *server.Options, name string) bool {

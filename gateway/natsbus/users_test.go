@@ -2,6 +2,8 @@ package natsbus
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -73,4 +75,35 @@ func TestSetUsersIsolatesPartners(t *testing.T) {
 	if err := b.Ready(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAnonymousOnlyOnLoopback: an embedded server reachable beyond loopback
+// refuses clients without credentials, while the gateway's own connection
+// (internal user) works.
+func TestAnonymousOnlyOnLoopback(t *testing.T) {
+	bus, err := Open(context.Background(), Config{EmbeddedAddr: "0.0.0.0:0", StoreDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	if err := bus.Ready(); err != nil {
+		t.Fatalf("gateway connection: %v", err)
+	}
+	port := bus.Embedded().Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.MaxReconnects(0))
+	if err == nil {
+		nc.Close()
+		t.Fatal("anonymous client accepted on a non-loopback listener")
+	}
+
+	local, err := Open(context.Background(), Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	nc, err = nats.Connect(local.URL(), nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("anonymous client refused on loopback: %v", err)
+	}
+	nc.Close()
 }

@@ -76,22 +76,24 @@ func (r *Registry) Mount(mux *http.ServeMux, auth *svc.Auth) {
 	}))
 }
 
-// NATSUsers returns the partners' NATS users: each may subscribe only to
-// partners.{id}.> (and use its own inbox for JetStream replies).
+// NATSUsers returns the partners' NATS users with NATSPermissions: each may
+// fetch from and ack on its own durable consumer only, receive replies on
+// its own inbox prefix, and subscribe to partners.{id}.>.
 func (r *Registry) NATSUsers() []NATSUser {
 	var out []NATSUser
 	for _, p := range r.Partners() {
 		if p.NATS == nil {
 			continue
 		}
+		pub, sub := NATSPermissions(p.ID)
 		out = append(out, NATSUser{Name: p.NATS.User, PasswordBcrypt: p.NATS.PasswordBcrypt,
-			Subscribe: []string{"partners." + p.ID + ".>"}})
+			Publish: pub, Subscribe: sub})
 	}
 	return out
 }
 
-// NATSUser is a partner's NATS user with its subscribe allow list.
+// NATSUser is a partner's NATS user with its allow lists.
 type NATSUser struct {
 	Name, PasswordBcrypt string
-	Subscribe            []string
+	Publish, Subscribe   []string
 }

@@ -1,7 +1,7 @@
 // Package partners is the charging-partner registry (partners, venues,
 // opening hours, offers, availability) and the delivery of triggers to
-// partners: over NATS (each partner's credentials can read only
-// partners.{id}.>) and over signed HTTPS webhooks (webhook.go).
+// partners: over NATS (a durable pull consumer per partner, natsdelivery.go;
+// each partner's credentials can read only its own triggers) and over signed HTTPS webhooks (webhook.go).
 package partners
 
 import (
@@ -140,6 +140,9 @@ func (p Partner) Validate() error {
 	}
 	if !svc.ValidID(p.ID) || strings.Contains(p.ID, "_") {
 		bad("partner id %q: want 1-64 letters, digits or '-'", p.ID)
+	}
+	if p.ID == ReservedPartnerID {
+		bad("partner id %q is reserved", p.ID)
 	}
 	if len(p.Name) > 200 {
 		bad("name longer than 200 bytes")

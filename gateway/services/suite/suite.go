@@ -50,6 +50,7 @@ type Config struct {
 	WebhookMaxAttempts                                      int
 	WebhookBackoff                                          time.Duration
 	WebhookClient                                           *http.Client
+	PartnerNATS                                             partners.NATSDeliveryConfig // consumers of NATS partners (defaults: 30 s, 20 deliveries)
 	Replicas                                                int
 	Clock                                                   svc.Clock // nil: time.Now
 }
@@ -76,6 +77,7 @@ type Suite struct {
 	Partners   *partners.Registry
 	Offers     *offers.Engine
 	Webhooks   *partners.Webhooks
+	NATS       *partners.NATSDelivery
 	Auth       *svc.Auth
 
 	cfg   Config
@@ -159,8 +161,11 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		return nil, err
 	}
 
+	natsCfg := cfg.PartnerNATS
+	natsCfg.Clock = clock
+	s.NATS = partners.NewNATSDelivery(deps.NC, js, s.Partners, natsCfg, log.With("service", "partner-nats"))
 	s.Auth = svc.NewAuth(nil)
-	s.partnersChanged()
+	s.partnersChanged() // creates the partners' consumers, then their users
 	s.Partners.OnChange(s.partnersChanged)
 	if cfg.AdminToken == "" {
 		log.Warn("services API: no admin token configured (services.admin_token); admin routes answer 401")
@@ -175,13 +180,20 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	s.group.Go("features", s.Scheduler.Run)
 	s.group.Go("offers", s.Offers.Run)
 	s.group.Go("webhooks", s.Webhooks.Run)
+	s.group.Go("partner-nats", s.NATS.Run)
 	log.Info("services started", "customers", len(s.Customers.IDs()), "partners", len(s.Partners.Partners()),
 		"features", len(catalog), "stations", len(stations), "commands", s.Dispatcher != nil)
 	return s, nil
 }
 
-// partnersChanged refreshes API tokens and partner NATS users.
+// partnersChanged refreshes API tokens, partner NATS consumers (created
+// before the users that read them) and partner NATS users.
 func (s *Suite) partnersChanged() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := s.NATS.Ensure(ctx); err != nil {
+		s.log.Error("partner NATS consumers not created", "err", err)
+	}
+	cancel()
 	toks := []svc.APIToken{}
 	if s.cfg.AdminToken != "" {
 		toks = append(toks, svc.APIToken{Token: s.cfg.AdminToken, Role: svc.RoleAdmin})
@@ -193,7 +205,7 @@ func (s *Suite) partnersChanged() {
 		}
 	}
 	for _, u := range s.Partners.NATSUsers() {
-		users = append(users, natsbus.User{Name: u.Name, Password: u.PasswordBcrypt, Subscribe: u.Subscribe})
+		users = append(users, natsbus.User{Name: u.Name, Password: u.PasswordBcrypt, Publish: u.Publish, Subscribe: u.Subscribe})
 	}
 	s.Auth.SetTokens(toks)
 	if s.cfg.PartnerNATSUsers && s.deps.Bus != nil && s.deps.Bus.Embedded() != nil {
@@ -211,6 +223,7 @@ func (s *Suite) Mount(mux *http.ServeMux) {
 	s.Partners.Mount(mux, s.Auth)
 	s.Offers.Mount(mux, s.Auth)
 	s.Webhooks.Mount(mux, s.Auth)
+	s.NATS.Mount(mux, s.Auth)
 	if s.Dispatcher != nil {
 		s.Dispatcher.Mount(mux, s.Auth)
 	}
