@@ -27,6 +27,7 @@ type env struct {
 	cfg     config.Config
 	mqttURL string
 	simCfg  sim.Config
+	logOut  io.Writer
 }
 
 type envOpt func(*config.Config)
@@ -35,7 +36,14 @@ type envOpt func(*config.Config)
 // the whole gateway on random loopback ports.
 func startEnv(t *testing.T, vehicles, chargers int, opts ...envOpt) *env {
 	t.Helper()
-	e := &env{t: t, influx: testenv.StartInflux(t)}
+	return startEnvLogged(t, nil, vehicles, chargers, opts...)
+}
+
+// startEnvLogged is startEnv with the gateway's logs (debug level) written
+// to logOut.
+func startEnvLogged(t *testing.T, logOut io.Writer, vehicles, chargers int, opts ...envOpt) *env {
+	t.Helper()
+	e := &env{t: t, influx: testenv.StartInflux(t), logOut: logOut}
 	dir := t.TempDir()
 	e.simCfg = sim.Config{Vehicles: vehicles, Chargers: chargers, FleetKey: fleetKey}
 	entries, err := sim.Provision(e.simCfg, 4)
@@ -68,7 +76,11 @@ func startEnv(t *testing.T, vehicles, chargers int, opts ...envOpt) *env {
 
 func (e *env) start() {
 	e.t.Helper()
-	e.gw = app.New(e.cfg, testLogger(e.t))
+	log := testLogger(e.t)
+	if e.logOut != nil {
+		log = slog.New(slog.NewTextHandler(e.logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	e.gw = app.New(e.cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := e.gw.Start(ctx); err != nil {
