@@ -11,13 +11,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ProcessStart is when this process started; "new only" consumers created
+// for the first time start there.
+var ProcessStart = time.Now()
+
 // ConsumerSpec describes a durable JetStream consumer a service processes.
 type ConsumerSpec struct {
 	Stream  string
 	Durable string
 	Filter  string
-	// New: on first creation, start with messages published from now on
-	// instead of the whole stream.
+	// New: on first creation, start with messages published since this
+	// process started (ProcessStart) instead of the whole stream. Using the
+	// process start, not the moment the consumer happens to be created,
+	// means nothing published while the services were starting is missed.
 	New bool
 	// MaxAckPending bounds unacknowledged messages (default 256).
 	MaxAckPending int
@@ -28,17 +34,22 @@ type ConsumerSpec struct {
 // terminates it (poison message, logged); any other error redelivers it
 // after a short delay.
 func Consume(ctx context.Context, js jetstream.JetStream, spec ConsumerSpec, log *slog.Logger, h func(context.Context, jetstream.Msg) error) error {
-	dp := jetstream.DeliverAllPolicy
-	if spec.New {
-		dp = jetstream.DeliverNewPolicy
-	}
 	if spec.MaxAckPending == 0 {
 		spec.MaxAckPending = 256
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable: spec.Durable, FilterSubject: spec.Filter, AckPolicy: jetstream.AckExplicitPolicy,
-		DeliverPolicy: dp, AckWait: 30 * time.Second, MaxAckPending: spec.MaxAckPending, MaxDeliver: -1,
-	})
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: 30 * time.Second, MaxAckPending: spec.MaxAckPending, MaxDeliver: -1,
+	}
+	if existing, err := js.Consumer(ctx, spec.Stream, spec.Durable); err == nil {
+		// The starting point of an existing durable cannot change: keep it.
+		info := existing.CachedInfo()
+		cfg.DeliverPolicy, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartTime
+	} else if spec.New {
+		start := ProcessStart
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {
 		return fmt.Errorf("consumer %s/%s: %w", spec.Stream, spec.Durable, err)
 	}
