@@ -104,16 +104,7 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if !ok {
 		return
 	}
-	h.received[class].Inc()
-	kind := record.KindPublish
-	var reasonText string
-	if reason, err := h.val.Validate(class, id, pk.Payload); err != nil {
-		kind, reasonText = record.KindDeadLetter, err.Error()
-		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
-	} else {
-		h.decoded[class].Inc()
-	}
-	rec := record.Append(nil, kind, 0, time.Now().UnixNano(), pk.TopicName, cl.ID, reasonText, pk.Payload)
+	rec, _ := h.encode(nil, class, id, cl.ID, pk.TopicName, pk.Payload, 0)
 	if err := h.spool.AppendAsync(rec); err != nil {
 		h.m.Dropped.WithLabelValues("will_not_spooled").Inc()
 		h.log.Warn("Will message not spooled", "client", cl.ID, "err", err)
@@ -132,21 +123,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !ok {
 		return pk, nil // not an ingest topic (the ACL already allowed it)
 	}
-	h.received[class].Inc()
 	qos := pk.FixedHeader.Qos
 	v5 := cl.Properties.ProtocolVersion == 5
 
-	kind := record.KindPublish
-	var reasonText string
-	if reason, err := h.val.Validate(class, id, pk.Payload); err != nil {
-		kind, reasonText = record.KindDeadLetter, err.Error()
-		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
-	} else {
-		h.decoded[class].Inc()
-	}
-
 	bp := h.bufs.Get().(*[]byte)
-	rec := record.Append((*bp)[:0], kind, qos, time.Now().UnixNano(), pk.TopicName, cl.ID, reasonText, pk.Payload)
+	rec, deadLetter := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, qos)
 	var err error
 	if qos == 0 {
 		err = h.spool.AppendAsync(rec)
@@ -162,10 +143,26 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return h.refuse(cl, pk, v5, err)
 	}
 	h.spooled[min(qos, 1)].Inc()
-	if kind == record.KindDeadLetter && v5 && qos > 0 {
+	if deadLetter && v5 && qos > 0 {
 		return pk, packets.ErrPayloadFormatInvalid
 	}
 	return pk, nil
+}
+
+// encode counts the publish, validates its payload and appends its spool
+// record to dst: a publish record, or a dead letter with the reason when the
+// payload is invalid (deadLetter true).
+func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, payload []byte, qos byte) (rec []byte, deadLetter bool) {
+	h.received[class].Inc()
+	kind := record.KindPublish
+	var reasonText string
+	if reason, err := h.val.Validate(class, id, payload); err != nil {
+		kind, reasonText = record.KindDeadLetter, err.Error()
+		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
+	} else {
+		h.decoded[class].Inc()
+	}
+	return record.Append(dst, kind, qos, time.Now().UnixNano(), topic, client, reasonText, payload), kind == record.KindDeadLetter
 }
 
 func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (packets.Packet, error) {

@@ -20,14 +20,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"gopkg.in/yaml.v3"
 
 	"github.com/telegate/telegate/gateway/services/svc"
 )
@@ -181,15 +179,9 @@ func Hemisphere(region string) string {
 
 // LoadFile reads and validates a customers.yaml file.
 func LoadFile(path string) ([]Registration, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var f File
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", path, svc.ErrInvalid, err)
+	if err := svc.LoadYAML(path, &f); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	vins := map[string]bool{}

@@ -14,10 +14,7 @@ package features
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/telegate/telegate/gateway/services/svc"
 )
@@ -64,9 +61,7 @@ func LoadCatalog(path string) ([]Feature, error) {
 // ParseCatalog parses and validates a catalog.
 func ParseCatalog(b []byte) ([]Feature, error) {
 	var f CatalogFile
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := svc.DecodeYAML(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: features: %w", svc.ErrInvalid, err)
 	}
 	seen := map[string]bool{}

@@ -3,10 +3,6 @@ package offers
 import (
 	"fmt"
 	"math"
-	"os"
-	"strings"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/telegate/telegate/gateway/services/svc"
 )
@@ -26,15 +22,9 @@ type StationsFile struct {
 
 // LoadStations reads and validates stations.yaml.
 func LoadStations(path string) (map[string]Station, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var f StationsFile
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", path, svc.ErrInvalid, err)
+	if err := svc.LoadYAML(path, &f); err != nil {
+		return nil, err
 	}
 	out := make(map[string]Station, len(f.Stations))
 	for _, s := range f.Stations {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -262,15 +261,9 @@ type File struct {
 
 // LoadFile reads and validates partners.yaml.
 func LoadFile(path string) ([]Partner, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var f File
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", path, svc.ErrInvalid, err)
+	if err := svc.LoadYAML(path, &f); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	users := map[string]bool{}
