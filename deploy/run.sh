@@ -9,7 +9,7 @@ FLEET_KEY=${FLEET_KEY:-demo-fleet-key}
 mkdir -p var
 if [[ ! -f var/devices.yaml ]]; then
   echo ">> provisioning $VEHICLES vehicles and $CHARGERS chargers into var/devices.yaml"
-  bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" -cost 8 -out var/devices.yaml
+  bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" -out var/devices.yaml
 fi
 
 # Children run in their own sessions so that Ctrl-C reaches only this script,

@@ -4,7 +4,7 @@
 //	devices:
 //	  - id: TGSVS000000000001     # VIN (17 chars, no I/O/Q) or charger station id
 //	    kind: vehicle             # vehicle | charger
-//	    secret_hash: "$2a$10$..."  # bcrypt of the device secret
+//	    secret_hash: "$tgm1$..."   # machine-secret hash (HashMachineSecret) or bcrypt ($2a$10$...)
 //	    disabled: false
 //	    # optional, during a secret rotation:
 //	    previous_secret_hash: "$2a$10$..."        # the secret being replaced, still accepted
@@ -78,7 +78,9 @@ type Device struct {
 	ID string `yaml:"id"`
 	// Kind is KindVehicle or KindCharger.
 	Kind string `yaml:"kind"`
-	// SecretHash is the bcrypt hash of the device secret (see HashSecret).
+	// SecretHash is the hash of the device secret: a machine-secret hash
+	// (HashMachineSecret, for machine-generated secrets) or a bcrypt hash
+	// (HashSecret, for anything a person chose).
 	SecretHash string `yaml:"secret_hash"`
 	// Disabled devices are refused at connect and ACL time.
 	Disabled bool `yaml:"disabled"`
@@ -162,8 +164,12 @@ func (d Device) Validate() error {
 }
 
 func checkHash(h string) error {
+	if isMachineHash(h) {
+		_, _, err := parseMachineHash(h)
+		return err
+	}
 	if len(h) != 60 || !(strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$")) {
-		return errors.New("secret_hash is not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters)")
+		return errors.New("secret_hash is neither a bcrypt hash ($2a$/$2b$/$2y$, 60 characters) nor a machine-secret hash ($tgm1$...)")
 	}
 	if _, err := bcrypt.Cost([]byte(h)); err != nil {
 		return fmt.Errorf("secret_hash: %v", err)
@@ -327,6 +333,13 @@ func (r *Registry) VerifyHash(id string, secret []byte) (Device, string, error) 
 	}
 
 	for _, h := range uncached {
+		if isMachineHash(h) {
+			if !compareMachineHash(h, secret) {
+				continue
+			}
+			r.remember(id, h, digest)
+			return d, h, nil
+		}
 		r.bcryptSlots <- struct{}{}
 		err := bcrypt.CompareHashAndPassword([]byte(h), secret)
 		<-r.bcryptSlots

@@ -93,7 +93,7 @@ func TestLoadBadMessages(t *testing.T) {
 		"bad_duplicate_id.yaml":              "duplicate id",
 		"bad_duplicate_key.yaml":             "already defined",
 		"bad_kind.yaml":                      `kind "truck"`,
-		"bad_hash.yaml":                      "not a bcrypt hash",
+		"bad_hash.yaml":                      "neither a bcrypt hash",
 		"bad_hash_cost.yaml":                 "cost",
 		"bad_vin.yaml":                       "not a VIN",
 		"bad_two_documents.yaml":             "more than one",

@@ -71,7 +71,7 @@ func TestRotationLoad(t *testing.T) {
 
 func TestRotationBadMessages(t *testing.T) {
 	tests := map[string]string{
-		"bad_previous_hash.yaml":                "previous_secret_hash is not a bcrypt hash",
+		"bad_previous_hash.yaml":                "previous_secret_hash is neither a bcrypt hash",
 		"bad_previous_equals_current.yaml":      "previous_secret_hash equals secret_hash",
 		"bad_valid_until_without_previous.yaml": "previous_valid_until without previous_secret_hash",
 		"bad_valid_until_not_rfc3339.yaml":      "not an RFC 3339 time",

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/broker/registry"
 )
 
 // Device kinds in the registry.
@@ -22,7 +24,7 @@ const (
 
 // Secret returns a device's MQTT password: the lowercase hex encoding of
 // HMAC-SHA256 keyed with fleetKey over the device id. The gateway stores
-// only a bcrypt hash of it (see Provision).
+// only a hash of it (see Provision).
 func Secret(fleetKey, id string) string {
 	m := hmac.New(sha256.New, []byte(fleetKey))
 	m.Write([]byte(id))
@@ -69,18 +71,17 @@ func deviceIDs(cfg Config) (vins, stations []string) {
 }
 
 // Provision returns the registry entries for cfg's vehicles and chargers,
-// each with the bcrypt hash (at the given cost; 0 = bcrypt.DefaultCost) of
-// its Secret. Hashing runs on all CPUs; at the default cost it takes tens of
-// milliseconds per device.
+// each with a hash of its Secret: with cost 0 (the default) a machine-secret
+// hash (registry.HashMachineSecret: the secrets are 256-bit HMAC outputs, so
+// a slow KDF adds nothing and makes cold admission slow, see docs/broker.md),
+// otherwise a bcrypt hash at that cost. Hashing runs on all CPUs; bcrypt at
+// cost 10 takes tens of milliseconds per device.
 func Provision(cfg Config, cost int) ([]DeviceEntry, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if cost == 0 {
-		cost = bcrypt.DefaultCost
-	}
-	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+	if cost != 0 && (cost < bcrypt.MinCost || cost > bcrypt.MaxCost) {
 		return nil, fmt.Errorf("%w: bcrypt cost %d, want %d..%d", ErrInvalidConfig, cost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	vins, stations := deviceIDs(cfg)
@@ -101,12 +102,12 @@ func Provision(cfg Config, cost int) ([]DeviceEntry, error) {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for i := range next {
-				h, err := bcrypt.GenerateFromPassword([]byte(Secret(cfg.FleetKey, entries[i].ID)), cost)
+				h, err := hashSecret([]byte(Secret(cfg.FleetKey, entries[i].ID)), cost)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("sim: hash secret of %s: %w", entries[i].ID, err) })
 					continue
 				}
-				entries[i].SecretHash = string(h)
+				entries[i].SecretHash = h
 			}
 		})
 	}
@@ -119,6 +120,16 @@ func Provision(cfg Config, cost int) ([]DeviceEntry, error) {
 		return nil, firstErr
 	}
 	return entries, nil
+}
+
+// hashSecret hashes a device secret: a machine-secret hash for cost 0,
+// bcrypt at cost otherwise.
+func hashSecret(secret []byte, cost int) (string, error) {
+	if cost == 0 {
+		return registry.HashMachineSecret(secret)
+	}
+	h, err := bcrypt.GenerateFromPassword(secret, cost)
+	return string(h), err
 }
 
 // WriteRegistry writes entries as the gateway's device registry:

@@ -270,7 +270,7 @@ func provision(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.VINPrefix, "vin-prefix", sim.DefaultVINPrefix, "VIN prefix")
 	fs.StringVar(&cfg.StationPrefix, "station-prefix", sim.DefaultStationPrefix, "station id prefix")
 	fs.StringVar(&cfg.FleetKey, "fleet-key", "", "fleet key deriving the device secrets (prefer FLEETSIM_FLEET_KEY)")
-	fs.IntVar(&cost, "cost", 10, "bcrypt cost (4..31)")
+	fs.IntVar(&cost, "cost", 0, "0: machine-secret hash (default, fast to verify); 4..31: bcrypt at that cost")
 	fs.StringVar(&out, "out", "devices.yaml", "registry file to write")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -67,6 +67,10 @@ type Gateway struct {
 type GatewayOptions struct {
 	NATSURL  string // external NATS; "" = embedded on a free port
 	ExtraCfg string // appended YAML
+	// SecretCost selects the device secret hashes: 0 = bcrypt cost 4 (fast
+	// provisioning for tests), -1 = machine-secret hashes (the product's
+	// default, registry.HashMachineSecret), n > 0 = bcrypt cost n.
+	SecretCost int
 }
 
 // StartGateway provisions devices (vehicles+1, the last for probes)
@@ -78,7 +82,14 @@ func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions
 		o = opts[0]
 	}
 	dir := t.TempDir()
-	entries, err := sim.Provision(sim.Config{Vehicles: vehicles + 1, FleetKey: FleetKey}, 4)
+	cost := 4
+	switch {
+	case o.SecretCost < 0:
+		cost = 0 // sim.Provision: machine-secret hashes
+	case o.SecretCost > 0:
+		cost = o.SecretCost
+	}
+	entries, err := sim.Provision(sim.Config{Vehicles: vehicles + 1, FleetKey: FleetKey}, cost)
 	if err != nil {
 		t.Fatal(err)
 	}
