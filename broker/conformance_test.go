@@ -65,6 +65,13 @@ var conformanceCases = []conformanceCase{
 	{name: "QoS 2 publish", level: 5, send: v5Publish(tele1, 2, 5, "x"),
 		want:   packet(0xE0, append([]byte{0x9B}, v5ReasonString("qos not supported")...)),
 		closed: true},
+	// Retain is not offered (Retain Available 0): MQTT 5 is told; the
+	// retain flag of a 3.1.1 publish is ignored.
+	{name: "retained publish", level: 5, send: append([]byte{0x33}, v5Publish(tele1, 1, 8, "x")[1:]...),
+		want:   packet(0xE0, append([]byte{0x9A}, v5ReasonString("retain not supported")...)),
+		closed: true},
+	{name: "retained publish", level: 4, send: append([]byte{0x33}, publishPacket(tele1, 1, 8, "x")[1:]...),
+		want: []byte{0x40, 0x02, 0x00, 0x08}},
 	// QoS 1 and 0 still work.
 	{name: "QoS 1 publish", level: 4, send: publishPacket(tele1, 1, 6, "x"), want: []byte{0x40, 0x02, 0x00, 0x06}},
 	{name: "QoS 1 publish", level: 5, send: v5Publish(tele1, 1, 6, "x"), want: []byte{0x40, 0x02, 0x00, 0x06}},
@@ -154,6 +161,21 @@ func TestConnackConformance(t *testing.T) {
 		t.Fatalf("v5 bad password:\n got %x\nwant %x", got, want)
 	}
 
+	// A Will at QoS 2 (not offered): 0x9B for MQTT 5, 0x05 for 3.1.1.
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x05}},
+		{5, packet(0x20, append([]byte{0x00, 0x9B}, append(encLen(23), append(append([]byte{0x1F}, encStr("qos not supported")...), 0x21, 0x00, 0x40)...)...))},
+	} {
+		c = dial(t, addr)
+		c.Write(willConnect(w.level, 0x10))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, Will QoS 2:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+
 	c = dial(t, addr)
 	c.Write(connectPacket(5, vin1, vin1, secrets[vin1], 30))
 	r := bufio.NewReader(c)
@@ -236,4 +258,22 @@ func TestOversizePacketV5Boundary(t *testing.T) {
 	if n := b.Stats().Snapshot()["packets_too_large"]; n != 1 {
 		t.Fatalf("packets_too_large = %d", n)
 	}
+}
+
+// willConnect builds a CONNECT of vin1 with a Will on its events topic and
+// the given Will QoS / retain flag bits (0x08 QoS 1, 0x10 QoS 2, 0x20 retain).
+func willConnect(level, willFlags byte) []byte {
+	body := append(encStr("MQTT"), level, 0xC2|0x04|willFlags, 0, 30)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, encStr(vin1)...)
+	if level == 5 {
+		body = append(body, 0) // will properties
+	}
+	body = append(body, encStr("vehicles/"+vin1+"/events")...)
+	body = append(body, encStr("bye")...)
+	body = append(body, encStr(vin1)...)
+	body = append(body, encStr(secrets[vin1])...)
+	return packet(0x10, body)
 }

@@ -189,6 +189,9 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 // OnPacketRead fixes mochi defects in PUBLISH handling before mochi sees
 // the packet:
+//   - QoS 2 is refused (see below) and an MQTT 5 publish with the retain
+//     flag gets DISCONNECT 0x9A Retain not supported: mochi would downgrade
+//     the one and silently accept the other;
 //   - inbound v5 topic aliases are resolved before the ACL check: mochi
 //     checks the ACL against the topic name as sent, which is empty when a
 //     client re-uses an alias, and only resolves the alias afterwards;
@@ -218,6 +221,15 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		} else {
 			cl.Stop(packets.ErrQosNotSupported)
 		}
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Retain && cl.Properties.ProtocolVersion == 5 {
+		// Retain Available is 0 in the CONNACK [MQTT-3.2.2-14]. (3.1.1
+		// clients cannot be told; OnPublish drops their retain flag.)
+		h.b.stats.RetainRefused.Add(1)
+		h.b.log.Info("publish refused: retain not supported, disconnecting", "client", cl.ID,
+			"topic", pk.TopicName, "size", len(pk.Payload))
+		_ = h.b.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
 		return pk, packets.ErrRejectPacket
 	}
 	if cl.Properties.ProtocolVersion == 5 {

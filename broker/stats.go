@@ -35,6 +35,9 @@ type Stats struct {
 	// QoS2Refused counts QoS 2 publishes refused (QoS 2 is not offered:
 	// MQTT 5 DISCONNECT 0x9B, 3.1.1 connection closed).
 	QoS2Refused atomic.Uint64
+	// RetainRefused counts MQTT 5 publishes with the retain flag
+	// (DISCONNECT 0x9A; Retain Available is 0).
+	RetainRefused atomic.Uint64
 
 	// LogSuppressed counts log lines dropped by the per-client log rate
 	// limit (see logfilter.go).
@@ -86,6 +89,7 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"rate_limited_publishes":             s.RateLimited.Load(),
 		"rate_limit_disconnects":             s.RateLimitDisconnects.Load(),
 		"qos2_refused":                       s.QoS2Refused.Load(),
+		"retain_refused":                     s.RetainRefused.Load(),
 		"log_lines_suppressed":               s.LogSuppressed.Load(),
 		"packets_too_large":                  s.Listener.TooLarge.Load(),
 		"sessions_revoked":                   s.Revoked.Load(),
