@@ -221,11 +221,13 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 	b := &Broker{
 		cfg:   cfg,
 		reg:   reg,
-		log:   log,
 		limit: listener.NewLimit(cfg.MaxConnections),
 		rates: newLimiters(cfg.RatePerDevice, cfg.Burst),
 		auth:  make(map[string]authRecord),
 	}
+	// One filter for the broker's and mochi's lines: no payload bytes,
+	// bounded strings, per-client rate limit (logfilter.go).
+	b.log = slog.New(newLogFilter(log.Handler(), nil, func() { b.stats.LogSuppressed.Add(1) }))
 	if cfg.TLSAddr != "" {
 		tc, err := loadTLS(cfg)
 		if err != nil {
@@ -252,7 +254,7 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		Capabilities:             caps,
 		ClientNetReadBufferSize:  2 << 10,
 		ClientNetWriteBufferSize: 2 << 10,
-		Logger:                   log,
+		Logger:                   b.log,
 		SysTopicResendInterval:   60,
 		InlineClient:             true, // for Publish (cloud-to-device commands)
 	})

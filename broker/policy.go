@@ -156,6 +156,9 @@ func peerCommonName(c net.Conn) (string, bool) {
 }
 
 func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if lc, ok := cl.Net.Conn.(*listener.Conn); ok {
+		lc.MarkSession()
+	}
 	h.b.stats.ConnectsAccepted.Add(1)
 	h.b.log.Debug("device connected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 		"protocol", cl.Properties.ProtocolVersion, "keepalive", cl.State.Keepalive)
@@ -186,6 +189,9 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 // OnPacketRead fixes mochi defects in PUBLISH handling before mochi sees
 // the packet:
+//   - QoS 2 is refused (see below) and an MQTT 5 publish with the retain
+//     flag gets DISCONNECT 0x9A Retain not supported: mochi would downgrade
+//     the one and silently accept the other;
 //   - inbound v5 topic aliases are resolved before the ACL check: mochi
 //     checks the ACL against the topic name as sent, which is empty when a
 //     client re-uses an alias, and only resolves the alias afterwards;
@@ -200,6 +206,31 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
+	}
+	if pk.FixedHeader.Qos == 2 {
+		// QoS 2 is not offered (Maximum QoS 1). mochi would downgrade the
+		// publish and answer PUBACK, which is no valid QoS 2 flow: the
+		// client waits for PUBREC. MQTT 5 [MQTT-3.2.2-11]: DISCONNECT 0x9B
+		// QoS not supported; MQTT 3.1.1 [MQTT-3.3.5-2]: close the
+		// connection without acknowledging.
+		h.b.stats.QoS2Refused.Add(1)
+		h.b.log.Info("publish refused: QoS 2 not supported, disconnecting", "client", cl.ID,
+			"topic", pk.TopicName, "size", len(pk.Payload), "protocol", cl.Properties.ProtocolVersion)
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = h.b.server.DisconnectClient(cl, packets.ErrQosNotSupported)
+		} else {
+			cl.Stop(packets.ErrQosNotSupported)
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Retain && cl.Properties.ProtocolVersion == 5 {
+		// Retain Available is 0 in the CONNACK [MQTT-3.2.2-14]. (3.1.1
+		// clients cannot be told; OnPublish drops their retain flag.)
+		h.b.stats.RetainRefused.Add(1)
+		h.b.log.Info("publish refused: retain not supported, disconnecting", "client", cl.ID,
+			"topic", pk.TopicName, "size", len(pk.Payload))
+		_ = h.b.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
+		return pk, packets.ErrRejectPacket
 	}
 	if cl.Properties.ProtocolVersion == 5 {
 		alias := pk.Properties.TopicAlias
@@ -231,13 +262,23 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	return pk, nil
 }
 
-// OnPacketEncode completes CONNACKs. mochi does not advertise most of its
+// OnPacketEncode withholds DISCONNECT from MQTT 3.1.1 clients and
+// completes CONNACKs. mochi does not advertise most of its
 // limits to v5 clients, so a successful v5 CONNACK gets Maximum Packet
 // Size, Topic Alias Maximum, Retain Available 0 and Shared Subscription
 // Available 0 added. mochi also writes v5-only reason codes (0x87, 0x9A,
 // ...) into v3.1.1 CONNACKs, where only 1-5 are valid; those become 0x05
 // Not authorized (0x03 Server unavailable for 0x88/0x89).
 func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
+		// MQTT 3.1.1 has no server-to-client DISCONNECT, but mochi sends
+		// one whenever it disconnects a client (ACL-denied QoS 1 publish,
+		// receive maximum, session takeover, shutdown, Broker.Disconnect).
+		// Close the connection now: the packet is then written to a closed
+		// socket and never reaches the client.
+		cl.Stop(packets.Code{Code: pk.ReasonCode, Reason: "disconnected by server"})
+		return pk
+	}
 	if pk.FixedHeader.Type != packets.Connack {
 		return pk
 	}

@@ -32,6 +32,17 @@ type Stats struct {
 	RateLimited          atomic.Uint64
 	RateLimitDisconnects atomic.Uint64
 
+	// QoS2Refused counts QoS 2 publishes refused (QoS 2 is not offered:
+	// MQTT 5 DISCONNECT 0x9B, 3.1.1 connection closed).
+	QoS2Refused atomic.Uint64
+	// RetainRefused counts MQTT 5 publishes with the retain flag
+	// (DISCONNECT 0x9A; Retain Available is 0).
+	RetainRefused atomic.Uint64
+
+	// LogSuppressed counts log lines dropped by the per-client log rate
+	// limit (see logfilter.go).
+	LogSuppressed atomic.Uint64
+
 	// Revoked counts live or stored sessions ended by Reload.
 	Revoked atomic.Uint64
 
@@ -77,6 +88,10 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"acl_denied_subscribe":               s.ACLDeniedSubscribe.Load(),
 		"rate_limited_publishes":             s.RateLimited.Load(),
 		"rate_limit_disconnects":             s.RateLimitDisconnects.Load(),
+		"qos2_refused":                       s.QoS2Refused.Load(),
+		"retain_refused":                     s.RetainRefused.Load(),
+		"log_lines_suppressed":               s.LogSuppressed.Load(),
+		"packets_too_large":                  s.Listener.TooLarge.Load(),
 		"sessions_revoked":                   s.Revoked.Load(),
 		"sockets_accepted":                   s.Listener.Accepted.Load(),
 		"sockets_refused_limit":              s.Listener.Refused.Load(),

@@ -60,6 +60,10 @@ type guard struct {
 	mul       int
 	body      []byte
 	err       error
+	// tooLarge is set when the violation is a packet over maxPacket: the
+	// one violation an MQTT 5 client is told about (DISCONNECT 0x95).
+	tooLarge bool
+	told     bool // the client was sent its DISCONNECT 0x95
 }
 
 // feed inspects b, the next bytes from the client. It returns how many
@@ -93,8 +97,11 @@ func (g *guard) feed(b []byte) (int, error) {
 				continue
 			case c == 0 && g.lenBytes > 1:
 				return g.fail(i, errors.New("remaining length not minimally encoded"))
-			case g.maxPacket > 0 && uint64(g.remaining)+1 > uint64(g.maxPacket):
-				return g.fail(i, fmt.Errorf("packet of %d bytes exceeds the maximum %d", g.remaining+1, g.maxPacket))
+			case g.maxPacket > 0 && uint64(1+g.lenBytes+g.remaining) > uint64(g.maxPacket):
+				// The whole packet counts: fixed header byte, length
+				// bytes and body (MQTT 5 section 3.1.2.11.4).
+				g.tooLarge = true
+				return g.fail(i, fmt.Errorf("packet of %d bytes exceeds the maximum %d", 1+g.lenBytes+g.remaining, g.maxPacket))
 			}
 			if g.remaining == 0 {
 				if err := g.complete(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -55,7 +56,10 @@ type Stats struct {
 	// ProtocolViolations counts connections closed by the packet guard
 	// (Options.ValidatePackets) for a malformed or forbidden packet.
 	ProtocolViolations atomic.Uint64
-	Open               atomic.Int64 // sockets currently open
+	// TooLarge counts the protocol violations that were packets over
+	// Options.MaxPacketSize (MQTT 5 clients get DISCONNECT 0x95 first).
+	TooLarge atomic.Uint64
+	Open     atomic.Int64 // sockets currently open
 }
 
 // Limit caps the number of concurrently open sockets across the listeners
@@ -148,7 +152,62 @@ type Conn struct {
 
 	raw         *rawConn
 	established atomic.Bool
-	guard       *guard // nil unless Options.ValidatePackets
+	session     atomic.Bool // set by MarkSession
+	guard       *guard      // nil unless Options.ValidatePackets; used by the reader only
+
+	// wmu serialises writes: mochi's (one goroutine at a time, under its
+	// client lock) and the DISCONNECT the guard sends from the read side.
+	wmu sync.Mutex
+	// writesClosed is set, under wmu, once the server sent its DISCONNECT:
+	// nothing may follow it on the wire.
+	writesClosed bool
+}
+
+// disconnectTooLarge is the DISCONNECT sent to an MQTT 5 client whose
+// packet exceeds the Maximum Packet Size: reason 0x95 Packet too large,
+// no properties.
+var disconnectTooLarge = []byte{0xE0, 0x02, 0x95, 0x00}
+
+// Lingering close after a DISCONNECT 0x95: the rest of the oversize packet
+// is read and discarded (at most lingerMax bytes, for at most
+// lingerTimeout), so that closing the socket does not reset the connection
+// with unread data before the DISCONNECT reached the client.
+const (
+	lingerMax     = 256 << 10
+	lingerTimeout = 2 * time.Second
+)
+
+// ErrWritesClosed is returned by Conn.Write after the listener sent the
+// client a DISCONNECT.
+var ErrWritesClosed = errors.New("listener: connection closed for writing after DISCONNECT")
+
+// Write writes to the connection; see ErrWritesClosed.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writesClosed {
+		return 0, ErrWritesClosed
+	}
+	return c.Conn.Write(p)
+}
+
+// disconnect sends an MQTT 5 DISCONNECT and refuses any later write.
+func (c *Conn) disconnect(pkt []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writesClosed {
+		return
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
+	_, _ = c.Conn.Write(pkt)
+	c.writesClosed = true
+}
+
+// linger discards what the client still sends, within lingerMax bytes and
+// lingerTimeout, and returns at the client's close.
+func (c *Conn) linger() {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c.Conn, lingerMax)
 }
 
 // newConn wraps inner (the socket, a TLS or WebSocket adapter over raw)
@@ -169,20 +228,51 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	if c.guard.err != nil {
+		c.afterViolation()
 		return 0, c.guard.err
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		ok, gerr := c.guard.feed(p[:n])
 		if gerr != nil {
-			c.raw.owner.opts.Stats.ProtocolViolations.Add(1)
+			st := c.raw.owner.opts.Stats
+			st.ProtocolViolations.Add(1)
+			if c.guard.tooLarge {
+				st.TooLarge.Add(1)
+			}
 			c.raw.owner.log.Debug("connection closed: protocol violation", "listener", c.raw.owner.opts.ID,
 				"remote", c.RemoteAddr().String(), "error", gerr.Error())
-			return ok, gerr
+			if ok > 0 {
+				// The bytes before the violation first (they may end a
+				// CONNECT still to be answered); the error at the next
+				// Read.
+				return ok, nil
+			}
+			c.afterViolation()
+			return 0, gerr
 		}
 	}
 	return n, err
 }
+
+// afterViolation runs when the guard's error is about to reach mochi. A
+// packet over the maximum size from an MQTT 5 client whose session is
+// established is answered with DISCONNECT 0x95 Packet too large
+// [MQTT-3.1.2-24] [MQTT-4.13.2-1], followed by a lingering close. MQTT
+// 3.1.1 has no server DISCONNECT, and before CONNACK none may be sent: those
+// connections are closed without one.
+func (c *Conn) afterViolation() {
+	if !c.guard.tooLarge || c.guard.level != 5 || !c.session.Load() || c.guard.told {
+		return
+	}
+	c.guard.told = true
+	c.disconnect(disconnectTooLarge)
+	c.linger()
+}
+
+// MarkSession records that the client's CONNECT was accepted and the
+// CONNACK sent. The broker calls it from its OnSessionEstablished hook.
+func (c *Conn) MarkSession() { c.session.Store(true) }
 
 // MarkEstablished records that the CONNECT packet was read. The broker
 // calls it from its OnConnect hook; a connection that ends in a timeout

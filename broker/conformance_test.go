@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+// Device-facing conformance at the byte level: each case writes packets
+// on a real TCP socket to a real broker and asserts the exact bytes the
+// broker answers, then either that it closes the connection without
+// another byte, or that the connection is still usable (PINGREQ answered).
+// Packets are MQTT 3.1.1 (level 4) unless the case says level 5.
+
+// v5Publish builds an MQTT 5 PUBLISH with an empty property block.
+func v5Publish(topic string, qos byte, id uint16, payload string) []byte {
+	body := encStr(topic)
+	if qos > 0 {
+		body = append(body, byte(id>>8), byte(id))
+	}
+	body = append(body, 0) // no properties
+	body = append(body, payload...)
+	return packet(0x30|qos<<1, body)
+}
+
+// v5ReasonString is the property block holding one Reason String.
+func v5ReasonString(s string) []byte {
+	p := append([]byte{0x1F}, encStr(s)...)
+	return append(encLen(len(p)), p...)
+}
+
+// oversize is the start of a QoS 1 PUBLISH declaring a body one byte over
+// what a 64 KiB Maximum Packet Size allows (1 + 3 + 65533 = 65537 bytes),
+// followed by the first bytes of that body.
+func oversize() []byte {
+	b := append([]byte{0x32}, encLen(64<<10-3)...)
+	return append(b, encStr("vehicles/"+vin1+"/telemetry")...)
+}
+
+type conformanceCase struct {
+	name  string
+	level byte   // 4 or 5
+	id    string // device that connects (default vin1)
+	send  []byte // after the CONNACK
+	want  []byte // exact bytes answered
+	// closed: after want the broker closes the connection. Otherwise the
+	// connection must still answer a PINGREQ.
+	closed bool
+	// clientCloses: after reading want the client half-closes, as an MQTT 5
+	// client does on receiving DISCONNECT (ends the broker's lingering
+	// close).
+	clientCloses bool
+}
+
+var (
+	tele1 = "vehicles/" + vin1 + "/telemetry"
+	tele2 = "vehicles/" + vin2 + "/telemetry"
+)
+
+var conformanceCases = []conformanceCase{
+	// QoS 2 is not offered (Maximum QoS 1 in the v5 CONNACK).
+	{name: "QoS 2 publish", level: 4, send: publishPacket(tele1, 2, 5, "x"), closed: true},
+	{name: "QoS 2 publish", level: 5, send: v5Publish(tele1, 2, 5, "x"),
+		want:   packet(0xE0, append([]byte{0x9B}, v5ReasonString("qos not supported")...)),
+		closed: true},
+	// Retain is not offered (Retain Available 0): MQTT 5 is told; the
+	// retain flag of a 3.1.1 publish is ignored.
+	{name: "retained publish", level: 5, send: append([]byte{0x33}, v5Publish(tele1, 1, 8, "x")[1:]...),
+		want:   packet(0xE0, append([]byte{0x9A}, v5ReasonString("retain not supported")...)),
+		closed: true},
+	{name: "retained publish", level: 4, send: append([]byte{0x33}, publishPacket(tele1, 1, 8, "x")[1:]...),
+		want: []byte{0x40, 0x02, 0x00, 0x08}},
+	// QoS 1 and 0 still work.
+	{name: "QoS 1 publish", level: 4, send: publishPacket(tele1, 1, 6, "x"), want: []byte{0x40, 0x02, 0x00, 0x06}},
+	{name: "QoS 1 publish", level: 5, send: v5Publish(tele1, 1, 6, "x"), want: []byte{0x40, 0x02, 0x00, 0x06}},
+	{name: "QoS 0 publish", level: 4, send: publishPacket(tele1, 0, 0, "x")},
+	{name: "QoS 0 publish", level: 5, send: v5Publish(tele1, 0, 0, "x")},
+
+	// ACL denial: 3.1.1 has no negative PUBACK and no server DISCONNECT.
+	{name: "ACL-denied QoS 1 publish", level: 4, send: publishPacket(tele2, 1, 7, "x"), closed: true},
+	{name: "ACL-denied QoS 1 publish", level: 5, send: v5Publish(tele2, 1, 7, "x"),
+		want: packet(0x40, append([]byte{0x00, 0x07, 0x87}, v5ReasonString("not authorized")...))},
+	{name: "ACL-denied QoS 0 publish", level: 4, send: publishPacket(tele2, 0, 0, "x")},
+	{name: "ACL-denied QoS 0 publish", level: 5, send: v5Publish(tele2, 0, 0, "x")},
+	{name: "ACL-denied subscription", level: 4, send: subscribePacket(3, "#"), want: []byte{0x90, 0x03, 0x00, 0x03, 0x80}},
+	{name: "ACL-denied subscription", level: 5, send: packet(0x82, append([]byte{0x00, 0x03, 0x00}, append(encStr("#"), 1)...)),
+		want: []byte{0x90, 0x04, 0x00, 0x03, 0x00, 0x87}},
+	{name: "QoS 2 subscription granted QoS 1", level: 4,
+		send: packet(0x82, append([]byte{0x00, 0x04}, append(encStr("vehicles/"+vin1+"/cmd/#"), 2)...)),
+		want: []byte{0x90, 0x03, 0x00, 0x04, 0x01}},
+
+	// Over the Maximum Packet Size (64 KiB): identified from the fixed
+	// header, before the body is read.
+	{name: "packet too large", level: 4, send: oversize(), closed: true},
+	{name: "packet too large", level: 5, send: oversize(), want: []byte{0xE0, 0x02, 0x95, 0x00},
+		closed: true, clientCloses: true},
+}
+
+func TestConformanceRawBytes(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	for _, c := range conformanceCases {
+		t.Run(c.name+"/"+map[byte]string{4: "v3.1.1", 5: "v5"}[c.level], func(t *testing.T) {
+			id := c.id
+			if id == "" {
+				id = vin1
+			}
+			var conn net.Conn
+			var r *bufio.Reader
+			if c.level == 5 {
+				conn, r = rawConnectV5(t, addr, id)
+			} else {
+				conn, r = rawConnect(t, addr, id)
+			}
+			if _, err := conn.Write(c.send); err != nil {
+				t.Fatal(err)
+			}
+			if len(c.want) > 0 {
+				if got := readN(t, r, len(c.want)); !bytes.Equal(got, c.want) {
+					t.Fatalf("answer\n got %x\nwant %x", got, c.want)
+				}
+			}
+			if !c.closed {
+				conn.Write([]byte{0xC0, 0x00})
+				if got := readN(t, r, 2); !bytes.Equal(got, []byte{0xD0, 0x00}) {
+					t.Fatalf("after the exchange PINGREQ got %x, want PINGRESP", got)
+				}
+				return
+			}
+			if c.clientCloses {
+				_ = conn.(*net.TCPConn).CloseWrite()
+			}
+			if rest := waitEOF(t, r2c{r, conn}); len(rest) != 0 {
+				t.Fatalf("broker sent %x before closing, want nothing", rest)
+			}
+		})
+	}
+}
+
+// TestConnackConformance checks the CONNACKs: refusals for bad credentials
+// (3.1.1 return code 5; MQTT 5 reason 0x86) and, in a successful MQTT 5
+// CONNACK, the limits the broker announces.
+func TestConnackConformance(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+
+	c := dial(t, addr)
+	c.Write(connectPacket(4, vin1, vin1, "wrong", 30))
+	if got := waitEOF(t, c); !bytes.Equal(got, []byte{0x20, 0x02, 0x00, 0x05}) {
+		t.Fatalf("v3.1.1 bad password: %x, want 20020005", got)
+	}
+
+	c = dial(t, addr)
+	c.Write(connectPacket(5, vin1, vin1, "wrong", 30))
+	props := append([]byte{0x1F}, encStr("bad username or password")...) // Reason String
+	props = append(props, 0x21, 0x00, 0x40)                              // Receive Maximum 64
+	want := packet(0x20, append([]byte{0x00, 0x86}, append(encLen(len(props)), props...)...))
+	if got := waitEOF(t, c); !bytes.Equal(got, want) {
+		t.Fatalf("v5 bad password:\n got %x\nwant %x", got, want)
+	}
+
+	// A Will at QoS 2 (not offered): 0x9B for MQTT 5, 0x05 for 3.1.1.
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x05}},
+		{5, packet(0x20, append([]byte{0x00, 0x9B}, append(encLen(23), append(append([]byte{0x1F}, encStr("qos not supported")...), 0x21, 0x00, 0x40)...)...))},
+	} {
+		c = dial(t, addr)
+		c.Write(willConnect(w.level, 0x10))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, Will QoS 2:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+
+	c = dial(t, addr)
+	c.Write(connectPacket(5, vin1, vin1, secrets[vin1], 30))
+	r := bufio.NewReader(c)
+	body := readPacketRaw(t, r, 0x20, 0)
+	for _, p := range []struct {
+		name string
+		b    []byte
+	}{
+		{"Receive Maximum 64", []byte{0x21, 0x00, 0x40}},
+		{"Maximum QoS 1", []byte{0x24, 0x01}},
+		{"Retain Available 0", []byte{0x25, 0x00}},
+		{"Maximum Packet Size 65536", []byte{0x27, 0x00, 0x01, 0x00, 0x00}},
+		{"Topic Alias Maximum 16", []byte{0x22, 0x00, 0x10}},
+		{"Shared Subscription Available 0", []byte{0x2A, 0x00}},
+	} {
+		if !bytes.Contains(body, p.b) {
+			t.Errorf("CONNACK %x lacks %s (%x)", body, p.name, p.b)
+		}
+	}
+}
+
+// TestNoDisconnectPacketToV311 covers the other paths on which mochi sends
+// a DISCONNECT: session takeover and an administrative disconnect. A 3.1.1
+// client sees its connection closed, without a DISCONNECT packet.
+func TestNoDisconnectPacketToV311(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+
+	old, r := rawConnect(t, addr, vin1)
+	rawConnect(t, addr, vin1) // takes the session over
+	if rest := waitEOF(t, r2c{r, old}); len(rest) != 0 {
+		t.Fatalf("session takeover: old 3.1.1 connection got %x, want nothing", rest)
+	}
+
+	c, r := rawConnect(t, addr, vin2)
+	eventually(t, "vin2 connected", func() bool { _, ok := b.server.Clients.Get(vin2); return ok })
+	b.Disconnect(vin2)
+	if rest := waitEOF(t, r2c{r, c}); len(rest) != 0 {
+		t.Fatalf("Broker.Disconnect: 3.1.1 connection got %x, want nothing", rest)
+	}
+
+	// MQTT 5 keeps its DISCONNECT (0x98 Administrative action).
+	c5, r5 := rawConnectV5(t, addr, vin2)
+	eventually(t, "vin2 connected", func() bool { cl, ok := b.server.Clients.Get(vin2); return ok && !cl.Closed() })
+	b.Disconnect(vin2)
+	body := readPacketRaw(t, r5, 0xE0, 0)
+	if len(body) == 0 || body[0] != 0x98 {
+		t.Fatalf("v5 DISCONNECT body %x, want reason 0x98", body)
+	}
+	waitEOF(t, r2c{r5, c5})
+}
+
+// TestOversizePacketV5Boundary: a packet of exactly the Maximum Packet Size
+// (counting the fixed header and length bytes) is accepted; one byte more
+// is answered with DISCONNECT 0x95.
+func TestOversizePacketV5Boundary(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) { c.MaxPacketSize = 1024 })
+	addr := b.Addr(ListenerTCP)
+	fill := func(total int) []byte {
+		// header(1) + length(2) + topic(2+n) + id(2) + props(1) + payload
+		return v5Publish(tele1, 1, 9, strings.Repeat("p", total-1-2-2-len(tele1)-2-1))
+	}
+	c, r := rawConnectV5(t, addr, vin1)
+	if p := fill(1024); len(p) != 1024 {
+		t.Fatalf("test packet is %d bytes", len(p))
+	} else {
+		c.Write(p)
+	}
+	if got := readN(t, r, 4); !bytes.Equal(got, []byte{0x40, 0x02, 0x00, 0x09}) {
+		t.Fatalf("PUBACK = %x", got)
+	}
+	c.Write(fill(1025))
+	if got := readN(t, r, 4); !bytes.Equal(got, []byte{0xE0, 0x02, 0x95, 0x00}) {
+		t.Fatalf("got %x, want DISCONNECT 0x95", got)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if rest := waitEOF(t, r2c{r, c}); len(rest) != 0 {
+		t.Fatalf("bytes after DISCONNECT: %x", rest)
+	}
+	if n := b.Stats().Snapshot()["packets_too_large"]; n != 1 {
+		t.Fatalf("packets_too_large = %d", n)
+	}
+}
+
+// willConnect builds a CONNECT of vin1 with a Will on its events topic and
+// the given Will QoS / retain flag bits (0x08 QoS 1, 0x10 QoS 2, 0x20 retain).
+func willConnect(level, willFlags byte) []byte {
+	body := append(encStr("MQTT"), level, 0xC2|0x04|willFlags, 0, 30)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, encStr(vin1)...)
+	if level == 5 {
+		body = append(body, 0) // will properties
+	}
+	body = append(body, encStr("vehicles/"+vin1+"/events")...)
+	body = append(body, encStr("bye")...)
+	body = append(body, encStr(vin1)...)
+	body = append(body, encStr(secrets[vin1])...)
+	return packet(0x10, body)
+}
