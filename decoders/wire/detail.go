@@ -14,22 +14,20 @@ import (
 // names from docs/protocol.md, never payload bytes), and the msgp error that
 // caused it, if any. errors.Is matches both the sentinel and the cause.
 type decodeError struct {
-	kind   error
 	detail string
-	cause  error
+	chain  []error // kind, then cause when there is one; built once so Unwrap does not allocate
 }
 
-func (e *decodeError) Error() string { return e.kind.Error() + ": " + e.detail }
+func (e *decodeError) Error() string { return e.chain[0].Error() + ": " + e.detail }
 
-func (e *decodeError) Unwrap() []error {
-	if e.cause == nil {
-		return []error{e.kind}
-	}
-	return []error{e.kind, e.cause}
-}
+func (e *decodeError) Unwrap() []error { return e.chain }
 
 func fail(kind error, detail string, cause error) error {
-	return &decodeError{kind: kind, detail: detail, cause: cause}
+	chain := []error{kind}
+	if cause != nil {
+		chain = append(chain, cause)
+	}
+	return &decodeError{detail: detail, chain: chain}
 }
 
 // docNames maps the Go field names of the payload structs to the element
