@@ -2,7 +2,7 @@ package wire
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 
 	"github.com/tinylib/msgp/msgp"
 )
@@ -17,28 +17,29 @@ func checkVersion(b []byte) error {
 		return nil
 	}
 	if len(b) == 0 {
-		return fmt.Errorf("%w: empty payload", ErrNotTuple)
+		return fail(ErrNotTuple, "empty payload", nil)
 	}
-	if msgp.NextType(b) != msgp.ArrayType {
-		return ErrNotTuple
+	if t := msgp.NextType(b); t != msgp.ArrayType {
+		return fail(ErrNotTuple, "the payload is a MessagePack "+typeName(t)+", not an array", nil)
 	}
 	n, o, err := msgp.ReadArrayHeaderBytes(b)
 	if err != nil {
-		return fmt.Errorf("%w: header: %w", ErrMalformed, err)
+		return fail(ErrMalformed, "array header truncated", err)
 	}
 	if n == 0 {
-		return fmt.Errorf("%w: empty tuple", ErrUnsupportedVersion)
+		return fail(ErrUnsupportedVersion, "empty tuple: element 0 (version) missing", nil)
 	}
 	v, _, err := msgp.ReadUint8Bytes(o)
 	if err != nil {
 		if errors.Is(err, msgp.ErrShortBytes) {
-			return fmt.Errorf("%w: version: %w", ErrMalformed, err)
+			return fail(ErrMalformed, "element 0 (version): payload truncated", err)
 		}
 		// A version that is not a small unsigned integer cannot be ours.
-		return fmt.Errorf("%w: version: %w", ErrUnsupportedVersion, err)
+		return fail(ErrUnsupportedVersion, "element 0 (version) is not an unsigned integer below 256", err)
 	}
 	if v != Version {
-		return fmt.Errorf("%w: %d", ErrUnsupportedVersion, v)
+		return fail(ErrUnsupportedVersion, "element 0 (version) is "+strconv.Itoa(int(v))+"; this gateway understands "+
+			strconv.Itoa(int(Version)), nil)
 	}
 	return nil
 }
@@ -55,33 +56,24 @@ func decode(b []byte, v unmarshaler) error {
 	}
 	rest, err := v.UnmarshalMsg(b)
 	if err != nil {
-		return classify(err)
+		return classify(v, b, err)
 	}
 	if len(rest) != 0 {
-		return fmt.Errorf("%w: %d bytes", ErrTrailingBytes, len(rest))
+		return fail(ErrTrailingBytes, strconv.Itoa(len(rest))+" bytes after the tuple", nil)
 	}
 	return nil
 }
 
-// classify wraps an error from a generated or hand-written UnmarshalMsg.
-func classify(err error) error {
-	switch {
-	case errors.Is(err, ErrIdentTooLong), errors.Is(err, ErrNonFinite):
-		return fmt.Errorf("wire: decode: %w", err)
-	case errors.Is(err, msgp.ErrLimitExceeded):
-		return fmt.Errorf("%w: %w", ErrTooLarge, err)
-	default:
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
+// invalid reports a value outside its element's documented domain; detail
+// names the element (element(...)) and the rule, with at most the offending
+// number (never a position or an identifier).
+func invalid(at, rule string) error { return fail(ErrInvalidValue, at+": "+rule, nil) }
+
+func nonFinite(at string) error {
+	return fail(ErrNonFinite, at+": NaN or ±Infinity", nil)
 }
 
-func invalid(field string, v any) error {
-	return fmt.Errorf("%w: %s = %v", ErrInvalidValue, field, v)
-}
-
-func nonFinite(field string, v float64) error {
-	return fmt.Errorf("%w: %s = %v", ErrNonFinite, field, v)
-}
+func u8(v uint8) string { return strconv.Itoa(int(v)) }
 
 // DecodeTelemetry decodes b into f, reusing f's buffers. It allocates nothing
 // once f has grown to the frame's size. f is left partially filled on error.
@@ -97,14 +89,14 @@ func DecodeDiag(b []byte, d *DiagReport) error {
 		return err
 	}
 	if !finite(d.OdometerKm) {
-		return nonFinite("odometer_km", d.OdometerKm)
+		return nonFinite(element(d, "OdometerKm"))
 	}
 	if d.OdometerKm < 0 {
-		return invalid("odometer_km", d.OdometerKm)
+		return invalid(element(d, "OdometerKm"), "negative")
 	}
 	for i := range d.DTCs {
 		if s := d.DTCs[i].Status; s < DTCPending || s > DTCPermanent {
-			return invalid("dtc status", s)
+			return invalid(element(d, "DTCs", strconv.Itoa(i), "Status"), "is "+u8(s)+", not 1, 2 or 3")
 		}
 	}
 	return nil
@@ -118,16 +110,20 @@ func DecodeVehicleEvent(b []byte, e *VehicleEvent) error {
 		return err
 	}
 	if e.Kind < EventIgnitionOn || e.Kind > EventLocation {
-		return invalid("kind", e.Kind)
+		return invalid(element(e, "Kind"), "is "+u8(e.Kind)+", not 1..5")
 	}
 	if !finite(e.Lat) {
-		return nonFinite("lat", e.Lat)
+		return nonFinite(element(e, "Lat"))
 	}
 	if !finite(e.Lon) {
-		return nonFinite("lon", e.Lon)
+		return nonFinite(element(e, "Lon"))
 	}
-	if e.HasPosition && (e.Lat < -90 || e.Lat > 90 || e.Lon < -180 || e.Lon > 180) {
-		return invalid("position", [2]float64{e.Lat, e.Lon})
+	// The detail never carries the coordinates: they are personal data.
+	if e.HasPosition && (e.Lat < -90 || e.Lat > 90) {
+		return invalid(element(e, "Lat"), "outside -90..90 while has_position is true")
+	}
+	if e.HasPosition && (e.Lon < -180 || e.Lon > 180) {
+		return invalid(element(e, "Lon"), "outside -180..180 while has_position is true")
 	}
 	return nil
 }
@@ -141,24 +137,24 @@ func DecodeChargingSession(b []byte, s *ChargingSession) error {
 		return err
 	}
 	if s.Kind < SessionStarted || s.Kind > SessionStopped {
-		return invalid("kind", s.Kind)
+		return invalid(element(s, "Kind"), "is "+u8(s.Kind)+", not 1, 2 or 3")
 	}
 	for _, f := range [...]struct {
 		name string
 		v    float64
-	}{{"energy_wh", s.EnergyWh}, {"power_w", s.PowerW}, {"soc_pct", s.SoCPct}, {"target_soc_pct", s.TargetSoCPct}} {
+	}{{"EnergyWh", s.EnergyWh}, {"PowerW", s.PowerW}, {"SoCPct", s.SoCPct}, {"TargetSoCPct", s.TargetSoCPct}} {
 		if !finite(f.v) {
-			return nonFinite(f.name, f.v)
+			return nonFinite(element(s, f.name))
 		}
 	}
 	if s.EnergyWh < 0 {
-		return invalid("energy_wh", s.EnergyWh)
+		return invalid(element(s, "EnergyWh"), "negative")
 	}
 	if s.SoCPct < 0 || s.SoCPct > 100 {
-		return invalid("soc_pct", s.SoCPct)
+		return invalid(element(s, "SoCPct"), "outside 0..100")
 	}
 	if s.TargetSoCPct < 0 || s.TargetSoCPct > 100 {
-		return invalid("target_soc_pct", s.TargetSoCPct)
+		return invalid(element(s, "TargetSoCPct"), "outside 0..100")
 	}
 	return nil
 }
@@ -170,7 +166,7 @@ func DecodeChargerStatus(b []byte, s *ChargerStatus) error {
 		return err
 	}
 	if s.Status < ConnectorAvailable || s.Status > ConnectorUnavailable {
-		return invalid("status", s.Status)
+		return invalid(element(s, "Status"), "is "+u8(s.Status)+", not 1..4")
 	}
 	return nil
 }
@@ -182,10 +178,10 @@ func DecodeCommand(b []byte, c *Command) error {
 		return err
 	}
 	if c.CmdID == "" {
-		return invalid("cmd_id", `""`)
+		return invalid(element(c, "CmdID"), "empty")
 	}
 	if c.Name == "" {
-		return invalid("name", `""`)
+		return invalid(element(c, "Name"), "empty")
 	}
 	return nil
 }
@@ -198,10 +194,10 @@ func DecodeCommandAck(b []byte, a *CommandAck) error {
 		return err
 	}
 	if a.CmdID == "" {
-		return invalid("cmd_id", `""`)
+		return invalid(element(a, "CmdID"), "empty")
 	}
 	if a.Status < AckApplied || a.Status > AckFailed {
-		return invalid("status", a.Status)
+		return invalid(element(a, "Status"), "is "+u8(a.Status)+", not 1, 2 or 3")
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/telegate/telegate/decoders/internal/reftuple"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/tinylib/msgp/msgp"
 )
@@ -52,7 +53,7 @@ func fuzzDecode(f *testing.F, name string) {
 			t.Fatalf("fresh decode: %v, reused decode: %v", err, reusedErr)
 		}
 		if err != nil {
-			if r := wire.Reason(err); r == "other" {
+			if reject.FromError(err) == reject.Unclassified {
 				t.Fatalf("unclassified error: %v", err)
 			}
 			return

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/tinylib/msgp/msgp"
 )
@@ -125,7 +126,11 @@ func malformedCases() []malformedCase {
 		{"signal id 65536", "telemetry", telemetryWith(enc(nil).arr(1).sig(65536, 1)), wire.ErrMalformed},
 		{"signal id negative", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).i(-1).f(1)), wire.ErrMalformed},
 		{"signal id as float", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).f(1).f(1)), wire.ErrMalformed},
-		{"signal value as integer", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).u(1).u(80)), wire.ErrMalformed},
+		{"signal value as integer", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).u(1).u(80)), wire.ErrIntForFloat},
+		{"signal value as negative integer", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).u(1).i(-80)), wire.ErrIntForFloat},
+		{"odometer as integer", "diag", append(head(8).bool(true).u(1000), enc(nil).arr(0).arr(0)...), wire.ErrIntForFloat},
+		{"soc as integer", "charging_session", enc(nil).arr(13).u(1).s("ST").u(1).i(sampleTsMs).u(1).s("S").u(1).s("TAG").s(sampleVIN).
+			f(1).f(1).u(50).f(80), wire.ErrIntForFloat},
 		{"signal value as string", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).u(1).s("80")), wire.ErrMalformed},
 		{"signal value as bool", "telemetry", telemetryWith(enc(nil).arr(1).arr(2).u(1).bool(true)), wire.ErrMalformed},
 		{"signal count larger than content", "telemetry", telemetryWith(append(enc(nil).arr(3), signals(2)[1:]...)), wire.ErrMalformed},
@@ -204,8 +209,8 @@ func TestMalformed(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got error %v, want one wrapping %v\n% x", err, tc.want, tc.in)
 			}
-			if r := wire.Reason(err); r == "" || r == "other" {
-				t.Fatalf("Reason(%v) = %q", err, r)
+			if l := reject.FromError(err); l == reject.None || l == reject.Unclassified {
+				t.Fatalf("FromError(%v) = %v", err, l)
 			}
 		})
 	}
@@ -222,7 +227,7 @@ func TestTruncatedEverywhere(t *testing.T) {
 				if err == nil {
 					t.Fatalf("%s: prefix of %d/%d bytes decoded without error", name, i, len(b))
 				}
-				if r := wire.Reason(err); r == "" || r == "other" {
+				if l := reject.FromError(err); l == reject.None || l == reject.Unclassified {
 					t.Fatalf("%s: prefix %d: unclassified error %v", name, i, err)
 				}
 			}
@@ -246,7 +251,7 @@ func TestMutatedEverywhere(t *testing.T) {
 					b[i] = v
 					for _, dst := range []payload{c.fresh(), reused} {
 						if err := c.decode(b, dst); err != nil {
-							if r := wire.Reason(err); r == "other" {
+							if reject.FromError(err) == reject.Unclassified {
 								t.Fatalf("%s: byte %d = %#x: unclassified error %v", name, i, v, err)
 							}
 						}
@@ -254,30 +259,6 @@ func TestMutatedEverywhere(t *testing.T) {
 				}
 				b[i] = orig[i]
 			}
-		}
-	}
-}
-
-func TestReasonLabels(t *testing.T) {
-	tests := []struct {
-		err  error
-		want string
-	}{
-		{nil, ""},
-		{wire.ErrUnsupportedVersion, "version"},
-		{wire.ErrNotTuple, "not_tuple"},
-		{wire.ErrTrailingBytes, "trailing_bytes"},
-		{wire.ErrIdentTooLong, "ident_too_long"},
-		{wire.ErrTooLarge, "too_large"},
-		{msgp.ErrLimitExceeded, "too_large"},
-		{wire.ErrNonFinite, "non_finite"},
-		{wire.ErrInvalidValue, "invalid_value"},
-		{wire.ErrMalformed, "malformed"},
-		{errors.New("boom"), "other"},
-	}
-	for _, tt := range tests {
-		if got := wire.Reason(tt.err); got != tt.want {
-			t.Errorf("Reason(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
 }

@@ -4,15 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tinylib/msgp/msgp"
 
 	"github.com/telegate/telegate/decoders/catalog"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
 	"github.com/telegate/telegate/gateway/eventsink"
@@ -125,34 +130,85 @@ func TestFleetSimulatorToInflux(t *testing.T) {
 	}
 }
 
+// rawTelemetry encodes a telemetry frame by hand, with the signal values
+// in enc (so that a test can send what a buggy encoder sends).
+func rawTelemetry(vin string, ts time.Time, signals ...[]byte) []byte {
+	b := msgp.AppendArrayHeader(nil, 5)
+	b = msgp.AppendUint8(b, wire.Version)
+	b = msgp.AppendString(b, vin)
+	b = msgp.AppendUint64(b, 1)
+	b = msgp.AppendInt64(b, ts.UnixMilli())
+	b = msgp.AppendArrayHeader(b, uint32(len(signals)))
+	for _, s := range signals {
+		b = append(b, s...)
+	}
+	return b
+}
+
 // TestMalformedPayloads: MQTT 5 gets PUBACK 0x99, 3.1.1 gets a PUBACK, and
-// both are dead-lettered on NATS with their reason and counted.
+// every rejection label that a device can cause appears identically in the
+// metric, the NATS dead letter (with the label's message and a detail) and
+// the InfluxDB dead_letter point.
 func TestMalformedPayloads(t *testing.T) {
 	e := startEnv(t, 2, 0)
 	vin1, vin2 := sim.VIN(sim.DefaultVINPrefix, 1), sim.VIN(sim.DefaultVINPrefix, 2)
+	now := time.Now() // the gateway's clock in this test is the real one; only offsets from it matter
+	sig := func(id uint16, v []byte) []byte {
+		return append(msgp.AppendUint16(msgp.AppendArrayHeader(nil, 2), id), v...)
+	}
+	f64 := func(v float64) []byte { return msgp.AppendFloat64(nil, v) }
+	many := make([][]byte, wire.MaxArrayLen+1)
+	for i := range many {
+		many[i] = sig(catalog.Speed, f64(1))
+	}
+	event := func(kind uint8) []byte {
+		ev := wire.VehicleEvent{Version: wire.Version, VIN: wire.Ident(vin1), Seq: 1, TimeMs: now.UnixMilli(), Kind: kind}
+		b, _ := ev.MarshalMsg(nil)
+		return b
+	}
+	telemetry := "vehicles/" + vin1 + "/telemetry"
 	cases := []struct {
-		name, reason string
-		payload      []byte
+		name    string
+		label   reject.Label
+		topic   string
+		payload []byte
 	}{
-		{"garbage", "decode_error", []byte{0xc1, 0xff, 0x00}},
-		{"empty", "decode_error", nil},
-		{"future version", "unsupported_version", func() []byte {
-			b := telemetryFrame(vin1, 1, time.Now())
+		{"garbage", reject.NotTuple, telemetry, []byte{0xc1, 0xff, 0x00}},
+		{"empty", reject.NotTuple, telemetry, nil},
+		{"future version", reject.Version, telemetry, func() []byte {
+			b := telemetryFrame(vin1, 1, now)
 			b[1] = 9 // first tuple element is the version
 			return b
 		}()},
-		{"other vin inside", "identity_mismatch", telemetryFrame(vin2, 1, time.Now())},
-		{"far future", "timestamp_out_of_range", telemetryFrame(vin1, 1, time.Now().Add(48*time.Hour))},
-		{"truncated", "decode_error", telemetryFrame(vin1, 1, time.Now())[:20]},
+		{"truncated", reject.Malformed, telemetry, telemetryFrame(vin1, 1, now)[:20]},
+		{"integer for a float", reject.IntForFloat, telemetry, rawTelemetry(vin1, now, sig(catalog.Speed, f64(80)), sig(catalog.TractionSoC, msgp.AppendInt(nil, 80)))},
+		{"513 signals", reject.TooLarge, telemetry, rawTelemetry(vin1, now, many...)},
+		{"vin too long", reject.IdentTooLong, telemetry, rawTelemetry(strings.Repeat("V", wire.MaxIdentLen+1), now)},
+		{"NaN", reject.NonFinite, telemetry, rawTelemetry(vin1, now, sig(catalog.Speed, f64(math.NaN())))},
+		{"event kind 9", reject.InvalidValue, "vehicles/" + vin1 + "/events", event(9)},
+		{"trailing bytes", reject.TrailingBytes, telemetry, append(telemetryFrame(vin1, 1, now), 0xc0)},
+		{"other vin inside", reject.IdentityMismatch, telemetry, telemetryFrame(vin2, 1, now)},
+		{"far future", reject.TimestampFuture, telemetry, telemetryFrame(vin1, 1, now.Add(48*time.Hour))},
+		{"before the minimum time", reject.TimestampTooOld, telemetry, rawTelemetry(vin1, time.UnixMilli(1_000_000))},
+		{"seconds", reject.TimestampSeconds, telemetry, rawTelemetry(vin1, time.UnixMilli(now.Unix()))},
 	}
+	want := map[string]int{} // label → dead letters expected
 	cm := e.mqtt5(vin1)
 	for _, c := range cases {
-		resp, err := cm.Publish(context.Background(), &paho.Publish{Topic: "vehicles/" + vin1 + "/telemetry", QoS: 1, Payload: c.payload})
+		resp, err := cm.Publish(context.Background(), &paho.Publish{Topic: c.topic, QoS: 1, Payload: c.payload})
 		if err != nil && resp == nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if resp == nil || resp.ReasonCode != 0x99 {
+		if resp == nil || resp.ReasonCode != reject.PubackCode {
 			t.Fatalf("%s: want PUBACK 0x99, got %+v (%v)", c.name, resp, err)
+		}
+		want[c.label.String()]++
+	}
+	// Every label a device can cause is exercised (unknown_topic cannot pass
+	// the ACL and unclassified is only for records of older releases).
+	for _, l := range reject.All() {
+		if want[l.String()] == 0 && l != reject.UnknownTopic && l != reject.Unclassified {
+			t.Errorf("label %s not exercised end to end", l)
 		}
 	}
 	// 3.1.1: acked (durably dead-lettered), connection stays up.
@@ -164,7 +220,10 @@ func TestMalformedPayloads(t *testing.T) {
 	if !c3.IsConnectionOpen() {
 		t.Fatal("3.1.1 client disconnected")
 	}
-	// Dead letters on NATS with reasons.
+	want[reject.NotTuple.String()]++
+	total := len(cases) + 1
+
+	// NATS: one dead letter per rejection, with the label, its message and a detail.
 	js := e.gw.Bus().JetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -172,8 +231,8 @@ func TestMalformedPayloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]int{}
-	for sum(seen) < len(cases)+1 {
+	seen, natsLabels := map[string]int{}, map[string]int{}
+	for sum(seen) < total {
 		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
 		if err != nil {
 			t.Fatalf("dead letters so far %v: %v", seen, err)
@@ -184,28 +243,46 @@ func TestMalformedPayloads(t *testing.T) {
 		if err := json.Unmarshal(m.Data(), &env); err != nil {
 			t.Fatal(err)
 		}
-		if env.Data.Reason == "" || env.Data.Client == "" {
-			t.Fatalf("dead letter without reason/client: %s", m.Data())
+		l, ok := reject.Parse(env.Data.Reason)
+		if !ok || env.Data.Client == "" || env.Data.Message != l.Message() || env.Data.Detail == "" {
+			t.Fatalf("dead letter without label/message/detail/client: %s", m.Data())
 		}
 		seen[m.Subject()]++
+		natsLabels[env.Data.Reason]++
 	}
-	if seen["deadletter.telemetry."+vin1] != len(cases) || seen["deadletter.diag."+vin2] != 1 {
+	if seen["deadletter.telemetry."+vin1] != len(cases)-1 || seen["deadletter.events."+vin1] != 1 || seen["deadletter.diag."+vin2] != 1 {
 		t.Fatalf("dead letters by subject: %v", seen)
 	}
-	for _, c := range cases {
-		if c.reason == "" {
-			continue
-		}
-		if v := testutilCounter(t, e, "telegate_dead_letters_total", `reason="`+c.reason+`"`); v < 1 {
-			t.Fatalf("reason %s not counted", c.reason)
+	if !maps.Equal(natsLabels, want) {
+		t.Fatalf("NATS dead letters by label %v, want %v", natsLabels, want)
+	}
+	// Metric: the same labels, the same counts.
+	for l, n := range want {
+		if v := testutilCounter(t, e, "telegate_dead_letters_total", `reason="`+l+`"`); v != float64(n) {
+			t.Fatalf("telegate_dead_letters_total{reason=%q} = %v, want %d", l, v, n)
 		}
 	}
-	eventually(t, "dead letters in InfluxDB", func() error {
-		if n := e.influx.Count(t, "dead_letter", "bytes", time.Now().Add(-time.Hour)); n != len(cases)+1 {
-			return fmt.Errorf("%d dead_letter points", n)
+	if v := testutilCounter(t, e, "telegate_dead_letters_total", ""); v != float64(total) {
+		t.Fatalf("telegate_dead_letters_total = %v, want %d", v, total)
+	}
+	// InfluxDB: one dead_letter point per rejection, the same labels and messages.
+	since := now.Add(-time.Hour)
+	eventually(t, "dead letters in InfluxDB", countIs(t, e.influx, "dead_letter", "bytes", since, total))
+	rows := e.influx.Query(t, fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
+  |> filter(fn: (r) => r._measurement == "dead_letter" and (r._field == "reason" or r._field == "message"))
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group()`, since.Format(time.RFC3339Nano)))
+	influxLabels := map[string]int{}
+	for _, r := range rows {
+		label, _ := r["reason"].(string)
+		l, ok := reject.Parse(label)
+		if msg, _ := r["message"].(string); !ok || msg != l.Message() {
+			t.Fatalf("dead_letter point %v", r)
 		}
-		return nil
-	})
+		influxLabels[label]++
+	}
+	if !maps.Equal(influxLabels, want) {
+		t.Fatalf("InfluxDB dead letters by label %v, want %v", influxLabels, want)
+	}
 }
 
 func sum(m map[string]int) int {

@@ -83,12 +83,18 @@ type CommandAckEvent struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// DeadLetter is the data of deadletter.{class}.{device}.
+// DeadLetter is the data of deadletter.{class}.{device}. Reason is the
+// rejection label (decoders/reject, docs/protocol.md section 8), the same
+// value as the reason label of telegate_dead_letters_total and the reason
+// field of the InfluxDB dead_letter point; Message explains the label and
+// Detail names the element and the rule (never payload bytes).
 type DeadLetter struct {
 	Client     string    `json:"client"`
 	Topic      string    `json:"topic"`
 	QoS        byte      `json:"qos"`
 	Reason     string    `json:"reason"`
+	Message    string    `json:"message"`
+	Detail     string    `json:"detail,omitempty"`
 	ReceivedAt time.Time `json:"received_at"`
 	Payload    []byte    `json:"payload"` // base64 in JSON, at most MaxDeadLetterPayload bytes
 	Truncated  bool      `json:"truncated,omitempty"`

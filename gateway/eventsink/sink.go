@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/dtc"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/metrics"
@@ -286,7 +287,8 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 		class, _, _ := topics.Parse(string(r.Topic))
 		id := string(r.Client)
 		p := r.Payload
-		dl := DeadLetter{Client: id, Topic: string(r.Topic), QoS: r.QoS, Reason: string(r.Reason),
+		label, detail := reject.ParseReason(r.Reason)
+		dl := DeadLetter{Client: id, Topic: string(r.Topic), QoS: r.QoS, Reason: label.String(), Message: label.Message(), Detail: detail,
 			ReceivedAt: time.Unix(0, r.RecvNs).UTC(), Size: len(p)}
 		if len(p) > MaxDeadLetterPayload {
 			p, dl.Truncated = p[:MaxDeadLetterPayload], true

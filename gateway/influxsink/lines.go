@@ -7,6 +7,7 @@ import (
 
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/dtc"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/live"
@@ -92,7 +93,14 @@ func (e *encoder) add(r *record.Record) error {
 		e.enc.TagString("class", class.String())
 		e.enc.FieldString("client", r.Client)
 		e.enc.FieldString("topic", r.Topic)
-		e.enc.FieldString("reason", r.Reason)
+		// reason is the rejection label (decoders/reject), the same value as
+		// the metric's reason label and the NATS dead letter's reason.
+		label, detail := reject.ParseReason(r.Reason)
+		e.enc.FieldText("reason", label.String())
+		e.enc.FieldText("message", label.Message())
+		if detail != "" {
+			e.enc.FieldText("detail", detail)
+		}
 		e.enc.FieldInt("bytes", int64(len(r.Payload)))
 		e.endNs(iDead, r.RecvNs)
 		return nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/live"
 	"github.com/telegate/telegate/gateway/record"
@@ -48,7 +49,14 @@ func TestGoldenLines(t *testing.T) {
 	t.Run("dead_letter", func(t *testing.T) {
 		rec := record.Append(nil, record.KindDeadLetter, 1, 1_700_000_000_123_456_789, "vehicles/TGSVS000000000001/telemetry",
 			"TGSVS000000000001", `wire: decode: "quoted", and \ escaped`, []byte{1, 2, 3})
-		check(t, "dead_letter", rec)
+		check(t, "dead_letter", rec) // a free-text reason from an older release: unclassified
+	})
+	t.Run("dead_letter_labeled", func(t *testing.T) {
+		reason := reject.AppendReason(nil, reject.IntForFloat,
+			"element 4 (signals), entry 3, element 1 (value): f64 expected, got a MessagePack integer; encode it as float64")
+		rec := record.Append(nil, record.KindDeadLetter, 1, 1_700_000_000_123_456_789, "vehicles/TGSVS000000000001/telemetry",
+			"TGSVS000000000001", string(reason), []byte{1, 2, 3})
+		check(t, "dead_letter_labeled", rec)
 	})
 }
 

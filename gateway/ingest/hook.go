@@ -13,8 +13,9 @@
 //   - QoS 1 waits at most spool.ack_timeout for its group commit (a stalled
 //     disk): then it is refused like a full spool, with 0x80 for MQTT 5.
 //   - Malformed payloads are written to the spool as dead letters (durable for
-//     QoS 1) and refused with PUBACK 0x99 (payload format invalid) for MQTT 5;
-//     a 3.1.1 client gets a normal PUBACK because the frame was durably
+//     QoS 1) with their rejection label (decoders/reject) and refused with
+//     PUBACK 0x99 (payload format invalid, reject.PubackCode) for MQTT 5; a
+//     3.1.1 client gets a normal PUBACK because the frame was durably
 //     dead-lettered.
 package ingest
 
@@ -28,6 +29,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/record"
 	"github.com/telegate/telegate/gateway/topics"
@@ -144,25 +146,26 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	h.spooled[min(qos, 1)].Inc()
 	if deadLetter && v5 && qos > 0 {
-		return pk, packets.ErrPayloadFormatInvalid
+		return pk, packets.ErrPayloadFormatInvalid // reject.PubackCode
 	}
 	return pk, nil
 }
 
 // encode counts the publish, validates its payload and appends its spool
-// record to dst: a publish record, or a dead letter with the reason when the
-// payload is invalid (deadLetter true).
+// record to dst: a publish record, or a dead letter whose reason is the
+// rejection label and detail (reject.AppendReason) when the payload is
+// invalid (deadLetter true). The same label is the metric's reason.
 func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, payload []byte, qos byte) (rec []byte, deadLetter bool) {
 	h.received[class].Inc()
 	kind := record.KindPublish
-	var reasonText string
-	if reason, err := h.val.Validate(class, id, payload); err != nil {
-		kind, reasonText = record.KindDeadLetter, err.Error()
-		h.m.DeadLettered.WithLabelValues(class.String(), reason).Inc()
+	var reason string
+	if label, err := h.val.Validate(class, id, payload); err != nil {
+		kind, reason = record.KindDeadLetter, string(reject.AppendReason(nil, label, reject.Detail(err)))
+		h.m.DeadLettered.WithLabelValues(class.String(), label.String()).Inc()
 	} else {
 		h.decoded[class].Inc()
 	}
-	return record.Append(dst, kind, qos, time.Now().UnixNano(), topic, client, reasonText, payload), kind == record.KindDeadLetter
+	return record.Append(dst, kind, qos, time.Now().UnixNano(), topic, client, reason, payload), kind == record.KindDeadLetter
 }
 
 func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (packets.Packet, error) {

@@ -12,11 +12,13 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/telegate/telegate/decoders/catalog"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
@@ -176,11 +178,19 @@ func TestMalformedIsDeadLetteredWith0x99(t *testing.T) {
 		t.Fatalf("reason code %#x, want 0x99", rc)
 	}
 	recs := readAll(t, f, 2)
-	if recs[1].Kind != record.KindDeadLetter || len(recs[1].Reason) == 0 {
+	if recs[1].Kind != record.KindDeadLetter {
 		t.Fatalf("dead letter %+v", recs[1])
 	}
-	if got := testutil.ToFloat64(f.m.DeadLettered.WithLabelValues("telemetry", ingest.ReasonDecode)); got != 1 {
+	// The spool record carries the label and a detail in protocol terms.
+	label, detail := reject.ParseReason(recs[1].Reason)
+	if label != reject.Malformed || detail != "tuple of 5 elements expected, got 3" {
+		t.Fatalf("dead letter reason %q: label %v detail %q", recs[1].Reason, label, detail)
+	}
+	if got := testutil.ToFloat64(f.m.DeadLettered.WithLabelValues("telemetry", "malformed")); got != 1 {
 		t.Fatalf("dead letter counter %v", got)
+	}
+	if packets.ErrPayloadFormatInvalid.Code != reject.PubackCode {
+		t.Fatalf("documented PUBACK code %#x, mochi's %#x", reject.PubackCode, packets.ErrPayloadFormatInvalid.Code)
 	}
 	// A publish on a non-ingest topic is not spooled.
 	if rc := publish5(t, c, "vehicles/"+vin+"/other", 1, []byte("x")); rc != 0 {

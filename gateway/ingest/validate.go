@@ -1,21 +1,13 @@
 package ingest
 
 import (
-	"errors"
+	"fmt"
+	"math"
 	"time"
 
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/topics"
-)
-
-// Dead-letter reasons (also the `reason` label of telegate_dead_letters_total).
-const (
-	ReasonDecode           = "decode_error"
-	ReasonVersion          = "unsupported_version"
-	ReasonIdentity         = "identity_mismatch"
-	ReasonTimestamp        = "timestamp_out_of_range"
-	ReasonInvalidValue     = "invalid_value"
-	ReasonUnknownClientTag = "unknown_topic"
 )
 
 // Bounds on the free-text fields of a command ack (they travel on to NATS
@@ -25,11 +17,14 @@ const (
 	MaxAckReasonLen = 1024
 )
 
-// Validation errors.
+// Validation errors: the gateway's own sentinels from decoders/reject (the
+// rejection vocabulary), re-exported for callers of this package.
 var (
-	ErrIdentityMismatch = errors.New("ingest: payload identity does not match the topic")
-	ErrTimestampRange   = errors.New("ingest: timestamp out of range")
-	ErrInvalidValue     = errors.New("ingest: invalid value")
+	ErrIdentityMismatch = reject.ErrIdentityMismatch
+	ErrTimestampFuture  = reject.ErrTimestampFuture
+	ErrTimestampTooOld  = reject.ErrTimestampTooOld
+	ErrTimestampSeconds = reject.ErrTimestampSeconds
+	ErrInvalidValue     = wire.ErrInvalidValue
 )
 
 // Validator decodes and checks device payloads. It is safe for concurrent
@@ -78,12 +73,20 @@ func (v *Validator) put(s *scratch) {
 }
 
 // Validate decodes payload for class c published by device id. It returns
-// nil or an error and the dead-letter reason label.
-func (v *Validator) Validate(c topics.Class, id string, payload []byte) (reason string, err error) {
+// reject.None and nil, or the rejection label and an error whose text
+// (reject.Detail) names the element and the rule, never payload bytes. The
+// label comes from the error with errors.Is; nothing here allocates for a
+// valid payload.
+func (v *Validator) Validate(c topics.Class, id string, payload []byte) (reject.Label, error) {
 	s := v.get()
 	defer v.put(s)
-	var ident []byte
-	var ts int64
+	var (
+		ident []byte
+		ts    int64
+		err   error
+		name  = "vin"
+		elem  = 1 // index of the identity element
+	)
 	switch c {
 	case topics.ClassTelemetry:
 		err = wire.DecodeTelemetry(payload, &s.tf)
@@ -91,52 +94,59 @@ func (v *Validator) Validate(c topics.Class, id string, payload []byte) (reason 
 	case topics.ClassDiag:
 		err = wire.DecodeDiag(payload, &s.dr)
 		ident, ts = s.dr.VIN, s.dr.TimeMs
-		if err == nil {
-			for _, d := range s.dr.DTCs {
-				if d.Status < wire.DTCPending || d.Status > wire.DTCPermanent {
-					return ReasonInvalidValue, ErrInvalidValue
-				}
-			}
-		}
 	case topics.ClassEvents:
 		err = wire.DecodeVehicleEvent(payload, &s.ve)
 		ident, ts = s.ve.VIN, s.ve.TimeMs
-		if err == nil && (s.ve.Kind < wire.EventIgnitionOn || s.ve.Kind > wire.EventLocation) {
-			return ReasonInvalidValue, ErrInvalidValue
-		}
 	case topics.ClassCmdAck:
 		err = wire.DecodeCommandAck(payload, &s.ack)
-		ident, ts = s.ack.VIN, s.ack.TimeMs
-		if err == nil && (s.ack.CmdID == "" || len(s.ack.CmdID) > MaxCmdIDLen || len(s.ack.Reason) > MaxAckReasonLen ||
-			s.ack.Status < wire.AckApplied || s.ack.Status > wire.AckFailed) {
-			return ReasonInvalidValue, ErrInvalidValue
+		ident, ts, elem = s.ack.VIN, s.ack.TimeMs, 2
+		if err == nil && len(s.ack.CmdID) > MaxCmdIDLen {
+			err = fmt.Errorf("%w: element 1 (cmd_id): longer than %d bytes", wire.ErrInvalidValue, MaxCmdIDLen)
+		} else if err == nil && len(s.ack.Reason) > MaxAckReasonLen {
+			err = fmt.Errorf("%w: element 5 (reason): longer than %d bytes", wire.ErrInvalidValue, MaxAckReasonLen)
 		}
 	case topics.ClassSession:
 		err = wire.DecodeChargingSession(payload, &s.cs)
-		ident, ts = s.cs.Station, s.cs.TimeMs
-		if err == nil && (s.cs.Kind < wire.SessionStarted || s.cs.Kind > wire.SessionStopped || len(s.cs.SessionID) == 0) {
-			return ReasonInvalidValue, ErrInvalidValue
+		ident, ts, name = s.cs.Station, s.cs.TimeMs, "station"
+		if err == nil && len(s.cs.SessionID) == 0 {
+			err = fmt.Errorf("%w: element 5 (session_id): empty", wire.ErrInvalidValue)
 		}
 	case topics.ClassStatus:
 		err = wire.DecodeChargerStatus(payload, &s.st)
-		ident, ts = s.st.Station, s.st.TimeMs
-		if err == nil && (s.st.Status < wire.ConnectorAvailable || s.st.Status > wire.ConnectorUnavailable) {
-			return ReasonInvalidValue, ErrInvalidValue
-		}
+		ident, ts, name = s.st.Station, s.st.TimeMs, "station"
 	default:
-		return ReasonUnknownClientTag, ErrInvalidValue
+		return reject.UnknownTopic, fmt.Errorf("%w: class %s", reject.ErrUnknownTopic, c)
 	}
 	if err != nil {
-		if errors.Is(err, wire.ErrUnsupportedVersion) {
-			return ReasonVersion, err
-		}
-		return ReasonDecode, err
+		return reject.FromError(err), err
 	}
 	if string(ident) != id {
-		return ReasonIdentity, ErrIdentityMismatch
+		// The detail names the element, not the payload's value.
+		return reject.IdentityMismatch, fmt.Errorf("%w: element %d (%s) differs from the topic's {%s}", reject.ErrIdentityMismatch, elem, name, name)
 	}
-	if ts < v.MinTime.UnixMilli() || ts > v.now().Add(v.MaxSkew).UnixMilli() {
-		return ReasonTimestamp, ErrTimestampRange
+	return v.checkTime(ts)
+}
+
+// checkTime applies the timestamp window: MinTime <= ts_ms <= now+MaxSkew.
+// A value that is in the window once multiplied by 1000 was sent in seconds.
+func (v *Validator) checkTime(ts int64) (reject.Label, error) {
+	lo, now := v.MinTime.UnixMilli(), v.now()
+	hi := now.Add(v.MaxSkew).UnixMilli()
+	switch {
+	case ts >= lo && ts <= hi:
+		return reject.None, nil
+	case ts > hi:
+		hint := ""
+		if us := ts / 1000; us >= lo && us <= hi {
+			hint = "; it looks like microseconds"
+		}
+		return reject.TimestampFuture, fmt.Errorf("%w: element 3 (ts_ms) %d is %s ahead of the gateway clock, more than the allowed %s%s",
+			reject.ErrTimestampFuture, ts, time.Duration(ts-now.UnixMilli())*time.Millisecond, v.MaxSkew, hint)
+	case ts > math.MinInt64/1000 && ts*1000 >= lo && ts*1000 <= hi:
+		return reject.TimestampSeconds, fmt.Errorf("%w: element 3 (ts_ms) %d is %s as Unix seconds; send %d",
+			reject.ErrTimestampSeconds, ts, time.UnixMilli(ts*1000).UTC().Format(time.RFC3339), ts*1000)
+	default:
+		return reject.TimestampTooOld, fmt.Errorf("%w: element 3 (ts_ms) %d is before the minimum time %s",
+			reject.ErrTimestampTooOld, ts, v.MinTime.UTC().Format(time.RFC3339))
 	}
-	return "", nil
 }

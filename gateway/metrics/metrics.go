@@ -15,7 +15,7 @@ const Namespace = "telegate"
 type Metrics struct {
 	Received       *prometheus.CounterVec // class
 	Decoded        *prometheus.CounterVec // class
-	DeadLettered   *prometheus.CounterVec // class, reason
+	DeadLettered   *prometheus.CounterVec // class, reason (a decoders/reject label)
 	Spooled        *prometheus.CounterVec // qos
 	Refused        *prometheus.CounterVec // reason: QoS 1 publishes not acknowledged
 	Dropped        *prometheus.CounterVec // reason: QoS 0 publishes dropped
@@ -41,7 +41,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Received:       cv("mqtt_publishes_received_total", "Device publishes received on ingest topics.", "class"),
 		Decoded:        cv("frames_decoded_total", "Device payloads that decoded and validated.", "class"),
-		DeadLettered:   cv("dead_letters_total", "Device payloads rejected and written to the dead-letter stream.", "class", "reason"),
+		DeadLettered:   cv("dead_letters_total", "Device payloads rejected and written to the dead-letter stream, by rejection label (decoders/reject, docs/protocol.md section 8).", "class", "reason"),
 		Spooled:        cv("spool_appends_total", "Records appended to the durable spool.", "qos"),
 		Refused:        cv("publishes_refused_total", "QoS 1 publishes refused (never acknowledged) with a reason code or disconnect.", "reason"),
 		Dropped:        cv("publishes_dropped_total", "QoS 0 publishes dropped (best effort).", "reason"),
