@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,8 +33,11 @@ type Limits struct {
 	MaxRange       time.Duration // signal history range
 	MaxPoints      int           // points per series
 	MaxPageSize    int           // fleet page size, list limits
-	MaxLiveStreams int           // concurrent SSE streams
-	MaxSignals     int           // signals per history request
+	MaxLiveStreams int           // concurrent SSE streams, all users
+	// MaxLiveStreamsPerUser bounds one user's concurrent SSE streams
+	// (429 for that user; the global cap answers 503 for everyone).
+	MaxLiveStreamsPerUser int
+	MaxSignals            int // signals per history request
 }
 
 // Deps are what the API reads and drives.
@@ -59,6 +63,9 @@ type Deps struct {
 type API struct {
 	d    Deps
 	live atomic.Int64
+
+	mu       sync.Mutex     // guards liveUser
+	liveUser map[string]int // open live streams per user
 }
 
 // New returns the API.
@@ -75,7 +82,10 @@ func New(d Deps) *API {
 	if d.Ready == nil {
 		d.Ready = func() bool { return true }
 	}
-	return &API{d: d}
+	if d.Limits.MaxLiveStreamsPerUser <= 0 {
+		d.Limits.MaxLiveStreamsPerUser = max(d.Limits.MaxLiveStreams, 1)
+	}
+	return &API{d: d, liveUser: map[string]int{}}
 }
 
 // Route is one API route.
@@ -623,6 +633,13 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s, _ := auth.FromContext(r.Context())
+	if !a.acquireUserStream(s.User) {
+		w.Header().Set("Retry-After", "5")
+		auth.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("you already have %d live streams open; close one first", a.d.Limits.MaxLiveStreamsPerUser))
+		return
+	}
+	defer a.releaseUserStream(s.User)
 	if n := a.live.Add(1); n > int64(a.d.Limits.MaxLiveStreams) {
 		a.live.Add(-1)
 		auth.WriteError(w, http.StatusServiceUnavailable, "too many live streams; try again later")
@@ -681,6 +698,26 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+}
+
+// acquireUserStream counts one more live stream for user, unless the
+// user is at MaxLiveStreamsPerUser.
+func (a *API) acquireUserStream(user string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.liveUser[user] >= a.d.Limits.MaxLiveStreamsPerUser {
+		return false
+	}
+	a.liveUser[user]++
+	return true
+}
+
+func (a *API) releaseUserStream(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.liveUser[user]--; a.liveUser[user] <= 0 {
+		delete(a.liveUser, user)
 	}
 }
 
