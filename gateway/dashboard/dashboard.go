@@ -49,6 +49,9 @@ type Options struct {
 	Log        *slog.Logger
 	// Now is the clock of sessions (nil: time.Now).
 	Now func() time.Time
+	// LocationAllowed reports whether a vehicle's owner grants the
+	// location_sharing consent (nil: nobody does, no positions shown).
+	LocationAllowed func(vin string) bool
 }
 
 // Dashboard is a running dashboard.
@@ -107,8 +110,9 @@ func New(o Options) (*Dashboard, error) {
 		Limits: api.Limits{MaxRange: o.Config.MaxHistoryRange, MaxPoints: o.Config.MaxPoints,
 			MaxPageSize: o.Config.MaxPageSize, MaxLiveStreams: o.Config.MaxLiveStreams,
 			MaxLiveStreamsPerUser: o.Config.MaxLiveStreamsPerUser},
-		OnCommand:   func(name, result string) { d.m.commands.WithLabelValues(name, result).Inc() },
-		LiveStreams: func(delta int) { d.m.live.Add(float64(delta)) },
+		OnCommand:       func(name, result string) { d.m.commands.WithLabelValues(name, result).Inc() },
+		LiveStreams:     func(delta int) { d.m.live.Add(float64(delta)) },
+		LocationAllowed: o.LocationAllowed,
 	})
 	return d, nil
 }

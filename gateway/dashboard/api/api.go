@@ -57,6 +57,35 @@ type Deps struct {
 	OnCommand func(name, result string)
 	// LiveStreams, if set, is told of each stream opened (+1) and closed (-1).
 	LiveStreams func(delta int)
+	// LocationAllowed reports whether vin's owner currently grants the
+	// location_sharing consent. Without it (or when nil) no position
+	// (Vehicle.CurrentLocation.*) leaves the API, for any role: not in the
+	// vehicle detail, the history or the live stream.
+	LocationAllowed func(vin string) bool
+}
+
+// LocationPrefix is the VSS branch of position signals (latitude,
+// longitude, heading), shown only with the owner's location consent.
+const LocationPrefix = "Vehicle.CurrentLocation."
+
+// locationOK reports whether vin's position may be shown now.
+func (a *API) locationOK(vin string) bool {
+	return a.d.LocationAllowed != nil && a.d.LocationAllowed(vin)
+}
+
+// redact removes position values from d unless vin's owner consents.
+func (a *API) redact(vin string, d fleetstate.Detail) fleetstate.Detail {
+	if a.locationOK(vin) {
+		return d
+	}
+	vals := make([]fleetstate.Value, 0, len(d.Values))
+	for _, v := range d.Values {
+		if !strings.HasPrefix(v.Path, LocationPrefix) {
+			vals = append(vals, v)
+		}
+	}
+	d.Values = vals
+	return d
 }
 
 // API serves the routes.
@@ -288,6 +317,9 @@ func (a *API) commandSpecs(w http.ResponseWriter, _ *http.Request) {
 type VehicleResponse struct {
 	fleetstate.Detail
 	Ready bool `json:"state_ready"`
+	// LocationShared: the owner grants location_sharing, so position
+	// values are included; false: they are withheld.
+	LocationShared bool `json:"location_shared"`
 }
 
 func (a *API) vehicle(w http.ResponseWriter, r *http.Request) {
@@ -307,7 +339,7 @@ func (a *API) vehicle(w http.ResponseWriter, r *http.Request) {
 			a.d.Log.Warn("dashboard: latest values query failed", "vin", vin, "err", err)
 		}
 	}
-	writeJSON(w, http.StatusOK, VehicleResponse{Detail: d, Ready: a.d.Ready()})
+	writeJSON(w, http.StatusOK, VehicleResponse{Detail: a.redact(vin, d), Ready: a.d.Ready(), LocationShared: a.locationOK(vin)})
 }
 
 // HistoryResponse is GET /api/service/v1/vehicles/{vin}/history.
@@ -376,6 +408,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(paths) > a.d.Limits.MaxSignals {
 		bad(w, "at most %d signals per request", a.d.Limits.MaxSignals)
+		return
+	}
+	if !a.locationOK(vin) && slices.ContainsFunc(paths, func(p string) bool { return strings.HasPrefix(p, LocationPrefix) }) {
+		auth.WriteError(w, http.StatusForbidden, "the owner of "+vin+" has not consented to location sharing: position signals are not shown")
 		return
 	}
 	// range: either range=<duration> (ending now) or start/end (RFC 3339)
@@ -668,7 +704,7 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	state := func() bool {
 		d, _ := a.d.State.Get(vin)
-		return send("state", d)
+		return send("state", a.redact(vin, d))
 	}
 	if _, err := fmt.Fprint(w, "retry: 3000\n\n"); err != nil || !state() {
 		return
@@ -689,8 +725,9 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 		case u := <-ch:
 			out := make([]LiveSignal, 0, len(u.Signals))
 			t := time.UnixMilli(u.TimeMs).UTC()
+			locOK := a.locationOK(vin) // per frame: a withdrawal applies at once
 			for _, s := range u.Signals {
-				if sig, ok := catalog.Lookup(s.ID); ok && sig.Valid(s.Value) {
+				if sig, ok := catalog.Lookup(s.ID); ok && sig.Valid(s.Value) && (locOK || !strings.HasPrefix(sig.Path, LocationPrefix)) {
 					out = append(out, LiveSignal{Path: sig.Path, Unit: sig.Unit, Value: s.Value, Time: t})
 				}
 			}
