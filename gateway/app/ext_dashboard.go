@@ -35,6 +35,7 @@ func (a *App) startDashboard(_ context.Context) error {
 		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.cfg.Influx.Token, Org: a.cfg.Influx.Org,
 			Bucket: a.cfg.Influx.Bucket(), Timeout: c.QueryTimeout},
 		VINs: vins, Hub: a.live, JS: a.bus.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
+		LocationAllowed: a.locationConsent,
 	})
 	if err != nil {
 		return err
@@ -51,6 +52,18 @@ func (a *App) startDashboard(_ context.Context) error {
 	}
 	log.Info("dashboard mounted", "url", "http://"+net.JoinHostPort(host, port)+"/ui/", "users_file", c.UsersFile)
 	return nil
+}
+
+// locationConsent reports whether vin's owner (customer registry of the
+// services) grants location_sharing. Without the services there is no
+// consent record, so no position is shown.
+func (a *App) locationConsent(vin string) bool {
+	s := a.ext.services.suite
+	if s == nil || s.Customers == nil {
+		return false
+	}
+	o, ok := s.Customers.Lookup(vin)
+	return ok && s.Customers.Consented(o.CustomerID, "location_sharing")
 }
 
 // closeDashboard stops what startDashboard started. Idempotent.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,10 +25,56 @@ func (a *App) startHTTP() error {
 		return err
 	}
 	a.httpLn = ln
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+	a.http = &http.Server{Handler: hostCheck(allowedHosts(a.cfg.HTTP.Addr, a.cfg.HTTP.AllowedHosts), mux), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	go func() { _ = a.http.Serve(ln) }()
 	return nil
+}
+
+// allowedHosts is the set of Host header names the HTTP server answers
+// (lower case, no port, IPv6 without brackets): the configured list, or by
+// default the listen address's host plus localhost, 127.0.0.1 and ::1.
+func allowedHosts(addr string, configured []string) map[string]bool {
+	set := map[string]bool{}
+	add := func(h string) {
+		h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))
+		if h != "" {
+			set[h] = true
+		}
+	}
+	if len(configured) > 0 {
+		for _, h := range configured {
+			add(h)
+		}
+		return set
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil && host != "0.0.0.0" && host != "::" {
+		add(host)
+	}
+	for _, h := range []string{"localhost", "127.0.0.1", "::1"} {
+		add(h)
+	}
+	return set
+}
+
+// hostCheck answers 421 Misdirected Request when the request's Host is not
+// in allowed: a page from another origin that re-points its DNS name at
+// this address (DNS rebinding) cannot read /metrics or the APIs.
+func hostCheck(allowed map[string]bool, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+		if !allowed[host] {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			_, _ = w.Write([]byte(`{"error":"this server does not serve the host named in the request; add it to http.allowed_hosts"}` + "\n"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // HTTPAddr is the bound operations address.

@@ -53,6 +53,12 @@ type Config struct {
 // HTTP is the operations/API listener.
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	// AllowedHosts are the host names (or addresses) requests may name in
+	// their Host header, without port; anything else gets 421 Misdirected
+	// Request (stops DNS rebinding against /metrics and the APIs). Empty:
+	// the listen address's host plus localhost, 127.0.0.1 and ::1. List
+	// the gateway's DNS name here when it is reached by name.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // MQTT configures the embedded broker (see docs/broker.md for the rationale
@@ -344,6 +350,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := time.Parse(time.RFC3339, c.Ingest.MinTimestamp); err != nil {
 		bad("ingest.min_timestamp", "must be RFC 3339")
+	}
+	for _, h := range c.HTTP.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/ \t") || strings.Count(h, ":") == 1 {
+			bad("http.allowed_hosts", "entries are host names or addresses without port")
+		}
 	}
 	errs = append(errs, c.Dashboard.validate()...)
 	errs = append(errs, c.Services.validate()...)

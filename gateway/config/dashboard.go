@@ -20,6 +20,9 @@ type Dashboard struct {
 	SessionIdle time.Duration `yaml:"session_idle"`
 	// MaxSessions bounds the number of live sessions (oldest evicted).
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerUser bounds one user's live sessions (their own
+	// oldest is evicted, never another user's).
+	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// SecureCookies sets the Secure attribute on the session cookie (set it
 	// when the gateway is served over HTTPS, e.g. behind a TLS proxy).
 	SecureCookies bool `yaml:"secure_cookies"`
@@ -35,22 +38,27 @@ type Dashboard struct {
 	InitLookback time.Duration `yaml:"init_lookback"`
 	// MaxLiveStreams bounds concurrent live (server-sent events) streams.
 	MaxLiveStreams int `yaml:"max_live_streams"`
+	// MaxLiveStreamsPerUser bounds one user's concurrent live streams
+	// (429 for that user beyond it; others are not affected).
+	MaxLiveStreamsPerUser int `yaml:"max_live_streams_per_user"`
 	// QueryTimeout bounds one InfluxDB (Flux) query made by the API.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
 func dashboardDefaults() Dashboard {
 	return Dashboard{
-		Enabled:         true,
-		SessionTTL:      12 * time.Hour,
-		SessionIdle:     time.Hour,
-		MaxSessions:     1000,
-		MaxHistoryRange: 31 * 24 * time.Hour,
-		MaxPoints:       2000,
-		MaxPageSize:     500,
-		InitLookback:    30 * 24 * time.Hour,
-		MaxLiveStreams:  64,
-		QueryTimeout:    15 * time.Second,
+		Enabled:               true,
+		SessionTTL:            12 * time.Hour,
+		SessionIdle:           time.Hour,
+		MaxSessions:           1000,
+		MaxSessionsPerUser:    10,
+		MaxHistoryRange:       31 * 24 * time.Hour,
+		MaxPoints:             2000,
+		MaxPageSize:           500,
+		InitLookback:          30 * 24 * time.Hour,
+		MaxLiveStreams:        64,
+		MaxLiveStreamsPerUser: 8,
+		QueryTimeout:          15 * time.Second,
 	}
 }
 
@@ -67,6 +75,12 @@ func (d Dashboard) validate() []error {
 	}
 	if d.MaxSessions < 1 || d.MaxSessions > 1_000_000 {
 		bad("max_sessions", "must be 1..1000000")
+	}
+	if d.MaxSessionsPerUser < 1 || d.MaxSessionsPerUser > d.MaxSessions {
+		bad("max_sessions_per_user", "must be 1..max_sessions")
+	}
+	if d.MaxLiveStreamsPerUser < 1 || d.MaxLiveStreamsPerUser > d.MaxLiveStreams {
+		bad("max_live_streams_per_user", "must be 1..max_live_streams")
 	}
 	if d.MaxHistoryRange < time.Minute || d.MaxHistoryRange > 366*24*time.Hour {
 		bad("max_history_range", "must be between 1m and 8784h")

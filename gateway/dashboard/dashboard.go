@@ -49,6 +49,9 @@ type Options struct {
 	Log        *slog.Logger
 	// Now is the clock of sessions (nil: time.Now).
 	Now func() time.Time
+	// LocationAllowed reports whether a vehicle's owner grants the
+	// location_sharing consent (nil: nobody does, no positions shown).
+	LocationAllowed func(vin string) bool
 }
 
 // Dashboard is a running dashboard.
@@ -85,7 +88,7 @@ func New(o Options) (*Dashboard, error) {
 	}
 	d := &Dashboard{opts: o, log: o.Log, users: users, done: make(chan struct{})}
 	d.auth = auth.NewManager(auth.Config{TTL: o.Config.SessionTTL, Idle: o.Config.SessionIdle,
-		MaxSessions: o.Config.MaxSessions, SecureCookies: o.Config.SecureCookies, Now: o.Now}, users, o.Log)
+		MaxSessions: o.Config.MaxSessions, MaxSessionsPerUser: o.Config.MaxSessionsPerUser, SecureCookies: o.Config.SecureCookies, Now: o.Now}, users, o.Log)
 	d.state = fleetstate.New(o.VINs)
 	d.hist = history.New(o.Influx)
 	d.cmds = commands.NewLog(100)
@@ -105,9 +108,11 @@ func New(o Options) (*Dashboard, error) {
 		State: d.state, Hist: d.hist, Cmds: d.cmds, Sender: commands.NewSender(o.Publisher, o.JS, d.cmds, o.Log),
 		Hub: hub, Auth: d.auth, Log: o.Log, Ready: d.feed.Ready, Done: d.done, Lookback: o.Config.InitLookback,
 		Limits: api.Limits{MaxRange: o.Config.MaxHistoryRange, MaxPoints: o.Config.MaxPoints,
-			MaxPageSize: o.Config.MaxPageSize, MaxLiveStreams: o.Config.MaxLiveStreams},
-		OnCommand:   func(name, result string) { d.m.commands.WithLabelValues(name, result).Inc() },
-		LiveStreams: func(delta int) { d.m.live.Add(float64(delta)) },
+			MaxPageSize: o.Config.MaxPageSize, MaxLiveStreams: o.Config.MaxLiveStreams,
+			MaxLiveStreamsPerUser: o.Config.MaxLiveStreamsPerUser},
+		OnCommand:       func(name, result string) { d.m.commands.WithLabelValues(name, result).Inc() },
+		LiveStreams:     func(delta int) { d.m.live.Add(float64(delta)) },
+		LocationAllowed: o.LocationAllowed,
 	})
 	return d, nil
 }

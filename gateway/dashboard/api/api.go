@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,8 +33,11 @@ type Limits struct {
 	MaxRange       time.Duration // signal history range
 	MaxPoints      int           // points per series
 	MaxPageSize    int           // fleet page size, list limits
-	MaxLiveStreams int           // concurrent SSE streams
-	MaxSignals     int           // signals per history request
+	MaxLiveStreams int           // concurrent SSE streams, all users
+	// MaxLiveStreamsPerUser bounds one user's concurrent SSE streams
+	// (429 for that user; the global cap answers 503 for everyone).
+	MaxLiveStreamsPerUser int
+	MaxSignals            int // signals per history request
 }
 
 // Deps are what the API reads and drives.
@@ -53,12 +57,44 @@ type Deps struct {
 	OnCommand func(name, result string)
 	// LiveStreams, if set, is told of each stream opened (+1) and closed (-1).
 	LiveStreams func(delta int)
+	// LocationAllowed reports whether vin's owner currently grants the
+	// location_sharing consent. Without it (or when nil) no position
+	// (Vehicle.CurrentLocation.*) leaves the API, for any role: not in the
+	// vehicle detail, the history or the live stream.
+	LocationAllowed func(vin string) bool
+}
+
+// LocationPrefix is the VSS branch of position signals (latitude,
+// longitude, heading), shown only with the owner's location consent.
+const LocationPrefix = "Vehicle.CurrentLocation."
+
+// locationOK reports whether vin's position may be shown now.
+func (a *API) locationOK(vin string) bool {
+	return a.d.LocationAllowed != nil && a.d.LocationAllowed(vin)
+}
+
+// redact removes position values from d unless vin's owner consents.
+func (a *API) redact(vin string, d fleetstate.Detail) fleetstate.Detail {
+	if a.locationOK(vin) {
+		return d
+	}
+	vals := make([]fleetstate.Value, 0, len(d.Values))
+	for _, v := range d.Values {
+		if !strings.HasPrefix(v.Path, LocationPrefix) {
+			vals = append(vals, v)
+		}
+	}
+	d.Values = vals
+	return d
 }
 
 // API serves the routes.
 type API struct {
 	d    Deps
 	live atomic.Int64
+
+	mu       sync.Mutex     // guards liveUser
+	liveUser map[string]int // open live streams per user
 }
 
 // New returns the API.
@@ -75,7 +111,10 @@ func New(d Deps) *API {
 	if d.Ready == nil {
 		d.Ready = func() bool { return true }
 	}
-	return &API{d: d}
+	if d.Limits.MaxLiveStreamsPerUser <= 0 {
+		d.Limits.MaxLiveStreamsPerUser = max(d.Limits.MaxLiveStreams, 1)
+	}
+	return &API{d: d, liveUser: map[string]int{}}
 }
 
 // Route is one API route.
@@ -278,6 +317,9 @@ func (a *API) commandSpecs(w http.ResponseWriter, _ *http.Request) {
 type VehicleResponse struct {
 	fleetstate.Detail
 	Ready bool `json:"state_ready"`
+	// LocationShared: the owner grants location_sharing, so position
+	// values are included; false: they are withheld.
+	LocationShared bool `json:"location_shared"`
 }
 
 func (a *API) vehicle(w http.ResponseWriter, r *http.Request) {
@@ -297,7 +339,7 @@ func (a *API) vehicle(w http.ResponseWriter, r *http.Request) {
 			a.d.Log.Warn("dashboard: latest values query failed", "vin", vin, "err", err)
 		}
 	}
-	writeJSON(w, http.StatusOK, VehicleResponse{Detail: d, Ready: a.d.Ready()})
+	writeJSON(w, http.StatusOK, VehicleResponse{Detail: a.redact(vin, d), Ready: a.d.Ready(), LocationShared: a.locationOK(vin)})
 }
 
 // HistoryResponse is GET /api/service/v1/vehicles/{vin}/history.
@@ -366,6 +408,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(paths) > a.d.Limits.MaxSignals {
 		bad(w, "at most %d signals per request", a.d.Limits.MaxSignals)
+		return
+	}
+	if !a.locationOK(vin) && slices.ContainsFunc(paths, func(p string) bool { return strings.HasPrefix(p, LocationPrefix) }) {
+		auth.WriteError(w, http.StatusForbidden, "the owner of "+vin+" has not consented to location sharing: position signals are not shown")
 		return
 	}
 	// range: either range=<duration> (ending now) or start/end (RFC 3339)
@@ -623,6 +669,13 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s, _ := auth.FromContext(r.Context())
+	if !a.acquireUserStream(s.User) {
+		w.Header().Set("Retry-After", "5")
+		auth.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("you already have %d live streams open; close one first", a.d.Limits.MaxLiveStreamsPerUser))
+		return
+	}
+	defer a.releaseUserStream(s.User)
 	if n := a.live.Add(1); n > int64(a.d.Limits.MaxLiveStreams) {
 		a.live.Add(-1)
 		auth.WriteError(w, http.StatusServiceUnavailable, "too many live streams; try again later")
@@ -651,7 +704,7 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	state := func() bool {
 		d, _ := a.d.State.Get(vin)
-		return send("state", d)
+		return send("state", a.redact(vin, d))
 	}
 	if _, err := fmt.Fprint(w, "retry: 3000\n\n"); err != nil || !state() {
 		return
@@ -672,8 +725,9 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 		case u := <-ch:
 			out := make([]LiveSignal, 0, len(u.Signals))
 			t := time.UnixMilli(u.TimeMs).UTC()
+			locOK := a.locationOK(vin) // per frame: a withdrawal applies at once
 			for _, s := range u.Signals {
-				if sig, ok := catalog.Lookup(s.ID); ok && sig.Valid(s.Value) {
+				if sig, ok := catalog.Lookup(s.ID); ok && sig.Valid(s.Value) && (locOK || !strings.HasPrefix(sig.Path, LocationPrefix)) {
 					out = append(out, LiveSignal{Path: sig.Path, Unit: sig.Unit, Value: s.Value, Time: t})
 				}
 			}
@@ -681,6 +735,26 @@ func (a *API) liveStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+}
+
+// acquireUserStream counts one more live stream for user, unless the
+// user is at MaxLiveStreamsPerUser.
+func (a *API) acquireUserStream(user string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.liveUser[user] >= a.d.Limits.MaxLiveStreamsPerUser {
+		return false
+	}
+	a.liveUser[user]++
+	return true
+}
+
+func (a *API) releaseUserStream(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.liveUser[user]--; a.liveUser[user] <= 0 {
+		delete(a.liveUser, user)
 	}
 }
 

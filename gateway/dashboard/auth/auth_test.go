@@ -4,8 +4,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -103,20 +105,157 @@ func TestSessionExpiry(t *testing.T) {
 	}
 }
 
+// TestLoginThrottle: failures from one address slow that address down
+// (exponential backoff), never lock the user out from another address.
 func TestLoginThrottle(t *testing.T) {
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := NewManager(Config{MaxFailures: 3, FailureWindow: time.Minute, Now: c.now}, testUsers(t), nil)
+	m := NewManager(Config{MaxFailures: 3, FailureWindow: time.Minute, BaseBackoff: time.Second, Now: c.now}, testUsers(t), nil)
 	for range 3 {
 		if _, _, err := m.Login("op", "bad", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := m.Login("op", "op-pass", "10.0.0.2"); !errors.Is(err, ErrThrottled) {
-		t.Fatalf("4th attempt: %v", err)
-	}
-	c.add(time.Minute)
 	if _, _, err := m.Login("op", "op-pass", "10.0.0.2"); err != nil {
-		t.Fatalf("after window: %v", err)
+		t.Fatalf("the real user from another address: %v", err)
+	}
+	// From 10.0.0.1, the 4th attempt waits 1 s, the next 2 s: exponential.
+	_, _, wait, err := m.login("op", "op-pass", "10.0.0.1")
+	if !errors.Is(err, ErrThrottled) || wait != time.Second {
+		t.Fatalf("4th attempt at once: %v, wait %v", err, wait)
+	}
+	c.add(time.Second)
+	if _, _, err := m.Login("op", "bad", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
+		t.Fatalf("after the backoff: %v", err)
+	}
+	if _, _, wait, err := m.login("op", "bad", "10.0.0.1"); !errors.Is(err, ErrThrottled) || wait != 2*time.Second {
+		t.Fatalf("doubling backoff: %v %v", err, wait)
+	}
+	c.add(2 * time.Minute) // window and backoff passed: forgotten
+	if _, _, err := m.Login("op", "op-pass", "10.0.0.1"); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+}
+
+// TestLoginThrottleConcurrent: 80 concurrent wrong passwords from one
+// address reserve their slots before the password check, so at most
+// MaxFailures bcrypt checks run; the rest are throttled at once. The real
+// operator from another address still logs in.
+func TestLoginThrottleConcurrent(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(Config{MaxFailures: 5, Now: c.now}, testUsers(t), nil)
+	var checks atomic.Int64
+	real := m.verify
+	gate := make(chan struct{})
+	m.verify = func(name, pw string) (User, error) {
+		checks.Add(1)
+		<-gate // every check in flight at once: the worst case for a check-then-count race
+		return real(name, pw)
+	}
+	var wg sync.WaitGroup
+	var throttled, bad atomic.Int64
+	for range 80 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch _, _, err := m.Login("op", "wrong", "203.0.113.9"); {
+			case errors.Is(err, ErrThrottled):
+				throttled.Add(1)
+			case errors.Is(err, ErrBadLogin):
+				bad.Add(1)
+			}
+		}()
+	}
+	for throttled.Load()+checks.Load() < 80 {
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	if n := checks.Load(); n > 5 || bad.Load() != n || throttled.Load() != 80-n {
+		t.Fatalf("%d password checks (want ≤ 5), %d bad, %d throttled", n, bad.Load(), throttled.Load())
+	}
+	if _, _, err := m.Login("op", "op-pass", "198.51.100.7"); err != nil {
+		t.Fatalf("real operator from another address: %v", err)
+	}
+}
+
+// TestLoginThrottleAccountGuard: many addresses failing on one account put
+// it in guarded mode, where only addresses without a recent failure get a
+// (single) attempt: the botnet is slowed, the operator still gets in.
+func TestLoginThrottleAccountGuard(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(Config{MaxFailures: 5, MaxAccountFailures: 10, Now: c.now}, testUsers(t), nil)
+	for i := range 10 {
+		if _, _, err := m.Login("op", "wrong", "10.1.0."+strconv.Itoa(i)); !errors.Is(err, ErrBadLogin) {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := m.Login("op", "wrong", "10.1.0.1"); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("address with a failure on a guarded account: %v", err)
+	}
+	if _, _, err := m.Login("op", "op-pass", "10.2.0.1"); err != nil {
+		t.Fatalf("clean address on a guarded account: %v", err)
+	}
+	if _, _, err := m.Login("view", "view-pass", "10.1.0.1"); err != nil {
+		t.Fatalf("another account from the same address: %v", err)
+	}
+}
+
+func TestLoginRetryAfterHeader(t *testing.T) {
+	m := NewManager(Config{MaxFailures: 1, BaseBackoff: 3 * time.Second}, testUsers(t), nil)
+	do := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/login", strings.NewReader(`{"username":"op","password":"nope"}`))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		m.HandleLogin(rec, req)
+		return rec
+	}
+	if rec := do(); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("first: %d", rec.Code)
+	}
+	rec := do()
+	if ra, _ := strconv.Atoi(rec.Header().Get("Retry-After")); rec.Code != http.StatusTooManyRequests || ra < 1 || ra > 3 {
+		t.Fatalf("throttled: %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}
+
+// TestMaxSessionsPerUser: one user's logins evict only that user's oldest
+// session; at the global cap the user holding the most sessions pays.
+func TestMaxSessionsPerUser(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewManager(Config{MaxSessions: 4, MaxSessionsPerUser: 3, Now: c.now}, testUsers(t), nil)
+	_, opTok, _ := m.Login("op", "op-pass", "a")
+	var viewToks []string
+	for range 10 {
+		c.add(time.Second)
+		_, tok, err := m.Login("view", "view-pass", "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		viewToks = append(viewToks, tok)
+	}
+	if _, err := m.Lookup(opTok); err != nil {
+		t.Fatalf("the operator was logged out by the viewer's logins: %v", err)
+	}
+	live := 0
+	for i, tok := range viewToks {
+		if _, err := m.Lookup(tok); err == nil {
+			live++
+			if i < 7 {
+				t.Fatalf("viewer session %d survived, want the newest 3", i)
+			}
+		}
+	}
+	if live != 3 || m.Sessions() != 4 {
+		t.Fatalf("viewer sessions %d (want 3), total %d", live, m.Sessions())
+	}
+	// Global cap (4) reached: the operator's next login evicts the
+	// viewer's oldest (the viewer holds the most), not the operator's.
+	c.add(time.Second)
+	if _, _, err := m.Login("op", "op-pass", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Lookup(opTok); err != nil || m.Sessions() != 4 {
+		t.Fatalf("global cap: op session %v, sessions %d", err, m.Sessions())
 	}
 }
 

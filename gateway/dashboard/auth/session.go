@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,14 +37,38 @@ type Session struct {
 
 // Config configures a Manager.
 type Config struct {
-	TTL, Idle     time.Duration
-	MaxSessions   int
-	SecureCookies bool
-	// MaxFailures failed logins per user name (and per client address)
-	// within FailureWindow make further attempts fail with ErrThrottled.
-	MaxFailures   int
-	FailureWindow time.Duration
-	Now           func() time.Time
+	TTL, Idle time.Duration
+	// MaxSessions bounds the live sessions of all users together; at the
+	// cap, a login evicts the oldest session of the user holding the most
+	// sessions (so one user never logs others out while holding more).
+	MaxSessions int
+	// MaxSessionsPerUser bounds one user's live sessions; a login beyond
+	// it evicts that user's own oldest session.
+	MaxSessionsPerUser int
+	SecureCookies      bool
+	// Login throttling (see docs/dashboard.md, "Login throttling"). Every
+	// attempt reserves a slot under the lock BEFORE the password check, so
+	// concurrent attempts are counted as they start, not as they end.
+	//
+	// MaxFailures failed logins per (user name, client address) are free;
+	// each further one waits an exponential backoff (BaseBackoff doubling,
+	// at most MaxBackoff), one attempt at a time. There is no hard account
+	// lockout: other addresses are not affected.
+	MaxFailures int
+	// MaxSourceFailures failed logins per client address (all user names
+	// together) are free; then the same backoff applies to that address.
+	MaxSourceFailures int
+	// MaxAccountFailures failed logins per user name from all addresses
+	// together put the account in guarded mode: only addresses with no
+	// recent failure for that user get an attempt (one each). The real
+	// user from a clean address still logs in; a botnet gets one guess
+	// per address per FailureWindow.
+	MaxAccountFailures int
+	// FailureWindow: failure counts are forgotten after this long without
+	// a failure (and once the backoff has passed).
+	FailureWindow           time.Duration
+	BaseBackoff, MaxBackoff time.Duration
+	Now                     func() time.Time
 }
 
 // Manager holds users and sessions and provides the HTTP handlers and
@@ -55,15 +80,20 @@ type Manager struct {
 	// OnLogin, when set, is called with "ok", "bad_credentials" or
 	// "throttled" for every login attempt (metrics).
 	OnLogin func(result string)
+	// verify checks a password (users.Verify; tests count the calls).
+	verify func(name, password string) (User, error)
 
-	mu       sync.Mutex
-	sessions map[[sha256.Size]byte]*Session
-	failures map[string]*failure
+	mu       sync.Mutex                     // guards sessions and attempts
+	sessions map[[sha256.Size]byte]*Session // by hash of the cookie token
+	attempts map[string]*attempts           // throttle keys: "a:" user+client, "s:" client, "u:" user
 }
 
-type failure struct {
-	n     int
-	start time.Time
+// attempts is the throttle state of one key (guarded by Manager.mu).
+type attempts struct {
+	inflight int       // reserved checks not finished yet
+	fails    int       // failures not yet forgotten
+	last     time.Time // last failure
+	until    time.Time // backoff: no attempt before this
 }
 
 // NewManager returns a Manager for users.
@@ -77,11 +107,26 @@ func NewManager(cfg Config, users *Users, log *slog.Logger) *Manager {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 1000
 	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = 10
+	}
 	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 10
+		cfg.MaxFailures = 5
+	}
+	if cfg.MaxSourceFailures <= 0 {
+		cfg.MaxSourceFailures = 20
+	}
+	if cfg.MaxAccountFailures <= 0 {
+		cfg.MaxAccountFailures = 50
 	}
 	if cfg.FailureWindow <= 0 {
-		cfg.FailureWindow = 5 * time.Minute
+		cfg.FailureWindow = 15 * time.Minute
+	}
+	if cfg.BaseBackoff <= 0 {
+		cfg.BaseBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 15 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -89,8 +134,8 @@ func NewManager(cfg Config, users *Users, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, users: users, log: log,
-		sessions: map[[sha256.Size]byte]*Session{}, failures: map[string]*failure{}}
+	return &Manager{cfg: cfg, users: users, log: log, verify: users.Verify,
+		sessions: map[[sha256.Size]byte]*Session{}, attempts: map[string]*attempts{}}
 }
 
 func randomToken() string {
@@ -103,40 +148,73 @@ func keyOf(token string) [sha256.Size]byte { return sha256.Sum256([]byte(token))
 
 // Login verifies credentials and creates a session. It returns the session
 // and the opaque token for the cookie. client is the caller's address (for
-// throttling).
+// throttling). A throttled attempt returns ErrThrottled without checking
+// the password.
 func (m *Manager) Login(name, password, client string) (*Session, string, error) {
+	s, tok, _, err := m.login(name, password, client)
+	return s, tok, err
+}
+
+// login is Login that also says, when throttled, how long to wait.
+func (m *Manager) login(name, password, client string) (*Session, string, time.Duration, error) {
 	now := m.cfg.Now()
-	if m.throttled(now, "u:"+name) || m.throttled(now, "c:"+client) {
+	keys, wait, ok := m.reserve(now, name, client)
+	if !ok {
 		m.count("throttled")
-		return nil, "", ErrThrottled
+		return nil, "", wait, ErrThrottled
 	}
-	u, err := m.users.Verify(name, password)
+	u, err := m.verify(name, password)
+	now = m.cfg.Now()
+	m.finish(now, keys, err == nil)
 	if err != nil {
-		m.fail(now, "u:"+name)
-		m.fail(now, "c:"+client)
 		m.count("bad_credentials")
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	token := randomToken()
 	s := &Session{User: u.Name, Role: u.Role, CSRF: randomToken(), Created: now,
 		ExpiresAt: now.Add(m.cfg.TTL), lastUsed: now, key: keyOf(token)}
 	m.mu.Lock()
-	delete(m.failures, "u:"+name)
 	m.sweepLocked(now)
-	for len(m.sessions) >= m.cfg.MaxSessions {
-		var oldest *Session
-		for _, x := range m.sessions {
-			if oldest == nil || x.Created.Before(oldest.Created) {
-				oldest = x
-			}
-		}
-		delete(m.sessions, oldest.key)
-	}
+	m.evictLocked(u.Name)
 	m.sessions[s.key] = s
 	m.mu.Unlock()
 	m.count("ok")
 	cp := *s
-	return &cp, token, nil
+	return &cp, token, 0, nil
+}
+
+// evictLocked makes room for one more session of user: first within the
+// user's own cap (their oldest goes), then within the global cap (the
+// oldest session of whoever holds the most sessions goes, so a user never
+// evicts others while holding at least as many).
+func (m *Manager) evictLocked(user string) {
+	for {
+		per := map[string]int{}
+		oldest := map[string]*Session{}
+		for _, x := range m.sessions {
+			per[x.User]++
+			if o := oldest[x.User]; o == nil || x.Created.Before(o.Created) {
+				oldest[x.User] = x
+			}
+		}
+		switch {
+		case per[user] >= m.cfg.MaxSessionsPerUser:
+			delete(m.sessions, oldest[user].key)
+		case len(m.sessions) >= m.cfg.MaxSessions:
+			victim := user
+			for u, n := range per {
+				if n > per[victim] || (n == per[victim] && oldest[u].Created.Before(oldest[victim].Created)) {
+					victim = u
+				}
+			}
+			if oldest[victim] == nil {
+				return
+			}
+			delete(m.sessions, oldest[victim].key)
+		default:
+			return
+		}
+	}
 }
 
 func (m *Manager) count(result string) {
@@ -145,25 +223,108 @@ func (m *Manager) count(result string) {
 	}
 }
 
-func (m *Manager) throttled(now time.Time, key string) bool {
+// throttle keys of one attempt: per (user, client), per client, per user.
+type attemptKeys struct{ pair, source, account string }
+
+// reserve decides, atomically with every other attempt, whether an attempt
+// may check a password now and, if so, reserves its slot (inflight). When
+// it may not, wait is how long to wait (Retry-After).
+func (m *Manager) reserve(now time.Time, name, client string) (attemptKeys, time.Duration, bool) {
+	k := attemptKeys{pair: "a:" + name + "\x00" + client, source: "s:" + client, account: "u:" + name}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	f := m.failures[key]
-	return f != nil && now.Sub(f.start) < m.cfg.FailureWindow && f.n >= m.cfg.MaxFailures
+	if len(m.attempts) > 100_000 { // bound memory under a spray of names
+		m.pruneLocked(now)
+	}
+	pair, src, acct := m.entryLocked(now, k.pair), m.entryLocked(now, k.source), m.entryLocked(now, k.account)
+	var wait time.Duration
+	ok := true
+	for _, c := range []struct {
+		e     *attempts
+		limit int
+	}{{pair, m.cfg.MaxFailures}, {src, m.cfg.MaxSourceFailures}} {
+		if c.e.fails+c.e.inflight < c.limit {
+			continue // free attempts left
+		}
+		if c.e.inflight == 0 && !now.Before(c.e.until) {
+			continue // backoff passed: one more attempt
+		}
+		ok = false
+		wait = max(wait, c.e.until.Sub(now))
+	}
+	if acct.fails >= m.cfg.MaxAccountFailures && (pair.fails > 0 || pair.inflight > 0) {
+		// Guarded account: only addresses with a clean record for it.
+		ok = false
+		wait = max(wait, pair.last.Add(m.cfg.FailureWindow).Sub(now))
+	}
+	if !ok {
+		return k, max(wait, time.Second), false
+	}
+	pair.inflight++
+	src.inflight++
+	acct.inflight++
+	return k, 0, true
 }
 
-func (m *Manager) fail(now time.Time, key string) {
+// entryLocked returns key's state, forgetting failures that are older than
+// the window once their backoff has passed.
+func (m *Manager) entryLocked(now time.Time, key string) *attempts {
+	e := m.attempts[key]
+	if e == nil {
+		e = &attempts{}
+		m.attempts[key] = e
+	}
+	if e.fails > 0 && now.Sub(e.last) >= m.cfg.FailureWindow && !now.Before(e.until) {
+		e.fails = 0
+	}
+	return e
+}
+
+// finish releases the slots of an attempt and records its outcome.
+func (m *Manager) finish(now time.Time, k attemptKeys, success bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.failures) > 100_000 { // bound memory under a spray of names
-		clear(m.failures)
+	for _, c := range []struct {
+		key   string
+		limit int
+	}{{k.pair, m.cfg.MaxFailures}, {k.source, m.cfg.MaxSourceFailures}, {k.account, m.cfg.MaxAccountFailures}} {
+		e := m.attempts[c.key]
+		if e == nil {
+			e = &attempts{inflight: 1}
+			m.attempts[c.key] = e
+		}
+		e.inflight = max(e.inflight-1, 0)
+		switch {
+		case success && c.key == k.pair:
+			e.fails, e.until = 0, time.Time{}
+		case success:
+			// The source and the account keep their counts: an attacker
+			// with one valid account does not reset the others.
+		default:
+			e.fails++
+			e.last = now
+			if over := e.fails - c.limit; over >= 0 && c.key != k.account {
+				e.until = now.Add(backoff(m.cfg.BaseBackoff, m.cfg.MaxBackoff, over))
+			}
+		}
 	}
-	f := m.failures[key]
-	if f == nil || now.Sub(f.start) >= m.cfg.FailureWindow {
-		f = &failure{start: now}
-		m.failures[key] = f
+}
+
+// backoff is base·2^n, at most maxD.
+func backoff(base, maxD time.Duration, n int) time.Duration {
+	if n > 30 {
+		return maxD
 	}
-	f.n++
+	return min(base<<n, maxD)
+}
+
+// pruneLocked drops throttle entries with nothing to remember.
+func (m *Manager) pruneLocked(now time.Time) {
+	for key, e := range m.attempts {
+		if e.inflight == 0 && (e.fails == 0 || (now.Sub(e.last) >= m.cfg.FailureWindow && !now.Before(e.until))) {
+			delete(m.attempts, key)
+		}
+	}
 }
 
 func (m *Manager) sweepLocked(now time.Time) {
@@ -329,10 +490,12 @@ func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
-	s, token, err := m.Login(req.Username, req.Password, client)
+	s, token, wait, err := m.login(req.Username, req.Password, client)
 	switch {
 	case errors.Is(err, ErrThrottled):
 		m.log.Warn("dashboard login throttled", "user", req.Username, "client", client)
+		secs := int64((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 		WriteError(w, http.StatusTooManyRequests, err.Error())
 		return
 	case err != nil:

@@ -78,15 +78,20 @@ type Record struct {
 
 // Log is the bounded per-vehicle command history.
 type Log struct {
-	mu     sync.Mutex
+	mu     sync.Mutex           // guards perVIN and byID
 	perVIN map[string][]*Record // oldest first
-	byID   map[string]*Record
+	byID   map[recKey]*Record   // (VIN, cmd id): a vehicle's ack only ever reaches its own commands
 	max    int
 }
 
+// recKey identifies a record: a command id is only meaningful together
+// with the vehicle it was sent to, so an ack from vehicle B carrying
+// vehicle A's command id never touches A's record.
+type recKey struct{ vin, cmdID string }
+
 // NewLog keeps at most perVehicle records per vehicle.
 func NewLog(perVehicle int) *Log {
-	return &Log{perVIN: map[string][]*Record{}, byID: map[string]*Record{}, max: max(perVehicle, 1)}
+	return &Log{perVIN: map[string][]*Record{}, byID: map[recKey]*Record{}, max: max(perVehicle, 1)}
 }
 
 // Add records a sent command (idempotent on CmdID: a known record keeps its
@@ -94,7 +99,7 @@ func NewLog(perVehicle int) *Log {
 func (l *Log) Add(r Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cur := l.byID[r.CmdID]; cur != nil {
+	if cur := l.byID[recKey{r.VIN, r.CmdID}]; cur != nil {
 		if cur.Name == "" {
 			cur.Name, cur.Params, cur.User, cur.Source, cur.Sent = r.Name, r.Params, r.User, r.Source, r.Sent
 		}
@@ -110,19 +115,24 @@ func (l *Log) Add(r Record) {
 func (l *Log) insertLocked(r *Record) {
 	list := append(l.perVIN[r.VIN], r)
 	if len(list) > l.max {
-		delete(l.byID, list[0].CmdID)
+		delete(l.byID, recKey{list[0].VIN, list[0].CmdID})
 		list = slices.Delete(list, 0, 1)
 	}
 	l.perVIN[r.VIN] = list
-	l.byID[r.CmdID] = r
+	l.byID[recKey{r.VIN, r.CmdID}] = r
 }
 
-// Ack applies a vehicle's ack. An ack for a command the log does not know
-// (sent by another component, or older than the history) creates a record.
+// Ack applies a vehicle's ack. vin must be the vehicle the ack came from
+// as authenticated by the broker (the vehicle.cmdack.{vin} subject, itself
+// from the MQTT topic the device's ACL allows), never a VIN from the
+// payload: acks are matched by (VIN, command id), so a vehicle can only
+// ever change the state of its own commands. An ack for a command the log
+// does not know for that vehicle (sent by another component, or older than
+// the history) creates a record in that vehicle's history.
 func (l *Log) Ack(vin, cmdID, status, reason string, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := l.byID[cmdID]
+	r := l.byID[recKey{vin, cmdID}]
 	if r == nil {
 		r = &Record{CmdID: cmdID, VIN: vin, Source: "vehicle ack"}
 		l.insertLocked(r)
@@ -222,8 +232,11 @@ func Validate(name string, params map[string]string) error {
 	return nil
 }
 
+// newCmdID returns an unguessable command id: 128 bits from crypto/rand
+// (acks are matched by VIN and id as well, so even a known id is useless
+// to another vehicle).
 func newCmdID() string {
-	b := make([]byte, 12)
+	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return "dash-" + hex.EncodeToString(b)
 }

@@ -73,3 +73,38 @@ func TestSendRecordsAndAcks(t *testing.T) {
 		t.Fatalf("failed record %+v", got)
 	}
 }
+
+// TestAckFromOtherVehicleIgnored: acks are matched by (VIN, command id):
+// vehicle B acking vehicle A's command id leaves A's record alone.
+func TestAckFromOtherVehicleIgnored(t *testing.T) {
+	const a, b = "TGSVS000000000001", "TGSVS000000000002"
+	p := &pub{}
+	l := NewLog(10)
+	s := NewSender(p, nil, l, nil)
+	r, err := s.Send(t.Context(), a, "ping", nil, "op")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Ack(b, r.CmdID, "rejected", "forged", time.Now())
+	if got := l.List(a, 10); len(got) != 1 || got[0].Status != "sent" || got[0].Reason != "" {
+		t.Fatalf("A's command changed by B's ack: %+v", got)
+	}
+	if got := l.List(b, 10); len(got) != 1 || got[0].Source != "vehicle ack" {
+		t.Fatalf("B's ack should only land in B's history: %+v", got)
+	}
+	l.Ack(a, r.CmdID, "applied", "", time.Now())
+	if got := l.List(a, 10); got[0].Status != "applied" {
+		t.Fatalf("A's own ack: %+v", got)
+	}
+}
+
+func TestCmdIDsUnguessable(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		id := newCmdID()
+		if len(id) != len("dash-")+32 || seen[id] {
+			t.Fatalf("cmd id %q: want dash- + 128 random bits, unique", id)
+		}
+		seen[id] = true
+	}
+}

@@ -266,6 +266,10 @@ func (f *Feed) handle(m jetstream.Msg) {
 		return
 	}
 	subj := m.Subject()
+	// The subject's VIN is the authenticated one (the event sink takes it
+	// from the device's MQTT topic, which the broker's ACL ties to the
+	// device): acks are applied to that vehicle's commands only, whatever
+	// VIN the payload names.
 	vin := subj[strings.LastIndexByte(subj, '.')+1:]
 	switch {
 	case strings.HasPrefix(subj, "telemetry.dtc."):

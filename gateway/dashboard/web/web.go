@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/http"
 	"regexp"
+	"strings"
 )
 
 //go:embed assets
@@ -86,7 +87,10 @@ func Assets() http.Handler {
 	sub, _ := fs.Sub(assets, "assets")
 	fsrv := http.StripPrefix("/ui/assets/", http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ui/assets/page.html" {
+		// Files only: no directory listings, no index pages.
+		name := strings.TrimPrefix(r.URL.Path, "/ui/assets/")
+		if fi, err := fs.Stat(sub, name); name == "" || strings.HasSuffix(name, "/") || r.URL.Path == "/ui/assets/page.html" ||
+			err != nil || fi.IsDir() {
 			http.NotFound(w, r)
 			return
 		}

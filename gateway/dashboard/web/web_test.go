@@ -40,3 +40,20 @@ func TestPagesAndAssets(t *testing.T) {
 		t.Fatal("security headers")
 	}
 }
+
+// TestAssetsNoDirectoryListing: /ui/assets/ serves files only.
+func TestAssetsNoDirectoryListing(t *testing.T) {
+	h := Assets()
+	for _, p := range []string{"/ui/assets/", "/ui/assets/.", "/ui/assets//", "/ui/assets/app.js/"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
+		if rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "app.js") {
+			t.Errorf("GET %s: %d %.80q, want 404 without a listing", p, rec.Code, rec.Body.String())
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/assets/app.css", nil))
+	if rec.Code != 200 {
+		t.Fatalf("app.css: %d", rec.Code)
+	}
+}

@@ -397,6 +397,12 @@ func (d *Dispatcher) handleAck(ctx context.Context, m jetstream.Msg) error {
 	if !svc.ValidID(a.VIN) || !svc.ValidID(a.CmdID) {
 		return nil // not a command of ours
 	}
+	if m.Subject() != "vehicle.cmdack."+a.VIN {
+		// The subject's VIN is the authenticated one (from the device's
+		// MQTT topic); records are keyed by (VIN, cmd id), so an ack only
+		// ever closes a command of the vehicle that sent it.
+		return nil
+	}
 	unlock := d.lock(a.VIN)
 	defer unlock()
 	var rec Record

@@ -546,6 +546,9 @@ func (r *Registry) Erase(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	err := r.kv.Put(ctx, "erased."+id, map[string]any{"erased_at": r.clock.Now().UTC()})
 	if err == nil {
+		err = r.putTombstone(ctx, id) // hashed: what GET answers 410 from
+	}
+	if err == nil {
 		err = r.kv.Purge(ctx, "c."+id)
 	}
 	r.wmu.Unlock()

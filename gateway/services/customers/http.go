@@ -52,6 +52,10 @@ func (r *Registry) Mount(mux *http.ServeMux, auth *svc.Auth) {
 	}))
 	mux.HandleFunc("GET /api/v1/customers/{id}", auth.Admin(func(w http.ResponseWriter, req *http.Request, _ svc.Principal) {
 		c, ok := r.Get(req.PathValue("id"))
+		if !ok && r.ErasedTombstone(req.Context(), req.PathValue("id")) {
+			svc.Error(w, http.StatusGone, "customer erased: the profile and its data were removed at the customer's request")
+			return
+		}
 		if !ok {
 			svc.Fail(w, ErrUnknownCustomer)
 			return

@@ -146,6 +146,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	if err != nil {
 		return nil, err
 	}
+	s.Customers.SetTombstoneKey(key)
 	tokens, err := offers.NewTokens([]offers.TokenKey{{ID: cfg.TokenKeyID, Secret: key}})
 	if err != nil {
 		return nil, err
