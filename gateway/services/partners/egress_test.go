@@ -198,3 +198,15 @@ func TestEgressRefused(t *testing.T) {
 		t.Fatal("allow-list 10.1.0.0/16 not applied exactly")
 	}
 }
+
+// TestWebhookUntrustedCertificate: an endpoint whose certificate does not
+// verify gets nothing but the label tls_error.
+func TestWebhookUntrustedCertificate(t *testing.T) {
+	srv, hits := counter(t, true)
+	eg := loopbackEgress(srv)
+	eg.RootCAs = x509.NewCertPool() // trusts nothing
+	d := deliverOnce(t, srv.URL+"/hook", eg)
+	if d.LastError != partners.OutcomeTLSError || hits.Load() != 0 {
+		t.Fatalf("delivery = %+v, hits %d; want tls_error and 0", d, hits.Load())
+	}
+}
