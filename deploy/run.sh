@@ -41,13 +41,18 @@ cat <<INFO
   MQTT (TCP)        tcp://127.0.0.1:1883    MQTT over WebSocket  ws://127.0.0.1:1882
   Dashboard         http://127.0.0.1:8080/ui/   login demo / demo-telegate (operator), viewer / viewer-telegate
   Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
-  InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen
+  InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen   (auth on: users and passwords
+                    in var/influxdb/credentials.json, mode 0600; docs/operations.md)
   NATS (JetStream)  nats://127.0.0.1:4222
   Devices           var/devices.yaml (fleet key "$FLEET_KEY")
 
-  Latest speed per vehicle (Flux):
-    curl -s -XPOST http://127.0.0.1:8086/api/v2/query -H 'Content-Type: application/vnd.flux' -H 'Accept: application/csv' \\
+  Latest speed per vehicle (Flux, as the read-only user):
+    R=\$(sed -n '/"reader"/,/}/s/.*"password": "\(.*\)".*/\1/p' var/influxdb/credentials.json)
+    curl -s -XPOST http://127.0.0.1:8086/api/v2/query -H "Authorization: Token telegate_reader:\$R" \\
+      -H 'Content-Type: application/vnd.flux' -H 'Accept: application/csv' \\
       -d 'from(bucket:"telemetry/autogen") |> range(start:-5m) |> filter(fn:(r)=> r._measurement=="telemetry" and r._field=="Vehicle.Speed") |> last()'
+  Same in InfluxQL:  curl -s -u "telegate_reader:\$R" http://127.0.0.1:8086/query --data-urlencode db=telemetry \\
+      --data-urlencode 'q=SELECT last("Vehicle.Speed") FROM telemetry WHERE time > now() - 5m GROUP BY vin'
   DTC events (nats CLI):   nats --server nats://127.0.0.1:4222 sub 'telemetry.dtc.>'
   Charging sessions:       nats --server nats://127.0.0.1:4222 sub 'charging.session.>'
 

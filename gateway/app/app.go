@@ -83,17 +83,21 @@ func (a *App) Start(ctx context.Context) (err error) {
 	c := a.cfg
 	if c.Influx.Local.Enabled {
 		a.proc, err = influxproc.Start(ctx, influxproc.Config{Binary: c.Influx.Local.Binary, Dir: c.Influx.Local.Dir,
-			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, a.log)
+			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr, Database: c.Influx.Database,
+			CredentialsFile: c.Influx.Local.CredentialsFile}, a.log)
 		if err != nil {
 			return err
 		}
+	}
+	if err := a.resolveInfluxAuth(); err != nil {
+		return err
 	}
 	if c.Influx.CreateDatabase {
 		if err := a.ensureDatabase(ctx); err != nil {
 			return err
 		}
 	}
-	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: c.Influx.Token, Org: c.Influx.Org,
+	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: a.ext.influxAuth.write, Org: c.Influx.Org,
 		Bucket: c.Influx.Bucket(), Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
 	if err != nil {
 		return fmt.Errorf("influx writer: %w", err)
@@ -216,10 +220,6 @@ func (a *App) ensureDatabase(ctx context.Context) error {
 		a.log.Warn("InfluxDB database not ensured at start-up; the sink retries when InfluxDB answers", "err", err)
 	}
 	return nil
-}
-
-func (a *App) createDatabase(ctx context.Context) error {
-	return influx.EnsureDatabase(ctx, a.cfg.Influx.URL, a.cfg.Influx.Token, a.cfg.Influx.Database)
 }
 
 func (a *App) deviceKind(id string) string {

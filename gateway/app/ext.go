@@ -5,4 +5,6 @@ package app
 type extensions struct {
 	dashboard dashboardExt
 	services  servicesExt
+	// influxAuth: see influxauth.go.
+	influxAuth influxAuth
 }

@@ -32,7 +32,7 @@ func (a *App) startDashboard(_ context.Context) error {
 	}
 	d, err := dashboard.New(dashboard.Options{
 		Config: c,
-		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.cfg.Influx.Token, Org: a.cfg.Influx.Org,
+		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.ext.influxAuth.query, Org: a.cfg.Influx.Org,
 			Bucket: a.cfg.Influx.Bucket(), Timeout: c.QueryTimeout},
 		VINs: vins, Hub: a.live, JS: a.bus.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		LocationAllowed: a.locationConsent,

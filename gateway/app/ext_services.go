@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 
+	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/suite"
 )
 
@@ -24,6 +25,7 @@ func (a *App) startServices(ctx context.Context) error {
 		PartnerNATSUsers: c.PartnerNATSUsers, SchedulerInterval: c.SchedulerInterval,
 		SchedulerDaysPerTick: c.SchedulerDaysPerTick, FeaturesDryRun: c.FeaturesDryRun, CommandRetry: c.CommandRetry,
 		WebhookMaxAttempts: c.WebhookMaxAttempts, WebhookBackoff: c.WebhookBackoff, Replicas: a.cfg.NATS.Replicas,
+		WebhookEgress: partners.Egress{Allow: c.WebhookAllow()},
 	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {

@@ -92,9 +92,20 @@ type Spool struct {
 }
 
 // Influx configures the InfluxDB sink.
+//
+// Credentials (docs/operations.md): Token is an API token for 2.x/3.x or
+// "user:password" for 1.x; Username+Password are the 1.x alternative;
+// CredentialsFile reads them from a 0600 JSON file (influx.Credentials:
+// writer, optional reader). QueryToken, if set, is used by the dashboard's
+// queries instead (a read-only user). With Local.Enabled the local server's
+// generated credentials are used and these must be empty.
 type Influx struct {
 	URL             string `yaml:"url"`
 	Token           string `yaml:"token"`
+	Username        string `yaml:"username"`
+	Password        string `yaml:"password"`
+	CredentialsFile string `yaml:"credentials_file"`
+	QueryToken      string `yaml:"query_token"`
 	Org             string `yaml:"org"`
 	Database        string `yaml:"database"`
 	RetentionPolicy string `yaml:"retention_policy"`
@@ -115,6 +126,9 @@ type LocalInflux struct {
 	// HTTPAddr must match the host:port of influx.url.
 	HTTPAddr string `yaml:"http_addr"`
 	RPCAddr  string `yaml:"rpc_addr"`
+	// CredentialsFile holds the generated users (admin, gateway writer,
+	// read-only); default <dir>/credentials.json, mode 0600.
+	CredentialsFile string `yaml:"credentials_file"`
 }
 
 // NATS configures the event bus.
@@ -336,6 +350,7 @@ func (c *Config) Validate() error {
 	if c.Influx.Local.Enabled && (c.Influx.Local.Binary == "" || c.Influx.Local.Dir == "") {
 		bad("influx.local", "binary and dir are needed when enabled")
 	}
+	errs = append(errs, c.Influx.validateAuth()...)
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "must be 1..5")
 	}

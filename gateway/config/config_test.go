@@ -107,3 +107,20 @@ func TestMissingFile(t *testing.T) {
 		t.Fatalf("want ErrNotExist, got %v", err)
 	}
 }
+
+func TestWebhookAllowCIDRs(t *testing.T) {
+	c, err := Load("", []string{"TELEGATE_SERVICES_WEBHOOK_ALLOW_CIDRS=10.20.0.0/16, 127.0.0.1/32"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Services.WebhookAllow()
+	if len(got) != 2 || got[0].String() != "10.20.0.0/16" || got[1].String() != "127.0.0.1/32" {
+		t.Fatalf("WebhookAllow() = %v", got)
+	}
+	if len(Default().Services.WebhookAllowCIDRs) != 0 {
+		t.Fatal("internal addresses must not be allowed by default")
+	}
+	if _, err := Load("", nil, []string{"services.webhook_allow_cidrs=10.0.0.300/8"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad CIDR: err = %v, want ErrInvalid", err)
+	}
+}

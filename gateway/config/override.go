@@ -111,6 +111,14 @@ func assign(f reflect.Value, s string) error {
 			return err
 		}
 		f.SetInt(int64(n))
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		var items []string
+		for _, it := range strings.Split(s, ",") {
+			if it = strings.TrimSpace(it); it != "" {
+				items = append(items, it)
+			}
+		}
+		f.Set(reflect.ValueOf(items).Convert(f.Type()))
 	case f.Kind() == reflect.Float64:
 		x, err := strconv.ParseFloat(s, 64)
 		if err != nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"time"
 )
@@ -52,6 +53,23 @@ type Services struct {
 	// (at most 10 min).
 	WebhookMaxAttempts int           `yaml:"webhook_max_attempts"`
 	WebhookBackoff     time.Duration `yaml:"webhook_backoff"`
+	// WebhookAllowCIDRs lists internal address ranges webhooks may connect
+	// to anyway (e.g. ["10.20.0.0/16"] for a partner on a private link).
+	// By default loopback, private, link-local (cloud metadata),
+	// unspecified, multicast and other internal addresses are refused at
+	// connect time. Override: comma-separated.
+	WebhookAllowCIDRs []string `yaml:"webhook_allow_cidrs"`
+}
+
+// WebhookAllow parses WebhookAllowCIDRs (Validate guarantees they parse).
+func (s Services) WebhookAllow() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range s.WebhookAllowCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 func servicesDefaults() Services {
@@ -91,6 +109,11 @@ func (s Services) validate() []error {
 	}
 	if s.WebhookMaxAttempts < 1 || s.WebhookMaxAttempts > 50 {
 		bad("webhook_max_attempts", "must be 1..50")
+	}
+	for _, c := range s.WebhookAllowCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			bad("webhook_allow_cidrs", fmt.Sprintf("%q is not a CIDR (e.g. 10.20.0.0/16)", c))
+		}
 	}
 	if s.WebhookBackoff < 10*time.Millisecond || s.WebhookBackoff > 10*time.Minute {
 		bad("webhook_backoff", "must be 10ms..10m")

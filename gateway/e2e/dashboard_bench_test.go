@@ -41,7 +41,7 @@ func BenchmarkDashboard1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	t0 := time.Now()
-	writeFleetHistory(b, in.URL, vehicles)
+	writeFleetHistory(b, in.URL, in.Token, vehicles)
 	b.Logf("wrote 20 min of history for %d vehicles in %s", vehicles, time.Since(t0).Round(time.Millisecond))
 
 	cfg := config.Default()
@@ -52,6 +52,7 @@ func BenchmarkDashboard1000(b *testing.B) {
 	cfg.MQTT.WSAddr = ""
 	cfg.NATS.Embedded.Addr = "127.0.0.1:0"
 	cfg.Influx.URL = in.URL
+	cfg.Influx.Token, cfg.Influx.QueryToken = in.Token, in.ReadToken
 	withDashboard(b)(&cfg)
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
@@ -121,7 +122,7 @@ func BenchmarkDashboard1000(b *testing.B) {
 
 // writeFleetHistory writes 20 minutes of history for n vehicles straight
 // to InfluxDB (line protocol, the gateway's measurements).
-func writeFleetHistory(b testing.TB, url string, n int) {
+func writeFleetHistory(b testing.TB, url, token string, n int) {
 	b.Helper()
 	now := time.Now().Truncate(time.Second)
 	var buf bytes.Buffer
@@ -129,7 +130,12 @@ func writeFleetHistory(b testing.TB, url string, n int) {
 		if buf.Len() == 0 {
 			return
 		}
-		resp, err := http.Post(url+"/write?db=telemetry&precision=ms", "text/plain", &buf)
+		req, err := http.NewRequest(http.MethodPost, url+"/write?db=telemetry&precision=ms", &buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Token "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -62,6 +62,7 @@ func startEnvLogged(t *testing.T, logOut io.Writer, vehicles, chargers int, opts
 	cfg.MQTT.WSAddr = ""
 	cfg.NATS.Embedded.Addr = "127.0.0.1:0"
 	cfg.Influx.URL = e.influx.URL
+	cfg.Influx.Token, cfg.Influx.QueryToken = e.influx.Token, e.influx.ReadToken
 	cfg.Spool.SegmentBytes = 1 << 20
 	for _, o := range opts {
 		o(&cfg)

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newWriter returns a Writer on db's bucket, closed at the end of the test.
 func newWriter(t *testing.T, db *testenv.Influx, edit func(*influx.Config)) *influx.Writer {
 	t.Helper()
-	cfg := influx.Config{URL: db.URL, Bucket: db.Bucket}
+	cfg := influx.Config{URL: db.URL, Bucket: db.Bucket, Token: db.Token}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -172,12 +172,15 @@ func TestIntegration(t *testing.T) {
 	t.Run("EnsureDatabase", func(t *testing.T) {
 		for range 2 {
 			for _, name := range []string{db.Database, `other "db"`} {
-				if err := influx.EnsureDatabase(ctx, db.URL, "", name); err != nil {
+				if err := influx.EnsureDatabase(ctx, db.URL, db.AdminToken, name); err != nil {
 					t.Fatalf("EnsureDatabase(%q): %v", name, err)
 				}
 			}
 		}
-		w := newWriter(t, db, func(c *influx.Config) { c.Bucket = `other "db"/autogen` })
+		if err := influx.EnsureDatabase(ctx, db.URL, db.Token, "third"); !errors.Is(err, influx.ErrRetryable) {
+			t.Fatalf("EnsureDatabase as the gateway user = %v, want a refusal (403, retryable)", err)
+		}
+		w := newWriter(t, db, func(c *influx.Config) { c.Bucket = `other "db"/autogen`; c.Token = db.AdminToken })
 		if err := w.Write(ctx, []byte("m v=1 1700000000000\n")); err != nil {
 			t.Fatalf("Write to the new database: %v", err)
 		}

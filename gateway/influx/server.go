@@ -2,8 +2,10 @@ package influx
 
 // ServerEnv returns the environment (KEY=value entries, to append to
 // os.Environ()) that configures `influxd run` of InfluxDB 1.8 without a
-// configuration file: HTTP API on httpAddr (host:port) with Flux enabled,
-// RPC (backup/restore) on rpcAddr, meta, data and WAL under dir, no usage
+// configuration file: HTTP API on httpAddr (host:port) with Flux enabled
+// and authentication on (no anonymous query or write; see SetupAuth for
+// the first admin), RPC (backup/restore) on rpcAddr (callers pass loopback
+// addresses), meta, data and WAL under dir, no usage
 // reporting, no _internal monitoring database, warnings-only logs, and no
 // configuration file from ~/.influxdb or /etc/influxdb. With exec.Cmd.Env
 // a later duplicate key wins, so callers can append overrides.
@@ -14,6 +16,7 @@ func ServerEnv(httpAddr, rpcAddr, dir string) []string {
 		"INFLUXDB_BIND_ADDRESS=" + rpcAddr,
 		"INFLUXDB_HTTP_BIND_ADDRESS=" + httpAddr,
 		"INFLUXDB_HTTP_FLUX_ENABLED=true",
+		"INFLUXDB_HTTP_AUTH_ENABLED=true",
 		"INFLUXDB_HTTP_LOG_ENABLED=false",
 		"INFLUXDB_HTTP_DEBUG_PPROF_ENABLED=false",
 		"INFLUXDB_META_DIR=" + dir + "/meta",

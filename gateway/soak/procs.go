@@ -201,7 +201,7 @@ func newInflux(bin, dir string) (*child, string, error) {
 }
 
 // newGateway prepares a gateway child with its configuration in dir.
-func newGateway(bin, dir, devicesFile, influxURL string) (g *child, mqttAddr, httpAddr string, err error) {
+func newGateway(bin, dir, devicesFile, influxURL, credsFile string) (g *child, mqttAddr, httpAddr string, err error) {
 	if mqttAddr, err = freeAddr(); err != nil {
 		return nil, "", "", err
 	}
@@ -217,11 +217,11 @@ devices_file: %s
 log_level: warn
 http: {addr: %s}
 mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000}
-influx: {url: %s}
+influx: {url: %s, credentials_file: %s}
 nats: {embedded: {addr: %s}}
 dashboard: {enabled: false}
 services: {enabled: false}
-`, filepath.Join(dir, "data"), devicesFile, httpAddr, mqttAddr, influxURL, natsAddr)
+`, filepath.Join(dir, "data"), devicesFile, httpAddr, mqttAddr, influxURL, credsFile, natsAddr)
 	cfgFile := filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, "", "", err

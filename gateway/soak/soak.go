@@ -247,10 +247,17 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return Report{}, err
 	}
 	defer in.halt(syscall.SIGTERM)
-	if err := influx.EnsureDatabase(ctx, influxURL, "", "telemetry"); err != nil {
-		return Report{}, fmt.Errorf("soak: create database: %w", err)
+	// Authentication is on (influx.ServerEnv): admin, gateway writer and
+	// read-only users, kept in a 0600 file the gateway reads.
+	credsFile := filepath.Join(influxDir, "credentials.json")
+	creds, err := influx.LoadOrCreateCredentials(credsFile, "telemetry")
+	if err != nil {
+		return Report{}, fmt.Errorf("soak: %w", err)
 	}
-	gw, mqttAddr, httpAddr, err := newGateway(cfg.GatewayBin, dir, devicesFile, influxURL)
+	if err := influx.SetupAuth(ctx, influxURL, creds); err != nil {
+		return Report{}, fmt.Errorf("soak: users and database: %w", err)
+	}
+	gw, mqttAddr, httpAddr, err := newGateway(cfg.GatewayBin, dir, devicesFile, influxURL, credsFile)
 	if err != nil {
 		return Report{}, err
 	}
@@ -382,7 +389,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		fleet.Close()
 	}
 	log.Info("load stopped, verifying", "acked", rep.FramesAcked)
-	if err := verify(ctx, influxURL, pubs, began, &rep); err != nil {
+	if err := verify(ctx, influxURL, creds.Reader.Token(), pubs, began, &rep); err != nil {
 		return rep, err
 	}
 	rep.Crashes = gw.crashCount() + in.crashCount()
@@ -394,8 +401,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 
 // verify waits (bounded) for InfluxDB to hold every acknowledged frame,
 // then computes the verified and sim figures and rep.Lost.
-func verify(ctx context.Context, url string, pubs *publishers, began time.Time, rep *Report) error {
-	client := influxdb2.NewClientWithOptions(url, "", influxdb2.DefaultOptions().
+func verify(ctx context.Context, url, token string, pubs *publishers, began time.Time, rep *Report) error {
+	client := influxdb2.NewClientWithOptions(url, token, influxdb2.DefaultOptions().
 		SetHTTPClient(&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}))
 	defer client.Close()
 	q := client.QueryAPI("")

@@ -107,11 +107,11 @@ devices_file: %s
 log_level: info
 http: {addr: %s}
 mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000}
-influx: {url: %s}
+influx: {url: %s, credentials_file: %s}
 nats: %s
 dashboard: {enabled: false}
 services: {enabled: false}
-%s`, filepath.Join(dir, "data"), devices, httpAddr, mqttAddr, in.URL, natsCfg, o.ExtraCfg)
+%s`, filepath.Join(dir, "data"), devices, httpAddr, mqttAddr, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
 	g := &Gateway{t: t, bin: GatewayBinary(t), cfgFile: filepath.Join(dir, "gateway.yaml"), logPath: filepath.Join(dir, "gateway.log"),
 		HTTPAddr: httpAddr, MQTTURL: "tcp://" + mqttAddr, DataDir: filepath.Join(dir, "data")}
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {

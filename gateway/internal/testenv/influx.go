@@ -55,6 +55,14 @@ type Influx struct {
 	LogPath string
 	// HTTPAddr and RPCAddr are the loopback addresses the server listens on.
 	HTTPAddr, RPCAddr string
+	// Authentication is on (influx.ServerEnv). Token is the gateway user's
+	// "user:password" (ALL on Database only), ReadToken the read-only
+	// user's, AdminToken the admin's (for tests of the server's rights).
+	// CredentialsFile holds all three (influx.Credentials, mode 0600).
+	Token, ReadToken, AdminToken string
+	CredentialsFile              string
+	// Creds are the users behind the tokens.
+	Creds influx.Credentials
 
 	bin string
 
@@ -72,7 +80,9 @@ type process struct {
 }
 
 // StartInflux starts influxd in a temporary directory on free loopback
-// ports, waits until it answers /ping, creates database "telemetry", and
+// ports with authentication on, waits until it answers /ping, creates the
+// admin, the gateway user and the read-only user (Token, ReadToken,
+// AdminToken) and database "telemetry", and
 // registers a cleanup that stops it (printing the tail of its log if the
 // test failed). The binary is $INFLUXD if set, else bin/influxd at the
 // module root (found by walking up from the working directory to go.mod);
@@ -113,8 +123,14 @@ func StartInflux(t testing.TB) *Influx {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
-	if err := influx.EnsureDatabase(ctx, i.URL, "", i.Database); err != nil {
-		t.Fatalf("testenv: create database %q: %v", i.Database, err)
+	i.Creds = influx.NewCredentials(i.Database)
+	i.Token, i.ReadToken, i.AdminToken = i.Creds.Writer.Token(), i.Creds.Reader.Token(), i.Creds.Admin.Token()
+	i.CredentialsFile = filepath.Join(dir, "credentials.json")
+	if err := influx.WriteCredentials(i.CredentialsFile, i.Creds); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := influx.SetupAuth(ctx, i.URL, i.Creds); err != nil {
+		t.Fatalf("testenv: users and database %q: %v", i.Database, err)
 	}
 	t.Logf("testenv: influxd ready at %s in %v (dir %s)", i.URL, time.Since(began).Round(time.Millisecond), dir)
 	return i
@@ -272,7 +288,8 @@ func (i *Influx) waitReady(p *process) error {
 	}
 }
 
-// Query runs a Flux query with influxdb-client-go's QueryAPI and returns
+// Query runs a Flux query as the read-only user with influxdb-client-go's
+// QueryAPI and returns
 // each record's Values() (columns such as "_time", "_value", "_field",
 // "_measurement" and the tags). It fails the test on error; call it from
 // the test's goroutine.
@@ -333,7 +350,7 @@ func (i *Influx) queryClient() influxdb2.Client {
 		opts := influxdb2.DefaultOptions().
 			SetHTTPClient(&http.Client{Transport: i.transport}).
 			SetApplicationName("telegate-testenv")
-		i.client = influxdb2.NewClientWithOptions(i.URL, "", opts)
+		i.client = influxdb2.NewClientWithOptions(i.URL, i.ReadToken, opts)
 	}
 	return i.client
 }

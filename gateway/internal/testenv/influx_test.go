@@ -65,8 +65,10 @@ func TestInfluxLifecycle(t *testing.T) {
 	start := time.Unix(1_700_000_000, 0)
 	write := func(line string) {
 		t.Helper()
-		resp, err := http.Post(db.URL+"/api/v2/write?bucket=telemetry/autogen&precision=s",
-			"text/plain", strings.NewReader(line))
+		req, _ := http.NewRequest(http.MethodPost, db.URL+"/api/v2/write?bucket=telemetry/autogen&precision=s",
+			strings.NewReader(line))
+		req.Header.Set("Authorization", "Token "+db.Token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("write: %v", err)
 		}

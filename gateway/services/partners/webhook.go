@@ -74,12 +74,15 @@ func VerifySignature(secret []byte, ts, sig string, body []byte, now time.Time, 
 
 // Delivery is the status of one trigger's webhook delivery.
 type Delivery struct {
-	Partner   string    `json:"partner"`
-	TriggerID string    `json:"trigger_id"`
-	Status    string    `json:"status"` // delivered | retrying | dead_lettered
-	Attempts  int       `json:"attempts"`
+	Partner   string `json:"partner"`
+	TriggerID string `json:"trigger_id"`
+	Status    string `json:"status"` // delivered | retrying | dead_lettered
+	Attempts  int    `json:"attempts"`
+	// LastError is the last failed attempt's outcome label (Outcome*:
+	// http_4xx, http_5xx, redirect_refused, address_refused, timeout,
+	// tls_error, ...): never a status code, address or error text, so a
+	// partner learns nothing about what its endpoint may point at.
 	LastError string    `json:"last_error,omitempty"`
-	LastCode  int       `json:"last_status_code,omitempty"`
 	Updated   time.Time `json:"updated"`
 	NextRetry time.Time `json:"next_retry,omitzero"`
 }
@@ -88,20 +91,23 @@ type Delivery struct {
 type WebhookConfig struct {
 	MaxAttempts    int           // dead-letter after this many failed attempts (default 8)
 	InitialBackoff time.Duration // first retry delay, doubled each time (default 1 s)
-	Client         *http.Client  // default: 10 s timeout, system roots
-	Clock          svc.Clock
+	// Egress limits where deliveries connect (zero value: public https
+	// endpoints only, system roots).
+	Egress Egress
+	Clock  svc.Clock
 }
 
 // Webhooks delivers triggers to partners' HTTPS endpoints, at least once:
 // a trigger is acknowledged on the stream only after a 2xx response or
 // after it was dead-lettered (deadletter.webhook.{partner}).
 type Webhooks struct {
-	cfg WebhookConfig
-	js  jetstream.JetStream
-	reg *Registry
-	kv  svc.KV
-	pub svc.Publisher
-	log *slog.Logger
+	cfg    WebhookConfig
+	client *http.Client // Egress.Client: no redirects, checked addresses
+	js     jetstream.JetStream
+	reg    *Registry
+	kv     svc.KV
+	pub    svc.Publisher
+	log    *slog.Logger
 }
 
 // NewWebhooks opens the deliveries bucket.
@@ -112,14 +118,11 @@ func NewWebhooks(ctx context.Context, js jetstream.JetStream, replicas int, reg 
 	if cfg.InitialBackoff <= 0 {
 		cfg.InitialBackoff = time.Second
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: webhookReqTimeout}
-	}
 	kv, err := svc.OpenKV(ctx, js, DeliveriesBucket, "Partner webhook delivery status", replicas)
 	if err != nil {
 		return nil, err
 	}
-	return &Webhooks{cfg: cfg, js: js, reg: reg, kv: kv, pub: svc.Publisher{JS: js}, log: log}, nil
+	return &Webhooks{cfg: cfg, client: cfg.Egress.Client(webhookReqTimeout), js: js, reg: reg, kv: kv, pub: svc.Publisher{JS: js}, log: log}, nil
 }
 
 // Backoff is the delay before attempt n+1 after n failed attempts.
@@ -183,26 +186,28 @@ func (w *Webhooks) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	attempt := int(md.NumDelivered)
 	code, err := w.post(ctx, p, id, attempt, m.Data())
+	label := outcome(code, err)
 	now := w.cfg.Clock.Now().UTC()
-	d := Delivery{Partner: p.ID, TriggerID: id, Attempts: attempt, LastCode: code, Updated: now}
+	d := Delivery{Partner: p.ID, TriggerID: id, Attempts: attempt, Updated: now}
 	switch {
 	case err == nil:
 		d.Status = statusDelivered
 		_ = m.Ack()
 	case attempt >= w.cfg.MaxAttempts:
-		d.Status, d.LastError = statusDeadLetter, err.Error()
+		d.Status, d.LastError = statusDeadLetter, label
 		if perr := w.pub.Publish(ctx, deadLetterSubject+p.ID, "dl-webhook-"+id, dlType, p.ID, now,
-			map[string]any{"partner": p.ID, "trigger_id": id, "attempts": attempt, "last_error": err.Error(),
-				"last_status_code": code, "payload": string(m.Data())}); perr != nil {
+			map[string]any{"partner": p.ID, "trigger_id": id, "attempts": attempt, "last_error": label,
+				"payload": string(m.Data())}); perr != nil {
 			w.log.Warn("webhook dead letter not published", "partner", p.ID, "err", perr)
 			_ = m.NakWithDelay(w.Backoff(attempt))
 			return
 		}
 		_ = m.Term()
-		w.log.Warn("webhook dead-lettered", "partner", p.ID, "trigger", id, "attempts", attempt, "err", err)
+		w.log.Warn("webhook dead-lettered", "partner", p.ID, "trigger", id, "attempts", attempt, "outcome", label, "err", err)
 	default:
 		back := w.Backoff(attempt)
-		d.Status, d.LastError, d.NextRetry = statusRetrying, err.Error(), now.Add(back)
+		d.Status, d.LastError, d.NextRetry = statusRetrying, label, now.Add(back)
+		w.log.Debug("webhook attempt failed", "partner", p.ID, "trigger", id, "attempt", attempt, "outcome", label, "err", err)
 		_ = m.NakWithDelay(back)
 	}
 	if err := w.kv.Put(ctx, p.ID+"."+id, d); err != nil && ctx.Err() == nil {
@@ -210,7 +215,13 @@ func (w *Webhooks) handle(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
+// post sends one attempt to the partner's registered URL. It returns the
+// endpoint's status code (0 when none) and nil only for a 2xx; a 3xx is
+// ErrRedirectRefused (never followed).
 func (w *Webhooks) post(ctx context.Context, p Partner, id string, attempt int, body []byte) (int, error) {
+	if err := checkURL(p.Webhook.URL); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, webhookReqTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Webhook.URL, bytes.NewReader(body))
@@ -224,12 +235,15 @@ func (w *Webhooks) post(ctx context.Context, p Partner, id string, attempt int, 
 	req.Header.Set(HeaderSignature, Sign([]byte(p.Webhook.Secret), ts, body))
 	req.Header.Set(HeaderIdempotency, id)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
-	resp, err := w.cfg.Client.Do(req)
+	resp, err := w.client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("post: %w", err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxWebhookBody))
 	_ = resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		return resp.StatusCode, ErrRedirectRefused
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, fmt.Errorf("status %d", resp.StatusCode)
 	}

@@ -68,12 +68,13 @@ func TestWebhooks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Both test servers share the httptest CA; they listen on loopback,
+	// which the operator must allow-list (TestWebhookLoopbackRefused).
 	wh, err := partners.NewWebhooks(ctx, js, 1, reg, partners.WebhookConfig{MaxAttempts: 3, InitialBackoff: 20 * time.Millisecond,
-		Client: good.Client()}, log)
+		Egress: loopbackEgress(good)}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Both test servers share the httptest CA.
 	g := svc.NewGroup(log)
 	defer g.Close()
 	g.Go("webhooks", wh.Run)
@@ -100,7 +101,7 @@ func TestWebhooks(t *testing.T) {
 	})
 	svctest.Eventually(t, "bad dead-lettered", func() error {
 		ds, err := wh.Deliveries(ctx, "bad")
-		if err != nil || len(ds) != 1 || ds[0].Status != "dead_lettered" || ds[0].Attempts != 3 {
+		if err != nil || len(ds) != 1 || ds[0].Status != "dead_lettered" || ds[0].Attempts != 3 || ds[0].LastError != "http_5xx" {
 			return fmt.Errorf("%+v %v", ds, err)
 		}
 		return nil

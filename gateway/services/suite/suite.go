@@ -49,7 +49,7 @@ type Config struct {
 	CommandRetry                                            time.Duration
 	WebhookMaxAttempts                                      int
 	WebhookBackoff                                          time.Duration
-	WebhookClient                                           *http.Client
+	WebhookEgress                                           partners.Egress             // where webhooks may connect (zero: public https only)
 	PartnerNATS                                             partners.NATSDeliveryConfig // consumers of NATS partners (defaults: 30 s, 20 deliveries)
 	Replicas                                                int
 	Clock                                                   svc.Clock // nil: time.Now
@@ -158,7 +158,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	s.Customers.OnErase(s.Offers.Erase)
 	s.Customers.OnWithdraw(s.Offers.Barrier)
 	if s.Webhooks, err = partners.NewWebhooks(ctx, js, r, s.Partners, partners.WebhookConfig{MaxAttempts: cfg.WebhookMaxAttempts,
-		InitialBackoff: cfg.WebhookBackoff, Client: cfg.WebhookClient, Clock: clock}, log.With("service", "webhooks")); err != nil {
+		InitialBackoff: cfg.WebhookBackoff, Egress: cfg.WebhookEgress, Clock: clock}, log.With("service", "webhooks")); err != nil {
 		return nil, err
 	}
 
