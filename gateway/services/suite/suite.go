@@ -155,6 +155,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		return nil, err
 	}
 	s.Customers.OnErase(s.Offers.Erase)
+	s.Feeder.Attributor = s.Offers.Attributor
 	s.Customers.OnWithdraw(s.Offers.Barrier)
 	if s.Webhooks, err = partners.NewWebhooks(ctx, js, r, s.Partners, partners.WebhookConfig{MaxAttempts: cfg.WebhookMaxAttempts,
 		InitialBackoff: cfg.WebhookBackoff, Client: cfg.WebhookClient, Clock: clock}, log.With("service", "webhooks")); err != nil {
