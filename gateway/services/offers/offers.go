@@ -166,7 +166,9 @@ func (e *Engine) Run(ctx context.Context) error {
 
 // OfferID is the id of the offer a session at station makes for a
 // partner's venue.
-func OfferID(station, session, partner, venue string) string { return offerID(station, session, partner, venue) }
+func OfferID(station, session, partner, venue string) string {
+	return offerID(station, session, partner, venue)
+}
 
 // offerID derives the offer id from the session, partner and venue.
 func offerID(station, session, partner, venue string) string {
