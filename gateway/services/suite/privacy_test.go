@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/internal/testenv"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/internal/svctest"
@@ -400,5 +405,74 @@ func TestChargerCannotAttributeSessions(t *testing.T) {
 	})
 	if p.Charging.Sessions != 1 {
 		t.Fatalf("charging sessions in the profile: %d, want 1 (the forged one counted)", p.Charging.Sessions)
+	}
+}
+
+// TestErasureDeletesTelemetryOnRequest runs against a real influxd: an
+// erasure with ?delete_telemetry=true drops every series of the customer's
+// vehicles (DROP SERIES over the v1 query API); one without the flag
+// leaves the vehicle's telemetry (keyed by VIN) in place; a bad flag value
+// is refused with 400.
+func TestErasureDeletesTelemetryOnRequest(t *testing.T) {
+	in := testenv.StartInflux(t)
+	e := startPrivacyEnv(t)
+	e.s.Customers.SetTelemetryEraser(&customers.InfluxTelemetry{URL: in.URL, Database: in.Database})
+	mux := http.NewServeMux()
+	e.s.Mount(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx := e.ctx
+	vins := map[string]string{"cust-tel-1": "TGSVSTELE00000001", "cust-tel-2": "TGSVSTELE00000002"}
+	var lines []string
+	for id, vin := range vins {
+		if err := e.s.Customers.Register(ctx, customers.Registration{ID: id, Vehicles: []customers.Vehicle{{VIN: vin}}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, "telemetry,vin="+vin+" speed=50 1700000000000000000",
+			"dtc,code=P0301,vin="+vin+" active=true 1700000000000000000",
+			"connectivity,device="+vin+" connected=true 1700000000000000000")
+	}
+	resp, err := http.Post(in.URL+"/write?db="+in.Database, "text/plain", strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	series := func() string {
+		r, err := http.Get(in.URL + "/query?db=" + in.Database + "&q=" + url.QueryEscape("SHOW SERIES"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return string(b)
+	}
+	del := func(id, q string) int {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, srv.URL+"/api/v1/customers/"+id+q, nil)
+		req.Header.Set("Authorization", "Bearer admin-token-for-tests-0123456789")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if s := series(); strings.Count(s, "TGSVSTELE0000000") != 6 {
+		t.Fatalf("series before: %s", s)
+	}
+	if code := del("cust-tel-1", "?delete_telemetry=yes"); code != http.StatusBadRequest {
+		t.Fatalf("bad flag: %d", code)
+	}
+	if code := del("cust-tel-1", ""); code != http.StatusNoContent {
+		t.Fatalf("erase without telemetry: %d", code)
+	}
+	if s := series(); strings.Count(s, vins["cust-tel-1"]) != 3 {
+		t.Fatalf("telemetry deleted without the flag: %s", s)
+	}
+	if code := del("cust-tel-2", "?delete_telemetry=true"); code != http.StatusNoContent {
+		t.Fatalf("erase with telemetry: %d", code)
+	}
+	s := series()
+	if strings.Contains(s, vins["cust-tel-2"]) || strings.Count(s, vins["cust-tel-1"]) != 3 {
+		t.Fatalf("series after: %s", s)
 	}
 }
