@@ -332,7 +332,67 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, clock svc.C
 		}
 		r.apply(e)
 	}
+	if err := r.migrate(ctx, keys); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// migrate moves what an older version stored under customer ids
+// (c.{id} without a ref, erased.{id}) to pseudonymous keys and removes the
+// old keys with their markers. The old version's profile and offers, keyed
+// by id, are not carried over; they are erased with the customer.
+func (r *Registry) migrate(ctx context.Context, keys []string) error {
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, "erased."); ok && len(id) != 32 {
+			r.mu.Lock()
+			r.erased[r.Pseudonym(id)] = true
+			r.mu.Unlock()
+			if err := r.kv.Put(ctx, "erased."+r.Pseudonym(id), struct{}{}); err != nil {
+				return fmt.Errorf("migrate tombstone: %w", err)
+			}
+			if err := r.dropKey(ctx, k); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range r.IDs() {
+		r.mu.RLock()
+		e := r.byID[id]
+		r.mu.RUnlock()
+		if e.key == "c."+r.Pseudonym(id) && e.c.Ref != "" {
+			continue
+		}
+		c := cloneCustomer(e.c)
+		if c.Ref == "" {
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			c.Ref = "p" + hex.EncodeToString(b)
+		}
+		r.mu.Lock()
+		r.dropLocked(id)
+		r.mu.Unlock()
+		if err := r.store(ctx, c, 0); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("migrate customer: %w", err)
+		}
+		if e.key != "c."+r.Pseudonym(id) {
+			if err := r.dropKey(ctx, e.key); err != nil {
+				return err
+			}
+		}
+		r.log.Info("customer record moved to a pseudonymous key", "customer", id)
+	}
+	return nil
+}
+
+// dropKey purges a registry key and its marker.
+func (r *Registry) dropKey(ctx context.Context, key string) error {
+	if err := r.kv.Purge(ctx, key); err != nil {
+		return fmt.Errorf("migrate: purge: %w", err)
+	}
+	return purgeSubject(ctx, r.js, "KV_"+Bucket, "$KV."+Bucket+"."+key)
 }
 
 // pseudonymKey returns the bucket's pseudonym key, creating it (random, 32
