@@ -87,6 +87,9 @@ type Stats struct {
 	// Unverified counts sessions whose attribution the charger alone
 	// claims: they trigger nothing.
 	Unverified atomic.Int64
+	// Evaluated counts sessions whose evaluation has finished (Sessions
+	// counts those started).
+	Evaluated atomic.Int64
 }
 
 // Config configures the engine.
@@ -181,6 +184,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 	e.inflight.RLock()
 	defer e.inflight.RUnlock()
 	e.Stats.Sessions.Add(1)
+	defer e.Stats.Evaluated.Add(1)
 	if d.VIN == "" || d.SessionID == "" {
 		e.Stats.NoOwner.Add(1)
 		return 0, nil // RFID sessions without a VIN are not linked to a customer

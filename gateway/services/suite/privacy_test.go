@@ -91,11 +91,12 @@ func (e *privacyEnv) vehicleAt(t *testing.T, vin string, seq uint64, lat, lon fl
 	}
 }
 
-// waitSessions waits until the offer engine has evaluated n sessions.
+// waitSessions waits until the offer engine has finished evaluating n
+// sessions (triggers published, or decided against).
 func (e *privacyEnv) waitSessions(t *testing.T, n int64) {
 	t.Helper()
 	svctest.Eventually(t, "sessions evaluated", func() error {
-		if got := e.s.Offers.Stats.Sessions.Load(); got < n {
+		if got := e.s.Offers.Stats.Evaluated.Load(); got < n {
 			return fmt.Errorf("%d of %d", got, n)
 		}
 		return nil
