@@ -115,8 +115,8 @@ loop:
 	c.finish(true)
 }
 
-// startSession plugs in a vehicle: one of the fleet's VINs (plug & charge)
-// or an RFID tag.
+// startSession plugs in a vehicle: one of the fleet's VINs with its Plug &
+// Charge contract id as id tag, or an unknown RFID tag alone.
 func (c *chargerDev) startSession(now time.Time) bool {
 	c.sessions++
 	c.f.stats.sessions.Add(1)
@@ -130,6 +130,7 @@ func (c *chargerDev) startSession(now time.Time) bool {
 	s.vehicleW = math.Min(c.maxW, []float64{11e3, 50e3, 100e3, 150e3}[c.rng.IntN(4)])
 	if len(c.vins) > 0 && c.rng.Float64() < 0.7 {
 		s.vin = c.vins[c.rng.IntN(len(c.vins))]
+		s.idTag = ContractID(c.f.cfg.FleetKey, s.vin) // Plug & Charge: the vehicle's contract id
 	} else {
 		s.idTag = fmt.Sprintf("RFID-%08X", c.rng.Uint32())
 	}

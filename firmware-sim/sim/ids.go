@@ -31,6 +31,16 @@ func Secret(fleetKey, id string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// ContractID returns the Plug & Charge contract id a simulated vehicle
+// presents to chargers (the session's id tag, next to its VIN):
+// "PNC-" + the first 16 hex digits of HMAC-SHA256(fleetKey, "contract:" +
+// vin). The gateway attributes a session to the VIN's owner only when its
+// id tag is bound to that customer (customers.yaml id_tags), so a charger
+// cannot attribute sessions to vehicles by naming their VINs.
+func ContractID(fleetKey, vin string) string {
+	return "PNC-" + Secret(fleetKey, "contract:"+vin)[:16]
+}
+
 // VIN returns the i-th simulated VIN: prefix followed by i zero-padded to a
 // total of 17 characters (VIN("TGSVS", 1) = "TGSVS000000000001"). Indices
 // start at 1. If i has more digits than fit, the result is longer than 17.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 
+	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/suite"
 )
@@ -26,6 +27,7 @@ func (a *App) startServices(ctx context.Context) error {
 		SchedulerDaysPerTick: c.SchedulerDaysPerTick, FeaturesDryRun: c.FeaturesDryRun, CommandRetry: c.CommandRetry,
 		WebhookMaxAttempts: c.WebhookMaxAttempts, WebhookBackoff: c.WebhookBackoff, Replicas: a.cfg.NATS.Replicas,
 		WebhookEgress: partners.Egress{Allow: c.WebhookAllow()},
+		Telemetry:     telemetryEraser(a),
 	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {
@@ -34,6 +36,16 @@ func (a *App) startServices(ctx context.Context) error {
 	a.ext.services.suite = s
 	s.Mount(a.mux)
 	return nil
+}
+
+// telemetryEraser deletes an erased customer's vehicle series from the
+// gateway's InfluxDB when the erasure asks for it (nil without InfluxDB).
+func telemetryEraser(a *App) customers.TelemetryEraser {
+	in := a.cfg.Influx
+	if in.URL == "" {
+		return nil
+	}
+	return &customers.InfluxTelemetry{URL: in.URL, Database: in.Database, Token: a.ext.influxAuth.write}
 }
 
 // vehicleOnline reports whether vin has a live MQTT session.

@@ -46,9 +46,9 @@ func withServices(t *testing.T) envOpt {
 	}
 	v := func(i int) string { return sim.VIN(sim.DefaultVINPrefix, i) }
 	customers := fmt.Sprintf(`customers:
-  - {id: c1, name: "Consenting Driver", region: DE, entitlements: [heated_seats], consents: [partner_offers], vehicles: [{vin: %s, battery_kwh: 60}]}
-  - {id: c2, name: "Private Driver", region: AU, entitlements: [heated_seats], consents: [marketing], vehicles: [{vin: %s}]}
-  - {id: c3, name: "Third Driver", region: DE, consents: [partner_offers], vehicles: [{vin: %s}]}
+  - {id: c1, name: "Consenting Driver", region: DE, entitlements: [heated_seats], consents: [partner_offers], id_tags: [TAG-%[1]s], vehicles: [{vin: %[1]s, battery_kwh: 60}]}
+  - {id: c2, name: "Private Driver", region: AU, entitlements: [heated_seats], consents: [marketing], id_tags: [TAG-%[2]s], vehicles: [{vin: %[2]s}]}
+  - {id: c3, name: "Third Driver", region: DE, consents: [partner_offers], id_tags: [TAG-%[3]s], vehicles: [{vin: %[3]s}]}
 `, v(1), v(2), v(3))
 	venue := func(id, code string, cap int) string {
 		return fmt.Sprintf(`{id: %s, name: %s, lat: 48.1395, lon: 11.5675, radius_m: 400, timezone: Europe/Berlin,
@@ -142,7 +142,9 @@ func (v *vehicle) commands() []wire.Command {
 	return slices.Clone(v.cmds)
 }
 
-// charger publishes session starts for station CS-0001.
+// charger publishes session starts for station CS-0001. A session with a
+// VIN carries the owner's id tag (TAG-{vin}, bound in customers.yaml), so
+// the gateway attributes it to the owner.
 type charger struct {
 	c   paho.Client
 	seq uint64
@@ -151,7 +153,11 @@ type charger struct {
 func (ch *charger) start(t *testing.T, session, vin string) {
 	t.Helper()
 	ch.seq++
-	s := wire.ChargingSession{Version: wire.Version, Station: wire.Ident("CS-0001"), Seq: ch.seq, TimeMs: time.Now().UnixMilli(),
+	tag := "RFID-00000001"
+	if vin != "" {
+		tag = "TAG-" + vin
+	}
+	s := wire.ChargingSession{IDTag: wire.Ident(tag), Version: wire.Version, Station: wire.Ident("CS-0001"), Seq: ch.seq, TimeMs: time.Now().UnixMilli(),
 		Kind: wire.SessionStarted, SessionID: wire.Ident(session), Connector: 1, VIN: wire.Ident(vin),
 		PowerW: 50000, SoCPct: 20, TargetSoCPct: 80}
 	b, _ := s.MarshalMsg(nil)

@@ -10,11 +10,20 @@
 // published as a profile event (profile.events.{customer}) for the profile
 // projector. State lives in the JetStream key-value bucket "customers";
 // Run watches it so that several processes share one view.
+//
+// No key or subject carries a customer id (see erase.go): the record is
+// stored under c.{pseudonym} (HMAC of the id with the bucket's pseudonym
+// key), and everything else about the customer (profile, profile events,
+// offers, caps) is keyed by the customer's random Ref, which only the
+// record links to the id. Erasure deletes the record, so what a leftover
+// could carry is a random value that leads nowhere.
 package customers
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -85,8 +94,16 @@ type Customer struct {
 	Consents     map[string]Consent `json:"consents,omitempty"`
 	// TokenSalt personalises the customer's partner tokens; erasure deletes
 	// it, so tokens already given to partners can never be linked again.
-	TokenSalt string    `json:"token_salt"`
-	Created   time.Time `json:"created"`
+	TokenSalt string `json:"token_salt"`
+	// Ref is the customer's random pseudonym: the key of everything stored
+	// about the customer outside this record (profile, profile events,
+	// offers, caps). Erasure deletes the record, the only link to the id.
+	Ref string `json:"ref"`
+	// IDTags are the charging id tags (RFID cards, Plug & Charge contract
+	// ids) bound to the customer: a session that carries one of them and a
+	// VIN of the customer is attributed to the customer (offers.Attributor).
+	IDTags  []string  `json:"id_tags,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Registration is the input of Register (YAML file entry or API body).
@@ -97,6 +114,9 @@ type Registration struct {
 	Vehicles     []Vehicle `json:"vehicles" yaml:"vehicles"`
 	Entitlements []string  `json:"entitlements" yaml:"entitlements"`
 	Consents     []string  `json:"consents" yaml:"consents"` // granted at registration
+	// IDTags are the customer's charging id tags (RFID cards, Plug & Charge
+	// contract ids); see Customer.IDTags.
+	IDTags []string `json:"id_tags" yaml:"id_tags"`
 }
 
 // File is the customers.yaml format.
@@ -148,6 +168,19 @@ func (r Registration) Validate() error {
 			bad("consent %q: want one of %v", c, KnownConsents)
 		}
 	}
+	if len(r.IDTags) > 20 {
+		bad("more than 20 id tags")
+	}
+	tags := map[string]bool{}
+	for _, t := range r.IDTags {
+		switch {
+		case !svc.ValidID(t):
+			bad("id tag %q: want 1-64 letters, digits, '-' or '_'", t)
+		case tags[t]:
+			bad("id tag %s listed twice", t)
+		}
+		tags[t] = true
+	}
 	return errors.Join(errs...)
 }
 
@@ -185,6 +218,7 @@ func LoadFile(path string) ([]Registration, error) {
 	}
 	seen := map[string]bool{}
 	vins := map[string]bool{}
+	tags := map[string]bool{}
 	for i, r := range f.Customers {
 		if err := r.Validate(); err != nil {
 			return nil, fmt.Errorf("%s: customer %d: %w", path, i, err)
@@ -199,40 +233,77 @@ func LoadFile(path string) ([]Registration, error) {
 			}
 			vins[v.VIN] = true
 		}
+		for _, t := range r.IDTags {
+			if tags[t] {
+				return nil, fmt.Errorf("%s: %w: id tag %s bound twice", path, svc.ErrInvalid, t)
+			}
+			tags[t] = true
+		}
 	}
 	return f.Customers, nil
 }
 
-// EraseHook is called after a customer was erased (profile, offers, ...).
+// EraseHook is called after a consent withdrawal (the offer engine's
+// barrier).
 type EraseHook func(ctx context.Context, customerID string) error
+
+// ErasureHook is called while a customer is erased, after the record is
+// gone: it deletes the service's own data about the customer and adds to
+// e.Needles whatever else identifies the customer (offer ids, partner
+// tokens), so that Erase can scrub streams and buckets of them.
+type ErasureHook func(ctx context.Context, e *Erasure) error
 
 // Registry is the customer registry.
 type Registry struct {
 	kv    svc.KV
+	js    jetstream.JetStream
 	pub   svc.Publisher
 	clock svc.Clock
 	log   *slog.Logger
+	// pkey is the bucket's pseudonym key (key meta.pseudonym_key, created
+	// once); set by Open, read-only after.
+	pkey []byte
 
-	mu     sync.RWMutex
+	mu     sync.RWMutex // guards the maps and hook lists below
 	byID   map[string]*entry
 	byVIN  map[string]string
-	erased map[string]bool
-	hooks  []EraseHook
+	byRef  map[string]string // ref → customer id
+	byTag  map[string]string // id tag → customer id
+	erased map[string]bool   // pseudonyms of erased customers
+	hooks  []ErasureHook
 	wdraw  []EraseHook
-	wmu    sync.Mutex // serialises writes (and their profile events)
+	tele   TelemetryEraser // nil: telemetry stays (see SetTelemetryEraser)
+	wmu    sync.Mutex      // serialises writes (and their profile events)
 }
 
 type entry struct {
 	c   Customer
+	key string // KV key the record is stored under
 	rev uint64
 }
 
 // Owner is what the services need to know about a VIN's owner.
 type Owner struct {
-	CustomerID   string
+	CustomerID string
+	// Ref is the customer's pseudonym (Customer.Ref): the key of the
+	// customer's profile, profile events and offers.
+	Ref          string
 	Vehicle      Vehicle
 	Region       string // vehicle's region, else the customer's
 	Entitlements []string
+}
+
+// pseudonymKeyKey is the registry bucket key of the pseudonym key.
+const pseudonymKeyKey = "meta.pseudonym_key"
+
+// Pseudonym returns the key part under which customer id is stored:
+// hex(HMAC-SHA256(pseudonym key, id))[:32]. The record key (c.{pseudonym})
+// and the erasure tombstone (erased.{pseudonym}) use it, so no key of the
+// bucket carries a customer id.
+func (r *Registry) Pseudonym(id string) string {
+	m := hmac.New(sha256.New, r.pkey)
+	m.Write([]byte("customer:" + id))
+	return hex.EncodeToString(m.Sum(nil))[:32]
 }
 
 // Open opens the registry on the bucket and loads its current state.
@@ -244,8 +315,12 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, clock svc.C
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Registry{kv: kv, pub: svc.Publisher{JS: js}, clock: clock, log: log,
-		byID: map[string]*entry{}, byVIN: map[string]string{}, erased: map[string]bool{}}
+	r := &Registry{kv: kv, js: js, pub: svc.Publisher{JS: js}, clock: clock, log: log,
+		byID: map[string]*entry{}, byVIN: map[string]string{}, byRef: map[string]string{}, byTag: map[string]string{},
+		erased: map[string]bool{}}
+	if r.pkey, err = pseudonymKey(ctx, kv); err != nil {
+		return nil, err
+	}
 	keys, err := kv.Keys(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, err
@@ -257,11 +332,93 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, clock svc.C
 		}
 		r.apply(e)
 	}
+	if err := r.migrate(ctx, keys); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
+// migrate moves what an older version stored under customer ids
+// (c.{id} without a ref, erased.{id}) to pseudonymous keys and removes the
+// old keys with their markers. The old version's profile and offers, keyed
+// by id, are not carried over; they are erased with the customer.
+func (r *Registry) migrate(ctx context.Context, keys []string) error {
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, "erased."); ok && len(id) != 32 {
+			r.mu.Lock()
+			r.erased[r.Pseudonym(id)] = true
+			r.mu.Unlock()
+			if err := r.kv.Put(ctx, "erased."+r.Pseudonym(id), struct{}{}); err != nil {
+				return fmt.Errorf("migrate tombstone: %w", err)
+			}
+			if err := r.dropKey(ctx, k); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range r.IDs() {
+		r.mu.RLock()
+		e := r.byID[id]
+		r.mu.RUnlock()
+		if e.key == "c."+r.Pseudonym(id) && e.c.Ref != "" {
+			continue
+		}
+		c := cloneCustomer(e.c)
+		if c.Ref == "" {
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			c.Ref = "p" + hex.EncodeToString(b)
+		}
+		r.mu.Lock()
+		r.dropLocked(id)
+		r.mu.Unlock()
+		if err := r.store(ctx, c, 0); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("migrate customer: %w", err)
+		}
+		if e.key != "c."+r.Pseudonym(id) {
+			if err := r.dropKey(ctx, e.key); err != nil {
+				return err
+			}
+		}
+		r.log.Info("customer record moved to a pseudonymous key", "customer", id)
+	}
+	return nil
+}
+
+// dropKey purges a registry key and its marker.
+func (r *Registry) dropKey(ctx context.Context, key string) error {
+	if err := r.kv.Purge(ctx, key); err != nil {
+		return fmt.Errorf("migrate: purge: %w", err)
+	}
+	return purgeSubject(ctx, r.js, "KV_"+Bucket, "$KV."+Bucket+"."+key)
+}
+
+// pseudonymKey returns the bucket's pseudonym key, creating it (random, 32
+// bytes) when the bucket has none; every process sharing the bucket uses
+// the same key.
+func pseudonymKey(ctx context.Context, kv svc.KV) ([]byte, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	var key string
+	if err := kv.Create(ctx, pseudonymKeyKey, hex.EncodeToString(raw)); err != nil && !errors.Is(err, svc.ErrConflict) {
+		return nil, fmt.Errorf("pseudonym key: %w", err)
+	}
+	if _, err := kv.Get(ctx, pseudonymKeyKey, &key); err != nil {
+		return nil, fmt.Errorf("pseudonym key: %w", err)
+	}
+	b, err := hex.DecodeString(key)
+	if err != nil || len(b) < 16 {
+		return nil, fmt.Errorf("%w: pseudonym key in bucket %s", svc.ErrInvalid, Bucket)
+	}
+	return b, nil
+}
+
 // OnErase registers a hook run by Erase.
-func (r *Registry) OnErase(h EraseHook) {
+func (r *Registry) OnErase(h ErasureHook) {
 	r.mu.Lock()
 	r.hooks = append(r.hooks, h)
 	r.mu.Unlock()
@@ -303,51 +460,73 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key := e.Key()
-	if id, ok := strings.CutPrefix(key, "erased."); ok {
+	if pn, ok := strings.CutPrefix(key, "erased."); ok {
 		if e.Operation() == jetstream.KeyValuePut {
-			r.erased[id] = true
-			r.dropLocked(id)
+			r.erased[pn] = true
+			for id, en := range r.byID {
+				if en.key == "c."+pn {
+					r.dropLocked(id)
+				}
+			}
 		}
 		return
 	}
-	id, ok := strings.CutPrefix(key, "c.")
-	if !ok {
-		return
-	}
-	cur := r.byID[id]
-	if cur != nil && cur.rev >= e.Revision() {
+	if !strings.HasPrefix(key, "c.") {
 		return
 	}
 	if e.Operation() != jetstream.KeyValuePut {
-		r.dropLocked(id)
+		for id, en := range r.byID {
+			if en.key == key && en.rev < e.Revision() {
+				r.dropLocked(id)
+			}
+		}
 		return
 	}
 	var c Customer
-	if json.Unmarshal(e.Value(), &c) != nil || r.erased[id] {
+	if json.Unmarshal(e.Value(), &c) != nil || r.erased[strings.TrimPrefix(key, "c.")] {
 		return
 	}
-	r.setLocked(c, e.Revision())
+	if cur := r.byID[c.ID]; cur != nil && cur.rev >= e.Revision() {
+		return
+	}
+	r.setLocked(c, key, e.Revision())
 }
 
-func (r *Registry) setLocked(c Customer, rev uint64) {
+func (r *Registry) setLocked(c Customer, key string, rev uint64) {
 	if old := r.byID[c.ID]; old != nil {
-		for _, v := range old.c.Vehicles {
+		r.unindexLocked(c.ID, old.c)
+	}
+	r.byID[c.ID] = &entry{c: c, key: key, rev: rev}
+	for _, v := range c.Vehicles {
+		r.byVIN[v.VIN] = c.ID
+	}
+	if c.Ref != "" {
+		r.byRef[c.Ref] = c.ID
+	}
+	for _, t := range c.IDTags {
+		r.byTag[t] = c.ID
+	}
+}
+
+func (r *Registry) unindexLocked(id string, c Customer) {
+	for _, v := range c.Vehicles {
+		if r.byVIN[v.VIN] == id {
 			delete(r.byVIN, v.VIN)
 		}
 	}
-	r.byID[c.ID] = &entry{c: c, rev: rev}
-	for _, v := range c.Vehicles {
-		r.byVIN[v.VIN] = c.ID
+	if r.byRef[c.Ref] == id {
+		delete(r.byRef, c.Ref)
+	}
+	for _, t := range c.IDTags {
+		if r.byTag[t] == id {
+			delete(r.byTag, t)
+		}
 	}
 }
 
 func (r *Registry) dropLocked(id string) {
 	if old := r.byID[id]; old != nil {
-		for _, v := range old.c.Vehicles {
-			if r.byVIN[v.VIN] == id {
-				delete(r.byVIN, v.VIN)
-			}
-		}
+		r.unindexLocked(id, old.c)
 		delete(r.byID, id)
 	}
 }
@@ -382,11 +561,16 @@ func (r *Registry) Register(ctx context.Context, reg Registration, source string
 	defer r.wmu.Unlock()
 	r.mu.RLock()
 	_, exists := r.byID[reg.ID]
-	erased := r.erased[reg.ID]
+	erased := r.erased[r.Pseudonym(reg.ID)]
 	var taken string
 	for _, v := range reg.Vehicles {
 		if o, ok := r.byVIN[v.VIN]; ok && o != reg.ID {
 			taken = v.VIN
+		}
+	}
+	for _, t := range reg.IDTags {
+		if o, ok := r.byTag[t]; ok && o != reg.ID {
+			taken = "id tag " + t
 		}
 	}
 	r.mu.RUnlock()
@@ -399,12 +583,13 @@ func (r *Registry) Register(ctx context.Context, reg Registration, source string
 		return fmt.Errorf("%s: %w", taken, ErrVINTaken)
 	}
 	now := r.clock.Now().UTC()
-	salt := make([]byte, 16)
+	salt := make([]byte, 16+16)
 	if _, err := rand.Read(salt); err != nil {
 		return err
 	}
 	c := Customer{ID: reg.ID, Name: reg.Name, Region: reg.Region, Vehicles: reg.Vehicles, Entitlements: reg.Entitlements,
-		Consents: map[string]Consent{}, TokenSalt: hex.EncodeToString(salt), Created: now}
+		Consents: map[string]Consent{}, TokenSalt: hex.EncodeToString(salt[:16]), Ref: "p" + hex.EncodeToString(salt[16:]),
+		IDTags: slices.Clone(reg.IDTags), Created: now}
 	if c.Vehicles == nil {
 		c.Vehicles = []Vehicle{}
 	}
@@ -414,19 +599,19 @@ func (r *Registry) Register(ctx context.Context, reg Registration, source string
 	if err := r.store(ctx, c, 0); err != nil {
 		return err
 	}
-	subj := ProfileSubject(c.ID)
-	if err := r.pub.Publish(ctx, subj, "cust-reg-"+c.ID, "customer.registered", c.ID, now,
-		map[string]any{"name": c.Name, "region": c.Region, "entitlements": c.Entitlements}); err != nil {
+	subj := ProfileSubject(c.Ref)
+	if err := r.pub.Publish(ctx, subj, "cust-reg-"+c.Ref, "customer.registered", c.Ref, now,
+		map[string]any{"customer_id": c.ID, "name": c.Name, "region": c.Region, "entitlements": c.Entitlements}); err != nil {
 		return err
 	}
 	for _, v := range c.Vehicles {
-		if err := r.pub.Publish(ctx, subj, "cust-veh-"+c.ID+"-"+v.VIN, "vehicle.linked", c.ID, now,
+		if err := r.pub.Publish(ctx, subj, "cust-veh-"+c.Ref+"-"+v.VIN, "vehicle.linked", c.Ref, now,
 			VehicleLinked{VIN: v.VIN, Model: v.Model, BatteryKWh: v.Battery()}); err != nil {
 			return err
 		}
 	}
 	for _, k := range reg.Consents {
-		if err := r.publishConsent(ctx, c.ID, k, c.Consents[k], now); err != nil {
+		if err := r.publishConsent(ctx, c.Ref, k, c.Consents[k], now); err != nil {
 			return err
 		}
 	}
@@ -449,14 +634,16 @@ type ConsentChanged struct {
 	Source  string    `json:"source"`
 }
 
-func (r *Registry) publishConsent(ctx context.Context, id, consent string, c Consent, now time.Time) error {
-	evID := fmt.Sprintf("consent-%s-%s-%d", id, consent, now.UnixNano())
-	return r.pub.Publish(ctx, ProfileSubject(id), evID, "consent.changed", id, now,
+// publishConsent publishes a consent change on the profile subject of ref.
+func (r *Registry) publishConsent(ctx context.Context, ref, consent string, c Consent, now time.Time) error {
+	evID := fmt.Sprintf("consent-%s-%s-%d", ref, consent, now.UnixNano())
+	return r.pub.Publish(ctx, ProfileSubject(ref), evID, "consent.changed", ref, now,
 		ConsentChanged{Consent: consent, Granted: c.Granted, At: now, Source: c.Source})
 }
 
-// ProfileSubject is the profile event subject of a customer.
-func ProfileSubject(customerID string) string { return "profile.events." + customerID }
+// ProfileSubject is the profile event subject of a customer's pseudonym
+// (Customer.Ref, Owner.Ref): never a customer id.
+func ProfileSubject(ref string) string { return "profile.events." + ref }
 
 // store writes c (CAS on rev) and updates the cache.
 func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {
@@ -464,18 +651,19 @@ func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {
 	if err != nil {
 		return err
 	}
+	key := "c." + r.Pseudonym(c.ID)
 	var nrev uint64
 	if rev == 0 {
-		nrev, err = r.kv.B.Create(ctx, "c."+c.ID, b)
+		nrev, err = r.kv.B.Create(ctx, key, b)
 	} else {
-		nrev, err = r.kv.B.Update(ctx, "c."+c.ID, b, rev)
+		nrev, err = r.kv.B.Update(ctx, key, b, rev)
 	}
 	if err != nil {
 		return fmt.Errorf("store customer %s: %w", c.ID, err)
 	}
 	r.mu.Lock()
 	if cur := r.byID[c.ID]; cur == nil || cur.rev < nrev {
-		r.setLocked(c, nrev)
+		r.setLocked(c, key, nrev)
 	}
 	r.mu.Unlock()
 	return nil
@@ -511,7 +699,7 @@ func (r *Registry) SetConsent(ctx context.Context, id, consent string, granted b
 	if err := r.store(ctx, c, e.rev); err != nil {
 		return Consent{}, err
 	}
-	if err := r.publishConsent(ctx, id, consent, cs, now); err != nil {
+	if err := r.publishConsent(ctx, c.Ref, consent, cs, now); err != nil {
 		r.log.Warn("consent stored, profile event not published", "customer", id, "err", err)
 	}
 	if !granted {
@@ -523,51 +711,6 @@ func (r *Registry) SetConsent(ctx context.Context, id, consent string, granted b
 		}
 	}
 	return cs, nil
-}
-
-// Erase removes customer id: registry entry (a tombstone with only the id
-// prevents re-registration from the start-up file), then every erase hook
-// (profile, partner offers). After Erase returns, nothing is triggered for
-// the customer's vehicles.
-func (r *Registry) Erase(ctx context.Context, id string) error {
-	r.wmu.Lock()
-	r.mu.RLock()
-	_, ok := r.byID[id]
-	erased := r.erased[id]
-	hooks := slices.Clone(r.hooks)
-	r.mu.RUnlock()
-	if !ok && !erased {
-		r.wmu.Unlock()
-		return fmt.Errorf("%s: %w", id, ErrUnknownCustomer)
-	}
-	r.mu.Lock()
-	r.erased[id] = true
-	r.dropLocked(id)
-	r.mu.Unlock()
-	err := r.kv.Put(ctx, "erased."+id, map[string]any{"erased_at": r.clock.Now().UTC()})
-	if err == nil {
-		err = r.putTombstone(ctx, id) // hashed: what GET answers 410 from
-	}
-	if err == nil {
-		err = r.kv.Purge(ctx, "c."+id)
-	}
-	r.wmu.Unlock()
-	if err != nil {
-		return fmt.Errorf("erase %s: %w", id, err)
-	}
-	var errs []error
-	for _, h := range hooks {
-		errs = append(errs, h(ctx, id))
-	}
-	r.log.Info("customer erased", "customer", id)
-	return errors.Join(errs...)
-}
-
-// Erased reports whether id was erased.
-func (r *Registry) Erased(id string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.erased[id]
 }
 
 // Get returns a copy of customer id.
@@ -596,7 +739,7 @@ func (r *Registry) Lookup(vin string) (Owner, bool) {
 			if reg == "" {
 				reg = c.Region
 			}
-			return Owner{CustomerID: id, Vehicle: v, Region: reg, Entitlements: slices.Clone(c.Entitlements)}, true
+			return Owner{CustomerID: id, Ref: c.Ref, Vehicle: v, Region: reg, Entitlements: slices.Clone(c.Entitlements)}, true
 		}
 	}
 	return Owner{}, false
@@ -607,7 +750,34 @@ func (r *Registry) Consented(id, consent string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	e := r.byID[id]
-	return e != nil && !r.erased[id] && e.c.Consents[consent].Granted
+	return e != nil && e.c.Consents[consent].Granted
+}
+
+// IDTagOwner returns the customer an id tag is bound to.
+func (r *Registry) IDTagOwner(tag string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byTag[tag]
+	return id, ok
+}
+
+// ByRef returns the customer id of a pseudonym (Customer.Ref); false once
+// the customer is erased.
+func (r *Registry) ByRef(ref string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byRef[ref]
+	return id, ok
+}
+
+// Ref returns the pseudonym of customer id ("" when unknown).
+func (r *Registry) Ref(id string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.byID[id]; e != nil {
+		return e.c.Ref
+	}
+	return ""
 }
 
 // TokenSalt returns the customer's partner-token salt ("" when unknown).
@@ -653,6 +823,7 @@ func (r *Registry) IDs() []string {
 func cloneCustomer(c Customer) Customer {
 	c.Vehicles = slices.Clone(c.Vehicles)
 	c.Entitlements = slices.Clone(c.Entitlements)
+	c.IDTags = slices.Clone(c.IDTags)
 	m := make(map[string]Consent, len(c.Consents))
 	for k, v := range c.Consents {
 		m[k] = v

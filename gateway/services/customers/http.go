@@ -32,7 +32,7 @@ type ConsentUpdate struct {
 //	GET    /api/v1/customers                           list ids
 //	GET    /api/v1/customers/{id}                      one customer
 //	PUT    /api/v1/customers/{id}/consents/{consent}   {"granted": bool, "source": "..."}
-//	DELETE /api/v1/customers/{id}                      erase
+//	DELETE /api/v1/customers/{id}[?delete_telemetry=true]  erase (and the vehicles' telemetry)
 func (r *Registry) Mount(mux *http.ServeMux, auth *svc.Auth) {
 	mux.HandleFunc("POST /api/v1/customers", auth.Admin(func(w http.ResponseWriter, req *http.Request, _ svc.Principal) {
 		var reg Registration
@@ -83,7 +83,16 @@ func (r *Registry) Mount(mux *http.ServeMux, auth *svc.Auth) {
 		svc.JSON(w, http.StatusOK, cs)
 	}))
 	mux.HandleFunc("DELETE /api/v1/customers/{id}", auth.Admin(func(w http.ResponseWriter, req *http.Request, _ svc.Principal) {
-		if err := r.Erase(req.Context(), req.PathValue("id")); err != nil {
+		var opt EraseOptions
+		switch req.URL.Query().Get("delete_telemetry") {
+		case "", "false":
+		case "true":
+			opt.DeleteTelemetry = true
+		default:
+			svc.Error(w, http.StatusBadRequest, "delete_telemetry: want true or false")
+			return
+		}
+		if err := r.EraseWith(req.Context(), req.PathValue("id"), opt); err != nil {
 			svc.Fail(w, err)
 			return
 		}

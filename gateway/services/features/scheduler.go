@@ -298,8 +298,8 @@ func (s *Scheduler) HandleResult(ctx context.Context, r commands.Result, at time
 	if !ok {
 		return nil
 	}
-	return s.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "feature-"+r.CmdID, profile.TypeFeatureChanged,
-		o.CustomerID, at, profile.FeatureChanged{VIN: r.VIN, Feature: feature, Active: st.Want, CmdID: r.CmdID})
+	return s.pub.Publish(ctx, customers.ProfileSubject(o.Ref), "feature-"+r.CmdID, profile.TypeFeatureChanged,
+		o.Ref, at, profile.FeatureChanged{VIN: r.VIN, Feature: feature, Active: st.Want, CmdID: r.CmdID})
 }
 
 // States returns the feature states of a vehicle.

@@ -39,8 +39,9 @@ import (
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
-// Bucket holds offer records (o.{customer}.{offer}), the offer index
-// (i.{offer}) and cap counters (cap.{customer}.{partner}.{venue}.{date}).
+// Bucket holds offer records (o.{ref}.{offer}), the offer index
+// (i.{offer}) and cap counters (cap.{ref}.{partner}.{venue}.{date}); ref is
+// the customer's pseudonym (customers.Customer.Ref), never the id.
 const Bucket = "offers"
 
 // Errors of the engine.
@@ -54,6 +55,7 @@ type Customers interface {
 	Lookup(vin string) (customers.Owner, bool)
 	Consented(id, consent string) bool
 	TokenSalt(id string) string
+	IDTagOwner(tag string) (string, bool)
 }
 
 // Partners is what the engine needs from the partner registry.
@@ -61,10 +63,11 @@ type Partners interface {
 	Partners() []partners.Partner
 }
 
-// Record is an offer as stored (internal: it links to the customer).
+// Record is an offer as stored (internal: it links to the customer's
+// pseudonym; erasure deletes it).
 type Record struct {
 	ID         string     `json:"id"`
-	CustomerID string     `json:"customer_id"`
+	Ref        string     `json:"ref"`
 	VIN        string     `json:"vin"`
 	Partner    string     `json:"partner"`
 	Venue      string     `json:"venue"`
@@ -81,6 +84,12 @@ type Record struct {
 // Stats counts the engine's decisions.
 type Stats struct {
 	Sessions, Triggers, NoOwner, NoConsent, UnknownStation, NoVenue, Capped atomic.Int64
+	// Unverified counts sessions whose attribution the charger alone
+	// claims: they trigger nothing.
+	Unverified atomic.Int64
+	// Evaluated counts sessions whose evaluation has finished (Sessions
+	// counts those started).
+	Evaluated atomic.Int64
 }
 
 // Config configures the engine.
@@ -88,6 +97,9 @@ type Config struct {
 	Stations map[string]Station
 	Tokens   *Tokens
 	Clock    svc.Clock
+	// Attribution configures the session attribution (Stations is taken
+	// from above).
+	Attribution AttributionConfig
 }
 
 // Engine is the offer engine.
@@ -99,6 +111,9 @@ type Engine struct {
 	cust Customers
 	part Partners
 	log  *slog.Logger
+	// Attributor decides which sessions belong to a customer (shared with
+	// the profile feeder).
+	Attributor *Attributor
 
 	// inflight is read-held by every evaluation; Barrier takes it for
 	// writing so that when a consent withdrawal or an erasure returns, no
@@ -125,7 +140,13 @@ func NewEngine(ctx context.Context, js jetstream.JetStream, replicas int, cust C
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, js: js, kv: kv, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log}, nil
+	acfg := cfg.Attribution
+	acfg.Stations = cfg.Stations
+	attr, err := NewAttributor(ctx, js, replicas, cust, acfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, js: js, kv: kv, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log, Attributor: attr}, nil
 }
 
 // Run consumes charging.session.started.> (durable "offers-sessions",
@@ -146,6 +167,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	})
 }
 
+// OfferID is the id of the offer a session at station makes for a
+// partner's venue.
+func OfferID(station, session, partner, venue string) string {
+	return offerID(station, session, partner, venue)
+}
+
 // offerID derives the offer id from the session, partner and venue.
 func offerID(station, session, partner, venue string) string {
 	h := sha256.Sum256([]byte(station + "\x00" + session + "\x00" + partner + "\x00" + venue))
@@ -157,13 +184,24 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 	e.inflight.RLock()
 	defer e.inflight.RUnlock()
 	e.Stats.Sessions.Add(1)
+	defer e.Stats.Evaluated.Add(1)
 	if d.VIN == "" || d.SessionID == "" {
 		e.Stats.NoOwner.Add(1)
 		return 0, nil // RFID sessions without a VIN are not linked to a customer
 	}
-	o, ok := e.cust.Lookup(d.VIN)
-	if !ok {
+	if _, ok := e.cust.Lookup(d.VIN); !ok {
 		e.Stats.NoOwner.Add(1)
+		return 0, nil
+	}
+	d.Event = "started"
+	o, attr, err := e.Attributor.Attribute(ctx, at, d)
+	if err != nil {
+		return 0, err
+	}
+	if attr == AttrUnverified {
+		e.Stats.Unverified.Add(1)
+		e.log.Info("charging session not attributed: nothing corroborates the charger's vehicle", "station", d.Station,
+			"session", d.SessionID)
 		return 0, nil
 	}
 	if !e.cust.Consented(o.CustomerID, customers.ConsentPartnerOffers) {
@@ -211,13 +249,13 @@ func pickVenue(p partners.Partner, st Station, at time.Time, dwellMin float64) (
 
 func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEvent, o customers.Owner, p partners.Partner, v partners.Venue, dwell float64) (int, error) {
 	id := offerID(d.Station, d.SessionID, p.ID, v.ID)
-	recKey := "o." + o.CustomerID + "." + id
+	recKey := "o." + o.Ref + "." + id
 	var rec Record
 	_, err := e.kv.Get(ctx, recKey, &rec)
 	switch {
 	case errors.Is(err, svc.ErrNotFound):
 		loc, _ := time.LoadLocation(v.TimeZone)
-		capKey := "cap." + o.CustomerID + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
+		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
 		var n int
 		rev, err := e.kv.Get(ctx, capKey, &n)
 		if err != nil && !errors.Is(err, svc.ErrNotFound) {
@@ -230,11 +268,11 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 		if err := e.kv.Update(ctx, capKey, n+1, rev); err != nil {
 			return 0, err // conflict: redelivered and retried
 		}
-		rec = Record{ID: id, CustomerID: o.CustomerID, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
+		rec = Record{ID: id, Ref: o.Ref, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
 			Code: v.Offer.Code, Text: v.Offer.Text, DwellMin: int(math.Round(dwell)), SentAt: at.UTC(),
 			ExpiresAt: at.UTC().Add(time.Duration(dwell * float64(time.Minute))).Truncate(time.Second),
 			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID))}
-		if err := e.kv.Put(ctx, "i."+id, map[string]string{"customer": o.CustomerID}); err != nil {
+		if err := e.kv.Put(ctx, "i."+id, map[string]string{"ref": o.Ref}); err != nil {
 			return 0, err
 		}
 		if err := e.kv.Put(ctx, recKey, rec); err != nil {
@@ -267,7 +305,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 			{Key: "expires", Value: strconv.FormatInt(exp.Unix(), 10)}}}); err != nil {
 		return 0, err
 	}
-	if err := e.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "offer-sent-"+id, profile.TypeOfferSent, o.CustomerID,
+	if err := e.pub.Publish(ctx, customers.ProfileSubject(o.Ref), "offer-sent-"+id, profile.TypeOfferSent, o.Ref,
 		rec.SentAt, profile.OfferSent{OfferID: id, Partner: p.ID, Venue: v.ID, Station: rec.Station, Code: rec.Code}); err != nil {
 		return 0, err
 	}
@@ -285,7 +323,7 @@ func (e *Engine) Redeem(ctx context.Context, partner, id, code string) (partners
 	if _, err := e.kv.Get(ctx, "i."+id, &idx); err != nil {
 		return partners.Trigger{}, false, fmt.Errorf("%s: %w", id, ErrUnknownOffer)
 	}
-	key := "o." + idx["customer"] + "." + id
+	key := "o." + idx["ref"] + "." + id
 	var rec Record
 	rev, err := e.kv.Get(ctx, key, &rec)
 	if err != nil || rec.Partner != partner {
@@ -304,19 +342,26 @@ func (e *Engine) Redeem(ctx context.Context, partner, id, code string) (partners
 	if err := e.kv.Update(ctx, key, rec, rev); err != nil {
 		return view, false, err
 	}
-	if err := e.pub.Publish(ctx, customers.ProfileSubject(rec.CustomerID), "offer-redeemed-"+id, profile.TypeOfferRedeemed,
-		rec.CustomerID, now, profile.OfferRedeemed{OfferID: id}); err != nil {
+	if err := e.pub.Publish(ctx, customers.ProfileSubject(rec.Ref), "offer-redeemed-"+id, profile.TypeOfferRedeemed,
+		rec.Ref, now, profile.OfferRedeemed{OfferID: id}); err != nil {
 		return view, true, err
 	}
 	return view, true, nil
 }
 
-// Erase forgets a customer's offers and caps (customers.EraseHook): their
-// tokens can no longer be redeemed or linked.
-func (e *Engine) Erase(ctx context.Context, customerID string) error {
-	_ = e.Barrier(ctx, customerID)
+// Erase forgets a customer's offers and caps (customers.ErasureHook): their
+// tokens can no longer be redeemed or linked. It adds the offer ids and
+// partner tokens to the erasure's needles, so that the triggers already in
+// the PARTNERS stream (and their dead letters) are deleted too, and the
+// purge markers of o.{ref}.*, cap.{ref}.* and i.{offer} are scrubbed.
+func (e *Engine) Erase(ctx context.Context, er *customers.Erasure) error {
+	_ = e.Barrier(ctx, er.Customer.ID)
+	ref := er.Customer.Ref
+	if ref == "" {
+		return nil
+	}
 	var errs []error
-	for _, prefix := range []string{"o." + customerID + ".>", "cap." + customerID + ".>"} {
+	for _, prefix := range []string{"o." + ref + ".>", "cap." + ref + ".>"} {
 		l, err := e.kv.B.ListKeysFiltered(ctx, prefix)
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			continue
@@ -326,7 +371,12 @@ func (e *Engine) Erase(ctx context.Context, customerID string) error {
 			continue
 		}
 		for k := range l.Keys() {
-			if id, ok := strings.CutPrefix(k, "o."+customerID+"."); ok {
+			if id, ok := strings.CutPrefix(k, "o."+ref+"."); ok {
+				var rec Record
+				if _, err := e.kv.Get(ctx, k, &rec); err == nil && rec.Token != "" {
+					er.Needles = append(er.Needles, rec.Token)
+				}
+				er.Needles = append(er.Needles, id)
 				errs = append(errs, e.kv.Purge(ctx, "i."+id))
 			}
 			errs = append(errs, e.kv.Purge(ctx, k))

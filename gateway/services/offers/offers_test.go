@@ -128,7 +128,8 @@ func TestConsentEnforcedProperty(t *testing.T) {
 			cs = append(cs, "marketing") // another consent does not count
 		}
 		if err := f.reg.Register(f.ctx, customers.Registration{ID: id, Name: name, Region: "DE",
-			Vehicles: []customers.Vehicle{{VIN: vin, BatteryKWh: float64(40 + rng.IntN(60))}}, Consents: cs}, "test"); err != nil {
+			Vehicles: []customers.Vehicle{{VIN: vin, BatteryKWh: float64(40 + rng.IntN(60))}}, Consents: cs,
+			IDTags: []string{"TAG-" + id}}, "test"); err != nil {
 			t.Fatal(err)
 		}
 		vins, ids, names = append(vins, vin), append(ids, id), append(names, name)
@@ -178,7 +179,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 				p, v, _ := strings.Cut(pv, "/")
 				op.ids = append(op.ids, offerID(st, sid, p, v))
 			}
-			ev := eventsink.ChargingEvent{Station: st, SessionID: sid, Connector: 1, Event: "started", VIN: vins[k],
+			ev := eventsink.ChargingEvent{Station: st, SessionID: sid, Connector: 1, Event: "started", VIN: vins[k], IDTag: "TAG-" + ids[k],
 				PowerW: float64([]int{11, 50, 150}[rng.IntN(3)] * 1000), SoCPct: float64(10 + rng.IntN(40)),
 				TargetSoCPct: 80}
 			if err := f.pub.Publish(f.ctx, "charging.session.started."+st, "session-"+sid, "charging.session.started", st, at, ev); err != nil {
@@ -276,11 +277,11 @@ func TestVenueRules(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	if err := f.reg.Register(ctx, customers.Registration{ID: "c1", Vehicles: []customers.Vehicle{{VIN: "VINA", BatteryKWh: 60}},
-		Consents: []string{customers.ConsentPartnerOffers}}, "test"); err != nil {
+		Consents: []string{customers.ConsentPartnerOffers}, IDTags: []string{"TAG-c1"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	ev := func(st, sid string) eventsink.ChargingEvent {
-		return eventsink.ChargingEvent{Station: st, SessionID: sid, VIN: "VINA", PowerW: 11000, SoCPct: 20, TargetSoCPct: 80}
+		return eventsink.ChargingEvent{Station: st, SessionID: sid, VIN: "VINA", IDTag: "TAG-c1", PowerW: 11000, SoCPct: 20, TargetSoCPct: 80}
 	}
 	// Sydney, Monday 2026-06-01 08:00 local = Sunday 22:00 UTC: only cafe-syd (open).
 	syd := time.Date(2026, 5, 31, 22, 0, 0, 0, time.UTC)

@@ -18,7 +18,8 @@ import (
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
-// Bucket is the key-value bucket of the profiles (key = customer id).
+// Bucket is the key-value bucket of the profiles (key = the customer's
+// pseudonym, customers.Customer.Ref).
 const Bucket = "profiles"
 
 // MaxAppliedIDs bounds the event ids a profile remembers for idempotency.
@@ -183,6 +184,7 @@ func Apply(p *Profile, ev svc.Event) (bool, error) {
 	switch ev.Type {
 	case TypeRegistered:
 		var d struct {
+			CustomerID   string   `json:"customer_id"`
 			Name         string   `json:"name"`
 			Region       string   `json:"region"`
 			Entitlements []string `json:"entitlements"`
@@ -191,6 +193,9 @@ func Apply(p *Profile, ev svc.Event) (bool, error) {
 			return false, err
 		}
 		p.Name, p.Region, p.Entitlements = d.Name, d.Region, d.Entitlements
+		if d.CustomerID != "" {
+			p.CustomerID = d.CustomerID
+		}
 	case TypeVehicleLinked:
 		var d customers.VehicleLinked
 		if err := dec(&d); err != nil {

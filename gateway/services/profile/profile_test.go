@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,14 +55,19 @@ func TestProfileProjection(t *testing.T) {
 		t.Fatal("withdrawn consent still effective")
 	}
 	pub := svc.Publisher{JS: js}
+	ref := reg.Ref("c1") // profiles and their subjects are keyed by the customer's pseudonym
+	subj := customers.ProfileSubject(ref)
+	if ref == "" || strings.Contains(ref, "c1") {
+		t.Fatalf("ref %q", ref)
+	}
 	// The same charging event three times (e.g. redelivery): counted once.
 	for range 3 {
-		if err := pub.Publish(ctx, "profile.events.c1", "chg-1", profile.TypeChargingSess, "c1", now,
+		if err := pub.Publish(ctx, subj, "chg-1", profile.TypeChargingSess, "c1", now,
 			profile.ChargingSession{VIN: "VIN00000000000001", Station: "CS-0001", SessionID: "s1", EnergyKWh: 12.5}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := pub.Publish(ctx, "profile.events.c1", "dtc-1", profile.TypeDTC, "c1", now,
+	if err := pub.Publish(ctx, subj, "dtc-1", profile.TypeDTC, "c1", now,
 		profile.DTCChanged{VIN: "VIN00000000000001", Code: "P0301", Status: "confirmed"}); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +102,7 @@ func TestProfileProjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := json.Marshal(all["c1"])
+	a, _ := json.Marshal(all[ref])
 	b, _ := json.Marshal(got)
 	if string(a) != string(b) {
 		t.Fatalf("replay differs:\n%s\n%s", a, b)
@@ -123,18 +129,18 @@ func TestProfileProjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := all["c1"]; ok {
+	if _, ok := all[ref]; ok {
 		t.Fatal("erased customer's events still in the stream")
 	}
 	if err := reg.Register(ctx, customers.Registration{ID: "c1"}, "test"); !errors.Is(err, svc.ErrErased) {
 		t.Fatalf("re-registration after erasure: %v", err)
 	}
 	// A late event for the erased customer does not resurrect the profile.
-	if err := pub.Publish(ctx, "profile.events.c1", "late-1", profile.TypeChargingSess, "c1", now,
+	if err := pub.Publish(ctx, subj, "late-1", profile.TypeChargingSess, "c1", now,
 		profile.ChargingSession{VIN: "VIN00000000000001"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := proj.Handle(ctx, "profile.events.c1", mustEnvelope(t, "late-2")); err != nil {
+	if err := proj.Handle(ctx, subj, mustEnvelope(t, "late-2")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := proj.Get(ctx, "c1"); !errors.Is(err, svc.ErrNotFound) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,19 +25,25 @@ const (
 // ErrUnknownProfile is returned for a customer without profile.
 var ErrUnknownProfile = fmt.Errorf("unknown profile: %w", svc.ErrNotFound)
 
-// ErasedChecker tells whether a customer was erased (customers.Registry).
-type ErasedChecker interface{ Erased(id string) bool }
+// Refs maps customers to their pseudonyms and back (customers.Registry).
+// Profiles and profile subjects are keyed by the pseudonym (ref), never by
+// the customer id; an unknown ref is a customer that was erased (or never
+// registered), whose events are dropped.
+type Refs interface {
+	ByRef(ref string) (customerID string, ok bool)
+	Ref(customerID string) string
+}
 
 // Projector applies profile events to the profiles bucket.
 type Projector struct {
 	js     jetstream.JetStream
 	kv     svc.KV
-	erased ErasedChecker
+	erased Refs
 	log    *slog.Logger
 }
 
 // NewProjector opens the profiles bucket.
-func NewProjector(ctx context.Context, js jetstream.JetStream, replicas int, erased ErasedChecker, log *slog.Logger) (*Projector, error) {
+func NewProjector(ctx context.Context, js jetstream.JetStream, replicas int, erased Refs, log *slog.Logger) (*Projector, error) {
 	kv, err := svc.OpenKV(ctx, js, Bucket, "Customer profiles (projection of profile.events.>)", replicas)
 	if err != nil {
 		return nil, err
@@ -51,14 +58,24 @@ func (p *Projector) Run(ctx context.Context) error {
 		p.log, func(ctx context.Context, m jetstream.Msg) error { return p.Handle(ctx, m.Subject(), m.Data()) })
 }
 
-// Handle applies one profile event published on subject.
+// live reports whether ref belongs to a registered customer.
+func (p *Projector) live(ref string) bool {
+	if p.erased == nil {
+		return true
+	}
+	_, ok := p.erased.ByRef(ref)
+	return ok
+}
+
+// Handle applies one profile event published on subject (the key is the
+// subject's last token, the customer's ref).
 func (p *Projector) Handle(ctx context.Context, subject string, data []byte) error {
 	id := strings.TrimPrefix(subject, SubjectPrefix)
 	if id == subject || !svc.ValidID(id) {
 		return fmt.Errorf("%w: subject %s", svc.ErrInvalid, subject)
 	}
-	if p.erased != nil && p.erased.Erased(id) {
-		return nil
+	if !p.live(id) {
+		return nil // erased (or unknown): nothing may be written for it
 	}
 	ev, err := svc.Decode(data)
 	if err != nil {
@@ -83,8 +100,9 @@ func (p *Projector) Handle(ctx context.Context, subject string, data []byte) err
 		}
 		break
 	}
-	// An erasure that raced with this event: remove what was just written.
-	if p.erased != nil && p.erased.Erased(id) {
+	// An erasure that raced with this event: remove what was just written
+	// (Erase scrubs the purge marker, whose key is the ref).
+	if !p.live(id) {
 		return p.kv.Purge(ctx, id)
 	}
 	return nil
@@ -92,27 +110,40 @@ func (p *Projector) Handle(ctx context.Context, subject string, data []byte) err
 
 // Get returns the stored profile of customer id.
 func (p *Projector) Get(ctx context.Context, id string) (Profile, error) {
+	ref := id
+	if p.erased != nil {
+		ref = p.erased.Ref(id)
+	}
 	prof := New(id)
-	if _, err := p.kv.Get(ctx, id, &prof); err != nil {
+	if ref == "" {
+		return prof, fmt.Errorf("%s: %w", id, ErrUnknownProfile)
+	}
+	if _, err := p.kv.Get(ctx, ref, &prof); err != nil {
 		if errors.Is(err, svc.ErrNotFound) {
 			return prof, fmt.Errorf("%s: %w", id, ErrUnknownProfile)
 		}
 		return prof, err
 	}
+	prof.CustomerID = id
 	return prof, nil
 }
 
 // Erase removes the customer's profile events from the stream and the
-// profile itself (customers.EraseHook).
-func (p *Projector) Erase(ctx context.Context, id string) error {
+// profile itself (customers.ErasureHook); customers.Registry.EraseWith
+// then scrubs the purge markers, whose keys and subjects carry the ref.
+func (p *Projector) Erase(ctx context.Context, e *customers.Erasure) error {
+	ref := e.Customer.Ref
+	if ref == "" {
+		return nil
+	}
 	s, err := p.js.Stream(ctx, Stream)
 	if err != nil {
 		return err
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(SubjectPrefix+id)); err != nil {
-		return fmt.Errorf("purge profile events of %s: %w", id, err)
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(SubjectPrefix+ref)); err != nil {
+		return fmt.Errorf("purge profile events: %w", err)
 	}
-	return p.kv.Purge(ctx, id)
+	return p.kv.Purge(ctx, ref)
 }
 
 // Replay rebuilds every profile from the stream in memory (without
@@ -136,7 +167,7 @@ func (p *Projector) Replay(ctx context.Context) (map[string]Profile, error) {
 		for m := range batch.Messages() {
 			id := strings.TrimPrefix(m.Subject(), SubjectPrefix)
 			ev, err := svc.Decode(m.Data())
-			if err == nil && (p.erased == nil || !p.erased.Erased(id)) {
+			if err == nil && p.live(id) {
 				prof, ok := out[id]
 				if !ok {
 					prof = New(id)
@@ -180,14 +211,26 @@ type Owners interface {
 	Lookup(vin string) (customers.Owner, bool)
 }
 
+// SessionAttributor decides whether a charging session belongs to the
+// owner of the VIN its charger names (offers.Attributor): attribution is
+// "unverified", "id_tag" or "vehicle_corroborated", and the owner is set
+// unless it is "unverified".
+type SessionAttributor interface {
+	Attribute(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (o customers.Owner, attribution string, err error)
+}
+
 // Feeder turns gateway events of registered vehicles into profile events:
-// finished charging sessions (charging.session.stopped.>) and DTC changes
-// (telemetry.dtc.>). Event ids derive from the source event's id.
+// finished charging sessions (charging.session.stopped.>) that the
+// Attributor attributes to the VIN's owner (a charger's word alone is not
+// enough: without an Attributor no session reaches a profile) and DTC
+// changes (telemetry.dtc.>). Event ids derive from the source event's id.
 type Feeder struct {
 	js     jetstream.JetStream
 	pub    svc.Publisher
 	owners Owners
 	log    *slog.Logger
+	// Attributor is set before Run (nil: no charging session is attributed).
+	Attributor SessionAttributor
 }
 
 // NewFeeder returns a Feeder.
@@ -214,11 +257,18 @@ func (f *Feeder) charging(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
-	o, ok := f.owners.Lookup(d.VIN)
-	if d.VIN == "" || !ok {
+	if _, ok := f.owners.Lookup(d.VIN); d.VIN == "" || !ok || f.Attributor == nil {
 		return nil
 	}
-	return f.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "chg-"+ev.ID, TypeChargingSess, o.CustomerID, ev.Time,
+	o, attr, err := f.Attributor.Attribute(ctx, ev.Time, d)
+	if err != nil {
+		return err
+	}
+	if o.Ref == "" {
+		f.log.Debug("charging session not attributed", "station", d.Station, "session", d.SessionID, "attribution", attr)
+		return nil
+	}
+	return f.pub.Publish(ctx, customers.ProfileSubject(o.Ref), "chg-"+ev.ID, TypeChargingSess, o.Ref, ev.Time,
 		ChargingSession{VIN: d.VIN, Station: d.Station, SessionID: d.SessionID, EnergyKWh: d.EnergyWh / 1000})
 }
 
@@ -231,7 +281,7 @@ func (f *Feeder) dtc(ctx context.Context, m jetstream.Msg) error {
 	if !ok {
 		return nil
 	}
-	return f.pub.Publish(ctx, customers.ProfileSubject(o.CustomerID), "dtc-"+ev.ID, TypeDTC, o.CustomerID, ev.Time,
+	return f.pub.Publish(ctx, customers.ProfileSubject(o.Ref), "dtc-"+ev.ID, TypeDTC, o.Ref, ev.Time,
 		DTCChanged{VIN: d.VIN, Code: d.Code, Status: d.Status, Cleared: ev.Type == "dtc.cleared"})
 }
 

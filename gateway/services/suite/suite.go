@@ -52,7 +52,10 @@ type Config struct {
 	WebhookEgress                                           partners.Egress             // where webhooks may connect (zero: public https only)
 	PartnerNATS                                             partners.NATSDeliveryConfig // consumers of NATS partners (defaults: 30 s, 20 deliveries)
 	Replicas                                                int
-	Clock                                                   svc.Clock // nil: time.Now
+	// Telemetry, when set, lets an erasure also delete the vehicles'
+	// telemetry (DELETE /api/v1/customers/{id}?delete_telemetry=true).
+	Telemetry customers.TelemetryEraser
+	Clock     svc.Clock // nil: time.Now
 }
 
 // Deps are the connections the suite runs on.
@@ -97,6 +100,9 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	js, r, clock := deps.JS, cfg.Replicas, cfg.Clock
 	if s.Customers, err = customers.Open(ctx, js, r, clock, log.With("service", "customers")); err != nil {
 		return nil, err
+	}
+	if cfg.Telemetry != nil {
+		s.Customers.SetTelemetryEraser(cfg.Telemetry)
 	}
 	if cfg.CustomersFile != "" {
 		n, err := s.Customers.RegisterFile(ctx, cfg.CustomersFile)
@@ -146,7 +152,6 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	if err != nil {
 		return nil, err
 	}
-	s.Customers.SetTombstoneKey(key)
 	tokens, err := offers.NewTokens([]offers.TokenKey{{ID: cfg.TokenKeyID, Secret: key}})
 	if err != nil {
 		return nil, err
@@ -156,6 +161,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		return nil, err
 	}
 	s.Customers.OnErase(s.Offers.Erase)
+	s.Feeder.Attributor = s.Offers.Attributor
 	s.Customers.OnWithdraw(s.Offers.Barrier)
 	if s.Webhooks, err = partners.NewWebhooks(ctx, js, r, s.Partners, partners.WebhookConfig{MaxAttempts: cfg.WebhookMaxAttempts,
 		InitialBackoff: cfg.WebhookBackoff, Egress: cfg.WebhookEgress, Clock: clock}, log.With("service", "webhooks")); err != nil {

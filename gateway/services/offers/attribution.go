@@ -1,0 +1,188 @@
+package offers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/svc"
+)
+
+// Attribution of a charging session to a vehicle's owner. A charger says
+// which vehicle it charges; it is not believed on its word: a session is
+// attributed to the VIN's owner only when something the charger cannot
+// make up corroborates it.
+const (
+	// AttrUnverified: only the charger's claim (or no VIN). Stored, counted,
+	// attributed to nobody: no profile entry, no partner offer.
+	AttrUnverified = "unverified"
+	// AttrIDTag: the session carries an id tag (RFID card, Plug & Charge
+	// contract id) bound to the VIN's owner in the customer registry.
+	AttrIDTag = "id_tag"
+	// AttrVehicle: the vehicle itself placed itself at the station: its
+	// latest event with a position (vehicle.event.{vin}) is within
+	// AttributionConfig.RadiusM of the station and within Window of the
+	// session's time.
+	AttrVehicle = "vehicle_corroborated"
+)
+
+// AttributionBucket keeps the decision taken when a session started
+// (key {station}.{session}, value {"attribution": ...}; no VIN, no
+// customer), so that the session's later events get the same one.
+const AttributionBucket = "charging_attribution"
+
+// Defaults of AttributionConfig.
+const (
+	DefaultAttributionWindow = 15 * time.Minute
+	DefaultAttributionRadius = 500.0
+	attributionTTL           = 7 * 24 * time.Hour
+)
+
+// AttributionConfig configures the Attributor.
+type AttributionConfig struct {
+	Stations map[string]Station
+	// Window bounds |vehicle event time - session time| (default 15 min).
+	Window time.Duration
+	// RadiusM bounds the vehicle's distance to the station (default 500 m).
+	RadiusM float64
+}
+
+// AttributionCustomers is what the Attributor needs from the registry.
+type AttributionCustomers interface {
+	Lookup(vin string) (customers.Owner, bool)
+	IDTagOwner(tag string) (string, bool)
+}
+
+// AttributionStats counts the decisions.
+type AttributionStats struct {
+	Unverified, IDTag, Vehicle atomic.Int64
+}
+
+// Attributor decides whether a charging session belongs to the owner of
+// the VIN its charger names (see the Attr* constants).
+type Attributor struct {
+	cfg  AttributionConfig
+	js   jetstream.JetStream
+	kv   svc.KV
+	cust AttributionCustomers
+
+	Stats AttributionStats
+}
+
+// NewAttributor opens the attribution bucket.
+func NewAttributor(ctx context.Context, js jetstream.JetStream, replicas int, cust AttributionCustomers, cfg AttributionConfig) (*Attributor, error) {
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultAttributionWindow
+	}
+	if cfg.RadiusM <= 0 {
+		cfg.RadiusM = DefaultAttributionRadius
+	}
+	b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: AttributionBucket,
+		Description: "Charging session attribution decided at session start", Storage: jetstream.FileStorage,
+		Replicas: max(replicas, 1), History: 1, TTL: attributionTTL})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", AttributionBucket, err)
+	}
+	return &Attributor{cfg: cfg, js: js, kv: svc.KV{B: b}, cust: cust}, nil
+}
+
+type attributionRecord struct {
+	Attribution string `json:"attribution"`
+}
+
+// Attribute returns the session's attribution and, unless it is
+// AttrUnverified, the owner it is attributed to. The decision taken at
+// the session's start is kept and reused for its later events (a vehicle
+// parked for an hour is still the one that was corroborated at the start);
+// a session whose start was not seen is decided on the event at hand.
+func (a *Attributor) Attribute(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (customers.Owner, string, error) {
+	key := svc.Token(d.Station) + "." + svc.Token(d.SessionID)
+	if d.Event != "started" && d.SessionID != "" {
+		var rec attributionRecord
+		_, err := a.kv.Get(ctx, key, &rec)
+		switch {
+		case err == nil:
+			o, ok := a.cust.Lookup(d.VIN)
+			if !ok || rec.Attribution == AttrUnverified || d.VIN == "" {
+				return customers.Owner{}, AttrUnverified, nil
+			}
+			return o, rec.Attribution, nil
+		case !errors.Is(err, svc.ErrNotFound):
+			return customers.Owner{}, AttrUnverified, err
+		}
+	}
+	o, attr := a.decide(ctx, at, d)
+	switch attr {
+	case AttrIDTag:
+		a.Stats.IDTag.Add(1)
+	case AttrVehicle:
+		a.Stats.Vehicle.Add(1)
+	default:
+		a.Stats.Unverified.Add(1)
+	}
+	if d.Event == "started" && d.SessionID != "" {
+		if err := a.kv.Put(ctx, key, attributionRecord{Attribution: attr}); err != nil {
+			return customers.Owner{}, AttrUnverified, err
+		}
+	}
+	if attr == AttrUnverified {
+		return customers.Owner{}, attr, nil
+	}
+	return o, attr, nil
+}
+
+func (a *Attributor) decide(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (customers.Owner, string) {
+	if d.VIN == "" {
+		return customers.Owner{}, AttrUnverified
+	}
+	o, ok := a.cust.Lookup(d.VIN)
+	if !ok {
+		return customers.Owner{}, AttrUnverified
+	}
+	if d.IDTag != "" {
+		if id, ok := a.cust.IDTagOwner(d.IDTag); ok && id == o.CustomerID {
+			return o, AttrIDTag
+		}
+	}
+	if a.vehicleAt(ctx, at, d) {
+		return o, AttrVehicle
+	}
+	return customers.Owner{}, AttrUnverified
+}
+
+// vehicleAt reports whether the vehicle's latest event with a position
+// puts it at the station around the session's time.
+func (a *Attributor) vehicleAt(ctx context.Context, at time.Time, d eventsink.ChargingEvent) bool {
+	st, ok := a.cfg.Stations[d.Station]
+	if !ok || svc.Token(d.VIN) != d.VIN || !svc.ValidID(d.VIN) {
+		return false
+	}
+	s, err := a.js.Stream(ctx, "VEHICLE")
+	if err != nil {
+		return false
+	}
+	m, err := s.GetLastMsgForSubject(ctx, "vehicle.event."+d.VIN)
+	if err != nil {
+		return false
+	}
+	ev, err := svc.Decode(m.Data)
+	if err != nil {
+		return false
+	}
+	var ve eventsink.VehicleEvent
+	if json.Unmarshal(ev.Data, &ve) != nil || ve.Position == nil || ve.VIN != d.VIN {
+		return false
+	}
+	if math.Abs(float64(ev.Time.Sub(at))) > float64(a.cfg.Window) {
+		return false
+	}
+	return DistanceM(st.Lat, st.Lon, ve.Position.Lat, ve.Position.Lon) <= a.cfg.RadiusM
+}
