@@ -417,7 +417,7 @@ func TestChargerCannotAttributeSessions(t *testing.T) {
 func TestErasureDeletesTelemetryOnRequest(t *testing.T) {
 	in := testenv.StartInflux(t)
 	e := startPrivacyEnv(t)
-	e.s.Customers.SetTelemetryEraser(&customers.InfluxTelemetry{URL: in.URL, Database: in.Database})
+	e.s.Customers.SetTelemetryEraser(&customers.InfluxTelemetry{URL: in.URL, Database: in.Database, Token: in.Token})
 	mux := http.NewServeMux()
 	e.s.Mount(mux)
 	srv := httptest.NewServer(mux)
@@ -433,13 +433,17 @@ func TestErasureDeletesTelemetryOnRequest(t *testing.T) {
 			"dtc,code=P0301,vin="+vin+" active=true 1700000000000000000",
 			"connectivity,device="+vin+" connected=true 1700000000000000000")
 	}
-	resp, err := http.Post(in.URL+"/write?db="+in.Database, "text/plain", strings.NewReader(strings.Join(lines, "\n")))
+	wreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.URL+"/write?db="+in.Database, strings.NewReader(strings.Join(lines, "\n")))
+	wreq.Header.Set("Authorization", "Token "+in.Token)
+	resp, err := http.DefaultClient.Do(wreq)
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("write: %v %v", err, resp)
 	}
 	resp.Body.Close()
 	series := func() string {
-		r, err := http.Get(in.URL + "/query?db=" + in.Database + "&q=" + url.QueryEscape("SHOW SERIES"))
+		qreq, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/query?db="+in.Database+"&q="+url.QueryEscape("SHOW SERIES"), nil)
+		qreq.Header.Set("Authorization", "Token "+in.ReadToken)
+		r, err := http.DefaultClient.Do(qreq)
 		if err != nil {
 			t.Fatal(err)
 		}
