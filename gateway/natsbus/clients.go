@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -42,7 +43,30 @@ func (b *Bus) startEmbedded() error {
 	if err := writeFile0600(path, b.auth.creds); err != nil {
 		b.log.Warn("nats credentials file not updated with the URL", "err", err)
 	}
+	if err := writeOpsFiles(filepath.Dir(path), b.url, b.auth.creds.Passwords[RoleOps]); err != nil {
+		b.log.Warn("nats operator files not written", "err", err)
+	}
 	return nil
+}
+
+// OpsEnvFile and OpsContextFile are written next to the credentials file
+// (0600) for the operator's nats CLI: the environment variables the CLI
+// reads (NATS_URL, NATS_USER, NATS_PASSWORD), and a context file to copy to
+// ~/.config/nats/context/telegate.json (nats --context telegate ...).
+const (
+	OpsEnvFile     = "ops.env"
+	OpsContextFile = "ops-context.json"
+)
+
+func writeOpsFiles(dir, url, password string) error {
+	env := fmt.Sprintf("NATS_URL=%s\nNATS_USER=%s\nNATS_PASSWORD=%s\n", url, RoleOps, password)
+	if err := os.WriteFile(filepath.Join(dir, OpsEnvFile), []byte(env), 0o600); err != nil {
+		return fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	return writeFile0600(filepath.Join(dir, OpsContextFile), map[string]string{
+		"description": "telegate embedded NATS, operator (GATEWAY account)",
+		"url":         url, "user": RoleOps, "password": password,
+	})
 }
 
 // CredentialsFile is where the embedded server's internal passwords are
