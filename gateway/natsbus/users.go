@@ -89,7 +89,9 @@ func rolePermissions(role string) (pub, sub []string) {
 				"$JS.API.DIRECT.GET.KV_" + BucketDTCState + ".>",
 				"$JS.API.STREAM.MSG.GET.KV_" + BucketDTCState,
 				"$KV." + BucketDTCState + ".>",
-				"telemetry.dtc.>", "vehicle.connectivity.>", "charging.>", "deadletter.>",
+				// The subjects eventsink emits (docs/data-model.md); a new
+				// event subject must be added here.
+				"telemetry.dtc.>", "vehicle.connectivity.>", "vehicle.event.>", "vehicle.cmdack.>", "charging.>", "deadletter.>",
 			},
 			[]string{InboxPrefix(RoleEvents) + ".>"}
 	case RoleDashboard:

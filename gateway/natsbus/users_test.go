@@ -183,8 +183,11 @@ func TestRolePermissions(t *testing.T) {
 	b := openTest(t, "127.0.0.1:0", t.TempDir())
 
 	ev := connectRole(t, b, RoleEvents)
-	if _, err := ev.js.Publish(ctx, "telemetry.dtc.raised.VIN1", []byte("{}")); err != nil {
-		t.Fatalf("events: publish event: %v", err)
+	for _, subj := range []string{"vehicle.connectivity.connected.VIN1", "vehicle.event.VIN1", "vehicle.cmdack.VIN1",
+		"charging.session.started.ST1", "charging.status.ST1", "deadletter.telemetry.VIN1", "telemetry.dtc.raised.VIN1"} {
+		if _, err := ev.js.Publish(ctx, subj, []byte("{}")); err != nil {
+			t.Fatalf("events: publish %s: %v", subj, err)
+		}
 	}
 	kv, err := ev.js.KeyValue(ctx, BucketDTCState)
 	if err != nil {
