@@ -42,14 +42,17 @@ cat <<INFO
   Dashboard         http://127.0.0.1:8080/ui/   login demo / demo-telegate (operator), viewer / viewer-telegate
   Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
   InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen
-  NATS (JetStream)  nats://127.0.0.1:4222
+  NATS (JetStream)  nats://127.0.0.1:4222   no anonymous access; operator user "ops":
+    set -a; . var/gateway/nats/ops.env; set +a      (NATS_URL, NATS_USER, NATS_PASSWORD for the nats CLI)
+    or: cp var/gateway/nats/ops-context.json ~/.config/nats/context/telegate.json; nats --context telegate ...
   Devices           var/devices.yaml (fleet key "$FLEET_KEY")
 
   Latest speed per vehicle (Flux):
     curl -s -XPOST http://127.0.0.1:8086/api/v2/query -H 'Content-Type: application/vnd.flux' -H 'Accept: application/csv' \\
       -d 'from(bucket:"telemetry/autogen") |> range(start:-5m) |> filter(fn:(r)=> r._measurement=="telemetry" and r._field=="Vehicle.Speed") |> last()'
-  DTC events (nats CLI):   nats --server nats://127.0.0.1:4222 sub 'telemetry.dtc.>'
-  Charging sessions:       nats --server nats://127.0.0.1:4222 sub 'charging.session.>'
+  DTC events (nats CLI):   nats sub 'telemetry.dtc.>'            (after sourcing ops.env)
+  Charging sessions:       nats sub 'charging.session.>'
+  Streams, KV:             nats stream ls; nats kv get dtc_state <VIN>
 
   Services API:            curl -s -H 'Authorization: Bearer dev-admin-token-change-me' http://127.0.0.1:8080/api/v1/customers
   Café partner triggers:   go run ./gateway/services/cmd/partner-example   (docs/services.md)
