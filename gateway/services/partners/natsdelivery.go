@@ -145,6 +145,10 @@ func (d *NATSDelivery) ConsumerConfig(id string) jetstream.ConsumerConfig {
 		AckWait:       d.cfg.AckWait,
 		MaxDeliver:    d.cfg.MaxDeliver,
 		MaxAckPending: d.cfg.MaxAckPending,
+		// Bound what one pull request of the partner may hold on the
+		// server (the clients' defaults: 500 messages, 30 s).
+		MaxRequestBatch:   500,
+		MaxRequestExpires: 2 * time.Minute,
 	}
 }
 

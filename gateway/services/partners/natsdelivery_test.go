@@ -144,7 +144,8 @@ func TestPartnerDurablePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := info.CachedInfo().Config; c.FilterSubject != "partners.cafe.>" || c.AckPolicy != jetstream.AckExplicitPolicy ||
-		c.MaxDeliver != 20 || c.AckWait != 30*time.Second || c.DeliverPolicy != jetstream.DeliverAllPolicy {
+		c.MaxDeliver != 20 || c.AckWait != 30*time.Second || c.DeliverPolicy != jetstream.DeliverAllPolicy ||
+		c.MaxRequestBatch != 500 || c.MaxRequestExpires != 2*time.Minute {
 		t.Fatalf("consumer config %+v", c)
 	}
 	f.trigger(t, ctx, "cafe", "ofr-c1")

@@ -295,7 +295,8 @@ func TestPartnerAtLeastOnce(t *testing.T) {
 }
 
 // TestPartnerAccountLimits: a partner account is bounded by the server:
-// connections, subscriptions and the payload it may publish.
+// connections, subscriptions, the payload it may publish, and the size of
+// one pull request on its durable.
 func TestPartnerAccountLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -348,6 +349,12 @@ func TestPartnerAccountLimits(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("subscription beyond max_subscriptions accepted")
+	}
+	// One pull request cannot hold more than the consumer allows.
+	m, err := conns[2].Request(partners.NATSAPIPrefix+".CONSUMER.MSG.NEXT.PARTNERS."+partners.Durable("cafe"),
+		[]byte(`{"batch":100000,"expires":1000000000}`), 10*time.Second)
+	if err != nil || m.Header.Get("Status") != "409" || !strings.Contains(m.Header.Get("Description"), "MaxRequestBatch") {
+		t.Fatalf("oversized pull request: %v %v", err, m)
 	}
 	// The server announces the account's max payload; larger publishes fail.
 	if mp := conns[1].MaxPayload(); mp != int64(lim.MaxPayload) {
