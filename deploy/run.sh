@@ -43,7 +43,9 @@ cat <<INFO
   Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
   InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen   (auth on: users and passwords
                     in var/influxdb/credentials.json, mode 0600; docs/operations.md)
-  NATS (JetStream)  nats://127.0.0.1:4222
+  NATS (JetStream)  nats://127.0.0.1:4222   no anonymous access; operator user "ops":
+    set -a; . var/gateway/nats/ops.env; set +a      (NATS_URL, NATS_USER, NATS_PASSWORD for the nats CLI)
+    or: cp var/gateway/nats/ops-context.json ~/.config/nats/context/telegate.json; nats --context telegate ...
   Devices           var/devices.yaml (fleet key "$FLEET_KEY")
 
   Latest speed per vehicle (Flux, as the read-only user):
@@ -53,8 +55,9 @@ cat <<INFO
       -d 'from(bucket:"telemetry/autogen") |> range(start:-5m) |> filter(fn:(r)=> r._measurement=="telemetry" and r._field=="Vehicle.Speed") |> last()'
   Same in InfluxQL:  curl -s -u "telegate_reader:\$R" http://127.0.0.1:8086/query --data-urlencode db=telemetry \\
       --data-urlencode 'q=SELECT last("Vehicle.Speed") FROM telemetry WHERE time > now() - 5m GROUP BY vin'
-  DTC events (nats CLI):   nats --server nats://127.0.0.1:4222 sub 'telemetry.dtc.>'
-  Charging sessions:       nats --server nats://127.0.0.1:4222 sub 'charging.session.>'
+  DTC events (nats CLI):   nats sub 'telemetry.dtc.>'            (after sourcing ops.env)
+  Charging sessions:       nats sub 'charging.session.>'
+  Streams, KV:             nats stream ls; nats kv get dtc_state <VIN>
 
   Services API:            curl -s -H 'Authorization: Bearer dev-admin-token-change-me' http://127.0.0.1:8080/api/v1/customers
   Café partner triggers:   go run ./gateway/services/cmd/partner-example   (docs/services.md)

@@ -55,6 +55,7 @@ type App struct {
 	mux      *http.ServeMux
 	live     *live.Hub
 	ext      extensions
+	natsc    natsClients
 	httpLn   net.Listener
 	sinkStop context.CancelFunc
 	drain    context.CancelFunc
@@ -121,7 +122,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.bus, err = natsbus.Open(ctx, natsbus.Config{URL: c.NATS.URL, CredsFile: c.NATS.CredsFile, User: c.NATS.User,
 		Password: c.NATS.Password, EmbeddedAddr: c.NATS.Embedded.Addr, StoreDir: storeDir,
 		MaxStore: int64(c.NATS.Embedded.MaxStore), Replicas: c.NATS.Replicas, DedupWindow: c.NATS.DedupWindow,
-		MaxAge: c.NATS.MaxAge}, a.log.With("component", "nats"))
+		MaxAge: c.NATS.MaxAge, PartnerLimits: natsbus.PartnerLimits{MaxConnections: c.NATS.Embedded.PartnerMaxConnections,
+			MaxSubscriptions: c.NATS.Embedded.PartnerMaxSubscriptions, MaxPayload: int(c.NATS.Embedded.PartnerMaxPayload)}},
+		a.log.With("component", "nats"))
 	if err != nil {
 		return err
 	}
@@ -139,7 +142,11 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	kv, err := a.bus.JetStream().KeyValue(ctx, natsbus.BucketDTCState)
+	events, err := a.natsClient(natsbus.RoleEvents)
+	if err != nil {
+		return err
+	}
+	kv, err := events.JetStream().KeyValue(ctx, natsbus.BucketDTCState)
 	if err != nil {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
@@ -150,7 +157,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.isink = influxsink.New(icfg, icons, a.writer, a.m, a.log.With("component", "influxsink"))
 	a.live = live.New()
 	a.isink.SetLive(a.live)
-	a.esink = eventsink.New(econs, a.bus, eventsink.KVStore{KV: kv}, a.deviceKind, a.m, a.log.With("component", "eventsink"))
+	a.esink = eventsink.New(econs, events, eventsink.KVStore{KV: kv}, a.deviceKind, a.m, a.log.With("component", "eventsink"))
 	sinkCtx, sinkStop := context.WithCancel(context.Background())
 	drainCtx, drain := context.WithCancel(context.Background())
 	a.sinkStop, a.drain = sinkStop, drain
@@ -299,6 +306,7 @@ func (a *App) Close() error {
 		if a.writer != nil {
 			a.writer.Close()
 		}
+		a.closeNATSClients()
 		if a.bus != nil {
 			errs = append(errs, a.bus.Close())
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/dashboard"
 	"github.com/telegate/telegate/gateway/dashboard/history"
+	"github.com/telegate/telegate/gateway/natsbus"
 )
 
 // dashboardExt holds what the dashboard started (owned by this file).
@@ -24,6 +25,10 @@ func (a *App) startDashboard(_ context.Context) error {
 		log.Warn("dashboard enabled but dashboard.users_file is empty: dashboard not mounted")
 		return nil
 	}
+	nc, err := a.natsClient(natsbus.RoleDashboard) // its own credentials: reads DTC/VEHICLE, records sent commands
+	if err != nil {
+		return err
+	}
 	var vins []string
 	for _, dev := range a.devices.Devices() {
 		if dev.Kind == registry.KindVehicle && !dev.Disabled {
@@ -34,7 +39,7 @@ func (a *App) startDashboard(_ context.Context) error {
 		Config: c,
 		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.ext.influxAuth.query, Org: a.cfg.Influx.Org,
 			Bucket: a.cfg.Influx.Bucket(), Timeout: c.QueryTimeout},
-		VINs: vins, Hub: a.live, JS: a.bus.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
+		VINs: vins, Hub: a.live, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		LocationAllowed: a.locationConsent,
 	})
 	if err != nil {

@@ -152,6 +152,11 @@ type EmbeddedNATS struct {
 	Addr     string   `yaml:"addr"`
 	StoreDir string   `yaml:"store_dir"`
 	MaxStore ByteSize `yaml:"max_store"`
+	// Limits of each partner's NATS account (0: natsbus defaults 4
+	// connections, 64 subscriptions, 16 KiB payload).
+	PartnerMaxConnections   int      `yaml:"partner_max_connections"`
+	PartnerMaxSubscriptions int      `yaml:"partner_max_subscriptions"`
+	PartnerMaxPayload       ByteSize `yaml:"partner_max_payload"`
 }
 
 // Ingest configures decoding and validation.
@@ -356,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.DedupWindow < time.Second {
 		bad("nats.dedup_window", "must be at least 1s")
+	}
+	if e := c.NATS.Embedded; e.PartnerMaxConnections < 0 || e.PartnerMaxSubscriptions < 0 || e.PartnerMaxPayload < 0 {
+		bad("nats.embedded.partner_max_*", "must not be negative")
 	}
 	if c.NATS.URL == "" && c.NATS.Embedded.Addr == "" {
 		bad("nats", "either url or embedded.addr must be set")

@@ -24,7 +24,7 @@ func (e *env) durableClient(id, user, pass string) (*nats.Conn, jetstream.Consum
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, partners.NATSAPIPrefix)
 	if err != nil {
 		e.t.Fatal(err)
 	}

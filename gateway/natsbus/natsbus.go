@@ -39,6 +39,14 @@ type Config struct {
 	DedupWindow                    time.Duration
 	MaxAge                         time.Duration
 	Name                           string // client connection name
+	// CredentialsFile keeps the embedded server's generated internal
+	// passwords (0600; default StoreDir/credentials.json).
+	CredentialsFile string
+	// PartnerLimits bound each partner account of the embedded server.
+	PartnerLimits PartnerLimits
+	// Partners are the partner accounts the embedded server starts with
+	// (SetPartners replaces them at run time).
+	Partners []PartnerAccount
 }
 
 // StreamSpec describes one stream the gateway declares.
@@ -73,7 +81,8 @@ type Bus struct {
 	once sync.Once
 	url  string
 
-	users usersState
+	auth      authState
+	credsPath string // embedded: the internal credentials file
 }
 
 // Open starts the embedded server if cfg.URL is empty, connects, and declares
@@ -91,48 +100,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, log: log, url: cfg.URL}
 	if cfg.URL == "" {
-		opts, err := embeddedOptions(cfg.EmbeddedAddr, cfg.StoreDir, cfg.MaxStore)
-		if err != nil {
+		if err := b.startEmbedded(); err != nil {
 			return nil, err
 		}
-		host, _, _ := net.SplitHostPort(cfg.EmbeddedAddr)
-		anonymous := loopbackHost(host)
-		internalPW, err := withInternalUser(opts, cfg.User, cfg.Password, anonymous)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.User == "" && cfg.CredsFile == "" {
-			cfg.User, cfg.Password = InternalUser, internalPW
-		}
-		srv, err := startServer(opts)
-		if err != nil {
-			return nil, err
-		}
-		b.srv = srv
-		b.users.opts = opts.Clone()
-		b.url = srv.ClientURL()
 	}
-	opts := []nats.Option{
-		nats.Name(orDefault(cfg.Name, "telegate-gateway")),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(-1), // no silent buffering: a publish while disconnected fails, the caller retries
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	}
-	if cfg.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
-	}
-	if cfg.User != "" {
-		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
-	}
-	nc, err := nats.Connect(b.url, opts...)
+	nc, err := b.connect(RoleGateway)
 	if err != nil {
 		b.shutdownServer()
-		return nil, fmt.Errorf("natsbus: connect %s: %w", b.url, err)
+		return nil, err
 	}
 	b.nc = nc
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(30*time.Second))
@@ -149,7 +124,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream (file store)
-// on addr ("127.0.0.1:0" picks a free port).
+// on addr ("127.0.0.1:0" picks a free port) and no accounts: a stand-in for
+// an external server in tests (whose authentication is its operator's
+// configuration). The gateway's own embedded server is started by Open,
+// with accounts and no anonymous access.
 func StartEmbedded(addr, storeDir string, maxStore int64) (*server.Server, error) {
 	opts, err := embeddedOptions(addr, storeDir, maxStore)
 	if err != nil {
@@ -180,6 +158,10 @@ func embeddedOptions(addr, storeDir string, maxStore int64) (*server.Options, er
 		NoSigs:            true,
 		NoLog:             true,
 		MaxPayload:        1 << 20,
+		// Outbound bytes buffered per client before the server cuts a
+		// slow consumer (a partner that stops reading cannot make the
+		// server hold more than this for it).
+		MaxPending: 8 << 20,
 	}
 	return opts, nil
 }
@@ -284,6 +266,15 @@ func (b *Bus) shutdownServer() {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
+}
+
+// OpsCredentials is the operator's user and password on the embedded server
+// (for the nats CLI); ok is false with an external server.
+func (b *Bus) OpsCredentials() (user, password string, ok bool) {
+	if b.srv == nil {
+		return "", "", false
+	}
+	return RoleOps, b.auth.creds.Passwords[RoleOps], true
 }
 
 func orDefault(s, d string) string {

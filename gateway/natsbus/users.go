@@ -1,130 +1,383 @@
 package natsbus
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// ErrNoEmbedded is returned by SetUsers when the bus is connected to an
-// external server (users are then configured on that server).
-var ErrNoEmbedded = errors.New("natsbus: no embedded server")
+// Errors of the embedded server's accounts and users.
+var (
+	// ErrNoEmbedded is returned by SetPartners and Client's role lookup
+	// when the bus is connected to an external server (accounts and users
+	// are then configured on that server).
+	ErrNoEmbedded = errors.New("natsbus: no embedded server")
+	// ErrBadAccount is returned for an invalid partner account.
+	ErrBadAccount = errors.New("natsbus: invalid partner account")
+	// ErrCredentials is returned when the internal credentials cannot be
+	// read or written.
+	ErrCredentials = errors.New("natsbus: internal credentials")
+)
 
-// InternalUser is the name of the embedded server's full-rights user that
-// the gateway's own connections map to once users are configured.
-const InternalUser = "telegate-internal"
+// Accounts of the embedded server. Every client authenticates (there is no
+// anonymous user, loopback included) and lands in exactly one account:
+//
+//	SYS       the server's system account (user "sys": server monitoring)
+//	GATEWAY   JetStream: every stream, bucket and consumer of the gateway;
+//	          the gateway's own users (roles below) and the operator ("ops")
+//	P_{id}    one per partner: no JetStream; it imports from GATEWAY only
+//	          what the partner's feed needs (see PartnerAccount)
+//
+// Accounts are NATS's isolation boundary: a subject (a publish, a
+// subscription, a reply subject, an inbox) in one account never reaches
+// another unless the owner exported it to that account and the importer
+// imported it. Answers of an imported service come back through the
+// server's response mapping, into the importer's account only.
+const (
+	AccountSystem  = "SYS"
+	AccountGateway = "GATEWAY"
+	partnerAccount = "P_"
+)
 
-// User is a user of the embedded NATS server with publish and subscribe
-// allow lists (NATS subject wildcards). Password may be plain text or a
-// bcrypt hash ("$2a$..."), which nats-server compares as such.
-type User struct {
-	Name      string
-	Password  string
-	Publish   []string // subjects the user may publish to; empty: none
-	Subscribe []string // subjects the user may subscribe to; empty: none
+// Roles: the gateway's own users in the GATEWAY account (and "sys" in SYS).
+// Their passwords are generated at first start (CredentialsFile).
+const (
+	// RoleGateway declares the streams and buckets and runs the services
+	// (customers, profiles, commands, scheduler, offers, partner
+	// delivery): it needs JetStream management of the GATEWAY account.
+	RoleGateway = "gateway"
+	// RoleEvents is the event sink: it publishes device events and keeps
+	// the dtc_state bucket.
+	RoleEvents = "events"
+	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers)
+	// and records commands it sent on vehicle.cmdsent.*.
+	RoleDashboard = "dashboard"
+	// RoleOps is the operator's user for the nats CLI: full rights in
+	// GATEWAY (streams, consumers, KV, subjects).
+	RoleOps = "ops"
+	// RoleSys is the system account's user (server events, nats server ...).
+	RoleSys = "sys"
+)
+
+// InboxPrefix is the reply-inbox prefix of role's connections: each role
+// may subscribe to its own replies only.
+func InboxPrefix(role string) string { return "_INBOX_" + role }
+
+// rolePermissions are the allow lists of each role. nil: full rights in
+// the GATEWAY account, for RoleOps (the operator) and RoleGateway, which
+// declares the streams and buckets and runs every service (their KV
+// buckets, consumers and subjects span the account). Neither reaches SYS or
+// a partner account. The other roles name exactly what they use.
+func rolePermissions(role string) (pub, sub []string) {
+	switch role {
+	case RoleEvents:
+		return []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO.KV_" + BucketDTCState,
+				"$JS.API.DIRECT.GET.KV_" + BucketDTCState + ".>",
+				"$JS.API.STREAM.MSG.GET.KV_" + BucketDTCState,
+				"$KV." + BucketDTCState + ".>",
+				// The subjects eventsink emits (docs/data-model.md); a new
+				// event subject must be added here.
+				"telemetry.dtc.>", "vehicle.connectivity.>", "vehicle.event.>", "vehicle.cmdack.>", "charging.>", "deadletter.>",
+			},
+			[]string{InboxPrefix(RoleEvents) + ".>"}
+	case RoleDashboard:
+		var p []string
+		for _, s := range []string{"DTC", "VEHICLE"} {
+			p = append(p,
+				"$JS.API.STREAM.INFO."+s,
+				"$JS.API.CONSUMER.CREATE."+s+".>",
+				"$JS.API.CONSUMER.DELETE."+s+".>",
+				"$JS.API.CONSUMER.INFO."+s+".>",
+				"$JS.API.CONSUMER.MSG.NEXT."+s+".>")
+		}
+		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*"), []string{InboxPrefix(RoleDashboard) + ".>"}
+	}
+	return nil, nil
 }
 
-// usersState remembers the embedded server's base options for reloads.
-type usersState struct {
-	mu   sync.Mutex
-	opts *server.Options
+// internalRoles are the roles with generated passwords, in the order they
+// are written to the credentials file.
+var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleOps, RoleSys}
+
+// Credentials are the generated passwords of the internal roles, kept in
+// CredentialsFile (0600) so that they survive restarts (operators' CLI
+// contexts stay valid).
+type Credentials struct {
+	URL       string            `json:"url"`
+	Passwords map[string]string `json:"passwords"` // role -> password
 }
 
-// SetUsers (re)configures the users of the embedded server at run time.
-// Connections without credentials (the gateway's own, and local tools on
-// loopback) keep full rights: they map to InternalUser (nats-server's
-// no_auth_user, set by Open), exactly as before users existed; a client that presents a
-// user's credentials gets that user's permissions only. Against an external
-// server it returns ErrNoEmbedded: configure users there.
-func (b *Bus) SetUsers(users []User) error {
+// loadOrCreateCredentials reads path, adding a random password for every
+// role that has none, and (re)writes it with mode 0600.
+func loadOrCreateCredentials(path string) (Credentials, error) {
+	c := Credentials{Passwords: map[string]string{}}
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("%w: %s: %w", ErrCredentials, path, err)
+		}
+		if c.Passwords == nil {
+			c.Passwords = map[string]string{}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return c, fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	changed := false
+	for _, r := range internalRoles {
+		if len(c.Passwords[r]) >= 32 {
+			continue
+		}
+		raw := make([]byte, 24)
+		if _, err := rand.Read(raw); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrCredentials, err)
+		}
+		c.Passwords[r] = hex.EncodeToString(raw)
+		changed = true
+	}
+	if changed {
+		if err := writeFile0600(path, c); err != nil {
+			return c, err
+		}
+	}
+	// Tighten a file someone loosened.
+	if err := os.Chmod(path, 0o600); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	return c, nil
+}
+
+func writeFile0600(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	return nil
+}
+
+// PartnerLimits bound what one partner account may cost the server.
+// nats-server enforces them per account (connections, subscriptions,
+// payload of what its clients publish); the partner account has no
+// JetStream, so it cannot store anything. Zero fields take the defaults.
+type PartnerLimits struct {
+	MaxConnections   int // default 4
+	MaxSubscriptions int // default 64
+	MaxPayload       int // bytes a partner client may publish in one message; default 16 KiB
+}
+
+// WithDefaults fills zero fields with the defaults.
+func (l PartnerLimits) WithDefaults() PartnerLimits {
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = 4
+	}
+	if l.MaxSubscriptions <= 0 {
+		l.MaxSubscriptions = 64
+	}
+	if l.MaxPayload <= 0 {
+		l.MaxPayload = 16 << 10
+	}
+	return l
+}
+
+// Import is one subject GATEWAY exports to a single partner account
+// (private export) and that account imports under the same name.
+type Import struct {
+	Subject string
+	// To is the subject in the partner's account ("": Subject).
+	To string
+	// Stream: a stream export (messages published in GATEWAY on Subject
+	// flow to the partner). Otherwise a service export: the partner's
+	// requests on Subject are answered in GATEWAY and the answers mapped
+	// back to the partner's own reply subject.
+	Stream bool
+	// StreamResponse: a service answered by many messages (a JetStream
+	// pull request).
+	StreamResponse bool
+}
+
+// PartnerAccount is one partner's account: its user (bcrypt password),
+// the allow lists inside its own account (defence in depth: the account
+// boundary is the isolation), and its imports from GATEWAY.
+type PartnerAccount struct {
+	ID                   string // partner id: the account is "P_"+ID
+	User, PasswordBcrypt string
+	Publish, Subscribe   []string
+	Imports              []Import
+}
+
+// AccountName is the NATS account of partner id.
+func AccountName(id string) string { return partnerAccount + id }
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// authState remembers what the embedded server was configured with, so that
+// partners can be replaced at run time (guarded by mu).
+type authState struct {
+	mu       sync.Mutex
+	base     *server.Options // server options without auth
+	creds    Credentials
+	partners []PartnerAccount
+	limits   PartnerLimits
+}
+
+// SetPartners replaces the partner accounts of the embedded server at run
+// time (config reload: a removed partner's connections are closed).
+// Against an external server it returns ErrNoEmbedded: configure accounts
+// there (docs/operations.md).
+func (b *Bus) SetPartners(parts []PartnerAccount) error {
 	if b.srv == nil {
 		return ErrNoEmbedded
 	}
-	b.users.mu.Lock()
-	defer b.users.mu.Unlock()
-	base := b.users.opts
-	if base == nil {
-		return ErrNoEmbedded
+	b.auth.mu.Lock()
+	defer b.auth.mu.Unlock()
+	prev := b.auth.partners
+	b.auth.partners = parts
+	o, err := b.auth.options()
+	if err != nil {
+		b.auth.partners = prev
+		return err
 	}
-	o := base.Clone()
 	// The running server resolved a random port; reload must not change it.
 	if _, p, err := net.SplitHostPort(b.srv.Addr().String()); err == nil {
 		if n, err := strconv.Atoi(p); err == nil {
 			o.Port = n
 		}
 	}
-	// Keep the full-rights users the server started with (internal, and
-	// the configured nats.user); replace the restricted ones.
-	o.Users = nil
-	for _, u := range base.Users {
-		if u.Permissions == nil {
-			o.Users = append(o.Users, u)
+	fresh := false
+	for _, p := range parts {
+		if _, err := b.srv.LookupAccount(AccountName(p.ID)); err != nil {
+			fresh = true
 		}
-	}
-	for _, u := range users {
-		if u.Name == "" || isFullUser(base, u.Name) {
-			return fmt.Errorf("natsbus: invalid user name %q", u.Name)
-		}
-		o.Users = append(o.Users, &server.User{Username: u.Name, Password: u.Password, Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: allowList(u.Publish)},
-			Subscribe: &server.SubjectPermission{Allow: allowList(u.Subscribe)},
-		}})
 	}
 	if err := b.srv.ReloadOptions(o); err != nil {
-		return fmt.Errorf("natsbus: reload users: %w", err)
+		b.auth.partners = prev
+		return fmt.Errorf("natsbus: reload accounts: %w", err)
+	}
+	if fresh {
+		// nats-server (v2.15) creates an account that first appears in a
+		// reload without subscribing its service imports; a second reload
+		// of the same configuration updates it in place, which does.
+		o2, err := b.auth.options()
+		if err != nil {
+			return err
+		}
+		o2.Port = o.Port
+		if err := b.srv.ReloadOptions(o2); err != nil {
+			return fmt.Errorf("natsbus: reload accounts: %w", err)
+		}
 	}
 	return nil
 }
 
-// withInternalUser makes the embedded server authenticate users and returns
-// the generated password of InternalUser (full rights), which the gateway's
-// own connection uses. A configured nats.user gets full rights too.
-// Restricted users are added later by SetUsers (nats-server can reload
-// users, but not no_auth_user).
-//
-// anonymous maps credential-less clients to InternalUser (no_auth_user). It
-// is only enabled when the embedded server listens on loopback, where only
-// local processes (the gateway, `nats` CLI during `make run`) can reach it;
-// on any other address a client without credentials is refused.
-func withInternalUser(o *server.Options, user, password string, anonymous bool) (string, error) {
-	pw := make([]byte, 24)
-	if _, err := rand.Read(pw); err != nil {
-		return "", fmt.Errorf("natsbus: internal password: %w", err)
+// options builds the full server options: base plus accounts and users.
+// nats-server sets account limits only from its configuration language, so
+// the accounts are rendered as a (JSON) configuration and parsed by the
+// server's own parser.
+func (a *authState) options() (*server.Options, error) {
+	lim := a.limits.WithDefaults()
+	type perms struct {
+		Publish   map[string][]string `json:"publish"`
+		Subscribe map[string][]string `json:"subscribe"`
 	}
-	internal := hex.EncodeToString(pw)
-	o.Users = []*server.User{{Username: InternalUser, Password: internal}}
-	if user != "" && user != InternalUser {
-		o.Users = append(o.Users, &server.User{Username: user, Password: password})
+	type user struct {
+		User        string `json:"user"`
+		Password    string `json:"password"`
+		Permissions *perms `json:"permissions,omitempty"`
 	}
-	if anonymous {
-		o.NoAuthUser = InternalUser
+	mkPerms := func(pub, sub []string) *perms {
+		if pub == nil && sub == nil {
+			return nil
+		}
+		return &perms{Publish: map[string][]string{"allow": allowList(pub)}, Subscribe: map[string][]string{"allow": allowList(sub)}}
 	}
-	return internal, nil
-}
-
-// loopbackHost reports whether host (from host:port) only accepts local
-// connections.
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
+	gwUsers := []user{}
+	for _, r := range internalRoles {
+		if r == RoleSys {
+			continue
+		}
+		pub, sub := rolePermissions(r)
+		gwUsers = append(gwUsers, user{User: r, Password: a.creds.Passwords[r], Permissions: mkPerms(pub, sub)})
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func isFullUser(o *server.Options, name string) bool {
-	for _, u := range o.Users {
-		if u.Username == name && u.Permissions == nil {
-			return true
+	exports := []map[string]any{}
+	accounts := map[string]any{
+		AccountSystem: map[string]any{"users": []user{{User: RoleSys, Password: a.creds.Passwords[RoleSys]}}},
+	}
+	seenUser := map[string]bool{}
+	for _, r := range internalRoles {
+		seenUser[r] = true
+	}
+	parts := append([]PartnerAccount(nil), a.partners...)
+	sort.Slice(parts, func(i, j int) bool { return parts[i].ID < parts[j].ID })
+	for _, p := range parts {
+		if !safeName.MatchString(p.ID) || p.User == "" || p.PasswordBcrypt == "" || seenUser[p.User] {
+			return nil, fmt.Errorf("%w: partner %q user %q", ErrBadAccount, p.ID, p.User)
+		}
+		seenUser[p.User] = true
+		acc := AccountName(p.ID)
+		imports := []map[string]any{}
+		for _, im := range p.Imports {
+			if im.Stream {
+				exports = append(exports, map[string]any{"stream": im.Subject, "accounts": []string{acc}})
+				imports = append(imports, map[string]any{"stream": map[string]string{"account": AccountGateway, "subject": im.Subject}})
+				continue
+			}
+			ex := map[string]any{"service": im.Subject, "accounts": []string{acc}}
+			if im.StreamResponse {
+				ex["response_type"] = "stream"
+			}
+			exports = append(exports, ex)
+			imp := map[string]any{"service": map[string]string{"account": AccountGateway, "subject": im.Subject}}
+			if im.To != "" {
+				imp["to"] = im.To
+			}
+			imports = append(imports, imp)
+		}
+		accounts[acc] = map[string]any{
+			"users":   []user{{User: p.User, Password: p.PasswordBcrypt, Permissions: mkPerms(p.Publish, p.Subscribe)}},
+			"imports": imports,
+			"limits": map[string]int{"max_connections": lim.MaxConnections, "max_subscriptions": lim.MaxSubscriptions,
+				"max_payload": lim.MaxPayload},
 		}
 	}
-	return false
+	accounts[AccountGateway] = map[string]any{"jetstream": "enabled", "users": gwUsers, "exports": exports}
+	var conf bytes.Buffer
+	enc := json.NewEncoder(&conf)
+	enc.SetEscapeHTML(false) // subjects hold '>'; the config parser knows no \u escapes
+	if err := enc.Encode(map[string]any{"system_account": AccountSystem, "accounts": accounts}); err != nil {
+		return nil, fmt.Errorf("natsbus: accounts: %w", err)
+	}
+	o := &server.Options{}
+	if err := o.ProcessConfigString(conf.String()); err != nil {
+		return nil, fmt.Errorf("natsbus: accounts: %w", err)
+	}
+	b := a.base
+	o.ServerName, o.Host, o.Port = b.ServerName, b.Host, b.Port
+	o.JetStream, o.StoreDir, o.JetStreamMaxStore = b.JetStream, b.StoreDir, b.JetStreamMaxStore
+	o.NoSigs, o.NoLog, o.MaxPayload, o.MaxPending = b.NoSigs, b.NoLog, b.MaxPayload, b.MaxPending
+	o.NoSystemAccount = false
+	return o, nil
 }
 
 // allowList maps an empty list to a subject nobody can use (an empty Allow

@@ -2,108 +2,264 @@ package natsbus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-func TestSetUsersIsolatesPartners(t *testing.T) {
+func openTest(t *testing.T, addr, store string) *Bus {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := Open(ctx, Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
+	b, err := Open(ctx, Config{EmbeddedAddr: addr, StoreDir: store}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	if err := b.SetUsers([]User{
-		{Name: "partner-a", Password: "pa", Subscribe: []string{"partners.a.>"}},
-		{Name: "partner-b", Password: "pb", Subscribe: []string{"partners.b.>"}},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 4)
-	a, err := nats.Connect(b.URL(), nats.UserInfo("partner-a", "pa"),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	own, err := a.SubscribeSync("partners.a.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.SubscribeSync("partners.b.>"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-errs:
-		if !strings.Contains(strings.ToLower(err.Error()), "permission") {
-			t.Fatalf("want a permissions violation, got %v", err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// TestNoAnonymousAccess: the embedded server refuses clients without
+// credentials, on loopback as on any other address, and wrong passwords.
+func TestNoAnonymousAccess(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		b := openTest(t, addr, t.TempDir())
+		if err := b.Ready(); err != nil {
+			t.Fatalf("gateway connection: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("subscribing to another partner's subject was not refused")
-	}
-	// The gateway's own (credential-less) connection keeps full rights.
-	if err := b.Conn().Publish("partners.a.triggers", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := own.NextMsg(10 * time.Second); err != nil {
-		t.Fatalf("own subject: %v", err)
-	}
-	if err := a.Publish("partners.a.triggers", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	_ = a.Flush()
-	select {
-	case err := <-errs:
-		if !strings.Contains(strings.ToLower(err.Error()), "permission") {
-			t.Fatalf("want a permissions violation, got %v", err)
+		url := fmt.Sprintf("nats://127.0.0.1:%d", b.Embedded().Addr().(*net.TCPAddr).Port)
+		if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Fatalf("%s: anonymous client accepted", addr)
+		} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Fatalf("%s: want an authorization error, got %v", addr, err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("publish without permission was not refused")
-	}
-	if _, err := nats.Connect(b.URL(), nats.UserInfo("partner-a", "wrong")); err == nil {
-		t.Fatal("wrong password accepted")
-	}
-	if err := b.Ready(); err != nil {
-		t.Fatal(err)
+		for _, role := range internalRoles {
+			if nc, err := nats.Connect(url, nats.UserInfo(role, "wrong"), nats.MaxReconnects(0)); err == nil {
+				nc.Close()
+				t.Fatalf("%s: wrong password for %s accepted", addr, role)
+			}
+		}
 	}
 }
 
-// TestAnonymousOnlyOnLoopback: an embedded server reachable beyond loopback
-// refuses clients without credentials, while the gateway's own connection
-// (internal user) works.
-func TestAnonymousOnlyOnLoopback(t *testing.T) {
-	bus, err := Open(context.Background(), Config{EmbeddedAddr: "0.0.0.0:0", StoreDir: t.TempDir()}, nil)
+// TestCredentialsFile: internal passwords are generated at first start,
+// kept 0600 under the store dir, reused after a restart (a loosened mode
+// is tightened), and each role can log in with its own.
+func TestCredentialsFile(t *testing.T) {
+	store := t.TempDir()
+	b := openTest(t, "127.0.0.1:0", store)
+	path := b.CredentialsFile()
+	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bus.Close()
-	if err := bus.Ready(); err != nil {
-		t.Fatalf("gateway connection: %v", err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode().Perm())
 	}
-	port := bus.Embedded().Addr().(*net.TCPAddr).Port
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.MaxReconnects(0))
-	if err == nil {
+	var c Credentials
+	raw, _ := os.ReadFile(path)
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.URL != b.URL() || len(c.Passwords) != len(internalRoles) {
+		t.Fatalf("credentials %s %d roles", c.URL, len(c.Passwords))
+	}
+	seen := map[string]bool{}
+	for _, r := range internalRoles {
+		pw := c.Passwords[r]
+		if len(pw) < 32 || seen[pw] {
+			t.Fatalf("role %s: weak or shared password", r)
+		}
+		seen[pw] = true
+		nc, err := nats.Connect(b.URL(), nats.UserInfo(r, pw))
+		if err != nil {
+			t.Fatalf("role %s: %v", r, err)
+		}
 		nc.Close()
-		t.Fatal("anonymous client accepted on a non-loopback listener")
+	}
+	for _, f := range []string{OpsEnvFile, OpsContextFile} {
+		fi, err := os.Stat(filepath.Join(store, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, err, fi)
+		}
+	}
+	if env, _ := os.ReadFile(filepath.Join(store, OpsEnvFile)); !strings.Contains(string(env), "NATS_USER=ops\nNATS_PASSWORD="+c.Passwords[RoleOps]+"\n") {
+		t.Fatal("ops.env does not hold the operator's credentials")
+	}
+	if u, pw, ok := b.OpsCredentials(); !ok || u != RoleOps || pw != c.Passwords[RoleOps] {
+		t.Fatal("ops credentials")
+	}
+	_ = b.Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b2 := openTest(t, "127.0.0.1:0", store)
+	var c2 Credentials
+	raw, _ = os.ReadFile(path)
+	if err := json.Unmarshal(raw, &c2); err != nil {
+		t.Fatal(err)
+	}
+	if c2.Passwords[RoleOps] != c.Passwords[RoleOps] {
+		t.Fatal("passwords changed across a restart")
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after restart %v", fi.Mode().Perm())
+	}
+	_ = b2
+}
+
+// roleConn connects as role, collecting the server's permission errors.
+type roleConn struct {
+	*Client
+	mu   sync.Mutex
+	errs []string
+}
+
+func connectRole(t *testing.T, b *Bus, role string) *roleConn {
+	t.Helper()
+	r := &roleConn{}
+	nc, err := b.connect(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		r.mu.Lock()
+		r.errs = append(r.errs, err.Error())
+		r.mu.Unlock()
+	})
+	js, _ := jetstream.New(nc)
+	r.Client = &Client{nc: nc, js: js}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// refused publishes (or subscribes) and waits for the server's permissions
+// violation naming subject.
+func (r *roleConn) refused(t *testing.T, op, subject string) {
+	t.Helper()
+	var err error
+	if op == "publish" {
+		err = r.nc.Publish(subject, []byte("x"))
+	} else {
+		_, err = r.nc.SubscribeSync(subject)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = r.nc.Flush()
+		r.mu.Lock()
+		for _, e := range r.errs {
+			if strings.Contains(strings.ToLower(e), "permissions violation for "+op) && strings.Contains(e, `"`+subject+`"`) {
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s %s was not refused", op, subject)
+}
+
+// TestRolePermissions: each internal credential can do its job and not
+// more: the event sink publishes events and keeps dtc_state, the dashboard
+// reads DTC/VEHICLE and records sent commands, neither can command a car,
+// touch customer data, manage streams or read other roles' replies; the
+// system user sees no gateway traffic.
+func TestRolePermissions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := openTest(t, "127.0.0.1:0", t.TempDir())
+
+	ev := connectRole(t, b, RoleEvents)
+	for _, subj := range []string{"vehicle.connectivity.connected.VIN1", "vehicle.event.VIN1", "vehicle.cmdack.VIN1",
+		"charging.session.started.ST1", "charging.status.ST1", "deadletter.telemetry.VIN1", "telemetry.dtc.raised.VIN1"} {
+		if _, err := ev.js.Publish(ctx, subj, []byte("{}")); err != nil {
+			t.Fatalf("events: publish %s: %v", subj, err)
+		}
+	}
+	kv, err := ev.js.KeyValue(ctx, BucketDTCState)
+	if err != nil {
+		t.Fatalf("events: bucket: %v", err)
+	}
+	if _, err := kv.Put(ctx, "VIN1", []byte("[]")); err != nil {
+		t.Fatalf("events: kv put: %v", err)
+	}
+	if _, err := kv.Get(ctx, "VIN1"); err != nil {
+		t.Fatalf("events: kv get: %v", err)
+	}
+	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.customers.x", "profile.events.x", "partners.p.triggers",
+		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.PURGE.DTC", "$JS.API.CONSUMER.CREATE.VEHICLE"} {
+		ev.refused(t, "publish", s)
+	}
+	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "vehicle.>"} {
+		ev.refused(t, "subscription", s)
 	}
 
-	local, err := Open(context.Background(), Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
+	dash := connectRole(t, b, RoleDashboard)
+	oc, err := dash.js.OrderedConsumer(ctx, "DTC", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.dtc.>"}})
+	if err != nil {
+		t.Fatalf("dashboard: ordered consumer: %v", err)
+	}
+	if m, err := oc.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || m.Subject() != "telemetry.dtc.raised.VIN1" {
+		t.Fatalf("dashboard: read DTC: %v", err)
+	}
+	if _, err := dash.js.Publish(ctx, "vehicle.cmdsent.VIN1", []byte("{}")); err != nil {
+		t.Fatalf("dashboard: record sent command: %v", err)
+	}
+	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
+		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x"} {
+		dash.refused(t, "publish", s)
+	}
+	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleEvents) + ".>", "$KV.>"} {
+		dash.refused(t, "subscription", s)
+	}
+
+	// The system account's user sees nothing of the gateway account.
+	sys, err := nats.Connect(b.URL(), nats.UserInfo(RoleSys, b.auth.creds.Passwords[RoleSys]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer local.Close()
-	nc, err = nats.Connect(local.URL(), nats.MaxReconnects(0))
+	defer sys.Close()
+	spy, err := sys.SubscribeSync("vehicle.>")
 	if err != nil {
-		t.Fatalf("anonymous client refused on loopback: %v", err)
+		t.Fatal(err)
 	}
-	nc.Close()
+	_ = sys.Flush()
+	if _, err := b.JetStream().Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sys.Request("$SYS.REQ.SERVER.PING.VARZ", nil, 10*time.Second); err != nil {
+		t.Fatalf("sys: server ping: %v", err)
+	}
+	if m, err := spy.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("system user saw gateway traffic: %s", m.Subject)
+	}
+
+	// The operator manages the gateway account.
+	_, pw, _ := b.OpsCredentials()
+	ops, err := nats.Connect(b.URL(), nats.UserInfo(RoleOps, pw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	ojs, _ := jetstream.New(ops)
+	n := 0
+	for range ojs.StreamNames(ctx).Name() {
+		n++
+	}
+	if n < len(Streams) {
+		t.Fatalf("ops sees %d streams", n)
+	}
 }

@@ -3,6 +3,7 @@ package partners
 import (
 	"net/http"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -76,9 +77,22 @@ func (r *Registry) Mount(mux *http.ServeMux, auth *svc.Auth) {
 	}))
 }
 
-// NATSUsers returns the partners' NATS users with NATSPermissions: each may
-// fetch from and ack on its own durable consumer only, receive replies on
-// its own inbox prefix, and subscribe to partners.{id}.>.
+// NATSAccounts returns the partners' NATS accounts (partners with NATS
+// credentials): each imports its own feed only (NATSImports).
+func (r *Registry) NATSAccounts() []natsbus.PartnerAccount {
+	var out []natsbus.PartnerAccount
+	for _, p := range r.Partners() {
+		if p.NATS == nil {
+			continue
+		}
+		pub, sub := NATSPermissions(p.ID)
+		out = append(out, natsbus.PartnerAccount{ID: p.ID, User: p.NATS.User, PasswordBcrypt: p.NATS.PasswordBcrypt,
+			Publish: pub, Subscribe: sub, Imports: NATSImports(p.ID)})
+	}
+	return out
+}
+
+// NATSUsers returns the partners' NATS users with NATSPermissions.
 func (r *Registry) NATSUsers() []NATSUser {
 	var out []NATSUser
 	for _, p := range r.Partners() {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -37,31 +38,58 @@ const (
 // Durable is the name of partner id's pull consumer on TriggerStream.
 func Durable(id string) string { return durablePrefix + id }
 
-// InboxPrefix is the reply-inbox prefix partner id's client must use
-// (nats.CustomInboxPrefix): it may subscribe to InboxPrefix(id)+".>" only.
+// InboxPrefix is the reply-inbox prefix partner id's client may use
+// (nats.CustomInboxPrefix); the default "_INBOX" works as well: inboxes are
+// private to the partner's own NATS account.
 func InboxPrefix(id string) string { return "_INBOX_" + id }
 
-// NATSPermissions are the allow lists of partner id's NATS user, the least
-// needed to consume its own durable (everything else is denied):
+// NATSAPIPrefix is the JetStream API prefix of partner clients
+// (jetstream.NewWithAPIPrefix; nats CLI --js-api-prefix): the gateway's
+// consumer API is imported into the partner's account under it, apart from
+// the server's own $JS.API.> (which answers "JetStream not enabled" there).
+const NATSAPIPrefix = "telegate.API"
+
+// NATSImports are what the gateway account exports to partner id's NATS
+// account, and nothing else (the "share a pull consumer as a service"
+// pattern of NATS cross-account JetStream):
 //
-//	publish:   $JS.API.CONSUMER.MSG.NEXT.PARTNERS.partner-{id}   fetch
-//	           $JS.API.CONSUMER.INFO.PARTNERS.partner-{id}       consumer info (js.Consumer)
-//	           $JS.ACK.PARTNERS.partner-{id}.>                    ack / nak / term / in-progress
-//	subscribe: _INBOX_{id}.>                                      replies (fetched messages, API answers)
-//	           partners.{id}.>                                    live (core NATS) triggers
+//	service $JS.API.CONSUMER.MSG.NEXT.PARTNERS.partner-{id}  fetch (a stream of answers),
+//	        as telegate.API.CONSUMER.MSG.NEXT.PARTNERS.partner-{id}
+//	service $JS.API.CONSUMER.INFO.PARTNERS.partner-{id}      consumer info (js.Consumer),
+//	        as telegate.API.CONSUMER.INFO.PARTNERS.partner-{id}
+//	service $JS.ACK.PARTNERS.partner-{id}.>                   ack / nak / term / in-progress
+//	stream  partners.{id}.triggers                            live (core NATS) triggers
+//
+// Answers to the partner's requests are mapped by the server back into the
+// partner's own account: whatever reply subject the partner names, nothing
+// reaches the gateway's subjects, buckets or streams.
 //
 // The ack subject is nats-server's v1 format ($JS.ACK.<stream>.<consumer>.
 // <delivered>.<stream seq>.<consumer seq>.<ns>.<pending>), the default up to
 // at least v2.15; a server with the js_ack_fc_v2 feature flag would need
 // $JS.ACK._.<account hash>.PARTNERS.partner-{id}.> instead.
+func NATSImports(id string) []natsbus.Import {
+	d := Durable(id)
+	return []natsbus.Import{
+		{Subject: "$JS.API.CONSUMER.MSG.NEXT." + TriggerStream + "." + d, StreamResponse: true,
+			To: NATSAPIPrefix + ".CONSUMER.MSG.NEXT." + TriggerStream + "." + d},
+		{Subject: "$JS.API.CONSUMER.INFO." + TriggerStream + "." + d, To: NATSAPIPrefix + ".CONSUMER.INFO." + TriggerStream + "." + d},
+		{Subject: "$JS.ACK." + TriggerStream + "." + d + ".>"},
+		{Subject: Subject(id), Stream: true},
+	}
+}
+
+// NATSPermissions are the allow lists of partner id's user inside its own
+// account (defence in depth; the account is the isolation): the imported
+// subjects, and its inboxes.
 func NATSPermissions(id string) (publish, subscribe []string) {
 	d := Durable(id)
 	publish = []string{
-		"$JS.API.CONSUMER.MSG.NEXT." + TriggerStream + "." + d,
-		"$JS.API.CONSUMER.INFO." + TriggerStream + "." + d,
+		NATSAPIPrefix + ".CONSUMER.MSG.NEXT." + TriggerStream + "." + d,
+		NATSAPIPrefix + ".CONSUMER.INFO." + TriggerStream + "." + d,
 		"$JS.ACK." + TriggerStream + "." + d + ".>",
 	}
-	subscribe = []string{InboxPrefix(id) + ".>", "partners." + id + ".>"}
+	subscribe = []string{"_INBOX.>", InboxPrefix(id) + ".>", "partners." + id + ".>"}
 	return publish, subscribe
 }
 
@@ -117,6 +145,10 @@ func (d *NATSDelivery) ConsumerConfig(id string) jetstream.ConsumerConfig {
 		AckWait:       d.cfg.AckWait,
 		MaxDeliver:    d.cfg.MaxDeliver,
 		MaxAckPending: d.cfg.MaxAckPending,
+		// Bound what one pull request of the partner may hold on the
+		// server (the clients' defaults: 500 messages, 30 s).
+		MaxRequestBatch:   500,
+		MaxRequestExpires: 2 * time.Minute,
 	}
 }
 

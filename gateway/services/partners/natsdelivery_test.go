@@ -51,11 +51,7 @@ func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDelivery
 			t.Fatal(err)
 		}
 	}
-	var users []natsbus.User
-	for _, u := range reg.NATSUsers() {
-		users = append(users, natsbus.User{Name: u.Name, Password: u.PasswordBcrypt, Publish: u.Publish, Subscribe: u.Subscribe})
-	}
-	if err := bus.SetUsers(users); err != nil {
+	if err := bus.SetPartners(reg.NATSAccounts()); err != nil {
 		t.Fatal(err)
 	}
 	return &natsFixture{bus: bus, reg: reg, del: del}
@@ -93,7 +89,7 @@ func connectPartner(t *testing.T, url, id, user, pass string) *partnerConn {
 	}
 	t.Cleanup(nc.Close)
 	p.nc = nc
-	if p.js, err = jetstream.New(nc); err != nil {
+	if p.js, err = jetstream.NewWithAPIPrefix(nc, partners.NATSAPIPrefix); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -130,9 +126,11 @@ func (p *partnerConn) noErrors(t *testing.T) {
 }
 
 // TestPartnerDurablePermissions: against the real embedded server, a
-// partner fetches and acks its own triggers from its durable and can do
-// nothing else: no consumer creation, no other partner's durable, inbox or
-// subjects, no stream API, no publishing triggers.
+// partner (in its own NATS account) fetches and acks its own triggers from
+// its durable and can do nothing else: no consumer creation, no other
+// partner's durable, inbox or subjects, no stream API, no publishing
+// triggers. The allow lists are defence in depth; the account boundary is
+// tested without them in TestPartnerAccountIsolation.
 func TestPartnerDurablePermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -146,7 +144,8 @@ func TestPartnerDurablePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c := info.CachedInfo().Config; c.FilterSubject != "partners.cafe.>" || c.AckPolicy != jetstream.AckExplicitPolicy ||
-		c.MaxDeliver != 20 || c.AckWait != 30*time.Second || c.DeliverPolicy != jetstream.DeliverAllPolicy {
+		c.MaxDeliver != 20 || c.AckWait != 30*time.Second || c.DeliverPolicy != jetstream.DeliverAllPolicy ||
+		c.MaxRequestBatch != 500 || c.MaxRequestExpires != 2*time.Minute {
 		t.Fatalf("consumer config %+v", c)
 	}
 	f.trigger(t, ctx, "cafe", "ofr-c1")
@@ -217,7 +216,7 @@ func TestPartnerDurablePermissions(t *testing.T) {
 		}
 		a.denied(t, "publish", subj)
 	}
-	for _, subj := range []string{"partners.bakery.>", "_INBOX.>", "_INBOX_bakery.>", ">", "$JS.ACK.>", "partners.>"} {
+	for _, subj := range []string{"partners.bakery.>", "_INBOX_bakery.>", ">", "$JS.ACK.>", "partners.>", "$JS.API.>", "$KV.>"} {
 		if _, err := a.nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}

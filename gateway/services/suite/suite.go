@@ -66,7 +66,7 @@ type Deps struct {
 	MQTT commands.MQTT
 	// Online reports whether a vehicle is connected to MQTT.
 	Online func(vin string) bool
-	// Bus, when embedded, receives the partners' NATS users (may be nil).
+	// Bus, when embedded, receives the partners' NATS accounts (may be nil).
 	Bus *natsbus.Bus
 }
 
@@ -194,7 +194,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 }
 
 // partnersChanged refreshes API tokens, partner NATS consumers (created
-// before the users that read them) and partner NATS users.
+// before the accounts that read them) and partner NATS accounts.
 func (s *Suite) partnersChanged() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := s.NATS.Ensure(ctx); err != nil {
@@ -205,19 +205,15 @@ func (s *Suite) partnersChanged() {
 	if s.cfg.AdminToken != "" {
 		toks = append(toks, svc.APIToken{Token: s.cfg.AdminToken, Role: svc.RoleAdmin})
 	}
-	var users []natsbus.User
 	for _, p := range s.Partners.Partners() {
 		if p.APITokenSHA256 != "" {
 			toks = append(toks, svc.APIToken{SHA256: strings.ToLower(p.APITokenSHA256), Role: svc.RolePartner, Partner: p.ID})
 		}
 	}
-	for _, u := range s.Partners.NATSUsers() {
-		users = append(users, natsbus.User{Name: u.Name, Password: u.PasswordBcrypt, Publish: u.Publish, Subscribe: u.Subscribe})
-	}
 	s.Auth.SetTokens(toks)
 	if s.cfg.PartnerNATSUsers && s.deps.Bus != nil && s.deps.Bus.Embedded() != nil {
-		if err := s.deps.Bus.SetUsers(users); err != nil {
-			s.log.Error("partner NATS users not applied", "err", err)
+		if err := s.deps.Bus.SetPartners(s.Partners.NATSAccounts()); err != nil {
+			s.log.Error("partner NATS accounts not applied", "err", err)
 		}
 	}
 }

@@ -65,16 +65,17 @@ func main() {
 func run(ctx context.Context, log *slog.Logger, url, partner, user, pass, api, redeem string) error {
 	const stream = "PARTNERS"
 	durable := "partner-" + partner
-	// The partner may subscribe only to its own inbox prefix: every reply
-	// (fetched triggers, JetStream API answers) must go there.
+	// The partner's user lives in its own NATS account, which imports the
+	// gateway's consumer API for its durable under the "telegate.API"
+	// prefix (docs/services.md); inboxes are private to that account.
 	nc, err := nats.Connect(url, nats.UserInfo(user, pass), nats.Name("partner-example-"+partner),
-		nats.CustomInboxPrefix("_INBOX_"+partner), nats.MaxReconnects(-1),
+		nats.MaxReconnects(-1),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error("nats", "err", err) }))
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, "telegate.API")
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
 )
@@ -56,8 +55,7 @@ func TestExampleCatchesUp(t *testing.T) {
 	if err := del.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	u := reg.NATSUsers()[0]
-	if err := bus.SetUsers([]natsbus.User{{Name: u.Name, Password: u.PasswordBcrypt, Publish: u.Publish, Subscribe: u.Subscribe}}); err != nil {
+	if err := bus.SetPartners(reg.NATSAccounts()); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"ofr-1", "ofr-2"} {
