@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -322,8 +323,15 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 		// A request for a command already closed is not delivered again;
 		// announcing the final state again tells the requester so (a
 		// decision must never silently vanish). Results are idempotent.
+		// The announcement gets its own Nats-Msg-Id (the request message's
+		// stream sequence) so the stream does not drop it as a duplicate of
+		// the first one; a redelivery of this request reuses it.
 		d.log.Debug("request for a closed command", "vin", r.VIN, "cmd_id", r.CmdID, "state", rec.State)
-		return d.announce(ctx, rec)
+		again := "again"
+		if md, err := m.Metadata(); err == nil {
+			again += strconv.FormatUint(md.Sequence.Stream, 10)
+		}
+		return d.announceID(ctx, rec, resultID(rec)+"-"+again)
 	case !errors.Is(err, svc.ErrNotFound):
 		unlock()
 		return err
@@ -465,12 +473,19 @@ func (d *Dispatcher) handleAck(ctx context.Context, m jetstream.Msg) error {
 	return d.announce(ctx, rec)
 }
 
+// resultID is the Nats-Msg-Id of a command's result.
+func resultID(rec Record) string { return "cmdresult-" + rec.CmdID + "-" + rec.State }
+
 func (d *Dispatcher) announce(ctx context.Context, rec Record) error {
+	return d.announceID(ctx, rec, resultID(rec))
+}
+
+func (d *Dispatcher) announceID(ctx context.Context, rec Record, id string) error {
 	at := d.cfg.Clock.Now()
 	if rec.ClosedAt != nil {
 		at = *rec.ClosedAt
 	}
-	return d.pub.Publish(ctx, ResultSubject(rec.VIN), "cmdresult-"+rec.CmdID+"-"+rec.State, TypeResult, rec.VIN, at,
+	return d.pub.Publish(ctx, ResultSubject(rec.VIN), id, TypeResult, rec.VIN, at,
 		Result{Request: rec.Request, State: rec.State, Reason: rec.Reason})
 }
 
