@@ -42,7 +42,7 @@ func TestStart(t testing.TB, def time.Time) time.Time {
 	if startAt.IsZero() {
 		return def
 	}
-	t.Logf("%s: services clock starts at %s", EnvTestDate, startAt.UTC().Format(time.RFC3339))
+	t.Logf("%s: injected clock starts at %s", EnvTestDate, startAt.UTC().Format(time.RFC3339))
 	return startAt
 }
 
