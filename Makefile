@@ -7,7 +7,7 @@ PKGS := ./...
 # Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
 export INFLUXD := $(BIN)/influxd
 
-.PHONY: all build run test test-long bench soak influxd chromium generate generate-check lint fuzz clean
+.PHONY: all build run test test-dates test-long bench soak influxd chromium generate generate-check lint fuzz clean
 
 all: build
 
@@ -26,6 +26,21 @@ run: build influxd ## start InfluxDB, the gateway (broker + embedded NATS) and a
 
 test: influxd chromium lint generate-check ## every test, race detector on, real InfluxDB, NATS and Chromium
 	$(GO) test -race -count=1 -timeout 18m $(PKGS)
+
+# Dates the services' injected clocks are pinned to by test-dates (never the
+# system clock): winter and summer in both hemispheres, a leap day, Europe's
+# DST switch days (an instant just before 01:00 UTC crosses the switch
+# during the run) and a year end.
+TEST_DATES ?= 2026-12-01 2027-01-15 2027-07-15 2028-02-29 2027-03-28 2027-03-28T00:59:30Z 2027-10-31T00:59:30Z 2026-12-31T23:59:30Z
+DATE_E2E_RUN ?= TestServices|TestDashboard|TestHTTPSurfaces
+
+test-dates: influxd ## services and services/dashboard e2e tests with the clock pinned to each of TEST_DATES
+	@failed=""; for d in $(TEST_DATES); do \
+		echo ">> TELEGATE_TEST_DATE=$$d"; \
+		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 10m ./gateway/services/... ./gateway/dashboard/commands/ || failed="$$failed $$d"; \
+		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 15m -run '$(DATE_E2E_RUN)' ./gateway/e2e/ || failed="$$failed $$d"; \
+	done; \
+	if [ -n "$$failed" ]; then echo ">> test-dates FAILED for:$$failed"; exit 1; fi; echo ">> test-dates: all dates passed"
 
 chromium: ## install Debian's headless Chromium for the browser tests (root: apt-get)
 	@deploy/install-chromium.sh

@@ -26,8 +26,9 @@ func (a *App) startServices(ctx context.Context) error {
 		PartnerNATSUsers: c.PartnerNATSUsers, SchedulerInterval: c.SchedulerInterval,
 		SchedulerDaysPerTick: c.SchedulerDaysPerTick, FeaturesDryRun: c.FeaturesDryRun, CommandRetry: c.CommandRetry,
 		WebhookMaxAttempts: c.WebhookMaxAttempts, WebhookBackoff: c.WebhookBackoff, Replicas: a.cfg.NATS.Replicas,
-		WebhookEgress: partners.Egress{Allow: c.WebhookAllow()},
-		Telemetry:     telemetryEraser(a),
+		WebhookEgress:  partners.Egress{Allow: c.WebhookAllow()},
+		Telemetry:      telemetryEraser(a),
+		SchedulerClock: c.SchedulerClock,
 	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {

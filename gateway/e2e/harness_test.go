@@ -20,6 +20,10 @@ import (
 
 const fleetKey = testenv.FleetKey
 
+// defaultTestDate is where the services' injected clock starts unless
+// TELEGATE_TEST_DATE says otherwise.
+var defaultTestDate = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+
 type env struct {
 	t       *testing.T
 	influx  *testenv.Influx
@@ -66,6 +70,11 @@ func startEnvLogged(t *testing.T, logOut io.Writer, vehicles, chargers int, opts
 	cfg.Spool.SegmentBytes = 1 << 20
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.Services.SchedulerClock == nil {
+		// The feature scheduler's dates never come from the system clock:
+		// a fixed date, or TELEGATE_TEST_DATE (make test-dates).
+		cfg.Services.SchedulerClock = testenv.Clock(t, defaultTestDate)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,7 +22,10 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
 	"github.com/telegate/telegate/gateway/config"
+	"github.com/telegate/telegate/gateway/dashboard/api"
+	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/svc"
 )
 
 const (
@@ -360,24 +364,66 @@ func TestServicesOffersEndToEnd(t *testing.T) {
 // TestServicesSeasonalCommandsOffline: the scheduler activates a winter
 // feature while the vehicle is offline; the command waits and is
 // delivered when the vehicle reconnects; the ack closes it and updates the
-// feature state and the profile.
+// feature state and the profile. The scheduler's clock is pinned (a fixed
+// date, or TELEGATE_TEST_DATE): with the default date its start-up tick
+// switches the feature on for 2026-12-01, the test's runs switch it off
+// (July) and on again for the same 2026-12-01 — the reversal that used to
+// reuse a closed command id and lose the command. The dashboard's command
+// history shows every command's final state (superseded, expired,
+// applied, rejected), never "sent" or "pending" forever.
 func TestServicesSeasonalCommandsOffline(t *testing.T) {
-	e := startEnv(t, 3, 1, withServices(t))
+	e := startEnv(t, 3, 1, withServices(t), withDashboard(t))
+	s := e.gw.Services()
 	vin1 := sim.VIN(sim.DefaultVINPrefix, 1)
 	vin2 := sim.VIN(sim.DefaultVINPrefix, 2)
-	var plan struct {
-		Changes []struct {
-			VIN, Feature string
-			CmdID        string `json:"cmd_id"`
-			On           bool
+	vin3 := sim.VIN(sim.DefaultVINPrefix, 3)
+	type change struct {
+		VIN, Feature string
+		CmdID        string `json:"cmd_id"`
+		On           bool
+	}
+	var plan struct{ Changes []change }
+	type featureState struct {
+		Active  bool
+		Want    bool
+		Status  string
+		CmdID   string `json:"cmd_id"`
+		Pending bool
+	}
+	features := func(vin string) featureState {
+		var out struct{ Features map[string]featureState }
+		e.api("GET", "/api/v1/vehicles/"+vin+"/features", svcAdminToken, nil, &out)
+		return out.Features["heated_seats"]
+	}
+	// Every command id the scheduler decided, per vehicle, oldest first.
+	decided := map[string][]string{}
+	record := func(chs []change) {
+		for _, c := range chs {
+			if c.CmdID == "" {
+				t.Fatalf("change without a command id: %+v", c)
+			}
+			decided[c.VIN] = append(decided[c.VIN], c.CmdID)
 		}
 	}
-	// The scheduler also ticked at start with today's date; July first
-	// puts both vehicles in a known state whatever today is: summer in
-	// Germany (c1 off), winter in Australia (c2 on).
+	// The start-up tick ran (on the pinned date) before the test's runs, so
+	// it cannot land after them.
+	eventually(t, "scheduler start-up tick", func() error {
+		if s.Scheduler.Ticks() < 1 {
+			return fmt.Errorf("no tick yet")
+		}
+		return nil
+	})
+	for _, vin := range []string{vin1, vin2} {
+		if f := features(vin); f.CmdID != "" {
+			decided[vin] = append(decided[vin], f.CmdID)
+		}
+	}
+	// July first puts both vehicles in a known state whatever the start-up
+	// date was: summer in Germany (c1 off), winter in Australia (c2 on).
 	if code := e.api("POST", "/api/v1/features/run?date=2026-07-01", svcAdminToken, nil, &plan); code != 200 {
 		t.Fatalf("july run %d", code)
 	}
+	record(plan.Changes)
 	// December: winter in Germany (c1 on), summer in Australia (c2 off).
 	if code := e.api("GET", "/api/v1/features/plan?date=2026-12-01", svcAdminToken, nil, &plan); code != 200 || len(plan.Changes) != 2 {
 		t.Fatalf("plan %d %+v", code, plan)
@@ -385,72 +431,63 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 	if code := e.api("POST", "/api/v1/features/run?date=2026-12-01", svcAdminToken, nil, &plan); code != 200 || len(plan.Changes) != 2 {
 		t.Fatalf("run %d %+v", code, plan)
 	}
+	record(plan.Changes)
+	last := map[string]string{vin1: decided[vin1][len(decided[vin1])-1], vin2: decided[vin2][len(decided[vin2])-1]}
+	for vin, ids := range decided {
+		if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
+			t.Fatalf("%s: a command id was decided twice: %v", vin, ids)
+		}
+	}
 	if code := e.api("POST", "/api/v1/features/run?date=2026-12-01", svcAdminToken, nil, &plan); code != 200 || len(plan.Changes) != 0 {
 		t.Fatalf("second run %d %+v", code, plan)
 	}
-	var dec struct {
-		Changes []struct {
-			VIN   string
-			CmdID string `json:"cmd_id"`
-			On    bool
-		}
+	if code := e.api("GET", "/api/v1/features/plan?date=2026-12-02", svcAdminToken, nil, &plan); code != 200 || len(plan.Changes) != 0 {
+		t.Fatalf("plan after run %d %+v", code, plan)
 	}
-	if code := e.api("GET", "/api/v1/features/plan?date=2026-12-02", svcAdminToken, nil, &dec); code != 200 || len(dec.Changes) != 0 {
-		t.Fatalf("plan after run %d %+v", code, dec)
+	if f := features(vin1); f.CmdID != last[vin1] || !f.Want || !f.Pending {
+		t.Fatalf("vin1 feature state %+v, want the December decision %s pending", f, last[vin1])
+	}
+	// A request that expires while its vehicle (3) is offline.
+	exp := time.Now().Add(time.Second)
+	if err := commands.Send(t.Context(), svc.Publisher{JS: e.gw.Bus().JetStream()}, time.Now(), commands.Request{VIN: vin3,
+		CmdID: "e2e-expiring-1", Name: "ping", Origin: "e2e", ExpiresAt: &exp}); err != nil {
+		t.Fatal(err)
 	}
 	// The dispatcher records commands asynchronously (it consumes them
-	// from NATS): wait, bounded, for the pending one.
-	var onCmd string
-	eventually(t, "a command pending for the offline vehicle", func() error {
+	// from NATS): wait, bounded, for the December one, the only open one.
+	eventually(t, "the December command pending for the offline vehicle", func() error {
 		var all struct {
 			Commands []struct {
-				CmdID  string `json:"cmd_id"`
-				State  string
-				Params []struct{ Key, Value string }
+				CmdID string `json:"cmd_id"`
+				State string
 			}
 		}
 		e.api("GET", "/api/v1/vehicles/"+vin1+"/commands", svcAdminToken, nil, &all)
-		onCmd = ""
+		var open []string
 		for _, c := range all.Commands {
-			if c.State == "pending" {
-				if onCmd != "" {
-					t.Fatalf("two pending commands: %+v", all)
-				}
-				onCmd = c.CmdID
+			if c.State == "pending" || c.State == "sent" {
+				open = append(open, c.CmdID)
 			}
 		}
-		if onCmd == "" {
-			return fmt.Errorf("commands so far: %+v", all.Commands)
+		if len(open) != 1 || open[0] != last[vin1] {
+			return fmt.Errorf("open %v, want [%s]; commands %+v", open, last[vin1], all.Commands)
 		}
 		return nil
 	})
-	if onCmd == "" {
-		t.Fatal("no command pending for the offline vehicle")
-	}
 	// The vehicle comes online (subscribes, then announces itself).
 	head := e.vehicle(vin1, wire.AckApplied)
 	ev := wire.VehicleEvent{Version: wire.Version, VIN: wire.Ident(vin1), Seq: 1, TimeMs: time.Now().UnixMilli(), Kind: wire.EventOnline}
 	b, _ := ev.MarshalMsg(nil)
 	head.c.Publish("vehicles/"+vin1+"/events", 1, false, b).WaitTimeout(10 * time.Second)
 	eventually(t, "feature active", func() error {
-		var out struct {
-			Features map[string]struct {
-				Active bool
-				Status string
-			}
-		}
-		e.api("GET", "/api/v1/vehicles/"+vin1+"/features", svcAdminToken, nil, &out)
-		if f := out.Features["heated_seats"]; !f.Active || f.Status != "applied" {
-			return fmt.Errorf("%+v", out)
+		if f := features(vin1); !f.Active || f.Status != "applied" || f.CmdID != last[vin1] {
+			return fmt.Errorf("%+v", f)
 		}
 		return nil
 	})
-	// Only the latest desired state was delivered: the superseded July
-	// "off" never reaches the vehicle. The command id may be the one picked
-	// above or the scheduler's own start-up tick for today (same state, it
-	// can land after the test's runs and supersede them); a command may
-	// arrive more than once (reconnect and online event both flush; the
-	// vehicle deduplicates by command id).
+	// Only the latest decision was delivered: the superseded ones never
+	// reach the vehicle. A command may arrive more than once (reconnect and
+	// online event both flush; the vehicle deduplicates by command id).
 	for _, c := range head.commands() {
 		state, feature := "", ""
 		for _, p := range c.Params {
@@ -461,8 +498,8 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 				feature = p.Value
 			}
 		}
-		if c.Name != "feature" || feature != "heated_seats" || state != "on" {
-			t.Fatalf("command %+v delivered, want only heated_seats on (picked %s)", c, onCmd)
+		if c.Name != "feature" || feature != "heated_seats" || state != "on" || c.CmdID != last[vin1] {
+			t.Fatalf("command %+v delivered, want only heated_seats on (%s)", c, last[vin1])
 		}
 	}
 	eventually(t, "profile shows the feature", func() error {
@@ -479,18 +516,40 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 	// rejected, the feature stays inactive.
 	e.vehicle(vin2, wire.AckRejected)
 	eventually(t, "rejected", func() error {
-		var out struct {
-			Features map[string]struct {
-				Active bool
-				Status string
-			}
-		}
-		e.api("GET", "/api/v1/vehicles/"+vin2+"/features", svcAdminToken, nil, &out)
-		if f := out.Features["heated_seats"]; f.Active || f.Status != "rejected" {
-			return fmt.Errorf("%+v", out)
+		if f := features(vin2); f.Active || f.Status != "rejected" || f.CmdID != last[vin2] {
+			return fmt.Errorf("%+v", f)
 		}
 		return nil
 	})
+
+	// The dashboard's history shows the final state of every command.
+	viewer := newDashClient(t, e.dashURL())
+	if code := viewer.login(dashViewer, dashViewerPass); code != http.StatusOK {
+		t.Fatalf("login %d", code)
+	}
+	want := map[string]map[string]string{vin1: {}, vin2: {}, vin3: {"e2e-expiring-1": "expired"}}
+	for _, vin := range []string{vin1, vin2} {
+		for _, id := range decided[vin] {
+			want[vin][id] = "superseded"
+		}
+	}
+	want[vin1][last[vin1]], want[vin2][last[vin2]] = "applied", "rejected"
+	for vin, states := range want {
+		eventually(t, "dashboard history of "+vin, func() error {
+			var hist api.CommandsResponse
+			if code := viewer.do("GET", "/api/service/v1/vehicles/"+vin+"/commands?limit=100", nil, &hist); code != http.StatusOK {
+				return fmt.Errorf("status %d", code)
+			}
+			got := map[string]string{}
+			for _, it := range hist.Items {
+				got[it.CmdID] = it.Status
+			}
+			if !maps.Equal(got, states) {
+				return fmt.Errorf("history %v, want %v", got, states)
+			}
+			return nil
+		})
+	}
 }
 
 func sha256Sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }

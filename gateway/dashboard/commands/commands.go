@@ -5,7 +5,9 @@
 // bounded per-vehicle history joined with the vehicles' acks
 // (vehicle.cmdack.{vin}). vehicle.cmd.{vin} belongs to the post-purchase
 // services' command dispatcher (requests it will send): the dashboard only
-// reads those, to show them in the history.
+// reads those, to show them in the history, and follows each one to the
+// final state the dispatcher announces on vehicle.cmdresult.{vin}
+// (applied, rejected, failed, expired, superseded).
 package commands
 
 import (
@@ -64,17 +66,33 @@ func Lookup(name string) (Spec, bool) {
 
 // Record is one command in a vehicle's history.
 type Record struct {
-	CmdID   string            `json:"cmd_id"`
-	VIN     string            `json:"vin"`
-	Name    string            `json:"name"`
-	Params  map[string]string `json:"params,omitempty"`
-	User    string            `json:"user,omitempty"`
-	Source  string            `json:"source"`
-	Sent    time.Time         `json:"sent_at,omitzero"`
-	Status  string            `json:"status"` // sent | applied | rejected | failed | publish_failed
-	Reason  string            `json:"reason,omitempty"`
-	AckTime time.Time         `json:"acked_at,omitzero"`
+	CmdID  string            `json:"cmd_id"`
+	VIN    string            `json:"vin"`
+	Name   string            `json:"name"`
+	Params map[string]string `json:"params,omitempty"`
+	User   string            `json:"user,omitempty"`
+	Source string            `json:"source"`
+	Sent   time.Time         `json:"sent_at,omitzero"`
+	// Status: dashboard commands: sent, then the vehicle's ack (applied |
+	// rejected | failed) or publish_failed. Services' requests: pending
+	// (queued at the dispatcher), then the dispatcher's final state
+	// (applied | rejected | failed | expired | superseded).
+	Status  string    `json:"status"`
+	Reason  string    `json:"reason,omitempty"`
+	AckTime time.Time `json:"acked_at,omitzero"`
+	// AckStatus is the vehicle's own ack when it differs from Status
+	// (e.g. a late ack of a command the dispatcher had superseded).
+	AckStatus string `json:"ack_status,omitempty"`
+	// Closed is when the dispatcher closed the command (services' requests).
+	Closed time.Time `json:"closed_at,omitzero"`
 }
+
+// Status values a record may take.
+const (
+	StatusSent          = "sent"
+	StatusPending       = "pending"
+	StatusPublishFailed = "publish_failed"
+)
 
 // Log is the bounded per-vehicle command history.
 type Log struct {
@@ -103,7 +121,7 @@ func (l *Log) Add(r Record) {
 		if cur.Name == "" {
 			cur.Name, cur.Params, cur.User, cur.Source, cur.Sent = r.Name, r.Params, r.User, r.Source, r.Sent
 		}
-		if r.Status == "publish_failed" {
+		if r.Status == StatusPublishFailed {
 			cur.Status = r.Status
 		}
 		return
@@ -129,6 +147,8 @@ func (l *Log) insertLocked(r *Record) {
 // ever change the state of its own commands. An ack for a command the log
 // does not know for that vehicle (sent by another component, or older than
 // the history) creates a record in that vehicle's history.
+// The state the dispatcher closed a command with (Result) is final: a
+// later ack is kept as AckStatus only.
 func (l *Log) Ack(vin, cmdID, status, reason string, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -137,7 +157,32 @@ func (l *Log) Ack(vin, cmdID, status, reason string, t time.Time) {
 		r = &Record{CmdID: cmdID, VIN: vin, Source: "vehicle ack"}
 		l.insertLocked(r)
 	}
-	r.Status, r.Reason, r.AckTime = status, reason, t.UTC()
+	r.AckTime = t.UTC()
+	if !r.Closed.IsZero() {
+		if status != r.Status {
+			r.AckStatus = status
+		}
+		return
+	}
+	r.Status, r.Reason = status, reason
+}
+
+// Result applies the dispatcher's final state of a services' command
+// (vehicle.cmdresult.{vin}); r carries the request's details, used when the
+// log has no record of it (older than the history's horizon).
+func (l *Log) Result(r Record, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur := l.byID[recKey{r.VIN, r.CmdID}]
+	if cur == nil {
+		cp := r
+		cur = &cp
+		l.insertLocked(cur)
+	}
+	cur.Status, cur.Closed = r.Status, at.UTC()
+	if r.Reason != "" || cur.Reason == "" {
+		cur.Reason = r.Reason
+	}
 }
 
 // List returns vin's history, newest first, at most limit.

@@ -108,3 +108,44 @@ func TestCmdIDsUnguessable(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestLogFollowsDispatcherResults: the services' requests show as pending,
+// then with the final state the dispatcher announces (superseded and
+// expired included); a late ack does not overwrite that state; a result
+// for a command older than the history creates its record.
+func TestLogFollowsDispatcherResults(t *testing.T) {
+	const vin = "TGSVS000000000001"
+	at := time.Date(2027, 3, 28, 0, 59, 0, 0, time.UTC)
+	l := NewLog(10)
+	for _, id := range []string{"feat-1-a", "feat-2-b", "offer-c"} {
+		l.Add(Record{CmdID: id, VIN: vin, Name: "feature", Source: "features", Sent: at, Status: StatusPending})
+	}
+	l.Result(Record{CmdID: "feat-1-a", VIN: vin, Status: "superseded"}, at.Add(time.Minute))
+	l.Result(Record{CmdID: "offer-c", VIN: vin, Status: "expired"}, at.Add(2*time.Minute))
+	l.Ack(vin, "feat-1-a", "applied", "", at.Add(3*time.Minute)) // delivered before it was superseded
+	l.Ack(vin, "feat-2-b", "applied", "", at.Add(3*time.Minute))
+	l.Result(Record{CmdID: "feat-2-b", VIN: vin, Status: "applied"}, at.Add(3*time.Minute))
+	l.Result(Record{CmdID: "feat-0-z", VIN: vin, Name: "feature", Source: "features", Status: "superseded"}, at.Add(4*time.Minute))
+	got := map[string]Record{}
+	for _, r := range l.List(vin, 10) {
+		got[r.CmdID] = r
+	}
+	for id, want := range map[string]string{"feat-1-a": "superseded", "feat-2-b": "applied", "offer-c": "expired", "feat-0-z": "superseded"} {
+		if r := got[id]; r.Status != want || r.Closed.IsZero() {
+			t.Errorf("%s: %+v, want %s and a close time", id, r, want)
+		}
+	}
+	if got["feat-1-a"].AckStatus != "applied" || got["feat-2-b"].AckStatus != "" {
+		t.Errorf("ack statuses: %q %q", got["feat-1-a"].AckStatus, got["feat-2-b"].AckStatus)
+	}
+	// A record replayed after its result keeps the final state.
+	l.Add(Record{CmdID: "offer-c", VIN: vin, Name: "offer", Source: "offers", Sent: at, Status: StatusPending})
+	if r := l.List(vin, 10); len(r) != 4 {
+		t.Fatalf("%d records", len(r))
+	}
+	for _, r := range l.List(vin, 10) {
+		if r.Status == StatusPending || r.Status == StatusSent {
+			t.Fatalf("open forever: %+v", r)
+		}
+	}
+}

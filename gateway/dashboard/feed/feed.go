@@ -227,7 +227,7 @@ func (f *Feed) subscribe(ctx context.Context, startAt time.Time) error {
 	}{
 		{"DTC", []string{"telemetry.dtc.>"}, false},
 		{"VEHICLE", []string{"vehicle.connectivity.>"}, false},
-		{"VEHICLE", []string{commands.SubjectPrefix + ">", "vehicle.cmd.>", "vehicle.cmdack.>"}, true},
+		{"VEHICLE", []string{commands.SubjectPrefix + ">", "vehicle.cmd.>", "vehicle.cmdack.>", "vehicle.cmdresult.>"}, true},
 	}
 	for _, s := range subs {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: s.filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &startAt}
@@ -304,6 +304,26 @@ func (f *Feed) handle(m jetstream.Msg) {
 			return
 		}
 		f.cmds.Ack(vin, d.CmdID, d.Status, d.Reason, env.Time)
+	case strings.HasPrefix(subj, "vehicle.cmdresult."):
+		// The services' dispatcher closed one of its commands: its final
+		// state (superseded and expired included) replaces "pending".
+		var d struct {
+			CmdID  string          `json:"cmd_id"`
+			Name   string          `json:"name"`
+			Params json.RawMessage `json:"params"`
+			Origin string          `json:"origin"`
+			State  string          `json:"state"`
+			Reason string          `json:"reason"`
+		}
+		if json.Unmarshal(env.Data, &d) != nil || d.CmdID == "" || d.State == "" {
+			return
+		}
+		src := d.Origin
+		if src == "" {
+			src = "other"
+		}
+		f.cmds.Result(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), Source: src,
+			Status: d.State, Reason: d.Reason}, env.Time)
 	case strings.HasPrefix(subj, commands.SubjectPrefix), strings.HasPrefix(subj, "vehicle.cmd."):
 		// Ours (vehicle.cmdsent: params as an object) or the services'
 		// requests (vehicle.cmd: params as a list of {key, value}).
@@ -318,15 +338,6 @@ func (f *Feed) handle(m jetstream.Msg) {
 		if json.Unmarshal(env.Data, &d) != nil || d.CmdID == "" {
 			return
 		}
-		params := map[string]string{}
-		if json.Unmarshal(d.Params, &params) != nil {
-			var list []struct{ Key, Value string }
-			if json.Unmarshal(d.Params, &list) == nil {
-				for _, p := range list {
-					params[p.Key] = p.Value
-				}
-			}
-		}
 		src := d.Source
 		if src == "" {
 			src = d.Origin
@@ -334,12 +345,32 @@ func (f *Feed) handle(m jetstream.Msg) {
 		if src == "" {
 			src = "other"
 		}
-		f.cmds.Add(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: params, User: d.User,
-			Source: src, Sent: env.Time.UTC(), Status: "sent"})
+		status := commands.StatusSent // published to the vehicle by the dashboard
+		if !strings.HasPrefix(subj, commands.SubjectPrefix) {
+			status = commands.StatusPending // queued at the services' dispatcher
+		}
+		f.cmds.Add(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), User: d.User,
+			Source: src, Sent: env.Time.UTC(), Status: status})
 	default:
 		return
 	}
 	f.applied.Add(1)
+}
+
+// paramMap decodes params given as an object (vehicle.cmdsent) or as a
+// list of {key, value} (the services' vehicle.cmd and vehicle.cmdresult).
+func paramMap(raw json.RawMessage) map[string]string {
+	params := map[string]string{}
+	if len(raw) == 0 || json.Unmarshal(raw, &params) == nil {
+		return params
+	}
+	var list []struct{ Key, Value string }
+	if json.Unmarshal(raw, &list) == nil {
+		for _, p := range list {
+			params[p.Key] = p.Value
+		}
+	}
+	return params
 }
 
 // Close stops the consumers and goroutines. Safe to call more than once.

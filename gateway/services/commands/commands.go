@@ -10,7 +10,12 @@
 // service that asked for it can record the outcome.
 //
 // Commands are idempotent: the command id is the Nats-Msg-Id of the request,
-// the key of its record, and the CmdID the vehicle deduplicates on.
+// the key of its record, and the CmdID the vehicle deduplicates on. A
+// request whose id is already open is ignored; one whose id is already
+// closed is not delivered again, its final state is announced again on
+// vehicle.cmdresult.{vin}. So a requester must draw a new id for every new
+// decision (features: generation + random, see features.newCmdID) and reuse
+// it only to retry the same decision.
 package commands
 
 import (
@@ -20,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -159,8 +165,8 @@ type Dispatcher struct {
 	log  *slog.Logger
 
 	mu   sync.Mutex
-	open map[string]map[string]bool // vin → open cmd ids
-	vmu  sync.Map                   // vin → *sync.Mutex (serialises one vehicle's records)
+	open map[string]map[string]time.Time // vin → open cmd id → its ExpiresAt (zero: none); guarded by mu
+	vmu  sync.Map                        // vin → *sync.Mutex (serialises one vehicle's records)
 }
 
 // NewDispatcher opens the bucket and loads the open commands.
@@ -175,7 +181,7 @@ func NewDispatcher(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, r
 	if err != nil {
 		return nil, err
 	}
-	d := &Dispatcher{cfg: cfg, js: js, nc: nc, kv: kv, mqtt: mqtt, pub: svc.Publisher{JS: js}, log: log, open: map[string]map[string]bool{}}
+	d := &Dispatcher{cfg: cfg, js: js, nc: nc, kv: kv, mqtt: mqtt, pub: svc.Publisher{JS: js}, log: log, open: map[string]map[string]time.Time{}}
 	keys, err := kv.Keys(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, err
@@ -183,7 +189,7 @@ func NewDispatcher(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, r
 	for _, k := range keys {
 		var rec Record
 		if _, err := kv.Get(ctx, k, &rec); err == nil && rec.Open() {
-			d.markOpen(rec.VIN, rec.CmdID, true)
+			d.markOpen(rec)
 		}
 	}
 	return d, nil
@@ -198,28 +204,38 @@ func (d *Dispatcher) lock(vin string) func() {
 	return mu.Unlock
 }
 
-func (d *Dispatcher) markOpen(vin, cmd string, open bool) {
+func (d *Dispatcher) markOpen(rec Record) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if open {
-		if d.open[vin] == nil {
-			d.open[vin] = map[string]bool{}
-		}
-		d.open[vin][cmd] = true
-		return
+	if d.open[rec.VIN] == nil {
+		d.open[rec.VIN] = map[string]time.Time{}
 	}
+	var exp time.Time
+	if rec.ExpiresAt != nil {
+		exp = *rec.ExpiresAt
+	}
+	d.open[rec.VIN][rec.CmdID] = exp
+}
+
+func (d *Dispatcher) markClosed(vin, cmd string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	delete(d.open[vin], cmd)
 	if len(d.open[vin]) == 0 {
 		delete(d.open, vin)
 	}
 }
 
-func (d *Dispatcher) openIDs(vin string) []string {
+// openIDs returns vin's open command ids; expiredBy non-zero: only those
+// whose ExpiresAt is before it.
+func (d *Dispatcher) openIDs(vin string, expiredBy time.Time) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]string, 0, len(d.open[vin]))
-	for id := range d.open[vin] {
-		out = append(out, id)
+	for id, exp := range d.open[vin] {
+		if expiredBy.IsZero() || !exp.IsZero() && expiredBy.After(exp) {
+			out = append(out, id)
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -301,14 +317,28 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 	switch {
 	case err == nil:
 		unlock()
-		return nil // known command (redelivery or duplicate request)
+		if rec.Open() {
+			return nil // known command (redelivery or duplicate request)
+		}
+		// A request for a command already closed is not delivered again;
+		// announcing the final state again tells the requester so (a
+		// decision must never silently vanish). Results are idempotent.
+		// The announcement gets its own Nats-Msg-Id (the request message's
+		// stream sequence) so the stream does not drop it as a duplicate of
+		// the first one; a redelivery of this request reuses it.
+		d.log.Debug("request for a closed command", "vin", r.VIN, "cmd_id", r.CmdID, "state", rec.State)
+		again := "again"
+		if md, err := m.Metadata(); err == nil {
+			again += strconv.FormatUint(md.Sequence.Stream, 10)
+		}
+		return d.announceID(ctx, rec, resultID(rec)+"-"+again)
 	case !errors.Is(err, svc.ErrNotFound):
 		unlock()
 		return err
 	}
 	now := d.cfg.Clock.Now().UTC()
 	if r.Key != "" {
-		for _, id := range d.openIDs(r.VIN) {
+		for _, id := range d.openIDs(r.VIN, time.Time{}) {
 			var old Record
 			rev, err := d.kv.Get(ctx, key(r.VIN, id), &old)
 			if err != nil || !old.Open() || old.Key != r.Key {
@@ -319,8 +349,10 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 				unlock()
 				return err
 			}
-			d.markOpen(r.VIN, id, false)
-			_ = d.announce(ctx, old)
+			d.markClosed(r.VIN, id)
+			if err := d.announce(ctx, old); err != nil {
+				d.log.Warn("command result not announced", "vin", r.VIN, "cmd_id", id, "state", old.State, "err", err)
+			}
 		}
 	}
 	rec = Record{Request: r, State: StatePending, Created: now}
@@ -328,34 +360,49 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 		unlock()
 		return err
 	}
-	d.markOpen(r.VIN, r.CmdID, true)
+	d.markOpen(rec)
 	unlock()
 	d.flush(ctx, r.VIN, true)
 	return nil
 }
 
-// flush delivers the open commands of vin if it is online: pending ones
-// always, sent ones when force or when RetryInterval has passed.
+// flush closes the expired open commands of vin and, if it is online,
+// delivers the others: pending ones always, sent ones when force or when
+// RetryInterval has passed. An offline vehicle's commands expire too, so
+// their requesters (and the dashboard's history) learn it without waiting
+// for the vehicle to come back.
 func (d *Dispatcher) flush(ctx context.Context, vin string, force bool) {
-	if !d.cfg.Online(vin) {
-		return
-	}
+	online := d.cfg.Online(vin)
 	unlock := d.lock(vin)
 	defer unlock()
 	now := d.cfg.Clock.Now().UTC()
-	for _, id := range d.openIDs(vin) {
+	var ids []string
+	if online {
+		ids = d.openIDs(vin, time.Time{})
+	} else {
+		ids = d.openIDs(vin, now) // only the expired ones: no KV reads otherwise
+	}
+	for _, id := range ids {
 		var rec Record
 		rev, err := d.kv.Get(ctx, key(vin, id), &rec)
+		if err != nil && !errors.Is(err, svc.ErrNotFound) {
+			continue // transient: still open, next flush
+		}
 		if err != nil || !rec.Open() {
-			d.markOpen(vin, id, false)
+			d.markClosed(vin, id)
 			continue
 		}
 		if rec.ExpiresAt != nil && now.After(*rec.ExpiresAt) {
 			rec.State, rec.ClosedAt = StateExpired, &now
 			if d.kv.Update(ctx, key(vin, id), rec, rev) == nil {
-				d.markOpen(vin, id, false)
-				d.announce(ctx, rec)
+				d.markClosed(vin, id)
+				if err := d.announce(ctx, rec); err != nil {
+					d.log.Warn("command result not announced", "vin", vin, "cmd_id", id, "state", rec.State, "err", err)
+				}
 			}
+			continue
+		}
+		if !online {
 			continue
 		}
 		if rec.State == StateSent && !force && rec.LastSent != nil && now.Sub(*rec.LastSent) < d.cfg.RetryInterval {
@@ -427,17 +474,24 @@ func (d *Dispatcher) handleAck(ctx context.Context, m jetstream.Msg) error {
 		if err := d.kv.Update(ctx, key(a.VIN, a.CmdID), rec, rev); err != nil {
 			return err
 		}
-		d.markOpen(a.VIN, a.CmdID, false)
+		d.markClosed(a.VIN, a.CmdID)
 	}
 	return d.announce(ctx, rec)
 }
 
+// resultID is the Nats-Msg-Id of a command's result.
+func resultID(rec Record) string { return "cmdresult-" + rec.CmdID + "-" + rec.State }
+
 func (d *Dispatcher) announce(ctx context.Context, rec Record) error {
+	return d.announceID(ctx, rec, resultID(rec))
+}
+
+func (d *Dispatcher) announceID(ctx context.Context, rec Record, id string) error {
 	at := d.cfg.Clock.Now()
 	if rec.ClosedAt != nil {
 		at = *rec.ClosedAt
 	}
-	return d.pub.Publish(ctx, ResultSubject(rec.VIN), "cmdresult-"+rec.CmdID+"-"+rec.State, TypeResult, rec.VIN, at,
+	return d.pub.Publish(ctx, ResultSubject(rec.VIN), id, TypeResult, rec.VIN, at,
 		Result{Request: rec.Request, State: rec.State, Reason: rec.Reason})
 }
 

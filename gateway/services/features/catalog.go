@@ -5,9 +5,10 @@
 // desired state for a date — entitled, inside the rollout percentage, not
 // rolled back, and in season for the vehicle's hemisphere (last known
 // latitude, else the registered region) — and sends activation or
-// deactivation commands through NATS (vehicle.cmd.{vin}) with deterministic
-// command ids. The vehicle's ack (vehicle.cmdresult.{vin}) closes the change
-// and is written to the customer's profile. Time is injected (svc.Clock),
+// deactivation commands through NATS (vehicle.cmd.{vin}), each decision
+// with its own unguessable command id stored before it is sent (see
+// newCmdID). The dispatcher's result (vehicle.cmdresult.{vin}) closes the
+// change; an applied one is written to the customer's profile. Time is injected (svc.Clock),
 // so a test walks a year in seconds.
 package features
 

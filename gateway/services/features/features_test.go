@@ -187,7 +187,10 @@ func TestDryRunRolloutRollback(t *testing.T) {
 		t.Fatalf("real tick: %d %v", len(chs), err)
 	}
 	for i := range chs {
-		if chs[i] != plan[i] {
+		if chs[i].CmdID == "" || plan[i].CmdID != "" {
+			t.Fatalf("command ids: planned %q, decided %q (ids are drawn when deciding)", plan[i].CmdID, chs[i].CmdID)
+		}
+		if p := plan[i]; p.VIN != chs[i].VIN || p.Feature != chs[i].Feature || p.On != chs[i].On || p.Reason != chs[i].Reason {
 			t.Fatalf("dry run and real run differ: %+v %+v", plan[i], chs[i])
 		}
 	}

@@ -2,6 +2,7 @@ package features
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,8 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,11 +40,23 @@ type Owners interface {
 	Lookup(vin string) (customers.Owner, bool)
 }
 
-// State is a feature's state on one vehicle.
+// StatusDecided is the status of a decision stored in the feature state
+// but not yet accepted by NATS (the scheduler sends it again, with the same
+// command id, at its next tick).
+const StatusDecided = "decided"
+
+// State is a feature's state on one vehicle (KV s.{vin}.{feature}; written
+// by the scheduler under its mutex with revision checks).
 type State struct {
-	Want    bool      `json:"want"`              // last requested state
-	CmdID   string    `json:"cmd_id"`            // command that requests it
-	Status  string    `json:"status"`            // commands.State* of that command
+	Want bool `json:"want"` // last requested state
+	// Gen counts the scheduler's decisions for this vehicle and feature;
+	// every decision (on or off) increments it.
+	Gen uint64 `json:"gen,omitempty"`
+	// CmdID is the command of decision Gen: fixed (and stored) when the
+	// decision is taken, before it is sent, so a retry reuses it and a new
+	// decision never reuses an old one (see newCmdID).
+	CmdID   string    `json:"cmd_id"`
+	Status  string    `json:"status"`            // StatusDecided, then commands.State* of that command
 	Active  bool      `json:"active"`            // state the vehicle acknowledged
 	Changed time.Time `json:"changed"`           // when Want last changed
 	Reason  string    `json:"reason,omitempty"`  // vehicle's reason on reject/fail
@@ -57,12 +72,14 @@ type Control struct {
 	RolledBack bool `json:"rolled_back"`
 }
 
-// Change is one planned or performed activation/deactivation.
+// Change is one planned or performed activation/deactivation. A planned
+// change (dry run) has no command id yet: ids are drawn when a decision is
+// taken.
 type Change struct {
 	VIN     string `json:"vin"`
 	Feature string `json:"feature"`
 	On      bool   `json:"on"`
-	CmdID   string `json:"cmd_id"`
+	CmdID   string `json:"cmd_id,omitempty"`
 	Reason  string `json:"reason"`
 }
 
@@ -84,9 +101,10 @@ type Scheduler struct {
 	owners Owners
 	log    *slog.Logger
 
-	mu   sync.Mutex // one tick / result at a time
-	lmu  sync.RWMutex
-	lats map[string]float64 // last known latitude per VIN
+	mu    sync.Mutex // one tick / result at a time; guards the s.* keys' writes
+	ticks atomic.Int64
+	lmu   sync.RWMutex
+	lats  map[string]float64 // last known latitude per VIN
 }
 
 // NewScheduler opens the features bucket.
@@ -168,10 +186,22 @@ func (s *Scheduler) Desired(o customers.Owner, f Feature, ctl Control, date time
 	return true, "in season"
 }
 
-func cmdID(vin, feature string, on bool, date string) string {
-	h := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%t|%s", vin, feature, on, date))
-	return "feat-" + hex.EncodeToString(h[:12])
+// newCmdID returns the command id of decision gen: "feat-{gen}-" and 96
+// random bits. The generation makes ids of one vehicle-feature distinct by
+// construction (a decision after a reversal never reuses an id the
+// dispatcher has closed); the random part makes them unguessable, so no
+// vehicle can predict another's ids, and keeps ids distinct even if the
+// state is ever reset.
+func newCmdID(gen uint64) (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "feat-" + strconv.FormatUint(gen, 10) + "-" + hex.EncodeToString(b), nil
 }
+
+// Ticks is the number of ticks completed (scheduled or API).
+func (s *Scheduler) Ticks() int64 { return s.ticks.Load() }
 
 // Control returns a feature's control.
 func (s *Scheduler) Control(ctx context.Context, feature string) (Control, uint64, error) {
@@ -186,9 +216,16 @@ func (s *Scheduler) Control(ctx context.Context, feature string) (Control, uint6
 // Tick computes every vehicle's desired state for the scheduler's date
 // and, unless dryRun (or Config.DryRun), sends the changes. It returns the
 // changes.
+//
+// A change is a decision: the state is stored first with the next
+// generation and a fresh command id (revision-checked), then the command is
+// sent with that id. A decision stored but not sent (NATS unavailable,
+// crash) is sent again, with the same id, by the next tick; the dispatcher
+// ignores a request it already has, so redelivery is idempotent.
 func (s *Scheduler) Tick(ctx context.Context, date time.Time, dryRun bool) ([]Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.ticks.Add(1)
 	dryRun = dryRun || s.cfg.DryRun
 	day := date.UTC().Format("2006-01-02")
 	ctls := map[string]Control{}
@@ -209,20 +246,36 @@ func (s *Scheduler) Tick(ctx context.Context, date time.Time, dryRun bool) ([]Ch
 			if err != nil && !errors.Is(err, svc.ErrNotFound) {
 				return changes, err
 			}
-			if (rev == 0 && !want) || (rev != 0 && st.Want == want) {
+			if rev != 0 && st.Want == want {
+				if st.Status == StatusDecided && !dryRun {
+					// Decided earlier, not accepted by NATS: same decision, same id.
+					ch := Change{VIN: o.Vehicle.VIN, Feature: f.ID, On: st.Want, CmdID: st.CmdID, Reason: st.Origin}
+					if err := s.deliver(ctx, f, ch, key, st, rev, date); err != nil {
+						return changes, err
+					}
+				}
 				continue
 			}
-			ch := Change{VIN: o.Vehicle.VIN, Feature: f.ID, On: want, CmdID: cmdID(o.Vehicle.VIN, f.ID, want, day), Reason: why}
-			changes = append(changes, ch)
+			if rev == 0 && !want {
+				continue
+			}
+			ch := Change{VIN: o.Vehicle.VIN, Feature: f.ID, On: want, Reason: why}
 			if dryRun {
+				changes = append(changes, ch)
 				continue
 			}
-			if err := s.send(ctx, f, ch, date); err != nil {
+			id, err := newCmdID(st.Gen + 1)
+			if err != nil {
 				return changes, err
 			}
-			st.Want, st.CmdID, st.Status, st.Changed, st.Target, st.Origin, st.Pending, st.Reason =
-				want, ch.CmdID, commands.StatePending, date.UTC(), day, why, true, ""
-			if err := s.kv.Update(ctx, key, st, rev); err != nil {
+			ch.CmdID = id
+			st.Want, st.Gen, st.CmdID, st.Status, st.Changed, st.Target, st.Origin, st.Pending, st.Reason =
+				want, st.Gen+1, id, StatusDecided, date.UTC(), day, why, true, ""
+			if rev, err = s.kv.Swap(ctx, key, st, rev); err != nil {
+				return changes, err
+			}
+			changes = append(changes, ch)
+			if err := s.deliver(ctx, f, ch, key, st, rev, date); err != nil {
 				return changes, err
 			}
 		}
@@ -231,6 +284,19 @@ func (s *Scheduler) Tick(ctx context.Context, date time.Time, dryRun bool) ([]Ch
 		s.log.Info("feature changes", "date", day, "changes", len(changes), "dry_run", dryRun)
 	}
 	return changes, nil
+}
+
+// deliver sends the stored decision st (revision rev) and marks it pending.
+func (s *Scheduler) deliver(ctx context.Context, f Feature, ch Change, key string, st State, rev uint64, at time.Time) error {
+	if err := s.send(ctx, f, ch, at); err != nil {
+		return fmt.Errorf("feature %s on %s: decision %d stored, not sent (retried next tick): %w", f.ID, ch.VIN, st.Gen, err)
+	}
+	st.Status = commands.StatePending
+	if err := s.kv.Update(ctx, key, st, rev); err != nil && !errors.Is(err, svc.ErrConflict) {
+		return err
+	}
+	// On a conflict a result already moved the state on: nothing to mark.
+	return nil
 }
 
 func (s *Scheduler) send(ctx context.Context, f Feature, ch Change, at time.Time) error {

@@ -57,7 +57,7 @@ func TestProfileProjection(t *testing.T) {
 	pub := svc.Publisher{JS: js}
 	ref := reg.Ref("c1") // profiles and their subjects are keyed by the customer's pseudonym
 	subj := customers.ProfileSubject(ref)
-	if ref == "" || strings.Contains(ref, "c1") {
+	if ref == "" || ref == "c1" || !strings.HasPrefix(ref, "p") { // random, so it may contain "c1" by chance
 		t.Fatalf("ref %q", ref)
 	}
 	// The same charging event three times (e.g. redelivery): counted once.

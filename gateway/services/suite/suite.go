@@ -56,6 +56,9 @@ type Config struct {
 	// telemetry (DELETE /api/v1/customers/{id}?delete_telemetry=true).
 	Telemetry customers.TelemetryEraser
 	Clock     svc.Clock // nil: time.Now
+	// SchedulerClock is the feature scheduler's date source (nil: Clock).
+	// Tests pin it to chosen dates; SchedulerDaysPerTick starts from it.
+	SchedulerClock svc.Clock
 }
 
 // Deps are the connections the suite runs on.
@@ -131,8 +134,11 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		}
 	}
 	schedClock := clock
+	if cfg.SchedulerClock != nil {
+		schedClock = cfg.SchedulerClock
+	}
 	if cfg.SchedulerDaysPerTick > 0 {
-		schedClock = demoClock(clock.Now(), cfg.SchedulerInterval, cfg.SchedulerDaysPerTick)
+		schedClock = demoClock(schedClock.Now(), cfg.SchedulerInterval, cfg.SchedulerDaysPerTick)
 	}
 	if s.Scheduler, err = features.NewScheduler(ctx, deps.NC, js, r, s.Customers, features.Config{Catalog: catalog,
 		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock}, log.With("service", "features")); err != nil {

@@ -12,7 +12,11 @@ import (
 )
 
 // ProcessStart is when this process started; "new only" consumers created
-// for the first time start there.
+// for the first time start there. It is deliberately the system clock, not
+// an injected svc.Clock: it is compared with the times the NATS server
+// stamps on stored messages (its own system clock), and says nothing about
+// dates, so a test that pins the services' clock to another date must not
+// move it.
 var ProcessStart = time.Now()
 
 // ConsumerSpec describes a durable JetStream consumer a service processes.

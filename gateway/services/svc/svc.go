@@ -137,21 +137,30 @@ func (k KV) Create(ctx context.Context, key string, v any) error {
 // Update stores v under key if its revision is still rev (0: absent);
 // ErrConflict otherwise.
 func (k KV) Update(ctx context.Context, key string, v any, rev uint64) error {
-	if rev == 0 {
-		return k.Create(ctx, key, v)
-	}
+	_, err := k.Swap(ctx, key, v, rev)
+	return err
+}
+
+// Swap is Update that also returns the new revision.
+func (k KV) Swap(ctx context.Context, key string, v any, rev uint64) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err = k.B.Update(ctx, key, b, rev); err != nil {
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = k.B.Create(ctx, key, b)
+	} else {
+		nrev, err = k.B.Update(ctx, key, b, rev)
+	}
+	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%s: %w: %w", key, ErrConflict, err)
+			return 0, fmt.Errorf("%s: %w: %w", key, ErrConflict, err)
 		}
-		return err
+		return 0, err
 	}
-	return nil
+	return nrev, nil
 }
 
 // Purge removes key and its history.

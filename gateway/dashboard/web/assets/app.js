@@ -74,6 +74,8 @@ const unitLabel = { 'celsius': '°C', 'percent': '%', 'degrees': '°' };
 function unitOf(u) { return unitLabel[u] !== undefined ? unitLabel[u] : (u || ''); }
 function shortPath(p) { return p.replace(/^Vehicle\./, ''); }
 function badge(kind, text) { return el('span', { class: 'badge ' + kind, text: text || kind }); }
+// Command states (dashboard sends and the services' dispatcher) → badge kind.
+const cmdBadge = { applied: 'ok', sent: 'pending', pending: 'pending', superseded: 'warning', expired: 'warning' };
 
 async function loadSession() {
   state.session = await api('/api/service/v1/session');
@@ -340,7 +342,7 @@ function pageVehicle(main, vin) {
     const items = data.items.map(c => el('tr', {},
       el('td', { text: c.name || '—' }), el('td', { class: 'muted', text: c.user || c.source }),
       el('td', { class: 'muted', text: fmtTime(c.sent_at || c.acked_at) }),
-      el('td', {}, badge(c.status === 'applied' ? 'ok' : c.status === 'sent' ? 'pending' : 'critical', c.status), c.reason ? el('div', { class: 'muted', text: c.reason }) : null)));
+      el('td', {}, badge(cmdBadge[c.status] || 'critical', c.status), c.reason ? el('div', { class: 'muted', text: c.reason }) : null)));
     body.replaceChildren(...items);
     if (!items.length) body.append(el('tr', {}, el('td', { colspan: 4, class: 'empty', text: 'No commands sent yet.' })));
   }
