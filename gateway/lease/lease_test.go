@@ -36,18 +36,21 @@ type env struct {
 // 3-node cluster (R3 bucket).
 func topologies(t *testing.T, f func(t *testing.T, e *env)) {
 	for _, n := range []int{1, 3} {
-		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
-			c := testenv.StartNATSCluster(t, n)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if _, err := c.JetStream(t, 0).CreateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket: bucket, Storage: jetstream.FileStorage, Replicas: n,
-			}); err != nil {
-				t.Fatal(err)
-			}
-			f(t, &env{c: c, clk: testenv.NewManualClock(t0), nodes: n})
-		})
+		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) { f(t, newEnv(t, n)) })
 	}
+}
+
+// newEnv starts n nodes and the lease bucket with n replicas.
+func newEnv(t *testing.T, n int) *env {
+	c := testenv.StartNATSCluster(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.JetStream(t, 0).CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: bucket, Storage: jetstream.FileStorage, Replicas: n,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{c: c, clk: testenv.NewManualClock(t0), nodes: n}
 }
 
 // conn is a fresh connection whose first server is node i (mod size), with

@@ -227,19 +227,40 @@ func (t *Ticker) Run(ctx context.Context, token uint64, work func(context.Contex
 			}
 			continue
 		}
-		// Work completed: record it even if the tenure just ended (ctx
-		// done). The compare-and-set refuses the write if a newer holder
-		// has claimed the tick meanwhile; it will then run again there.
+		if err := t.complete(ctx, n, token, rev); err != nil {
+			return err
+		}
+	}
+}
+
+// complete records that tick n is done (next = n+1) at revision rev of the
+// claim. Work completed, so the write is made even if the tenure just ended
+// (ctx done): the compare-and-set refuses it if a newer holder has claimed
+// the tick meanwhile, which will then run it again. A write with an unknown
+// outcome (timeout, no quorum) is retried while the tenure lasts; if it
+// ends first the tick stays claimed and the next leader re-runs it.
+func (t *Ticker) complete(ctx context.Context, n, token, rev uint64) error {
+	for {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, err = t.store(cctx, tickRecord{Next: n + 1, Token: token, Holder: t.holder}, rev)
+		_, err := t.store(cctx, tickRecord{Next: n + 1, Token: token, Holder: t.holder}, rev)
 		cancel()
-		if err != nil {
-			if errors.Is(err, ErrFenced) {
-				return err
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrFenced) {
+			// Either another holder wrote, or an earlier attempt of
+			// ours landed without us hearing back: the record decides.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			rec, _, lerr := t.load(lctx)
+			cancel()
+			if lerr == nil && rec.Token == token && rec.Next > n {
+				return nil
 			}
-			// Unknown outcome (e.g. no quorum): the record may or may not
-			// say done. Re-reading decides; at worst the tick re-runs.
-			t.log.Warn("tick completion write failed", "tick", n, "err", err)
+			return err
+		}
+		t.log.Warn("tick completion write failed, retrying", "tick", n, "err", err)
+		if !t.sleep(ctx, t.retryEvery) {
+			return ctx.Err() // the tick stays claimed: the next leader re-runs it
 		}
 	}
 }
