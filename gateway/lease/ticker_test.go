@@ -288,4 +288,3 @@ func TestNodeStopDuringLeadership(t *testing.T) {
 	}
 	t.Logf("leader was on node %d; runs per tick %v", leader, ty.completed)
 }
-
