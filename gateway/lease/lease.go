@@ -59,6 +59,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/kvstate"
 )
 
 // Errors of Lease.
@@ -219,7 +221,7 @@ func (l *Lease) TryAcquire(ctx context.Context) (uint64, error) {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		rev, err = l.kv.Create(ctx, l.key, val)
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if kvstate.IsConflict(err) {
 			return 0, ErrHeld
 		}
 		if err != nil {
@@ -250,7 +252,7 @@ func (l *Lease) TryAcquire(ctx context.Context) (uint64, error) {
 		// Either the holder has been silent for its ttl, or the latest
 		// revision is our own (a renewal that landed after we gave up).
 		rev, err = l.kv.Update(ctx, l.key, val, cur)
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if kvstate.IsConflict(err) {
 			return 0, ErrHeld
 		}
 		if err != nil {
@@ -292,7 +294,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
+		if kvstate.IsConflict(err) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			if l.token == token {
 				l.token = 0
 			}
@@ -324,7 +326,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if kvstate.IsConflict(err) {
 		return nil // already taken over: nothing of ours to release
 	}
 	if err != nil {
@@ -382,6 +384,10 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, token ui
 func (l *Lease) hold(ctx context.Context, token uint64, work func(context.Context, uint64) error) (done bool, err error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Timers first: a test clock advanced as soon as work starts must
+	// find them.
+	renewT := l.clock.After(l.renewEvery)
+	expiry := l.clock.After(l.remaining())
 	workDone := make(chan error, 1)
 	go func() { workDone <- work(wctx, token) }()
 	stop := func() error {
@@ -396,8 +402,6 @@ func (l *Lease) hold(ctx context.Context, token uint64, work func(context.Contex
 		}
 	}
 
-	renewT := l.clock.After(l.renewEvery)
-	expiry := l.clock.After(l.remaining())
 	var renewRes chan error // non-nil while a renewal is in flight
 	for {
 		select {

@@ -350,3 +350,50 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// After a release, contenders race to re-create the deleted key: exactly
+// one wins, the others get ErrHeld (on R3 buckets nats.go reports that
+// conflict as a raw API error 10164, not ErrKeyExists).
+func TestRaceAfterRelease(t *testing.T) {
+	topologies(t, func(t *testing.T, e *env) {
+		ctx := bg(t)
+		_, kvA := e.conn(t, 0)
+		_, kvB := e.conn(t, 1)
+		for round := range 10 {
+			a, b := e.lease(t, kvA, fmt.Sprintf("a%d", round)), e.lease(t, kvB, fmt.Sprintf("b%d", round))
+			first := e.lease(t, kvA, fmt.Sprintf("first%d", round))
+			if _, err := first.TryAcquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := first.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var won, held atomic.Int32
+			start := make(chan struct{})
+			for _, l := range []*lease.Lease{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					_, err := l.TryAcquire(ctx)
+					switch {
+					case err == nil:
+						won.Add(1)
+					case errors.Is(err, lease.ErrHeld):
+						held.Add(1)
+					default:
+						t.Errorf("round %d: %v", round, err)
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			if won.Load() != 1 || held.Load() != 1 {
+				t.Fatalf("round %d: %d won, %d held; want 1 and 1", round, won.Load(), held.Load())
+			}
+			_ = a.Release(ctx)
+			_ = b.Release(ctx)
+		}
+	})
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/kvstate"
 )
 
 // Errors of Ticker.
@@ -152,7 +154,7 @@ func (t *Ticker) store(ctx context.Context, rec tickRecord, rev uint64) (uint64,
 	} else {
 		nrev, err = t.kv.Update(ctx, t.key, val, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if kvstate.IsConflict(err) {
 		return 0, fmt.Errorf("%w: %s changed under token %d", ErrFenced, t.key, rec.Token)
 	}
 	if err != nil {
