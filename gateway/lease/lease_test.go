@@ -397,3 +397,46 @@ func TestRaceAfterRelease(t *testing.T) {
 		}
 	})
 }
+
+// A contender configured with a shorter ttl waits for the ttl the holder
+// advertises (a rolling upgrade that changes the setting stays safe).
+func TestContenderHonoursAdvertisedTTL(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := bg(t)
+	_, kv := e.conn(t, 0)
+	long, err := lease.New(kv, "scheduler", "long", 2*ttl, e.clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := e.lease(t, kv, "short")
+	if _, err := long.TryAcquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.TryAcquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Fatal(err)
+	}
+	e.clk.Advance(ttl)
+	if _, err := short.TryAcquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("after its own ttl: %v, want ErrHeld (holder advertises 2*ttl)", err)
+	}
+	e.clk.Advance(ttl)
+	if _, err := short.TryAcquire(ctx); err != nil {
+		t.Fatalf("after the advertised ttl: %v", err)
+	}
+}
+
+// When work returns on its own, Run releases the lease and returns work's
+// error; the other contender gets the lease without waiting for ttl.
+func TestRunReturnsWorkErrorAndReleases(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := bg(t)
+	_, kv := e.conn(t, 0)
+	a, b := e.lease(t, kv, "a"), e.lease(t, kv, "b")
+	errDone := errors.New("job finished")
+	if err := a.Run(ctx, func(context.Context, uint64) error { return errDone }); !errors.Is(err, errDone) {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := b.TryAcquire(ctx); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+}
