@@ -60,11 +60,11 @@ type Config struct {
 
 // Metrics are the counters the listener feeds (all optional).
 type Metrics struct {
-	Connect   func(result string)            // ok, bad_credentials, unknown_station, bad_cert, bad_path, bad_subprotocol
-	Closed    func(reason string)            // oversized, rate_limited, revoked, panic, replaced, ...
-	Malformed func(version, reason string)   // frame pre-check failures
-	CallError func(version, code string)     // every CALLERROR written
-	Message   func(version, action string)   // every accepted CALL
+	Connect   func(result string)             // ok, bad_credentials, unknown_station, bad_cert, bad_path, bad_subprotocol
+	Closed    func(reason string)             // oversized, rate_limited, revoked, panic, replaced, ...
+	Malformed func(version, reason string)    // frame pre-check failures
+	CallError func(version, code string)      // every CALLERROR written
+	Message   func(version, action string)    // every accepted CALL
 	Conns     func(version string, delta int) // open connections
 }
 
