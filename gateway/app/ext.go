@@ -5,4 +5,5 @@ package app
 type extensions struct {
 	dashboard dashboardExt
 	services  servicesExt
+	ocpp      ocppExt
 }

@@ -48,6 +48,7 @@ type Config struct {
 
 	Dashboard Dashboard `yaml:"dashboard"`
 	Services  Services  `yaml:"services"`
+	OCPP      OCPP      `yaml:"ocpp"`
 }
 
 // HTTP is the operations/API listener.
@@ -200,6 +201,7 @@ func Default() Config {
 		},
 		Dashboard: dashboardDefaults(),
 		Services:  servicesDefaults(),
+		OCPP:      ocppDefaults(),
 	}
 }
 
@@ -347,6 +349,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Dashboard.validate()...)
 	errs = append(errs, c.Services.validate()...)
+	errs = append(errs, c.OCPP.validate()...)
 	return errors.Join(errs...)
 }
 
