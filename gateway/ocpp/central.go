@@ -21,6 +21,8 @@ import (
 	ocpp201 "github.com/lorenzodonini/ocpp-go/ocpp2.0.1"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telegate/telegate/broker/acl"
+	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
@@ -48,6 +50,9 @@ type Central struct {
 	// mu guards txns.
 	mu   sync.Mutex
 	txns map[string]*txn // key: station + "\x00" + transaction id
+	// plugged holds the SoC and power a 1.6 connector reported before its
+	// transaction started (key: station + "\x00" + connector; guarded by mu).
+	plugged map[string]meter
 	// order of stopped transactions, oldest first, for eviction (guarded by mu).
 	stopped []string
 	// cmds records command results (guarded by cmdMu).
@@ -127,6 +132,7 @@ func New(mux *wsmux.Server, sp ingest.Spool, val *ingest.Validator, m *Metrics, 
 		now = time.Now
 	}
 	c := &Central{spool: sp, val: val, now: now, log: log, m: m, Mux: mux, txns: map[string]*txn{},
+		plugged:           map[string]meter{},
 		HeartbeatInterval: 5 * time.Minute}
 	c.start16()
 	c.start201()
@@ -230,6 +236,37 @@ func txID16(station string, connector int, idTag string, ts time.Time) int {
 	return id
 }
 
+// claimedVIN returns the id tag as a VIN when it is one: some stations
+// (Autocharge-style plug & charge) present the car's VIN as id tag. The
+// claim is the charger's word only (docs/ocpp.md).
+func claimedVIN(idTag string) wire.Ident {
+	if acl.ValidID(registry.KindVehicle, idTag) {
+		return wire.Ident(idTag)
+	}
+	return nil
+}
+
+// setPlugged remembers what a 1.6 connector reported outside a transaction.
+func (c *Central) setPlugged(station string, connector uint8, m meter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := station + "\x00" + strconv.Itoa(int(connector))
+	if len(c.plugged) >= MaxStoppedTxns {
+		clear(c.plugged)
+	}
+	c.plugged[k] = m
+}
+
+// takePlugged returns and forgets what setPlugged remembered.
+func (c *Central) takePlugged(station string, connector uint8) meter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := station + "\x00" + strconv.Itoa(int(connector))
+	m := c.plugged[k]
+	delete(c.plugged, k)
+	return m
+}
+
 func clampConnector(n int) uint8 {
 	if n < 0 || n > 255 {
 		return 0
@@ -239,8 +276,8 @@ func clampConnector(n int) uint8 {
 
 // meter holds what a set of sampled values said.
 type meter struct {
-	energyWh, powerW, soc float64
-	hasEnergy, hasSoC     bool
+	energyWh, powerW, soc      float64
+	hasEnergy, hasSoC, hasPowr bool
 }
 
 func scale(v float64, unit string) float64 {

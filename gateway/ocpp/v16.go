@@ -105,7 +105,7 @@ func meter16(mvs []types.MeterValue) (m meter) {
 			case "", types.MeasurandEnergyActiveImportRegister:
 				m.energyWh, m.hasEnergy = scale(v, string(sv.Unit)), true
 			case types.MeasurandPowerActiveImport:
-				m.powerW = scale(v, string(sv.Unit))
+				m.powerW, m.hasPowr = scale(v, string(sv.Unit)), true
 			case types.MeasurandSoC:
 				m.soc, m.hasSoC = v, true
 			}
@@ -124,9 +124,12 @@ func (h handler16) OnStartTransaction(id string, r *core.StartTransactionRequest
 		return conf, nil
 	}
 	t := txn{connector: clampConnector(r.ConnectorId), idTag: r.IdTag, meterStart: float64(r.MeterStart), started: true}
+	// SoC and power the connector reported since the car plugged in (1.6
+	// StartTransaction carries neither).
+	pl := h.c.takePlugged(id, t.connector)
 	err := h.c.storeSession(id, wire.ChargingSession{Seq: sessionSeq(wire.SessionStarted, uint64(ts.UnixMilli())),
 		TimeMs: ts.UnixMilli(), Kind: wire.SessionStarted, SessionID: wire.Ident(tx), Connector: t.connector,
-		IDTag: wire.Ident(r.IdTag)})
+		IDTag: wire.Ident(r.IdTag), VIN: claimedVIN(r.IdTag), PowerW: pl.powerW, SoCPct: pl.soc})
 	if err != nil {
 		return nil, internalErr(err)
 	}
@@ -135,8 +138,16 @@ func (h handler16) OnStartTransaction(id string, r *core.StartTransactionRequest
 }
 
 func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.MeterValuesConfirmation, error) {
-	if r.TransactionId == nil || len(r.MeterValue) == 0 {
-		return core.NewMeterValuesConfirmation(), nil // not about a session
+	if len(r.MeterValue) == 0 {
+		return core.NewMeterValuesConfirmation(), nil
+	}
+	if r.TransactionId == nil {
+		// Not about a session: remember SoC/power of a plugged-in car for
+		// the StartTransaction that follows.
+		if m := meter16(r.MeterValue); m.hasSoC || m.hasPowr {
+			h.c.setPlugged(id, clampConnector(r.ConnectorId), m)
+		}
+		return core.NewMeterValuesConfirmation(), nil
 	}
 	tx := strconv.Itoa(*r.TransactionId)
 	t, ok := h.c.lookup(id, tx)
@@ -150,7 +161,7 @@ func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.M
 	m := meter16(r.MeterValue)
 	ts := r.MeterValue[len(r.MeterValue)-1].Timestamp.Time
 	s := wire.ChargingSession{Seq: sessionSeq(wire.SessionUpdated, uint64(ts.UnixMilli())), TimeMs: ts.UnixMilli(),
-		Kind: wire.SessionUpdated, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag),
+		Kind: wire.SessionUpdated, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag), VIN: claimedVIN(t.idTag),
 		PowerW: m.powerW, SoCPct: m.soc}
 	if m.hasEnergy {
 		s.EnergyWh = max(m.energyWh-t.meterStart, 0)
@@ -176,7 +187,7 @@ func (h handler16) OnStopTransaction(id string, r *core.StopTransactionRequest) 
 		idTag = r.IdTag
 	}
 	s := wire.ChargingSession{Seq: sessionSeq(wire.SessionStopped, uint64(ts.UnixMilli())), TimeMs: ts.UnixMilli(),
-		Kind: wire.SessionStopped, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(idTag),
+		Kind: wire.SessionStopped, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(idTag), VIN: claimedVIN(idTag),
 		EnergyWh: max(float64(r.MeterStop)-t.meterStart, 0), SoCPct: m.soc}
 	if err := h.c.storeSession(id, s); err != nil {
 		return nil, internalErr(err)

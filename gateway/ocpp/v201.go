@@ -108,7 +108,7 @@ func meter201(mvs []types.MeterValue) (m meter) {
 			case "", types.MeasurandEnergyActiveImportRegister:
 				m.energyWh, m.hasEnergy = scale(v, unit), true
 			case types.MeasurandPowerActiveImport:
-				m.powerW = scale(v, unit)
+				m.powerW, m.hasPowr = scale(v, unit), true
 			case types.MeasurandSoC:
 				m.soc, m.hasSoC = v, true
 			}
@@ -152,7 +152,7 @@ func (h handler201) OnTransactionEvent(id string, r *transactions.TransactionEve
 		t.meterStart = m.energyWh
 	}
 	s := wire.ChargingSession{Seq: sessionSeq(kind, uint64(r.SequenceNo)), TimeMs: r.Timestamp.UnixMilli(), Kind: kind,
-		SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag), PowerW: m.powerW, SoCPct: m.soc}
+		SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag), VIN: claimedVIN(t.idTag), PowerW: m.powerW, SoCPct: m.soc}
 	if m.hasEnergy {
 		s.EnergyWh = max(m.energyWh-t.meterStart, 0)
 	}
