@@ -213,4 +213,3 @@ func TestSecurityProfile3(t *testing.T) {
 		t.Fatalf("connect counters %v", counts)
 	}
 }
-
