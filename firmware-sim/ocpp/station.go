@@ -155,6 +155,7 @@ type Station struct {
 	cfg Config
 	rng *rand.Rand // used by Run's goroutine only
 	drv driver     // used by Run's goroutine only (replaced on Reset)
+	up  bool       // drv was started and not yet stopped (Run's goroutine only)
 	// mu guards sess, operative and register for the CSMS handlers.
 	mu        sync.Mutex
 	sess      *session
@@ -246,7 +247,12 @@ func (s *Station) Run(ctx context.Context) error {
 		}
 	}
 	s.stats.connects.Add(1)
-	defer func() { s.drv.stop() }()
+	s.up = true
+	defer func() {
+		if s.up {
+			s.drv.stop()
+		}
+	}()
 	hbEvery := s.bootUntilAccepted(ctx)
 	if ctx.Err() != nil {
 		return nil
@@ -347,6 +353,7 @@ func (s *Station) handle(ctx context.Context, c command) {
 		s.finish(c.idTag)                  // idTag carries the stop reason
 		time.Sleep(200 * time.Millisecond) // let ocpp-go send the Reset answer first
 		s.drv.stop()
+		s.up = false
 		s.drv = s.newDriver()
 		select {
 		case <-ctx.Done():
@@ -361,6 +368,7 @@ func (s *Station) handle(ctx context.Context, c command) {
 			case <-time.After(s.cfg.Retry):
 			}
 		}
+		s.up = true
 		s.stats.connects.Add(1)
 		s.bootUntilAccepted(ctx)
 		_ = s.counted("StatusNotification", s.drv.status(stAvailable, s.cfg.Now()))

@@ -34,6 +34,7 @@ import (
 var (
 	ErrNotDurable = errors.New("ocpp: record not stored")
 	ErrOffline    = errors.New("ocpp: charge point not connected")
+	ErrUnknown    = errors.New("ocpp: no such charge point")
 	ErrBadCommand = errors.New("ocpp: bad command")
 )
 

@@ -52,6 +52,9 @@ type answer struct {
 
 // Send sends cmd to station and waits for its answer.
 func (c *Central) Send(ctx context.Context, station string, cmd Command) (CommandResult, error) {
+	if !c.Mux.Registered(station) {
+		return CommandResult{}, fmt.Errorf("%w: %s", ErrUnknown, station)
+	}
 	proto, ok := c.Mux.Connected(station)
 	if !ok {
 		return CommandResult{}, fmt.Errorf("%w: %s", ErrOffline, station)
@@ -208,6 +211,8 @@ func (c *Central) CommandHandler() http.Handler {
 		}
 		res, err := c.Send(r.Context(), r.PathValue("station"), cmd)
 		switch {
+		case errors.Is(err, ErrUnknown):
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such charge point"})
 		case errors.Is(err, ErrOffline):
 			writeJSON(w, http.StatusConflict, map[string]string{"error": "charge point not connected"})
 		case errors.Is(err, ErrBadCommand):

@@ -190,6 +190,12 @@ func (s *Server) stillValid(c *Conn) bool {
 	return ok && !d.Disabled && d.Kind == registry.KindCharger && (c.cert || d.Accepts(c.hash, s.cfg.Now()))
 }
 
+// Registered reports whether id is an enabled charger in the device registry.
+func (s *Server) Registered(id string) bool {
+	d, ok := s.reg.Lookup(id)
+	return ok && !d.Disabled && d.Kind == registry.KindCharger
+}
+
 // Connected reports whether a charge point has an open connection, and its subprotocol.
 func (s *Server) Connected(id string) (string, bool) {
 	s.mu.Lock()
