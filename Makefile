@@ -50,6 +50,7 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'OCPPSessionStart' -benchtime 5000x ./gateway/ocpp/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
 soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m

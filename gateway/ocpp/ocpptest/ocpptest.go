@@ -32,6 +32,8 @@ type Options struct {
 	SecurityProfile int      // 1 (default), 2 or 3
 	TLS             *tls.Config
 	Now             func() time.Time // central system clock (nil: time.Now)
+	RatePerConn     float64          // frames/s per connection (0: unlimited)
+	Dir             string           // spool directory (default: a test temp dir)
 	Log             *slog.Logger
 }
 
@@ -154,14 +156,17 @@ func Start(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"test"}, Logger: o.Log})
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	sp, err := spool.Open(spool.Options{Dir: o.Dir, Consumers: []string{"test"}, Logger: o.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &Harness{Reg: prometheus.NewRegistry(), changed: make(chan struct{})}
 	m := ocpp.NewMetrics(h.Reg)
 	h.Mux = wsmux.New(wsmux.Config{SecurityProfile: o.SecurityProfile, TLS: o.TLS, MaxFrameBytes: 64 << 10,
-		RatePerConn: 1000, Burst: 1000, Now: o.Now}, reg, ocpp.MuxMetrics(m), o.Log)
+		RatePerConn: o.RatePerConn, Burst: 100, Now: o.Now}, reg, ocpp.MuxMetrics(m), o.Log)
 	h.Central = ocpp.New(h.Mux, capture{sp, h},
 		ingest.NewValidator(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), 24*time.Hour, o.Now), m, o.Now, o.Log)
 	h.Central.HeartbeatInterval = time.Minute
