@@ -69,6 +69,7 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'ColdAdmissionMachineHash' -benchtime 15000x -timeout 10m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'ColdAdmissionBcrypt10' -benchtime 100x -timeout 10m ./gateway/e2e/
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'OCPPSessionStart' -benchtime 5000x ./gateway/ocpp/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
 soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m

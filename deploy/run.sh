@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VEHICLES=${VEHICLES:-20}
 CHARGERS=${CHARGERS:-4}
+OCPP16=${OCPP16:-2}     # OCPP-0001.. speak OCPP 1.6J
+OCPP201=${OCPP201:-2}   # the next ones speak OCPP 2.0.1
 FLEET_KEY=${FLEET_KEY:-demo-fleet-key}
 mkdir -p var
-if [[ ! -f var/devices.yaml ]]; then
-  echo ">> provisioning $VEHICLES vehicles and $CHARGERS chargers into var/devices.yaml"
-  bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" -out var/devices.yaml
+if [[ ! -f var/devices.yaml ]] || { [[ $((OCPP16 + OCPP201)) -gt 0 ]] && ! grep -q 'id: OCPP-0001' var/devices.yaml; }; then
+  echo ">> provisioning $VEHICLES vehicles, $CHARGERS MQTT chargers and $OCPP16+$OCPP201 OCPP 1.6J+2.0.1 stations into var/devices.yaml"
+  FLEETSIM_FLEET_KEY="$FLEET_KEY" bin/firmware-sim provision -vehicles "$VEHICLES" -chargers "$CHARGERS" \
+    -ocpp16 "$OCPP16" -ocpp201 "$OCPP201" -out var/devices.yaml
 fi
 
 # Children run in their own sessions so that Ctrl-C reaches only this script,
@@ -39,6 +42,7 @@ cat <<INFO
   telegate is running
   ─────────────────────────────────────────────────────────────────────────
   MQTT (TCP)        tcp://127.0.0.1:1883    MQTT over WebSocket  ws://127.0.0.1:1882
+  OCPP 1.6J/2.0.1   ws://127.0.0.1:8887/ocpp/{id}   stations OCPP-0001.. ($OCPP16 × 1.6J, $OCPP201 × 2.0.1)
   Dashboard         http://127.0.0.1:8080/ui/   login demo / demo-telegate (operator), viewer / viewer-telegate
   Operations        http://127.0.0.1:8080/metrics  /healthz  /readyz
   InfluxDB 1.8      http://127.0.0.1:8086   bucket telemetry/autogen   (auth on: users and passwords
@@ -58,6 +62,7 @@ cat <<INFO
   DTC events (nats CLI):   nats sub 'telemetry.dtc.>'            (after sourcing ops.env)
   Charging sessions:       nats sub 'charging.session.>'
   Streams, KV:             nats stream ls; nats kv get dtc_state <VIN>
+  OCPP command (operator): log in to the dashboard, then POST /api/ocpp/stations/OCPP-0001/commands (docs/ocpp.md)
 
   Services API:            curl -s -H 'Authorization: Bearer dev-admin-token-change-me' http://127.0.0.1:8080/api/v1/customers
   Café partner triggers:   go run ./gateway/services/cmd/partner-example   (docs/services.md)
@@ -65,6 +70,7 @@ cat <<INFO
   Ctrl-C stops everything.
 INFO
 
-setsid bin/firmware-sim run -broker tcp://127.0.0.1:1883 -vehicles "$VEHICLES" -chargers "$CHARGERS" -fleet-key "$FLEET_KEY" &
+FLEETSIM_FLEET_KEY="$FLEET_KEY" setsid bin/firmware-sim run -broker tcp://127.0.0.1:1883 -vehicles "$VEHICLES" -chargers "$CHARGERS" \
+  -ocpp-url ws://127.0.0.1:8887/ocpp -ocpp16 "$OCPP16" -ocpp201 "$OCPP201" &
 SIM=$!
 wait "$GW"

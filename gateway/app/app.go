@@ -197,6 +197,11 @@ func (a *App) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("dashboard: %w", err)
 		}
 	}
+	if c.OCPP.Enabled {
+		if err := a.startOCPP(); err != nil {
+			return fmt.Errorf("ocpp: %w", err)
+		}
+	}
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
@@ -243,7 +248,9 @@ func (a *App) ReloadDevices() error {
 	if a.broker == nil {
 		return nil
 	}
-	return a.broker.Reload()
+	err := a.broker.Reload()
+	a.ocppRevalidate()
+	return err
 }
 
 // Live is the hub of freshly stored telemetry frames.
@@ -283,6 +290,7 @@ func (a *App) Close() error {
 		if a.broker != nil {
 			errs = append(errs, a.broker.Close())
 		}
+		a.closeOCPP()
 		a.closeDashboard()
 		a.closeServices()
 		if a.spool != nil {

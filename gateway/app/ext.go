@@ -7,4 +7,5 @@ type extensions struct {
 	services  servicesExt
 	// influxAuth: see influxauth.go.
 	influxAuth influxAuth
+	ocpp       ocppExt
 }

@@ -48,6 +48,7 @@ type Config struct {
 
 	Dashboard Dashboard `yaml:"dashboard"`
 	Services  Services  `yaml:"services"`
+	OCPP      OCPP      `yaml:"ocpp"`
 }
 
 // HTTP is the operations/API listener.
@@ -225,6 +226,7 @@ func Default() Config {
 		},
 		Dashboard: dashboardDefaults(),
 		Services:  servicesDefaults(),
+		OCPP:      ocppDefaults(),
 	}
 }
 
@@ -381,6 +383,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Dashboard.validate()...)
 	errs = append(errs, c.Services.validate()...)
+	errs = append(errs, c.OCPP.validate()...)
 	return errors.Join(errs...)
 }
 

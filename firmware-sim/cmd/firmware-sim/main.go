@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	simocpp "github.com/telegate/telegate/firmware-sim/ocpp"
 	"github.com/telegate/telegate/firmware-sim/sim"
 )
 
@@ -84,6 +85,7 @@ var (
 // fleetFlags binds the flags of run and load to a Config.
 type fleetFlags struct {
 	cfg      sim.Config
+	ocpp     simocpp.FleetConfig
 	qos      uint
 	refuse   string
 	caFile   string
@@ -123,6 +125,10 @@ func (ff *fleetFlags) register(fs *flag.FlagSet, load bool) {
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", sim.DefaultConnectTimeout, "MQTT connect timeout")
 	fs.DurationVar(&c.MaxReconnect, "max-reconnect", sim.DefaultMaxReconnect, "max reconnect backoff")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", sim.DefaultDrainTimeout, "how long to wait for outstanding acks at the end")
+	fs.StringVar(&ff.ocpp.URL, "ocpp-url", simocpp.DefaultURL, "OCPP central system URL (ws:// or wss://; the station id is appended)")
+	fs.IntVar(&ff.ocpp.V16, "ocpp16", 0, "number of OCPP 1.6J charging stations")
+	fs.IntVar(&ff.ocpp.V201, "ocpp201", 0, "number of OCPP 2.0.1 charging stations (numbered after the 1.6J ones)")
+	fs.StringVar(&ff.ocpp.Prefix, "ocpp-prefix", simocpp.DefaultPrefix, "OCPP station id prefix (OCPP -> OCPP-0001)")
 	fs.StringVar(&ff.caFile, "ca-file", "", "PEM CA bundle for ssl:// and wss:// brokers (default: system roots)")
 	fs.StringVar(&ff.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&ff.logJSON, "log-json", false, "log JSON instead of text")
@@ -164,6 +170,17 @@ func (ff *fleetFlags) config(stderr io.Writer) (sim.Config, error) {
 		c.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
 	} else {
 		c.Logger = slog.New(slog.NewTextHandler(stderr, opts))
+	}
+	if ff.ocpp.V16 < 0 || ff.ocpp.V201 < 0 {
+		return c, fmt.Errorf("%w: -ocpp16/-ocpp201 must be >= 0", errUsage)
+	}
+	// OCPP stations share the fleet key, seed, session pacing and CA; the
+	// fleet's VINs are the id tags their drivers present (plug & charge).
+	o := &ff.ocpp
+	o.FleetKey, o.Seed, o.ChargeEvery, o.MeterInterval, o.ChargeSpeedup = c.FleetKey, c.Seed, c.ChargeEvery, c.SessionInterval, c.ChargeSpeedup
+	o.TLS, o.Log = c.TLS, c.Logger
+	for i := range c.Vehicles {
+		o.IDTags = append(o.IDTags, sim.VIN(c.VINPrefix, i+1))
 	}
 	return c, nil
 }
@@ -218,6 +235,10 @@ func runFleet(args []string, load bool, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer f.Close()
+	stations, err := simocpp.NewFleet(ff.ocpp)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -225,7 +246,15 @@ func runFleet(args []string, load bool, stdout, stderr io.Writer) error {
 		<-ctx.Done()
 		stop() // a second signal kills the process
 	}()
+	ocppCtx, ocppStop := context.WithCancel(ctx)
+	ocppDone := make(chan struct{})
+	go func() {
+		defer close(ocppDone)
+		simocpp.RunAll(ocppCtx, stations)
+	}()
 	runErr := f.Run(ctx)
+	ocppStop() // stations stop their running transactions before they disconnect
+	<-ocppDone
 	s := f.Summary()
 	if load {
 		printSummary(stdout, s)
@@ -270,6 +299,11 @@ func provision(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.VINPrefix, "vin-prefix", sim.DefaultVINPrefix, "VIN prefix")
 	fs.StringVar(&cfg.StationPrefix, "station-prefix", sim.DefaultStationPrefix, "station id prefix")
 	fs.StringVar(&cfg.FleetKey, "fleet-key", "", "fleet key deriving the device secrets (prefer FLEETSIM_FLEET_KEY)")
+	var v16, v201 int
+	var ocppPrefix string
+	fs.IntVar(&v16, "ocpp16", 0, "number of OCPP 1.6J charging stations")
+	fs.IntVar(&v201, "ocpp201", 0, "number of OCPP 2.0.1 charging stations")
+	fs.StringVar(&ocppPrefix, "ocpp-prefix", simocpp.DefaultPrefix, "OCPP station id prefix")
 	fs.IntVar(&cost, "cost", 0, "0: machine-secret hash (default, fast to verify); 4..31: bcrypt at that cost")
 	fs.StringVar(&out, "out", "devices.yaml", "registry file to write")
 	if err := parse(fs, args); err != nil {
@@ -279,6 +313,19 @@ func provision(args []string, stdout, stderr io.Writer) error {
 	entries, err := sim.Provision(cfg, cost)
 	if err != nil {
 		return err
+	}
+	if v16 < 0 || v201 < 0 {
+		return fmt.Errorf("%w: -ocpp16/-ocpp201 must be >= 0", errUsage)
+	}
+	if v16+v201 > 0 {
+		// OCPP stations are chargers in the same registry (basic-auth
+		// password = the same derived secret).
+		oc := sim.Config{FleetKey: cfg.FleetKey, Chargers: v16 + v201, StationPrefix: ocppPrefix, VINPrefix: cfg.VINPrefix}
+		more, err := sim.Provision(oc, cost)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, more...)
 	}
 	if err := sim.WriteRegistry(out, entries); err != nil {
 		return err

@@ -12,7 +12,7 @@ func TestProvisionCommand(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "devices.yaml")
 	t.Setenv("FLEETSIM_FLEET_KEY", "from-env")
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"provision", "-vehicles", "2", "-chargers", "1", "-cost", "4", "-out", out}, &stdout, &stderr)
+	code := run([]string{"provision", "-vehicles", "2", "-chargers", "1", "-ocpp16", "1", "-ocpp201", "1", "-cost", "4", "-out", out}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
@@ -20,7 +20,7 @@ func TestProvisionCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"devices:", "id: TGSVS000000000001", "id: CS-0001", "kind: charger", "secret_hash: $2a$04$", "disabled: false"} {
+	for _, want := range []string{"devices:", "id: TGSVS000000000001", "id: CS-0001", "id: OCPP-0001", "id: OCPP-0002", "kind: charger", "secret_hash: $2a$04$", "disabled: false"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("registry lacks %q:\n%s", want, b)
 		}
@@ -36,6 +36,7 @@ func TestUsageErrors(t *testing.T) {
 		{"load", "-fleet-key", "k"},             // neither -duration nor -frames
 		{"run", "-fleet-key", "k", "-qos", "2"}, // bad QoS
 		{"run", "extra"},
+		{"run", "-fleet-key", "k", "-ocpp16", "-1"},
 	} {
 		if code := run(args, &stdout, &stderr); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)

@@ -365,4 +365,8 @@ func TestExpectedDwell(t *testing.T) {
 	if ExpectedDwell(80, 100, 50000, 60) <= ExpectedDwell(60, 80, 50000, 60) {
 		t.Fatal("no taper above 80 %")
 	}
+	// OCPP sessions report no target SoC: DefaultTargetSoC is assumed.
+	if ExpectedDwell(20, 0, 11000, 60) != ExpectedDwell(20, DefaultTargetSoC, 11000, 60) || ExpectedDwell(85, 0, 11000, 60) != 0 {
+		t.Fatal("unknown target not defaulted")
+	}
 }

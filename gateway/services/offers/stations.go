@@ -52,10 +52,18 @@ func DistanceM(lat1, lon1, lat2, lon2 float64) float64 {
 // battery.
 const ChargeEfficiency = 0.93
 
+// DefaultTargetSoC is assumed when a session reports no target SoC (0):
+// OCPP stations never report one.
+const DefaultTargetSoC = 80
+
 // ExpectedDwell estimates the charging time from SoC to target SoC at
 // powerW for a battery of batteryKWh (0 when it cannot be estimated). Above
-// 80 % the power tapers linearly to 10 % at 100 %, as DC chargers do.
+// 80 % the power tapers linearly to 10 % at 100 %, as DC chargers do. A
+// target of 0 means unknown: DefaultTargetSoC.
 func ExpectedDwell(socPct, targetPct, powerW, batteryKWh float64) (minutes float64) {
+	if targetPct == 0 {
+		targetPct = DefaultTargetSoC
+	}
 	if powerW <= 0 || batteryKWh <= 0 || targetPct <= socPct || math.IsNaN(socPct+targetPct+powerW) {
 		return 0
 	}

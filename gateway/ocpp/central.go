@@ -1,0 +1,290 @@
+// Package ocpp is the gateway's OCPP central system (OCPP 1.6J and 2.0.1,
+// built on lorenzodonini/ocpp-go): charge points connect over WebSocket
+// (gateway/ocpp/wsmux), and their transactions and connector statuses are
+// mapped onto the same ChargingSession / ChargerStatus msgp frames MQTT
+// chargers publish, appended to the same durable spool under the same
+// topics, so InfluxDB, NATS charging.* events, partner offers and the
+// profile work unchanged. A charge point is answered only after its record
+// is durable (spool fsync). See docs/ocpp.md.
+package ocpp
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	ocpp16 "github.com/lorenzodonini/ocpp-go/ocpp1.6"
+	ocpp201 "github.com/lorenzodonini/ocpp-go/ocpp2.0.1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telegate/telegate/broker/acl"
+	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/ocpp/wsmux"
+	"github.com/telegate/telegate/gateway/record"
+	"github.com/telegate/telegate/gateway/topics"
+)
+
+// Errors.
+var (
+	ErrNotDurable = errors.New("ocpp: record not stored")
+	ErrOffline    = errors.New("ocpp: charge point not connected")
+	ErrUnknown    = errors.New("ocpp: no such charge point")
+	ErrBadCommand = errors.New("ocpp: bad command")
+)
+
+// Central is the central system for both OCPP versions.
+type Central struct {
+	spool ingest.Spool
+	val   *ingest.Validator
+	now   func() time.Time
+	log   *slog.Logger
+	m     *Metrics
+	Mux   *wsmux.Server
+	cs16  ocpp16.CentralSystem
+	cs201 ocpp201.CSMS
+	// mu guards txns.
+	mu   sync.Mutex
+	txns map[string]*txn // key: station + "\x00" + transaction id
+	// plugged holds the SoC and power a 1.6 connector reported before its
+	// transaction started (key: station + "\x00" + connector; guarded by mu).
+	plugged map[string]meter
+	// order of stopped transactions, oldest first, for eviction (guarded by mu).
+	stopped []string
+	// cmds records command results (guarded by cmdMu).
+	cmdMu sync.Mutex
+	cmds  []CommandResult
+	// HeartbeatInterval is sent in BootNotification answers.
+	HeartbeatInterval time.Duration
+}
+
+// MaxStoppedTxns bounds the in-memory table of finished transactions kept
+// to recognise replays.
+const MaxStoppedTxns = 10000
+
+// txn is one transaction the central system has seen (in memory only: see
+// docs/ocpp.md for what a gateway restart forgets).
+type txn struct {
+	connector  uint8
+	idTag      string
+	meterStart float64 // Wh register at start
+	started    bool
+	stopped    bool
+}
+
+// Metrics of the central system.
+type Metrics struct {
+	Records   *prometheus.CounterVec // kind (session|status), result (stored|dead_letter|refused|replay)
+	AckDur    prometheus.Histogram
+	Connects  *prometheus.CounterVec
+	Closed    *prometheus.CounterVec
+	Malformed *prometheus.CounterVec
+	CallErrs  *prometheus.CounterVec
+	Messages  *prometheus.CounterVec
+	Conns     *prometheus.GaugeVec
+	Commands  *prometheus.CounterVec
+}
+
+// NewMetrics registers the OCPP metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_records_total",
+			Help: "OCPP messages mapped to spool records, by record kind and result."}, []string{"kind", "result"}),
+		AckDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "telegate_ocpp_durable_ack_seconds",
+			Help: "Time from an OCPP request to its durable spool append.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_connects_total",
+			Help: "OCPP WebSocket connection attempts by result."}, []string{"result"}),
+		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_closed_total",
+			Help: "OCPP connections closed, by reason (oversized, rate_limited, revoked, panic, replaced, peer, shutdown)."}, []string{"reason"}),
+		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_malformed_total",
+			Help: "OCPP frames refused by the frame pre-check, by version and reason."}, []string{"version", "reason"}),
+		CallErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_callerrors_total",
+			Help: "CALLERROR frames sent to charge points, by version and error code."}, []string{"version", "code"}),
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_messages_total",
+			Help: "Well-formed OCPP CALLs received, by version and action."}, []string{"version", "action"}),
+		Conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "telegate_ocpp_connections",
+			Help: "Open OCPP connections by version."}, []string{"version"}),
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_commands_total",
+			Help: "Commands sent to charge points, by action and result."}, []string{"action", "result"}),
+	}
+	reg.MustRegister(m.Records, m.AckDur, m.Connects, m.Closed, m.Malformed, m.CallErrs, m.Messages, m.Conns, m.Commands)
+	return m
+}
+
+func (m *Metrics) wsmux() wsmux.Metrics {
+	return wsmux.Metrics{
+		Connect:   func(r string) { m.Connects.WithLabelValues(r).Inc() },
+		Closed:    func(r string) { m.Closed.WithLabelValues(r).Inc() },
+		Malformed: func(v, r string) { m.Malformed.WithLabelValues(v, r).Inc() },
+		CallError: func(v, c string) { m.CallErrs.WithLabelValues(v, c).Inc() },
+		Message:   func(v, a string) { m.Messages.WithLabelValues(v, a).Inc() },
+		Conns:     func(v string, d int) { m.Conns.WithLabelValues(v).Add(float64(d)) },
+	}
+}
+
+// New builds the central system on mux (not yet serving: call mux.Serve).
+func New(mux *wsmux.Server, sp ingest.Spool, val *ingest.Validator, m *Metrics, now func() time.Time, log *slog.Logger) *Central {
+	if now == nil {
+		now = time.Now
+	}
+	c := &Central{spool: sp, val: val, now: now, log: log, m: m, Mux: mux, txns: map[string]*txn{},
+		plugged:           map[string]meter{},
+		HeartbeatInterval: 5 * time.Minute}
+	c.start16()
+	c.start201()
+	return c
+}
+
+// Close stops the ocpp-go central systems (the listener is closed by its owner).
+func (c *Central) Close() {
+	c.cs16.Stop()
+	c.cs201.Stop()
+}
+
+// MuxMetrics adapts m for wsmux.New.
+func MuxMetrics(m *Metrics) wsmux.Metrics { return m.wsmux() }
+
+func key(station, tx string) string { return station + "\x00" + tx }
+
+// lookup returns the transaction or nil (caller holds no lock).
+func (c *Central) lookup(station, tx string) (t txn, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.txns[key(station, tx)]
+	if p == nil {
+		return txn{}, false
+	}
+	return *p, true
+}
+
+func (c *Central) setTxn(station, tx string, t txn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := key(station, tx)
+	prev := c.txns[k]
+	c.txns[k] = &t
+	if t.stopped && (prev == nil || !prev.stopped) {
+		c.stopped = append(c.stopped, k)
+		for len(c.stopped) > MaxStoppedTxns {
+			delete(c.txns, c.stopped[0])
+			c.stopped = c.stopped[1:]
+		}
+	}
+}
+
+// sessionSeq derives a frame sequence number from what the charge point
+// sent, so a replayed message yields the same InfluxDB point and the same
+// Nats-Msg-Id: kind in the low 2 bits, above it the 2.0.1 seqNo or (1.6)
+// the message's own timestamp in ms.
+func sessionSeq(kind uint8, n uint64) uint64 { return n<<2 | uint64(kind) }
+
+// storeSession encodes and durably appends a ChargingSession frame.
+func (c *Central) storeSession(station string, s wire.ChargingSession) error {
+	s.Version, s.Station = wire.Version, wire.Ident(station)
+	payload, err := s.MarshalMsg(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	return c.store("session", topics.ClassSession, station, "chargers/"+station+"/session", payload)
+}
+
+// storeStatus encodes and durably appends a ChargerStatus frame.
+func (c *Central) storeStatus(station string, connector, status uint8, ts time.Time) error {
+	st := wire.ChargerStatus{Version: wire.Version, Station: wire.Ident(station), Seq: uint64(ts.UnixMilli()),
+		TimeMs: ts.UnixMilli(), Connector: connector, Status: status}
+	payload, err := st.MarshalMsg(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	return c.store("status", topics.ClassStatus, station, "chargers/"+station+"/status", payload)
+}
+
+// store validates like the MQTT ingest hook (invalid frames become dead
+// letters, still durable) and appends with fsync.
+func (c *Central) store(kind string, class topics.Class, station, topic string, payload []byte) error {
+	start := c.now()
+	rk, reason, result := record.KindPublish, "", "stored"
+	if _, err := c.val.Validate(class, station, payload); err != nil {
+		rk, reason, result = record.KindDeadLetter, err.Error(), "dead_letter"
+	}
+	rec := record.Append(nil, rk, 1, c.now().UnixNano(), topic, station, reason, payload)
+	if err := c.spool.Append(rec); err != nil {
+		c.m.Records.WithLabelValues(kind, "refused").Inc()
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	c.m.AckDur.Observe(time.Since(start).Seconds())
+	c.m.Records.WithLabelValues(kind, result).Inc()
+	return nil
+}
+
+func (c *Central) replay(kind string) { c.m.Records.WithLabelValues(kind, "replay").Inc() }
+
+// txID16 derives the 1.6 transaction id from what identifies the
+// transaction on the charge point, so a replayed StartTransaction (answer
+// lost, or queued while offline) gets the same id, even after a restart.
+func txID16(station string, connector int, idTag string, ts time.Time) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(station + "\x00" + strconv.Itoa(connector) + "\x00" + idTag + "\x00" + strconv.FormatInt(ts.UnixMilli(), 10)))
+	id := int(h.Sum32() & 0x7fffffff)
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// claimedVIN returns the id tag as a VIN when it is one: some stations
+// (Autocharge-style plug & charge) present the car's VIN as id tag. The
+// claim is the charger's word only (docs/ocpp.md).
+func claimedVIN(idTag string) wire.Ident {
+	if acl.ValidID(registry.KindVehicle, idTag) {
+		return wire.Ident(idTag)
+	}
+	return nil
+}
+
+// setPlugged remembers what a 1.6 connector reported outside a transaction.
+func (c *Central) setPlugged(station string, connector uint8, m meter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := station + "\x00" + strconv.Itoa(int(connector))
+	if len(c.plugged) >= MaxStoppedTxns {
+		clear(c.plugged)
+	}
+	c.plugged[k] = m
+}
+
+// takePlugged returns and forgets what setPlugged remembered.
+func (c *Central) takePlugged(station string, connector uint8) meter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := station + "\x00" + strconv.Itoa(int(connector))
+	m := c.plugged[k]
+	delete(c.plugged, k)
+	return m
+}
+
+func clampConnector(n int) uint8 {
+	if n < 0 || n > 255 {
+		return 0
+	}
+	return uint8(n)
+}
+
+// meter holds what a set of sampled values said.
+type meter struct {
+	energyWh, powerW, soc      float64
+	hasEnergy, hasSoC, hasPowr bool
+}
+
+func scale(v float64, unit string) float64 {
+	switch unit {
+	case "kWh", "kW":
+		return v * 1000
+	}
+	return v
+}
