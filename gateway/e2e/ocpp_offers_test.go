@@ -33,8 +33,10 @@ func withOCPPStations(t *testing.T) envOpt {
 
 // TestOCPPPartnerOffers: a consenting driver's car charging at an OCPP
 // 1.6J and at an OCPP 2.0.1 station produces partner triggers, like the
-// MQTT path (TestServicesOffersEndToEnd). The stations present the car's
-// VIN as id tag (plug & charge); the 1.6 station reports SoC and power in a
+// MQTT path (TestServicesOffersEndToEnd). The stations present the
+// driver's id tag bound to the customer (customers.yaml id_tags), which is
+// all an OCPP station reports about who charges: the session is attributed
+// to that customer's only vehicle; the 1.6 station reports SoC and power in a
 // connector meter value before StartTransaction, the 2.0.1 station in its
 // Started event. A driver without the partner_offers consent and an
 // anonymous RFID card produce none.
@@ -67,7 +69,7 @@ func TestOCPPPartnerOffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	plug(1, "30", "50", t0)
-	if _, err := cp.StartTransaction(1, vin1, 1000, types16.NewDateTime(t0)); err != nil { // consent → triggers
+	if _, err := cp.StartTransaction(1, sim.ContractID(fleetKey, vin1), 1000, types16.NewDateTime(t0)); err != nil { // consent → triggers
 		t.Fatal(err)
 	}
 	plug(2, "40", "22", t0)
@@ -97,8 +99,8 @@ func TestOCPPPartnerOffers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start201("TX-OFFER-1", vin1, 1) // consent → triggers
-	start201("TX-OFFER-2", vin2, 2) // owner without partner_offers consent → none
+	start201("TX-OFFER-1", sim.ContractID(fleetKey, vin1), 1) // consent → triggers
+	start201("TX-OFFER-2", sim.ContractID(fleetKey, vin2), 2) // owner without partner_offers consent → none
 
 	eventually(t, "OCPP sessions evaluated", func() error {
 		if n := s.Offers.Stats.Sessions.Load(); n < 4 {

@@ -49,11 +49,12 @@ func withServices(t *testing.T) envOpt {
 		return p
 	}
 	v := func(i int) string { return sim.VIN(sim.DefaultVINPrefix, i) }
+	pnc := func(i int) string { return sim.ContractID(fleetKey, v(i)) } // fits OCPP 1.6's 20-character idTag
 	customers := fmt.Sprintf(`customers:
-  - {id: c1, name: "Consenting Driver", region: DE, entitlements: [heated_seats], consents: [partner_offers], id_tags: [TAG-%[1]s], vehicles: [{vin: %[1]s, battery_kwh: 60}]}
-  - {id: c2, name: "Private Driver", region: AU, entitlements: [heated_seats], consents: [marketing], id_tags: [TAG-%[2]s], vehicles: [{vin: %[2]s}]}
-  - {id: c3, name: "Third Driver", region: DE, consents: [partner_offers], id_tags: [TAG-%[3]s], vehicles: [{vin: %[3]s}]}
-`, v(1), v(2), v(3))
+  - {id: c1, name: "Consenting Driver", region: DE, entitlements: [heated_seats], consents: [partner_offers], id_tags: [TAG-%[1]s, %[4]s], vehicles: [{vin: %[1]s, battery_kwh: 60}]}
+  - {id: c2, name: "Private Driver", region: AU, entitlements: [heated_seats], consents: [marketing], id_tags: [TAG-%[2]s, %[5]s], vehicles: [{vin: %[2]s}]}
+  - {id: c3, name: "Third Driver", region: DE, consents: [partner_offers], id_tags: [TAG-%[3]s, %[6]s], vehicles: [{vin: %[3]s}]}
+`, v(1), v(2), v(3), pnc(1), pnc(2), pnc(3))
 	venue := func(id, code string, cap int) string {
 		return fmt.Sprintf(`{id: %s, name: %s, lat: 48.1395, lon: 11.5675, radius_m: 400, timezone: Europe/Berlin,
         hours: [{days: [mon, tue, wed, thu, fri, sat, sun], open: "00:00", close: "24:00"}],

@@ -175,12 +175,13 @@ func (ff *fleetFlags) config(stderr io.Writer) (sim.Config, error) {
 		return c, fmt.Errorf("%w: -ocpp16/-ocpp201 must be >= 0", errUsage)
 	}
 	// OCPP stations share the fleet key, seed, session pacing and CA; the
-	// fleet's VINs are the id tags their drivers present (plug & charge).
+	// fleet's Plug & Charge contract ids (sim.ContractID, bound to the
+	// owners in customers.yaml) are the id tags their drivers present.
 	o := &ff.ocpp
 	o.FleetKey, o.Seed, o.ChargeEvery, o.MeterInterval, o.ChargeSpeedup = c.FleetKey, c.Seed, c.ChargeEvery, c.SessionInterval, c.ChargeSpeedup
 	o.TLS, o.Log = c.TLS, c.Logger
 	for i := range c.Vehicles {
-		o.IDTags = append(o.IDTags, sim.VIN(c.VINPrefix, i+1))
+		o.IDTags = append(o.IDTags, sim.ContractID(c.FleetKey, sim.VIN(c.VINPrefix, i+1)))
 	}
 	return c, nil
 }

@@ -770,6 +770,21 @@ func (r *Registry) ByRef(ref string) (string, bool) {
 	return id, ok
 }
 
+// VINs returns the VINs of customer id's vehicles (nil when unknown).
+func (r *Registry) VINs(id string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.byID[id]
+	if e == nil {
+		return nil
+	}
+	out := make([]string, 0, len(e.c.Vehicles))
+	for _, v := range e.c.Vehicles {
+		out = append(out, v.VIN)
+	}
+	return out
+}
+
 // Ref returns the pseudonym of customer id ("" when unknown).
 func (r *Registry) Ref(id string) string {
 	r.mu.RLock()

@@ -59,6 +59,7 @@ type AttributionConfig struct {
 type AttributionCustomers interface {
 	Lookup(vin string) (customers.Owner, bool)
 	IDTagOwner(tag string) (string, bool)
+	VINs(customerID string) []string
 }
 
 // AttributionStats counts the decisions.
@@ -110,6 +111,12 @@ func (a *Attributor) Attribute(ctx context.Context, at time.Time, d eventsink.Ch
 		_, err := a.kv.Get(ctx, key, &rec)
 		switch {
 		case err == nil:
+			if rec.Attribution == AttrIDTag {
+				if o, ok := a.byTag(d); ok {
+					return o, AttrIDTag, nil
+				}
+				return customers.Owner{}, AttrUnverified, nil
+			}
 			o, ok := a.cust.Lookup(d.VIN)
 			if !ok || rec.Attribution == AttrUnverified || d.VIN == "" {
 				return customers.Owner{}, AttrUnverified, nil
@@ -140,6 +147,9 @@ func (a *Attributor) Attribute(ctx context.Context, at time.Time, d eventsink.Ch
 }
 
 func (a *Attributor) decide(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (customers.Owner, string) {
+	if o, ok := a.byTag(d); ok {
+		return o, AttrIDTag
+	}
 	if d.VIN == "" {
 		return customers.Owner{}, AttrUnverified
 	}
@@ -147,15 +157,39 @@ func (a *Attributor) decide(ctx context.Context, at time.Time, d eventsink.Charg
 	if !ok {
 		return customers.Owner{}, AttrUnverified
 	}
-	if d.IDTag != "" {
-		if id, ok := a.cust.IDTagOwner(d.IDTag); ok && id == o.CustomerID {
-			return o, AttrIDTag
-		}
-	}
 	if a.vehicleAt(ctx, at, d) {
 		return o, AttrVehicle
 	}
 	return customers.Owner{}, AttrUnverified
+}
+
+// byTag attributes a session by its id tag: the tag must be bound to a
+// customer (customers.yaml id_tags), and the session's vehicle is then the
+// VIN the charger names if it is that customer's, or, when the charger
+// names none (an OCPP station reports only the id tag), the customer's only
+// vehicle. A VIN the charger names that belongs to someone else, or a
+// customer with several vehicles and no VIN, is not attributed by the tag.
+func (a *Attributor) byTag(d eventsink.ChargingEvent) (customers.Owner, bool) {
+	if d.IDTag == "" {
+		return customers.Owner{}, false
+	}
+	id, ok := a.cust.IDTagOwner(d.IDTag)
+	if !ok {
+		return customers.Owner{}, false
+	}
+	vin := d.VIN
+	if vin == "" {
+		vins := a.cust.VINs(id)
+		if len(vins) != 1 {
+			return customers.Owner{}, false
+		}
+		vin = vins[0]
+	}
+	o, ok := a.cust.Lookup(vin)
+	if !ok || o.CustomerID != id {
+		return customers.Owner{}, false
+	}
+	return o, true
 }
 
 // vehicleAt reports whether the vehicle's latest event with a position

@@ -56,6 +56,7 @@ type Customers interface {
 	Consented(id, consent string) bool
 	TokenSalt(id string) string
 	IDTagOwner(tag string) (string, bool)
+	VINs(customerID string) []string
 }
 
 // Partners is what the engine needs from the partner registry.
@@ -185,11 +186,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 	defer e.inflight.RUnlock()
 	e.Stats.Sessions.Add(1)
 	defer e.Stats.Evaluated.Add(1)
-	if d.VIN == "" || d.SessionID == "" {
-		e.Stats.NoOwner.Add(1)
-		return 0, nil // RFID sessions without a VIN are not linked to a customer
-	}
-	if _, ok := e.cust.Lookup(d.VIN); !ok {
+	if d.SessionID == "" {
 		e.Stats.NoOwner.Add(1)
 		return 0, nil
 	}
@@ -199,11 +196,18 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 		return 0, err
 	}
 	if attr == AttrUnverified {
+		if _, known := e.cust.Lookup(d.VIN); !known {
+			// Neither a bound id tag nor a registered VIN: an anonymous
+			// RFID card, or a vehicle that is not a customer's.
+			e.Stats.NoOwner.Add(1)
+			return 0, nil
+		}
 		e.Stats.Unverified.Add(1)
 		e.log.Info("charging session not attributed: nothing corroborates the charger's vehicle", "station", d.Station,
 			"session", d.SessionID)
 		return 0, nil
 	}
+	d.VIN = o.Vehicle.VIN // the attributed vehicle (an OCPP station may name none)
 	if !e.cust.Consented(o.CustomerID, customers.ConsentPartnerOffers) {
 		e.Stats.NoConsent.Add(1)
 		return 0, nil
