@@ -12,8 +12,8 @@ export INFLUXD := $(BIN)/influxd
 all: build
 
 build: ## build the gateway and the fleet simulator into bin/
-	$(GO) build -o $(BIN)/gateway ./gateway/cmd/gateway
-	$(GO) build -o $(BIN)/firmware-sim ./firmware-sim/cmd/firmware-sim
+	$(GO) build -o $(BIN)/gateway ./cmd/gateway
+	$(GO) build -o $(BIN)/firmware-sim ./cmd/firmware-sim
 
 influxd: $(BIN)/influxd ## install the pinned InfluxDB server into bin/
 
@@ -37,8 +37,8 @@ DATE_E2E_RUN ?= TestServices|TestDashboard|TestHTTPSurfaces
 test-dates: influxd ## services and services/dashboard e2e tests with the clock pinned to each of TEST_DATES
 	@failed=""; for d in $(TEST_DATES); do \
 		echo ">> TELEGATE_TEST_DATE=$$d"; \
-		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 10m ./gateway/services/... ./gateway/dashboard/commands/ || failed="$$failed $$d"; \
-		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 15m -run '$(DATE_E2E_RUN)' ./gateway/e2e/ || failed="$$failed $$d"; \
+		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 10m ./gateway/services/... ./gateway/dashboard/remotecmd/ || failed="$$failed $$d"; \
+		TELEGATE_TEST_DATE=$$d $(GO) test -race -count=1 -timeout 15m -run '$(DATE_E2E_RUN)' ./internal/e2e/ || failed="$$failed $$d"; \
 	done; \
 	if [ -n "$$failed" ]; then echo ">> test-dates FAILED for:$$failed"; exit 1; fi; echo ">> test-dates: all dates passed"
 
@@ -60,20 +60,20 @@ generate-check: ## fail if committed generated code is stale
 	@decoders/wire/gen_check.sh
 
 bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures: docs/benchmarks.md)
-	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/influxsink/ ./gateway/record/ ./gateway/topics/
+	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/sink/influxsink/ ./gateway/spool/record/ ./gateway/ingest/topics/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
-	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./gateway/e2e/
-	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./internal/e2e/
+	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'VerifyCold/machine' -benchtime 100000x ./broker/registry/
 	$(GO) test -run '^$$' -bench 'VerifyCold/bcrypt10' -benchtime 50x ./broker/registry/
-	$(GO) test -run '^$$' -bench 'ColdAdmissionMachineHash' -benchtime 15000x -timeout 10m ./gateway/e2e/
-	$(GO) test -run '^$$' -bench 'ColdAdmissionBcrypt10' -benchtime 100x -timeout 10m ./gateway/e2e/
-	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./gateway/e2e/
+	$(GO) test -run '^$$' -bench 'ColdAdmissionMachineHash' -benchtime 15000x -timeout 10m ./internal/e2e/
+	$(GO) test -run '^$$' -bench 'ColdAdmissionBcrypt10' -benchtime 100x -timeout 10m ./internal/e2e/
+	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'OCPPSessionStart' -benchtime 5000x ./gateway/ocpp/
-	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./gateway/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
+	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./internal/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
 soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m
-	$(GO) run ./gateway/cmd/soak -gateway $(BIN)/gateway -influxd $(BIN)/influxd -duration $(or $(SOAK_DURATION),2m)
+	$(GO) run ./cmd/soak -gateway $(BIN)/gateway -influxd $(BIN)/influxd -duration $(or $(SOAK_DURATION),2m)
 
 fuzz: ## run every fuzz target briefly
 	@for t in $$($(GO) test -list 'Fuzz.*' ./decoders/wire/ | grep ^Fuzz); do \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs headless Chromium (Debian package `chromium`) for the dashboard's
-# browser tests (gateway/e2e/dashboard_browser_test.go, driven by chromedp).
+# browser tests (internal/e2e/dashboard_browser_test.go, driven by chromedp).
 # Idempotent: does nothing when /usr/bin/chromium (or $CHROMIUM) exists.
 set -euo pipefail
 BIN=${CHROMIUM:-/usr/bin/chromium}

@@ -65,7 +65,7 @@ cat <<INFO
   OCPP command (operator): log in to the dashboard, then POST /api/ocpp/stations/OCPP-0001/commands (docs/ocpp.md)
 
   Services API:            curl -s -H 'Authorization: Bearer dev-admin-token-change-me' http://127.0.0.1:8080/api/v1/customers
-  Café partner triggers:   go run ./gateway/services/cmd/partner-example   (docs/services.md)
+  Café partner triggers:   go run ./cmd/partner-example   (docs/services.md)
 
   Ctrl-C stops everything.
 INFO

@@ -176,7 +176,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Dead letters carry the reason in the spool record (gateway/record) as
+// Dead letters carry the reason in the spool record (gateway/spool/record) as
 // "label" or "label: detail". Records written before this vocabulary existed
 // carry a free-text Go error there; ParseReason reports them as Unclassified
 // with the old text as the detail, or as the label whose sentinel text they

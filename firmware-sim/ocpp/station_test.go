@@ -9,7 +9,7 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	simocpp "github.com/telegate/telegate/firmware-sim/ocpp"
 	"github.com/telegate/telegate/gateway/ocpp"
-	"github.com/telegate/telegate/gateway/ocpp/ocpptest"
+	"github.com/telegate/telegate/internal/ocpptest"
 )
 
 const vin = "TGSVS000000000001"

@@ -63,7 +63,7 @@ type Services struct {
 	// SchedulerClock is the seasonal feature scheduler's date source (its
 	// start-up tick and API runs without a date included); nil: the system
 	// clock. Not read from YAML: tests pin it (TELEGATE_TEST_DATE,
-	// gateway/internal/testenv). The other services keep the system clock:
+	// internal/testenv). The other services keep the system clock:
 	// their times are compared with the gateway's event times (offer
 	// expiry, webhook signatures), not calendar dates.
 	SchedulerClock func() time.Time `yaml:"-" json:"-"`

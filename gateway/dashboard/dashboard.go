@@ -21,12 +21,12 @@ import (
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/dashboard/api"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
-	"github.com/telegate/telegate/gateway/dashboard/commands"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/feed"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
 	"github.com/telegate/telegate/gateway/dashboard/web"
-	"github.com/telegate/telegate/gateway/live"
+	"github.com/telegate/telegate/gateway/sink/live"
 )
 
 // ErrNoUsers is returned by New when no users file is configured.
@@ -43,7 +43,7 @@ type Options struct {
 	// JS is the JetStream context (nil: no NATS events, commands not recorded).
 	JS jetstream.JetStream
 	// Publisher sends MQTT commands to vehicles (the embedded broker).
-	Publisher commands.Publisher
+	Publisher remotecmd.Publisher
 	// Registerer receives the dashboard's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -62,7 +62,7 @@ type Dashboard struct {
 	auth  *auth.Manager
 	state *fleetstate.State
 	hist  *history.Store
-	cmds  *commands.Log
+	cmds  *remotecmd.Log
 	feed  *feed.Feed
 	api   *api.API
 	m     *metrics
@@ -91,7 +91,7 @@ func New(o Options) (*Dashboard, error) {
 		MaxSessions: o.Config.MaxSessions, MaxSessionsPerUser: o.Config.MaxSessionsPerUser, SecureCookies: o.Config.SecureCookies, Now: o.Now}, users, o.Log)
 	d.state = fleetstate.New(o.VINs)
 	d.hist = history.New(o.Influx)
-	d.cmds = commands.NewLog(100)
+	d.cmds = remotecmd.NewLog(100)
 	d.feed = feed.New(feed.Config{Lookback: o.Config.InitLookback}, d.state, d.hist, o.JS, o.Hub, d.cmds, o.Log)
 	d.m = newMetrics(d)
 	if o.Registerer != nil {
@@ -105,7 +105,7 @@ func New(o Options) (*Dashboard, error) {
 		hub = live.New()
 	}
 	d.api = api.New(api.Deps{
-		State: d.state, Hist: d.hist, Cmds: d.cmds, Sender: commands.NewSender(o.Publisher, o.JS, d.cmds, o.Log),
+		State: d.state, Hist: d.hist, Cmds: d.cmds, Sender: remotecmd.NewSender(o.Publisher, o.JS, d.cmds, o.Log),
 		Hub: hub, Auth: d.auth, Log: o.Log, Ready: d.feed.Ready, Done: d.done, Lookback: o.Config.InitLookback,
 		Limits: api.Limits{MaxRange: o.Config.MaxHistoryRange, MaxPoints: o.Config.MaxPoints,
 			MaxPageSize: o.Config.MaxPageSize, MaxLiveStreams: o.Config.MaxLiveStreams,

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/internal/testenv"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // call sends one request to db with token ("" = anonymous) and returns the

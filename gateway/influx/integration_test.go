@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/internal/testenv"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -31,8 +31,8 @@ import (
 
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/record"
-	"github.com/telegate/telegate/gateway/topics"
+	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Errors a Spool implementation wraps so the hook can pick the reason code.

@@ -22,7 +22,7 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/record"
+	"github.com/telegate/telegate/gateway/spool/record"
 	"github.com/telegate/telegate/gateway/spool"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/topics"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Bounds on the free-text fields of a command ack (they travel on to NATS

@@ -9,7 +9,7 @@ import (
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
-	"github.com/telegate/telegate/gateway/topics"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/tinylib/msgp/msgp"
 )
 

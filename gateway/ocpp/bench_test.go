@@ -15,7 +15,7 @@ import (
 	types201 "github.com/lorenzodonini/ocpp-go/ocpp2.0.1/types"
 	"github.com/lorenzodonini/ocpp-go/ws"
 
-	"github.com/telegate/telegate/gateway/ocpp/ocpptest"
+	"github.com/telegate/telegate/internal/ocpptest"
 )
 
 // report adds p50/p99 of the per-request latencies to the benchmark.

@@ -26,8 +26,8 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
-	"github.com/telegate/telegate/gateway/record"
-	"github.com/telegate/telegate/gateway/topics"
+	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Errors.

@@ -20,7 +20,7 @@ import (
 	ocpp16 "github.com/lorenzodonini/ocpp-go/ocpp1.6"
 	"github.com/lorenzodonini/ocpp-go/ws"
 
-	"github.com/telegate/telegate/gateway/ocpp/ocpptest"
+	"github.com/telegate/telegate/internal/ocpptest"
 )
 
 // testCA is a throwaway certificate authority (validity relative to the

@@ -1,6 +1,6 @@
 // Package api is the dashboard's JSON API (documented in docs/openapi.yaml):
 // fleet list, vehicle detail, live signals (server-sent events), signal
-// history from InfluxDB, DTCs, charging sessions and commands. Every route
+// history from InfluxDB, DTCs, charging sessions and remotecmd. Every route
 // except login needs a session (package auth); sending commands needs the
 // operator role and the CSRF token.
 package api
@@ -22,10 +22,10 @@ import (
 
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
-	"github.com/telegate/telegate/gateway/dashboard/commands"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
-	"github.com/telegate/telegate/gateway/live"
+	"github.com/telegate/telegate/gateway/sink/live"
 )
 
 // Limits bound what one request may ask for.
@@ -44,8 +44,8 @@ type Limits struct {
 type Deps struct {
 	State    *fleetstate.State
 	Hist     *history.Store
-	Cmds     *commands.Log
-	Sender   *commands.Sender
+	Cmds     *remotecmd.Log
+	Sender   *remotecmd.Sender
 	Hub      *live.Hub
 	Auth     *auth.Manager
 	Log      *slog.Logger
@@ -310,7 +310,7 @@ func (a *API) signals(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) commandSpecs(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, commands.Specs)
+	writeJSON(w, http.StatusOK, remotecmd.Specs)
 }
 
 // VehicleResponse is GET /api/service/v1/vehicles/{vin}.
@@ -574,10 +574,10 @@ func (a *API) charging(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"vin": vin, "items": out})
 }
 
-// CommandsResponse is GET /api/service/v1/vehicles/{vin}/commands.
+// CommandsResponse is GET /api/service/v1/vehicles/{vin}/remotecmd.
 type CommandsResponse struct {
 	VIN   string            `json:"vin"`
-	Items []commands.Record `json:"items"`
+	Items []remotecmd.Record `json:"items"`
 	// Acks are the vehicle's acks from InfluxDB (also for commands sent by
 	// other components or before the history's horizon).
 	Acks []history.Ack `json:"acks"`
@@ -605,7 +605,7 @@ func (a *API) commandList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// CommandRequest is POST /api/service/v1/vehicles/{vin}/commands.
+// CommandRequest is POST /api/service/v1/vehicles/{vin}/remotecmd.
 type CommandRequest struct {
 	Name   string            `json:"name"`
 	Params map[string]string `json:"params"`
@@ -635,7 +635,7 @@ func (a *API) sendCommand(w http.ResponseWriter, r *http.Request) {
 	rec, err := a.d.Sender.Send(r.Context(), vin, req.Name, req.Params, s.User)
 	result := "sent"
 	switch {
-	case errors.Is(err, commands.ErrUnknownCommand), errors.Is(err, commands.ErrBadParam):
+	case errors.Is(err, remotecmd.ErrUnknownCommand), errors.Is(err, remotecmd.ErrBadParam):
 		result = "invalid"
 		bad(w, "%s", strings.TrimPrefix(err.Error(), "commands: "))
 	case err != nil:
@@ -646,7 +646,7 @@ func (a *API) sendCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.d.OnCommand != nil {
 		name := req.Name
-		if _, ok := commands.Lookup(name); !ok {
+		if _, ok := remotecmd.Lookup(name); !ok {
 			name = "unknown"
 		}
 		a.d.OnCommand(name, result)

@@ -19,10 +19,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/dashboard/commands"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
-	"github.com/telegate/telegate/gateway/live"
+	"github.com/telegate/telegate/gateway/sink/live"
 )
 
 // ErrClosed is returned by Start after Close.
@@ -48,7 +48,7 @@ type Feed struct {
 	hist  *history.Store
 	js    jetstream.JetStream
 	hub   *live.Hub
-	cmds  *commands.Log
+	cmds  *remotecmd.Log
 	log   *slog.Logger
 	ready atomic.Bool
 
@@ -61,7 +61,7 @@ type Feed struct {
 }
 
 // New returns a feed; Start starts it.
-func New(cfg Config, st *fleetstate.State, hist *history.Store, js jetstream.JetStream, hub *live.Hub, cmds *commands.Log, log *slog.Logger) *Feed {
+func New(cfg Config, st *fleetstate.State, hist *history.Store, js jetstream.JetStream, hub *live.Hub, cmds *remotecmd.Log, log *slog.Logger) *Feed {
 	if cfg.Lookback <= 0 {
 		cfg.Lookback = 30 * 24 * time.Hour
 	}
@@ -227,7 +227,7 @@ func (f *Feed) subscribe(ctx context.Context, startAt time.Time) error {
 	}{
 		{"DTC", []string{"telemetry.dtc.>"}, false},
 		{"VEHICLE", []string{"vehicle.connectivity.>"}, false},
-		{"VEHICLE", []string{commands.SubjectPrefix + ">", "vehicle.cmd.>", "vehicle.cmdack.>", "vehicle.cmdresult.>"}, true},
+		{"VEHICLE", []string{remotecmd.SubjectPrefix + ">", "vehicle.cmd.>", "vehicle.cmdack.>", "vehicle.cmdresult.>"}, true},
 	}
 	for _, s := range subs {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: s.filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &startAt}
@@ -322,9 +322,9 @@ func (f *Feed) handle(m jetstream.Msg) {
 		if src == "" {
 			src = "other"
 		}
-		f.cmds.Result(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), Source: src,
+		f.cmds.Result(remotecmd.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), Source: src,
 			Status: d.State, Reason: d.Reason}, env.Time)
-	case strings.HasPrefix(subj, commands.SubjectPrefix), strings.HasPrefix(subj, "vehicle.cmd."):
+	case strings.HasPrefix(subj, remotecmd.SubjectPrefix), strings.HasPrefix(subj, "vehicle.cmd."):
 		// Ours (vehicle.cmdsent: params as an object) or the services'
 		// requests (vehicle.cmd: params as a list of {key, value}).
 		var d struct {
@@ -345,11 +345,11 @@ func (f *Feed) handle(m jetstream.Msg) {
 		if src == "" {
 			src = "other"
 		}
-		status := commands.StatusSent // published to the vehicle by the dashboard
-		if !strings.HasPrefix(subj, commands.SubjectPrefix) {
-			status = commands.StatusPending // queued at the services' dispatcher
+		status := remotecmd.StatusSent // published to the vehicle by the dashboard
+		if !strings.HasPrefix(subj, remotecmd.SubjectPrefix) {
+			status = remotecmd.StatusPending // queued at the services' dispatcher
 		}
-		f.cmds.Add(commands.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), User: d.User,
+		f.cmds.Add(remotecmd.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), User: d.User,
 			Source: src, Sent: env.Time.UTC(), Status: status})
 	default:
 		return

@@ -34,7 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/eventsink"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/features"
-	"github.com/telegate/telegate/gateway/services/internal/svctest"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 const catalogYAML = `

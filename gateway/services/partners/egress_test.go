@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telegate/telegate/gateway/services/internal/svctest"
+	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/services/customers"
-	"github.com/telegate/telegate/gateway/services/internal/svctest"
+	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
 )

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/services/internal/svctest"
+	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 

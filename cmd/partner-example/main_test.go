@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/internal/svctest"
+	"github.com/telegate/telegate/gateway/services/partners"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestExampleCatchesUp: triggers published before the example starts are
+// printed (with their id) and acknowledged, with the partner's restricted
+// credentials and the Messages iterator.
+func TestExampleCatchesUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bus := svctest.Bus(t)
+	reg, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bcrypt of "cafe-pass" (cost 4, test only).
+	hash := "$2a$04$CAlpUiZVVNkbLQ3Q02aim.nQKtHBYe5Akc0/O9uapPXTUMU9a89Rq"
+	if err := reg.Put(ctx, partners.Partner{ID: "cafe", NATS: &partners.NATS{User: "cafe", PasswordBcrypt: hash}}); err != nil {
+		t.Fatal(err)
+	}
+	del := partners.NewNATSDelivery(bus.Conn(), bus.JetStream(), reg, partners.NATSDeliveryConfig{}, svctest.Logger())
+	if err := del.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.SetPartners(reg.NATSAccounts()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"ofr-1", "ofr-2"} {
+		b, _ := json.Marshal(partners.Trigger{V: 1, ID: id, Type: partners.TriggerType, Partner: "cafe", OfferCode: "C"})
+		if _, err := bus.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject("cafe"), Data: b}, jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out syncBuf
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- run(runCtx, log, bus.URL(), "cafe", "cafe", "cafe-pass", "", "") }()
+	svctest.Eventually(t, "triggers acknowledged", func() error {
+		st, err := del.Status(ctx, "cafe")
+		if err != nil {
+			return err
+		}
+		if st.Pending != 0 || st.AckPending != 0 {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "id=ofr-1") || !strings.Contains(s, "id=ofr-2") || strings.Contains(strings.ToLower(s), "permission") {
+		t.Fatalf("output:\n%s", s)
+	}
+}

@@ -1,0 +1,450 @@
+// Package eventsink tails the spool and publishes domain events to NATS
+// JetStream: DTC raised/updated/cleared (from diagnostics snapshots, with
+// per-vehicle state kept in a KV bucket), charging session and connector
+// events, vehicle lifecycle events, command acks, device connectivity, and
+// dead letters. Every event carries a deterministic Nats-Msg-Id derived from
+// the source frame, so a replayed spool record is deduplicated by the stream.
+//
+// Order of effects per batch: publish all events and wait for every ack →
+// save changed DTC state → commit the spool cursor. A crash between any two
+// steps replays the batch; the same message ids are recomputed and JetStream
+// drops the duplicates (within nats.dedup_window).
+package eventsink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/decoders/dtc"
+	"github.com/telegate/telegate/decoders/reject"
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/ingest/topics"
+)
+
+// ConsumerName is the spool consumer this sink uses.
+const ConsumerName = "events"
+
+// ErrAckTimeout is returned when JetStream did not acknowledge a batch in time.
+var ErrAckTimeout = errors.New("eventsink: publish ack timeout")
+
+// Publisher publishes with a message id (gateway/natsbus.Bus).
+type Publisher interface {
+	PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error)
+}
+
+// Kinds tells whether a device id is a vehicle or a charger (registry).
+type Kinds func(id string) string
+
+// Sink is the NATS event sink.
+type Sink struct {
+	cons   *spool.Consumer
+	pub    Publisher
+	store  StateStore
+	kinds  Kinds
+	m      *metrics.Metrics
+	log    *slog.Logger
+	recs   []spool.Record
+	cache  map[string]DTCState
+	dirty  map[string]bool
+	out    []outMsg
+	health atomic.Pointer[error]
+	dr     wire.DiagReport
+	cs     wire.ChargingSession
+	st     wire.ChargerStatus
+	ve     wire.VehicleEvent
+	ack    wire.CommandAck
+	Batch  int
+	AckTTL time.Duration
+}
+
+type outMsg struct {
+	subject, id, stream string
+	data                []byte
+}
+
+// New returns the sink.
+func New(cons *spool.Consumer, pub Publisher, store StateStore, kinds Kinds, m *metrics.Metrics, log *slog.Logger) *Sink {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Sink{cons: cons, pub: pub, store: store, kinds: kinds, m: m, log: log,
+		cache: map[string]DTCState{}, dirty: map[string]bool{}, Batch: 2000, AckTTL: 10 * time.Second}
+}
+
+// Health is nil while the sink makes progress, or the error it keeps
+// retrying (NATS unreachable, spool read or commit failures), for /readyz.
+func (s *Sink) Health() error {
+	if e := s.health.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (s *Sink) setHealth(err error) {
+	if err == nil {
+		s.health.Store(nil)
+		return
+	}
+	s.health.Store(&err)
+}
+
+// Run publishes until ctx is cancelled or the spool closes. drain works as in
+// influxsink: after ctx is cancelled the backlog is still published until
+// nothing is left or drain is done. Failures are retried with backoff in
+// order; Run returns only when stopping.
+func (s *Sink) Run(ctx, drain context.Context) error {
+	for attempt := 0; ; {
+		readCtx := ctx
+		cancel := context.CancelFunc(func() {})
+		if ctx.Err() != nil {
+			if drain == nil || drain.Err() != nil {
+				return nil
+			}
+			readCtx, cancel = context.WithTimeout(drain, 200*time.Millisecond)
+		}
+		active := ctx
+		if drain != nil {
+			active = drain // let the batch in flight finish at shutdown
+		}
+		var err error
+		s.recs, err = s.cons.Read(readCtx, s.recs, s.Batch, 8<<20)
+		cancel()
+		if err != nil {
+			if errors.Is(err, spool.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				continue
+			}
+			s.m.SinkErrors.WithLabelValues("events", "spool_read").Inc()
+			if !s.retry(active, &attempt, "spool read failed; retrying", err) {
+				return nil
+			}
+			continue
+		}
+		if err := s.process(active); err != nil {
+			s.m.EventErrors.Inc()
+			s.cons.Rewind()
+			clear(s.cache) // state may be ahead of what was saved
+			clear(s.dirty)
+			if !s.retry(active, &attempt, "NATS publish failed; retrying batch", err) {
+				return nil
+			}
+			continue
+		}
+		for {
+			err := s.cons.Commit(s.recs[len(s.recs)-1].Next)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, spool.ErrClosed) {
+				return nil
+			}
+			s.m.SinkErrors.WithLabelValues("events", "commit").Inc()
+			if !s.retry(active, &attempt, "spool cursor commit failed; retrying", err) {
+				return nil
+			}
+		}
+		attempt = 0
+		s.setHealth(nil)
+	}
+}
+
+// retry records err, logs it (first and every tenth attempt) and backs off.
+// false: stopping.
+func (s *Sink) retry(ctx context.Context, attempt *int, msg string, err error) bool {
+	s.setHealth(err)
+	d := influx.Backoff(*attempt)
+	if *attempt%10 == 0 {
+		s.log.Warn(msg, "attempt", *attempt+1, "backoff", d, "err", err)
+	}
+	*attempt++
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Sink) process(ctx context.Context) error {
+	s.out = s.out[:0]
+	var rec record.Record
+	for i := range s.recs {
+		if err := record.Parse(s.recs[i].Data, &rec); err != nil {
+			s.m.SinkErrors.WithLabelValues("events", "corrupt_record").Inc()
+			continue
+		}
+		if err := s.events(ctx, &rec); err != nil {
+			return err
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(s.out))
+	sent := s.out[:0:0]
+	for _, o := range s.out {
+		f, err := s.pub.PublishAsync(o.subject, o.id, o.data, nil)
+		if err != nil {
+			if permanent(err) {
+				// Retrying cannot help (e.g. larger than the server's max
+				// payload): count it loudly and move on.
+				s.m.SinkErrors.WithLabelValues("events", "unpublishable").Inc()
+				s.log.Error("event cannot be published; skipping it", "subject", o.subject, "id", o.id, "bytes", len(o.data), "err", err)
+				continue
+			}
+			return fmt.Errorf("publish %s: %w", o.subject, err)
+		}
+		futures = append(futures, f)
+		sent = append(sent, o)
+	}
+	timeout := time.NewTimer(s.AckTTL)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			s.m.Events.WithLabelValues(sent[i].stream).Inc()
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", sent[i].subject, err)
+		case <-timeout.C:
+			return ErrAckTimeout
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for vin := range s.dirty {
+		if err := s.store.Save(ctx, vin, s.cache[vin]); err != nil {
+			return err
+		}
+	}
+	clear(s.dirty)
+	return nil
+}
+
+// permanent tells publish errors that no retry can fix.
+func permanent(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrInvalidMsg)
+}
+
+func (s *Sink) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
+	env := Envelope{V: Version, ID: id, Type: typ, Time: time.UnixMilli(tsMs).UTC(), Source: source, Data: data}
+	b, err := json.Marshal(env)
+	if err != nil {
+		s.log.Error("event not encodable", "type", typ, "err", err)
+		return
+	}
+	s.out = append(s.out, outMsg{subject: subject, id: id, stream: stream, data: b})
+}
+
+var statusNames = [...]string{"", "available", "occupied", "faulted", "unavailable"}
+var sessionEvents = [...]string{"", "started", "updated", "stopped"}
+var vehicleEvents = [...]string{"", "ignition_on", "ignition_off", "online", "offline", "location"}
+var ackStatus = [...]string{"", "applied", "rejected", "failed"}
+
+func pick(tab []string, i uint8) string {
+	if int(i) < len(tab) {
+		return tab[i]
+	}
+	return "unknown"
+}
+
+func (s *Sink) events(ctx context.Context, r *record.Record) error {
+	switch r.Kind {
+	case record.KindConnect, record.KindDisconnect:
+		raw := string(r.Client)
+		id := subjectToken(raw)
+		kind := "vehicle"
+		if s.kinds != nil {
+			kind = s.kinds(string(r.Client))
+		}
+		state := "connected"
+		if r.Kind == record.KindDisconnect {
+			state = "disconnected"
+		}
+		root, stream := "vehicle", "VEHICLE"
+		if kind == "charger" {
+			root, stream = "charging", "CHARGING"
+		}
+		msgID := "conn-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
+		s.emit(stream, root+".connectivity."+state+"."+id, msgID, "connectivity."+state, id, r.RecvNs/1e6,
+			ConnectivityEvent{Device: raw, Kind: kind, Connected: r.Kind == record.KindConnect})
+		return nil
+	case record.KindDeadLetter:
+		class, _, _ := topics.Parse(string(r.Topic))
+		id := string(r.Client)
+		p := r.Payload
+		label, detail := reject.ParseReason(r.Reason)
+		dl := DeadLetter{Client: id, Topic: string(r.Topic), QoS: r.QoS, Reason: label.String(), Message: label.Message(), Detail: detail,
+			ReceivedAt: time.Unix(0, r.RecvNs).UTC(), Size: len(p)}
+		if len(p) > MaxDeadLetterPayload {
+			p, dl.Truncated = p[:MaxDeadLetterPayload], true
+		}
+		dl.Payload = append([]byte(nil), p...)
+		msgID := "dl-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
+		s.emit("DEADLETTER", "deadletter."+class.String()+"."+subjectToken(id), msgID, "deadletter", id, r.RecvNs/1e6, dl)
+		return nil
+	}
+	class, rawID, _ := topics.Parse(string(r.Topic))
+	id := subjectToken(rawID) // subjects and message ids; payloads carry rawID
+	switch class {
+	case topics.ClassDiag:
+		if err := wire.DecodeDiag(r.Payload, &s.dr); err != nil {
+			return nil // validated at ingest; counted by the influx sink
+		}
+		return s.diag(ctx, rawID, id)
+	case topics.ClassSession:
+		if err := wire.DecodeChargingSession(r.Payload, &s.cs); err != nil {
+			return nil
+		}
+		c := &s.cs
+		ev := pick(sessionEvents[:], c.Kind)
+		msgID := "session-" + id + "-" + string(c.SessionID) + "-" + strconv.FormatUint(c.Seq, 10)
+		s.emit("CHARGING", "charging.session."+ev+"."+id, msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
+			Station: rawID, SessionID: string(c.SessionID), Connector: c.Connector, Event: ev, VIN: string(c.VIN),
+			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq})
+	case topics.ClassStatus:
+		if err := wire.DecodeChargerStatus(r.Payload, &s.st); err != nil {
+			return nil
+		}
+		msgID := "status-" + id + "-" + strconv.FormatUint(s.st.Seq, 10)
+		s.emit("CHARGING", "charging.status."+id, msgID, "charging.status", id, s.st.TimeMs,
+			ConnectorEvent{Station: rawID, Connector: s.st.Connector, Status: pick(statusNames[:], s.st.Status), Seq: s.st.Seq})
+	case topics.ClassEvents:
+		if err := wire.DecodeVehicleEvent(r.Payload, &s.ve); err != nil {
+			return nil
+		}
+		ev := VehicleEvent{VIN: rawID, Kind: pick(vehicleEvents[:], s.ve.Kind), Seq: s.ve.Seq}
+		if s.ve.HasPosition {
+			ev.Position = &LatLon{Lat: s.ve.Lat, Lon: s.ve.Lon}
+		}
+		msgID := "vev-" + id + "-" + strconv.FormatUint(s.ve.Seq, 10)
+		s.emit("VEHICLE", "vehicle.event."+id, msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
+	case topics.ClassCmdAck:
+		if err := wire.DecodeCommandAck(r.Payload, &s.ack); err != nil {
+			return nil
+		}
+		st := pick(ackStatus[:], s.ack.Status)
+		msgID := "cmdack-" + id + "-" + s.ack.CmdID + "-" + st
+		s.emit("VEHICLE", "vehicle.cmdack."+id, msgID, "vehicle.cmdack", id, s.ack.TimeMs,
+			CommandAckEvent{VIN: rawID, CmdID: s.ack.CmdID, Status: st, Reason: s.ack.Reason})
+	}
+	return nil
+}
+
+// diag diffs the report in s.dr against the vehicle's last known DTC set.
+// vin is the raw id (payloads), key its subject-safe form (subjects, ids, KV).
+//
+// A report not newer (device time, then sequence number) than the last one
+// applied to the stored state is skipped: after a crash between saving the
+// state and committing the spool cursor, the replayed reports would
+// otherwise be diffed against the newer state and yield wrong events.
+func (s *Sink) diag(ctx context.Context, vin, key string) error {
+	prev, ok := s.cache[key]
+	if !ok {
+		var err error
+		if prev, err = s.store.Load(ctx, key); err != nil {
+			return err
+		}
+		s.cache[key] = prev
+	}
+	d := &s.dr
+	if d.TimeMs < prev.TimeMs || d.TimeMs == prev.TimeMs && d.Seq <= prev.Seq && prev.TimeMs != 0 {
+		return nil
+	}
+	seq := strconv.FormatUint(d.Seq, 10)
+	next := DTCState{Codes: make(map[uint16]uint8, len(d.DTCs)), TimeMs: d.TimeMs, Seq: d.Seq}
+	for _, c := range d.DTCs {
+		next.Codes[c.Code] = c.Status
+	}
+	ev := func(typ string, code uint16, status, previous string) {
+		codeStr := string(dtc.Append(nil, code))
+		desc, sev, _ := dtc.Describe(code)
+		id := "dtc-" + typ + "-" + key + "-" + codeStr + "-" + seq
+		s.emit("DTC", "telemetry.dtc."+typ+"."+key, id, "dtc."+typ, vin, d.TimeMs, DTCEvent{
+			VIN: vin, Code: codeStr, Status: status, Previous: previous, Description: desc, Severity: sev.String(),
+			MIL: d.MIL, OdometerKm: d.OdometerKm, ReportSeq: d.Seq})
+	}
+	// Deterministic order: the report's own order, then cleared codes
+	// ascending.
+	changed := false
+	for _, c := range d.DTCs {
+		st := next.Codes[c.Code]
+		if st != c.Status {
+			continue // a code listed twice: the last status wins, emitted once
+		}
+		old, had := prev.Codes[c.Code]
+		switch {
+		case !had:
+			ev("raised", c.Code, dtc.StatusName(st), "")
+			changed = true
+		case old != st:
+			ev("updated", c.Code, dtc.StatusName(st), dtc.StatusName(old))
+			changed = true
+		}
+	}
+	var cleared []uint16
+	for code := range prev.Codes {
+		if _, still := next.Codes[code]; !still {
+			cleared = append(cleared, code)
+		}
+	}
+	slices.Sort(cleared)
+	for _, code := range cleared {
+		ev("cleared", code, "cleared", dtc.StatusName(prev.Codes[code]))
+		changed = true
+	}
+	s.cache[key] = next
+	if changed {
+		s.dirty[key] = true
+	}
+	return nil
+}
+
+// subjectToken makes a device id safe as one subject token and keeps
+// distinct ids distinct: every byte outside [A-Za-z0-9-] is written as _XX
+// (hex), so "DE.1" and "DE_1" give "DE_2E1" and "DE_5F1". VINs and the usual
+// station ids contain no such byte and appear unchanged.
+func subjectToken(id string) string {
+	clean := id != ""
+	for i := 0; i < len(id); i++ {
+		if !tokenByte(id[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return id
+	}
+	if id == "" {
+		return "_"
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(id)+8)
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if tokenByte(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '_', hex[c>>4], hex[c&15])
+	}
+	return string(b)
+}
+
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
+}

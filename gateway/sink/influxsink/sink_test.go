@@ -1,0 +1,103 @@
+package influxsink
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/spool"
+)
+
+// limitWriter stands in for an InfluxDB whose body limit is max bytes: it
+// answers like the real writer does for a 413, and records what it stored.
+type limitWriter struct {
+	mu     sync.Mutex
+	max    int
+	lines  int
+	writes int
+	too    int
+}
+
+func (w *limitWriter) Write(_ context.Context, b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(b) > w.max {
+		w.too++
+		return &influx.WriteError{Op: "write", Kind: influx.ErrPermanent, StatusCode: 413, Message: "request entity too large"}
+	}
+	w.writes++
+	w.lines += bytes.Count(b, []byte("\n"))
+	return nil
+}
+
+func (w *limitWriter) stored() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lines
+}
+
+// TestOversizedBatchesAreSplitNotDropped: every record of a batch whose line
+// protocol exceeds the body cap, or which the server refuses with 413, is
+// still written.
+func TestOversizedBatchesAreSplitNotDropped(t *testing.T) {
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{ConsumerName}, MaxRecord: 64 << 10, SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	const frames = 400
+	for i := 1; i <= frames; i++ {
+		f := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident("V"), Seq: uint64(i), TimeMs: int64(1_767_225_600_000 + i)}
+		for id := uint16(1); id <= 30; id++ {
+			f.Signals = append(f.Signals, wire.Signal{ID: id, Value: 1})
+		}
+		b, _ := f.MarshalMsg(nil)
+		if _, err := sp.Append(record.Append(nil, record.KindPublish, 1, 1, "vehicles/V/telemetry", "V", "", b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, _ := sp.Consumer(ConsumerName)
+	// The server takes at most 50 KB per request; the sink caps bodies at
+	// 200 KB, so every write first meets a 413 and is split.
+	w := &limitWriter{max: 50 << 10}
+	s := New(Config{MaxBodyBytes: 200 << 10}, cons, w, metrics.New(prometheus.NewRegistry()), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.stored() < frames && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w.stored() != frames {
+		t.Fatalf("stored %d lines, want %d", w.stored(), frames)
+	}
+	if w.too == 0 || w.writes < 2 {
+		t.Fatalf("expected 413 splits: %d refused, %d writes", w.too, w.writes)
+	}
+	if st := sp.Stats(); st.Consumers[0].LagRecords != 0 {
+		t.Fatalf("cursor not committed: lag %d", st.Consumers[0].LagRecords)
+	}
+}
+
+func TestSplitPoint(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int
+	}{{"a\n", 0}, {"a\nb\n", 2}, {"aaaa\nb\n", 5}, {"a\nbbbbbbb\n", 2}, {"", 0}} {
+		if got := splitPoint([]byte(c.in)); got != c.want {
+			t.Errorf("splitPoint(%q) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/internal/testenv"
+)
+
+// BenchmarkEndToEndQoS1 drives the real gateway binary (a separate process,
+// so its CPU can be read from /proc) with the fleet simulator publishing
+// b.N QoS 1 telemetry frames as fast as acknowledgements allow, into a real
+// InfluxDB, and reports:
+//
+//	frames/s         acked frames per second, measured until the last one is queryable
+//	gw-cpu-µs/frame  gateway user+system CPU per frame
+//	lost             acked frames missing from InfluxDB (must be 0)
+//	p50/p99-ms       publish → queryable latency of probe frames sent during the load
+//
+// Run with: go test -run '^$' -bench EndToEnd -benchtime 30000x ./internal/e2e/ (make bench)
+// Fleets come from TELEGATE_BENCH_VEHICLES (comma-separated, default
+// "50,200,500@10"): N vehicles publishing as fast as PUBACKs allow, or
+// N@HZ vehicles each paced at HZ frames per second (a nominal load, for
+// latency below saturation). Each runs as a sub-benchmark with its own
+// InfluxDB and gateway.
+func BenchmarkEndToEndQoS1(b *testing.B) {
+	sizes := os.Getenv("TELEGATE_BENCH_VEHICLES")
+	if sizes == "" {
+		sizes = "50,200,500@10"
+	}
+	for _, f := range strings.Split(sizes, ",") {
+		ns, hzs, paced := strings.Cut(strings.TrimSpace(f), "@")
+		n, err := strconv.Atoi(ns)
+		hz := 0
+		if paced {
+			hz, _ = strconv.Atoi(hzs)
+		}
+		if err != nil || n < 1 || (paced && hz < 1) {
+			b.Fatalf("TELEGATE_BENCH_VEHICLES: bad fleet %q", f)
+		}
+		name := fmt.Sprintf("vehicles=%d", n)
+		if paced {
+			name += fmt.Sprintf("/%dHz", hz)
+		}
+		b.Run(name, func(b *testing.B) { benchEndToEnd(b, n, hz) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, vehicles, hz int) {
+	in := testenv.StartInflux(b)
+	gw := testenv.StartGateway(b, in, vehicles)
+
+	interval := time.Millisecond // saturating: the PUBACK window paces the fleet
+	if hz > 0 {
+		interval = time.Second / time.Duration(hz)
+	}
+	cfg := sim.Config{Broker: gw.MQTTURL, Vehicles: vehicles, FleetKey: fleetKey, Frames: b.N,
+		TelemetryInterval: interval, DiagInterval: time.Hour, InflightPerDevice: 16, Seed: 1,
+		Logger: quietLogger()}
+	fleet, err := sim.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	probeVIN := sim.VIN(sim.DefaultVINPrefix, vehicles+1)
+	probe := connectProbe(b, gw.MQTTURL, probeVIN)
+
+	start := time.Now().Add(-time.Minute)
+	cpu0 := procCPU(b, gw.PID)
+	b.ResetTimer()
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	stopProbe := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		lat = runProbes(b, in, probe, probeVIN, stopProbe)
+	}()
+	if err := fleet.Run(ctx); err != nil {
+		b.Fatal(err)
+	}
+	s := fleet.Summary()
+	acked := int(s.Topics["telemetry"].Acked)
+	// Wait until every acked frame is queryable.
+	deadline := time.Now().Add(10 * time.Minute)
+	stored := 0
+	for time.Now().Before(deadline) {
+		stored = in.Count(b, "telemetry", "seq", start) - probesStored(b, in, probeVIN, start)
+		if stored >= acked {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := time.Since(t0)
+	close(stopProbe)
+	wg.Wait()
+	b.StopTimer()
+	cpu := procCPU(b, gw.PID) - cpu0
+	slices.Sort(lat)
+	b.ReportMetric(float64(acked)/elapsed.Seconds(), "frames/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(max(acked, 1)), "gw-cpu-µs/frame")
+	b.ReportMetric(float64(acked-stored), "lost")
+	if len(lat) > 0 {
+		b.ReportMetric(float64(pct(lat, 50).Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(pct(lat, 99).Microseconds())/1000, "p99-ms")
+	}
+	b.ReportMetric(float64(s.Latency.P50.Microseconds())/1000, "puback-p50-ms")
+	b.ReportMetric(float64(s.Latency.P99.Microseconds())/1000, "puback-p99-ms")
+	b.Logf("e2e: vehicles=%d sent=%d acked=%d stored=%d errors=%d elapsed=%s probes=%d gateway-cpu=%s",
+		vehicles, s.Topics["telemetry"].Sent, acked, stored, s.Errors, elapsed.Round(time.Millisecond), len(lat), cpu)
+	if stored != acked {
+		b.Fatalf("lost %d acknowledged frames", acked-stored)
+	}
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	return d[min(len(d)-1, len(d)*p/100)]
+}
+
+// procCPU returns user+system CPU time of pid (Linux /proc).
+func procCPU(b testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which is in parentheses).
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func connectProbe(b testing.TB, url, vin string) paho.Client {
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(vin).SetUsername(vin).
+		SetPassword(sim.Secret(fleetKey, vin)).SetCleanSession(true).SetAutoReconnect(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		b.Fatalf("probe connect: %v", tok.Error())
+	}
+	b.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+// runProbes publishes a probe frame every 100 ms and measures the time until
+// a Flux query finds it.
+func runProbes(b testing.TB, in *testenv.Influx, c paho.Client, vin string, stop <-chan struct{}) []time.Duration {
+	var out []time.Duration
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-stop:
+			return out
+		case <-time.After(100 * time.Millisecond):
+		}
+		sent := time.Now()
+		tok := c.Publish("vehicles/"+vin+"/telemetry", 1, false, telemetryFrame(vin, seq, sent))
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			continue
+		}
+		q := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
+  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s and r._field == "seq" and r._value == %d) |> count()`,
+			sent.Add(-time.Second).UTC().Format(time.RFC3339Nano), testenv.FluxString(vin), seq)
+		for time.Since(sent) < time.Minute {
+			if rows := in.Query(b, q); len(rows) > 0 {
+				out = append(out, time.Since(sent))
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+}
+
+func probesStored(b testing.TB, in *testenv.Influx, vin string, start time.Time) int {
+	q := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
+  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s and r._field == "seq") |> count()`,
+		start.UTC().Format(time.RFC3339Nano), testenv.FluxString(vin))
+	rows := in.Query(b, q)
+	if len(rows) == 0 {
+		return 0
+	}
+	n, _ := rows[0]["_value"].(int64)
+	return int(n)
+}
