@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 type syncBuf struct {

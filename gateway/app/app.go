@@ -22,14 +22,14 @@ import (
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/config"
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/influx/influxproc"
-	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/ingest"
-	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
+	"github.com/telegate/telegate/gateway/sink/influxsink"
+	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/spool"
 )
 

@@ -21,10 +21,10 @@ import (
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/dashboard/api"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
-	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/feed"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/web"
 	"github.com/telegate/telegate/gateway/sink/live"
 )

@@ -30,9 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telegate/telegate/decoders/reject"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/spool/record"
-	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Errors a Spool implementation wraps so the hook can pick the reason code.

@@ -22,8 +22,8 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/spool/record"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 func TestMain(m *testing.M) {

@@ -25,9 +25,9 @@ import (
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
 	"github.com/telegate/telegate/gateway/spool/record"
-	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Errors.

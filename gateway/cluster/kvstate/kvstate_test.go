@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/cluster/kvstate"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // caps returns the "caps" bucket (n replicas) through two connections whose

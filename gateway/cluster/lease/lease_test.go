@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/cluster/lease"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // t0 is an arbitrary fixed start for the manual clocks (not today).

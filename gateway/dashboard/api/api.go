@@ -22,9 +22,9 @@ import (
 
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
-	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/sink/live"
 )
 
@@ -576,7 +576,7 @@ func (a *API) charging(w http.ResponseWriter, r *http.Request) {
 
 // CommandsResponse is GET /api/service/v1/vehicles/{vin}/remotecmd.
 type CommandsResponse struct {
-	VIN   string            `json:"vin"`
+	VIN   string             `json:"vin"`
 	Items []remotecmd.Record `json:"items"`
 	// Acks are the vehicle's acks from InfluxDB (also for commands sent by
 	// other components or before the history's horizon).

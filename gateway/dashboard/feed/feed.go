@@ -19,9 +19,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/history"
+	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/sink/live"
 )
 

@@ -34,8 +34,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
 // Bucket holds the command records (key c.{vin}.{cmd_id}).

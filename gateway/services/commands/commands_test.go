@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/services/commands"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 type fakeMQTT struct {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 // TestLegacyRecordsMigrated: records an older version stored under the

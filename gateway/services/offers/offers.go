@@ -31,12 +31,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
 // Bucket holds offer records (o.{ref}.{offer}), the offer index

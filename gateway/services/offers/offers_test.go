@@ -13,11 +13,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/customers"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 var testStations = map[string]Station{

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 // loopbackEgress trusts srv's httptest CA and allow-lists 127.0.0.1/32, as

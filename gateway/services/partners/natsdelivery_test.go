@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/gateway/natsbus"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 // bcrypt of "cafe-pass" and "bake-pass" (cost 4, test only).

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 func testPartner(id, url string) partners.Partner {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/services/customers"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 // TestProfileProjection registers a customer, changes consents, replays

@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
 // Stream and subjects of profile events.

@@ -18,15 +18,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/sink/eventsink"
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/offers"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
+	"github.com/telegate/telegate/internal/svctest"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // Munich station and a café next to it, open all week.

@@ -29,10 +29,10 @@ import (
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/spool/record"
-	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/gateway/ingest/topics"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // ConsumerName is the spool consumer this sink uses.

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // ConsumerName is the spool consumer this sink uses.
