@@ -53,6 +53,9 @@ type Config struct {
 // HTTP is the operations/API listener.
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	// Pprof serves Go's /debug/pprof/ profiles on this listener when true
+	// (off by default; no auth of its own, docs/operations.md#profiling).
+	Pprof bool `yaml:"pprof"`
 }
 
 // MQTT configures the embedded broker (see docs/broker.md for the rationale
