@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,9 @@ type influxServer struct {
 // startInflux runs bin in dir with the environment the project's test
 // harness uses (influx.ServerEnv: loopback, no reporting, quiet logs).
 func startInflux(bin, dir string) (*influxServer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
