@@ -48,6 +48,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-compare:", err)
 		os.Exit(1)
 	}
+	if o.CPUProfile != "" {
+		st, total, err := benchcompare.ProfileStages("go", o.Gateway, o.CPUProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-compare:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("\ngateway CPU by stage (%s, %d s during the run):\n\n", o.CPUProfile, o.ProfileSeconds)
+		benchcompare.WriteStages(os.Stdout, st, total)
+	}
 	for _, r := range rs {
 		if r.Err != nil || r.Lost() != 0 {
 			os.Exit(1)
