@@ -255,7 +255,14 @@ func drive(o Options, in *influxServer, db, addr string, devs []device, json boo
 }
 
 func runAlternative(ctx context.Context, o Options, in *influxServer, devs []device) Result {
-	alt, err := startAlternative(o, filepath.Join(o.workDir, "mosquitto"), in.url, devs)
+	// Its own directory under the system temp dir: mosquitto may run as
+	// its own user, who cannot traverse a 0700 work directory.
+	mdir, err := os.MkdirTemp("", "bench-compare-mosquitto-")
+	if err != nil {
+		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
+	}
+	defer os.RemoveAll(mdir)
+	alt, err := startAlternative(o, mdir, in.url, devs)
 	if err != nil {
 		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
 	}
