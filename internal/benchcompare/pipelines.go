@@ -1,6 +1,7 @@
 package benchcompare
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -287,4 +288,23 @@ func (g *gatewayProc) cpuProfile(ctx context.Context, path string, secs int) err
 		return err
 	}
 	return f.Close()
+}
+
+// metric returns the value of an unlabelled Prometheus sample of the
+// gateway's /metrics, or 0.
+func (g *gatewayProc) metric(name string) float64 {
+	resp, err := http.Get("http://" + g.httpAddr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

@@ -289,6 +289,9 @@ func runGateway(ctx context.Context, o Options, in *influxServer, devs []device)
 	}
 	r := drive(o, in, DBGateway, gw.mqttAddr, devs, false, gw.pid())
 	r.Pipeline = "telegate gateway"
+	if sum, n := gw.metric("telegate_influx_batch_lines_sum"), gw.metric("telegate_influx_batch_lines_count"); n > 0 {
+		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f InfluxDB writes, %.0f lines per write on average\n", n, sum/n)
+	}
 	if o.CPUProfile != "" {
 		r.Err = errors.Join(r.Err, <-profErr)
 	}
