@@ -23,6 +23,7 @@ var stageRules = []struct {
 	name string
 	any  []string
 }{
+	{"sink cursor commits (fsync)", []string{"spool.(*Consumer).Commit"}},
 	{"event sink (NATS JetStream, embedded server)", []string{"gateway/eventsink.", "gateway/natsbus.", "nats-io/nats-server", "nats-io/nats.go"}},
 	{"GC", []string{"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"}},
 	{"spool append and fsync", []string{"spool.(*Spool)", "spool.fdatasync"}},
