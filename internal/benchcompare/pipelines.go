@@ -279,6 +279,9 @@ func (g *gatewayProc) cpuProfile(ctx context.Context, path string, secs int) err
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%w: pprof status %d", ErrTool, resp.StatusCode)
 	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
