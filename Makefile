@@ -81,3 +81,23 @@ fuzz: ## run every fuzz target briefly
 
 clean:
 	rm -rf var/ $(BIN)/gateway $(BIN)/firmware-sim
+
+# Side by side with Mosquitto + Telegraf (docs/benchmarks.md). Not part of
+# `make test`: it installs Debian's Mosquitto (root: apt-get) and builds
+# Telegraf (about 15 minutes on 2 cores, first run only) into bin/.
+TELEGRAF_VERSION := v1.37.2
+.PHONY: bench-compare
+bench-compare: build influxd $(BIN)/mosquitto $(BIN)/telegraf ## gateway vs Mosquitto+Telegraf vs direct writes, one InfluxDB, one table; BENCH_COMPARE_FLAGS=...
+	$(GO) run ./cmd/bench-compare -influxd $(BIN)/influxd -gateway $(BIN)/gateway -telegraf $(BIN)/telegraf \
+	  -mosquitto $(BIN)/mosquitto -mosquitto-passwd $(BIN)/mosquitto_passwd $(BENCH_COMPARE_FLAGS)
+
+$(BIN)/mosquitto:
+	@if [ ! -x /usr/sbin/mosquitto ]; then \
+	  [ "$$(id -u)" = 0 ] || { echo "installing Mosquitto needs root (apt-get)"; exit 1; }; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto; fi
+	ln -sf /usr/sbin/mosquitto $(BIN)/mosquitto
+	ln -sf /usr/bin/mosquitto_passwd $(BIN)/mosquitto_passwd
+
+$(BIN)/telegraf:
+	@echo ">> building Telegraf $(TELEGRAF_VERSION) into bin/ (first run only, about 15 minutes on 2 cores)"
+	GOBIN=$(BIN) GONOSUMDB=github.com/tdrn-org,github.com/SAP GOFLAGS= $(GO) install github.com/influxdata/telegraf/cmd/telegraf@$(TELEGRAF_VERSION)

@@ -20,6 +20,9 @@ func (a *App) startHTTP() error {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
+	if a.cfg.HTTP.Pprof {
+		registerPprof(mux)
+	}
 	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
 	if err != nil {
 		return err

@@ -60,6 +60,9 @@ type HTTP struct {
 	// the listen address's host plus localhost, 127.0.0.1 and ::1. List
 	// the gateway's DNS name here when it is reached by name.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// Pprof serves Go's /debug/pprof/ profiles on this listener when true
+	// (off by default; no auth of its own, docs/operations.md#profiling).
+	Pprof bool `yaml:"pprof"`
 }
 
 // MQTT configures the embedded broker (see docs/broker.md for the rationale

@@ -1,0 +1,198 @@
+package benchcompare
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
+)
+
+// ErrInflux: InfluxDB refused a request.
+var ErrInflux = errors.New("benchcompare: influxdb")
+
+// influxServer is the one influxd every pipeline writes to.
+type influxServer struct {
+	*proc
+	url string
+	hc  *http.Client
+}
+
+// startInflux runs bin in dir with the environment the project's test
+// harness uses (influx.ServerEnv: loopback, no reporting, quiet logs).
+func startInflux(bin, dir string) (*influxServer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	rpcAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	env := append(envWithout("INFLUXDB_"), influx.ServerEnv(httpAddr, rpcAddr, dir)...)
+	u := "http://" + httpAddr
+	p, err := startProc("influxd", bin, []string{"run"}, env, filepath.Join(dir, "influxd.log"), 2*time.Minute,
+		httpReady(u+"/ping", http.StatusNoContent))
+	if err != nil {
+		return nil, err
+	}
+	return &influxServer{proc: p, url: u, hc: &http.Client{Timeout: time.Minute}}, nil
+}
+
+// query runs an InfluxQL statement (v1 /query) and returns the first
+// series' rows.
+func (s *influxServer) query(db, q string) ([][]any, error) {
+	form := url.Values{"q": {q}}
+	if db != "" {
+		form.Set("db", db)
+	}
+	resp, err := s.hc.PostForm(s.url+"/query", form)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Results []struct {
+			Error  string `json:"error"`
+			Series []struct {
+				Values [][]any `json:"values"`
+			} `json:"series"`
+		} `json:"results"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInflux, q, err)
+	}
+	if out.Error != "" {
+		return nil, fmt.Errorf("%w: %s: %s", ErrInflux, q, out.Error)
+	}
+	if len(out.Results) == 0 {
+		return nil, nil
+	}
+	if out.Results[0].Error != "" {
+		return nil, fmt.Errorf("%w: %s: %s", ErrInflux, q, out.Results[0].Error)
+	}
+	if len(out.Results[0].Series) == 0 {
+		return nil, nil
+	}
+	return out.Results[0].Series[0].Values, nil
+}
+
+// createDB creates database db.
+func (s *influxServer) createDB(db string) error {
+	_, err := s.query("", fmt.Sprintf("CREATE DATABASE %q", db))
+	return err
+}
+
+// count returns the number of telemetry points in db, except those of the
+// warm-up probe device.
+func (s *influxServer) count(db, probeVIN string) (int64, error) {
+	rows, err := s.query(db, fmt.Sprintf(`SELECT count("seq") FROM "telemetry" WHERE "vin" != '%s'`, probeVIN))
+	if err != nil || len(rows) == 0 || len(rows[0]) < 2 {
+		return 0, err
+	}
+	n, ok := rows[0][1].(float64)
+	if !ok {
+		return 0, fmt.Errorf("%w: count is %T", ErrInflux, rows[0][1])
+	}
+	return int64(n), nil
+}
+
+// waitStored polls count until it reaches want, or it has not grown for
+// stall, and returns the last count and when it was first reached.
+func (s *influxServer) waitStored(db, probeVIN string, want int64, every, stall time.Duration) (int64, time.Time, error) {
+	var last int64 = -1
+	lastGrowth := time.Now()
+	at := time.Now()
+	for {
+		n, err := s.count(db, probeVIN)
+		if err != nil {
+			return n, time.Now(), err
+		}
+		if n != last {
+			last, lastGrowth, at = n, time.Now(), time.Now()
+		}
+		if n >= want || time.Since(lastGrowth) > stall {
+			return n, at, nil
+		}
+		time.Sleep(every)
+	}
+}
+
+// directWrite posts total telemetry points (the gateway's own lines for
+// devs × frames frames) to db with writers concurrent writers, batch lines
+// per request, through the v2 write API, and returns the points the server
+// acknowledged.
+func (s *influxServer) directWrite(ctx context.Context, db string, devs []string, frames, batch, writers int, baseMs int64) (int64, error) {
+	writeURL := s.url + "/api/v2/write?" + url.Values{"bucket": {db + "/autogen"}, "precision": {"ns"}}.Encode()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = writers
+	hc := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	defer tr.CloseIdleConnections()
+
+	// One request carries frames [from, to) of every device: batch lines.
+	per := max(batch/len(devs), 1)
+	type job struct{ from, to int }
+	jobs := make(chan job)
+	go func() {
+		defer close(jobs)
+		for from := 1; from <= frames; from += per {
+			select {
+			case jobs <- job{from, min(from+per, frames+1)}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var stored atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, writers)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			var sigs []wire.Signal
+			for j := range jobs {
+				body = body[:0]
+				n := 0
+				for seq := j.from; seq < j.to; seq++ {
+					sigs = frameSignals(sigs, uint64(seq))
+					for _, vin := range devs {
+						body = appendLine(body, vin, uint64(seq), baseMs+int64(seq), sigs)
+						n++
+					}
+				}
+				resp, err := hc.Post(writeURL, "text/plain; charset=utf-8", bytes.NewReader(body))
+				if err != nil {
+					errc <- err
+					return
+				}
+				msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					errc <- fmt.Errorf("%w: write status %d: %s", ErrInflux, resp.StatusCode, msg)
+					return
+				}
+				stored.Add(int64(n))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return stored.Load(), <-errc
+}
