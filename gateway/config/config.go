@@ -281,7 +281,10 @@ func Decode(r io.Reader, cfg *Config) error {
 		if strings.Contains(err.Error(), "not found in type") {
 			return fmt.Errorf("%w: %v", ErrUnknownKey, err)
 		}
-		return err
+		if errors.Is(err, ErrInvalid) { // a ByteSize that does not parse
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrInvalid, err) // wrong type or syntax
 	}
 	return nil
 }
