@@ -22,14 +22,14 @@ import (
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/config"
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/influx/influxproc"
-	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/ingest"
-	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
+	"github.com/telegate/telegate/gateway/sink/influxsink"
+	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/spool"
 )
 
@@ -165,14 +165,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.runSink("events", func() error { return a.esink.Run(sinkCtx, drainCtx) })
 
 	// Broker with the ingest hook.
-	a.broker, err = broker.New(broker.Config{
-		TCPAddr: c.MQTT.TCPAddr, WSAddr: c.MQTT.WSAddr, TLSAddr: c.MQTT.TLSAddr,
-		TLSCertFile: c.MQTT.TLSCertFile, TLSKeyFile: c.MQTT.TLSKeyFile, ClientCAFile: c.MQTT.ClientCAFile,
-		MaxPacketSize: uint32(c.MQTT.MaxPacketSize), ReceiveMaximum: uint16(c.MQTT.ReceiveMaximum),
-		MaxInflight: uint16(c.MQTT.MaxInflight), MaxClientWritesPending: int32(c.MQTT.MaxClientWritesPending),
-		ConnectTimeout: c.MQTT.ConnectTimeout, MaxClients: int64(c.MQTT.MaxClients), SessionExpiry: c.MQTT.SessionExpiry,
-		RatePerDevice: c.MQTT.RatePerDevice, Burst: c.MQTT.RateBurst,
-	}, a.devices, a.log.With("component", "broker"))
+	a.broker, err = broker.New(c.MQTT, a.devices, a.log.With("component", "broker"))
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}

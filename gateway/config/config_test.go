@@ -34,7 +34,7 @@ func TestBadFiles(t *testing.T) {
 	}{
 		"bad_duration.yaml":     {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
 		"bad_level.yaml":        {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
-		"bad_size.yaml":         {ErrInvalid, `line 2: config: invalid value: size "lots"`},
+		"bad_size.yaml":         {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
 		"bad_url.yaml":          {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
 		"tiny_packet.yaml":      {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
 		"tls_without_cert.yaml": {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
