@@ -21,6 +21,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/telegate/telegate/broker"
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/internal/bytesize"
 )
 
@@ -167,8 +169,8 @@ func Default() Config {
 		HTTP:        HTTP{Addr: "127.0.0.1:8080"},
 		MQTT:        broker.DefaultConfig(),
 		Spool: Spool{
-			MaxBytes:     1 << 30,
-			SegmentBytes: 64 << 20,
+			MaxBytes:     spool.DefaultMaxBytes,
+			SegmentBytes: spool.DefaultSegmentBytes,
 			AckTimeout:   5 * time.Second,
 		},
 		Influx: Influx{
@@ -178,7 +180,7 @@ func Default() Config {
 			CreateDatabase:  true,
 			BatchLines:      5000,
 			BatchBytes:      4 << 20,
-			Timeout:         10 * time.Second,
+			Timeout:         influx.DefaultTimeout,
 			Local: LocalInflux{
 				Enabled:  false,
 				Binary:   "bin/influxd",
