@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/broker"
 )
 
 func TestGoodFiles(t *testing.T) {
@@ -32,14 +34,16 @@ func TestBadFiles(t *testing.T) {
 		is  error
 		msg string
 	}{
-		"bad_duration.yaml":     {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
-		"bad_level.yaml":        {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
-		"bad_size.yaml":         {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
-		"bad_url.yaml":          {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
-		"tiny_packet.yaml":      {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
-		"tls_without_cert.yaml": {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
-		"unknown_key.yaml":      {ErrUnknownKey, "line 2: field urll not found"},
-		"wrong_type.yaml":       {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
+		"bad_duration.yaml":             {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
+		"bad_level.yaml":                {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
+		"bad_size.yaml":                 {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
+		"bad_url.yaml":                  {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
+		"tiny_packet.yaml":              {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
+		"tls_without_cert.yaml":         {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
+		"unknown_key.yaml":              {ErrUnknownKey, "line 2: field urll not found"},
+		"wrong_type.yaml":               {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
+		"zero_keepalive.yaml":           {ErrInvalid, "config: invalid value: mqtt.max_keepalive: must be 1s..65535s"},
+		"receive_maximum_overflow.yaml": {ErrInvalid, "line 2: cannot unmarshal !!int `70000` into uint16"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {
@@ -195,5 +199,24 @@ func TestWebhookAllowCIDRs(t *testing.T) {
 	}
 	if _, err := Load("", nil, []string{"services.webhook_allow_cidrs=10.0.0.300/8"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad CIDR: err = %v, want ErrInvalid", err)
+	}
+}
+
+// TestMQTTIsBrokerConfig: the mqtt section is broker.Config itself, so every
+// broker setting is a key (max_keepalive and max_connections were not
+// reachable before) and the defaults are the broker's.
+func TestMQTTIsBrokerConfig(t *testing.T) {
+	if !reflect.DeepEqual(Default().MQTT, broker.DefaultConfig()) {
+		t.Fatalf("mqtt defaults %+v differ from broker.DefaultConfig()", Default().MQTT)
+	}
+	c, err := Load("", []string{"TELEGATE_MQTT_MAX_KEEPALIVE=2m"}, []string{"mqtt.max_connections=500", "mqtt.rate_burst=9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.MaxKeepalive != 2*time.Minute || c.MQTT.MaxConnections != 500 || c.MQTT.Burst != 9 {
+		t.Fatalf("overrides not applied: %+v", c.MQTT)
+	}
+	if _, err := Load("", nil, []string{"mqtt.receive_maximum=70000"}); !errors.Is(err, ErrBadOverride) {
+		t.Fatalf("receive_maximum beyond uint16: err = %v, want ErrBadOverride", err)
 	}
 }
