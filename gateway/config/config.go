@@ -159,7 +159,12 @@ type Ingest struct {
 	MinTimestamp string `yaml:"min_timestamp"`
 }
 
-// Default returns the configuration used when a key is absent.
+// Default returns the configuration used when a key is absent. It is the one
+// place the gateway's defaults are set: the mqtt section is
+// broker.DefaultConfig(), the spool sizes and the InfluxDB timeout are the
+// components' constants, the dashboard, services and OCPP sections come from
+// their files' *Defaults functions. deploy/gateway.sample.yaml must load to
+// exactly this (TestSampleIsDefaults).
 func Default() Config {
 	return Config{
 		DataDir:     "var/gateway",
@@ -244,7 +249,10 @@ func Load(path string, env []string, overrides []string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Decode strictly decodes YAML from r into cfg (which holds the defaults).
+// Decode strictly decodes YAML from r into cfg, which holds the defaults:
+// keys the YAML omits keep them. It reads at most 1 MiB; empty input leaves
+// cfg unchanged. An unknown key is ErrUnknownKey, a wrong type or bad
+// syntax ErrInvalid; Decode does not Validate.
 func Decode(r io.Reader, cfg *Config) error {
 	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
 	if err != nil {
@@ -264,7 +272,8 @@ func Decode(r io.Reader, cfg *Config) error {
 	return nil
 }
 
-// Validate checks ranges and cross-field rules.
+// Validate checks ranges and cross-field rules and returns every violation
+// (errors.Join), each wrapping ErrInvalid and naming its dotted key.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, why string) { errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, key, why)) }

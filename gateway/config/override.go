@@ -119,6 +119,8 @@ func child(v reflect.Value, name string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
+// assign parses s by f's type (duration, size, string, bool, int/uint of
+// any width with range check, float, comma-separated list) and stores it.
 func assign(f reflect.Value, s string) error {
 	switch {
 	case f.Type() == durationType:
@@ -173,6 +175,8 @@ func assign(f reflect.Value, s string) error {
 	return nil
 }
 
+// reflectValue is the addressable struct value of c (for field).
 func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }
 
+// splitKey splits a dotted key into its YAML path.
 func splitKey(k string) []string { return strings.Split(k, ".") }
