@@ -35,6 +35,7 @@ import (
 
 	"github.com/telegate/telegate/broker/listener"
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/internal/bytesize"
 )
 
 // Listener names accepted by Broker.Addr.
@@ -43,6 +44,10 @@ const (
 	ListenerWS  = "ws"
 	ListenerTLS = "tls"
 )
+
+// maxPacketSize is the upper bound of Config.MaxPacketSize: the largest
+// remaining length MQTT can encode (256 MiB - 1).
+const maxPacketSize = 268435455
 
 // TopicAliasMaximum is the number of inbound topic aliases a v5 client may
 // use per connection.
@@ -58,38 +63,40 @@ var (
 	ErrClosed = errors.New("broker: closed")
 )
 
-// Config configures a Broker. Start from DefaultConfig: New fills zero
-// numeric fields with the defaults, but an empty address always disables
-// its listener.
+// Config configures a Broker. Its YAML keys are the gateway's `mqtt`
+// section (gateway/config embeds it). Start from DefaultConfig: New fills
+// zero numeric fields with the defaults (applyDefaults, the one place
+// defaults are applied), but an empty address always disables its listener.
 type Config struct {
-	TCPAddr string // plain MQTT over TCP; default "127.0.0.1:1883"; "" disables
-	WSAddr  string // MQTT over WebSocket; default "127.0.0.1:1882"; "" disables
-	TLSAddr string // MQTT over TLS; "" disables; requires TLSCertFile/TLSKeyFile
+	TCPAddr string `yaml:"tcp_addr"` // plain MQTT over TCP; default "127.0.0.1:1883"; "" disables
+	WSAddr  string `yaml:"ws_addr"`  // MQTT over WebSocket; default "127.0.0.1:1882"; "" disables
+	TLSAddr string `yaml:"tls_addr"` // MQTT over TLS; "" disables; requires TLSCertFile/TLSKeyFile
 
-	TLSCertFile, TLSKeyFile string // PEM server certificate chain and key
+	TLSCertFile string `yaml:"tls_cert_file"` // PEM server certificate chain
+	TLSKeyFile  string `yaml:"tls_key_file"`  // PEM server key
 	// ClientCAFile (PEM), when set, makes the TLS listener require a client
 	// certificate signed by one of these CAs. Its subject CN is the device
 	// identity: it must equal the client id, and the password is optional
 	// (verified if present).
-	ClientCAFile string
+	ClientCAFile string `yaml:"client_ca_file"`
 
-	MaxPacketSize          uint32        // largest packet a client may send; default 64 KiB
-	ReceiveMaximum         uint16        // QoS 1 publishes from one client awaiting PUBACK; default 64
-	MaxInflight            uint16        // QoS 1 messages to one client awaiting PUBACK; default 64
-	MaxClientWritesPending int32         // queued outbound packets per client; default 16
-	ConnectTimeout         time.Duration // accept to complete CONNECT; default 10s
+	MaxPacketSize          bytesize.Size `yaml:"max_packet_size"`           // largest packet a client may send; default 64 KiB
+	ReceiveMaximum         uint16        `yaml:"receive_maximum"`           // QoS 1 publishes from one client awaiting PUBACK; default 64
+	MaxInflight            uint16        `yaml:"max_inflight"`              // QoS 1 messages to one client awaiting PUBACK; default 64
+	MaxClientWritesPending int32         `yaml:"max_client_writes_pending"` // queued outbound packets per client; default 16
+	ConnectTimeout         time.Duration `yaml:"connect_timeout"`           // accept to complete CONNECT; default 10s
 	// MaxKeepalive caps the keepalive a client may choose; a client asking
 	// for 0 (no keepalive) or more gets this value, sent to v5 clients as
 	// Server Keep Alive. An idle connection is dropped after 1.5 times the
 	// effective keepalive. Default 5 minutes.
-	MaxKeepalive time.Duration
-	MaxClients   int64 // authenticated sessions; default 100000
+	MaxKeepalive time.Duration `yaml:"max_keepalive"`
+	MaxClients   int64         `yaml:"max_clients"` // authenticated sessions; default 100000
 	// MaxConnections caps open sockets, including ones not yet
-	// authenticated; default MaxClients + MaxClients/8 + 64.
-	MaxConnections int64
-	SessionExpiry  time.Duration // longest a disconnected session (and its queued messages) is kept; default 24h
-	RatePerDevice  float64       // sustained publishes per second per device; default 200
-	Burst          int           // publishes a device may burst above the rate; default 400
+	// authenticated; 0 (the default): MaxClients + MaxClients/8 + 64.
+	MaxConnections int64         `yaml:"max_connections"`
+	SessionExpiry  time.Duration `yaml:"session_expiry"`  // longest a disconnected session (and its queued messages) is kept; default 24h
+	RatePerDevice  float64       `yaml:"rate_per_device"` // sustained publishes per second per device; default 200
+	Burst          int           `yaml:"rate_burst"`      // publishes a device may burst above the rate; default 400
 
 	// noPacketGuard turns the listeners' packet guard off; only tests use
 	// it, to show what reaches mochi without it.
@@ -151,7 +158,7 @@ func (c *Config) applyDefaults() error {
 	}
 
 	switch {
-	case c.MaxPacketSize < 256 || c.MaxPacketSize > 268435455:
+	case c.MaxPacketSize < 256 || c.MaxPacketSize > maxPacketSize:
 		return fmt.Errorf("%w: MaxPacketSize %d outside 256..268435455", ErrConfig, c.MaxPacketSize)
 	case c.MaxClientWritesPending < 1:
 		return fmt.Errorf("%w: MaxClientWritesPending must be positive", ErrConfig)
@@ -238,7 +245,7 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = cfg.MaxClients
-	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
 	caps.MaximumInflight = cfg.MaxInflight
 	caps.MaximumClientWritesPending = cfg.MaxClientWritesPending
@@ -397,7 +404,7 @@ func (b *Broker) listenerOptions(id, addr string, tc *tls.Config) listener.Optio
 		OnPanic:        b.afterPanic,
 		// Defence in depth in front of mochi's decoder: see docs/broker.md.
 		ValidatePackets: !b.cfg.noPacketGuard,
-		MaxPacketSize:   b.cfg.MaxPacketSize,
+		MaxPacketSize:   uint32(b.cfg.MaxPacketSize),
 	}
 }
 

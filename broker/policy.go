@@ -292,7 +292,7 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		return pk
 	}
 	if pk.ReasonCode == packets.CodeSuccess.Code {
-		pk.Properties.MaximumPacketSize = h.b.cfg.MaxPacketSize
+		pk.Properties.MaximumPacketSize = uint32(h.b.cfg.MaxPacketSize)
 		pk.Properties.TopicAliasMaximum = TopicAliasMaximum
 		pk.Properties.RetainAvailable = 0
 		pk.Properties.RetainAvailableFlag = true

@@ -1,8 +1,28 @@
-// Package app wires the gateway: local InfluxDB (optional) → spool → NATS →
-// sinks → broker with the ingest hook → HTTP operations endpoints, and shuts
-// them down in the reverse order that keeps the delivery guarantee:
-// listeners first (no new publishes), then the sinks drain the spool into
-// InfluxDB and NATS, then the spool closes, then NATS drains.
+// Package app wires the gateway. Start brings the components up in data-flow
+// order, so that nothing is accepted before the place it goes to exists:
+//
+//  1. local influxd (influx.local.enabled), InfluxDB credentials, the
+//     database (create_database; bounded, a failure only warns) and the
+//     InfluxDB writer;
+//  2. the spool (replays what a previous run left);
+//  3. the NATS bus (embedded server, or a connection to an external one);
+//  4. the device registry;
+//  5. the sinks (InfluxDB with the live hub, events to NATS), running;
+//  6. the broker with the ingest hook: MQTT listeners open here;
+//  7. services, dashboard, OCPP (each if enabled; they mount on the HTTP
+//     mux, OCPP opens its own listener);
+//  8. the HTTP operations listener; then the gateway is ready.
+//
+// Close stops them in the order that keeps the delivery guarantee (nothing
+// acknowledged is lost; what is not yet stored stays in the spool):
+//
+//  1. device-facing ingress: the broker (MQTT listeners and clients), then
+//     OCPP, the dashboard and the services;
+//  2. the spool is synced, the sinks drain it into InfluxDB and NATS
+//     (bounded by DrainTimeout) and stop;
+//  3. the HTTP listener (it serves /metrics and /readyz during the drain);
+//  4. the spool, the InfluxDB writer, the components' NATS connections, the
+//     NATS bus (drained), the local influxd.
 package app
 
 import (
@@ -64,7 +84,8 @@ type App struct {
 	ready    chan struct{}
 }
 
-// New validates cfg; Start brings the gateway up.
+// New prepares a gateway for cfg (validated by config.Load; New does not
+// check it again) and its metrics registry; Start brings it up.
 func New(cfg config.Config, log *slog.Logger) *App {
 	if log == nil {
 		log = slog.Default()
@@ -74,7 +95,8 @@ func New(cfg config.Config, log *slog.Logger) *App {
 	return &App{cfg: cfg, log: log, reg: reg, m: metrics.New(reg), ready: make(chan struct{})}
 }
 
-// Start starts every component. On error, whatever was started is stopped.
+// Start starts every component in the order of the package comment. On
+// error, whatever was started is stopped (Close).
 func (a *App) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -82,6 +104,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 	}()
 	c := a.cfg
+	// 1. InfluxDB: local server, credentials, database, writer.
 	if c.Influx.Local.Enabled {
 		a.proc, err = influxproc.Start(ctx, influxproc.Config{Binary: c.Influx.Local.Binary, Dir: c.Influx.Local.Dir,
 			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr, Database: c.Influx.Database,
@@ -103,6 +126,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("influx writer: %w", err)
 	}
+	// 2. Spool.
 	a.spool, err = spool.Open(spool.Options{
 		Dir:          filepath.Join(c.DataDir, "spool"),
 		Consumers:    []string{influxsink.ConsumerName, eventsink.ConsumerName},
@@ -115,6 +139,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	// 3. NATS bus.
 	storeDir := c.NATS.Embedded.StoreDir
 	if storeDir == "" {
 		storeDir = filepath.Join(c.DataDir, "nats")
@@ -128,12 +153,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// 4. Device registry.
 	a.devices, err = registry.Load(c.DevicesFile)
 	if err != nil {
 		return fmt.Errorf("device registry: %w", err)
 	}
 
-	// Sinks.
+	// 5. Sinks, running from here on.
 	icons, err := a.spool.Consumer(influxsink.ConsumerName)
 	if err != nil {
 		return err
@@ -164,15 +190,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.runSink("influx", func() error { return a.isink.Run(sinkCtx, drainCtx) })
 	a.runSink("events", func() error { return a.esink.Run(sinkCtx, drainCtx) })
 
-	// Broker with the ingest hook.
-	a.broker, err = broker.New(broker.Config{
-		TCPAddr: c.MQTT.TCPAddr, WSAddr: c.MQTT.WSAddr, TLSAddr: c.MQTT.TLSAddr,
-		TLSCertFile: c.MQTT.TLSCertFile, TLSKeyFile: c.MQTT.TLSKeyFile, ClientCAFile: c.MQTT.ClientCAFile,
-		MaxPacketSize: uint32(c.MQTT.MaxPacketSize), ReceiveMaximum: uint16(c.MQTT.ReceiveMaximum),
-		MaxInflight: uint16(c.MQTT.MaxInflight), MaxClientWritesPending: int32(c.MQTT.MaxClientWritesPending),
-		ConnectTimeout: c.MQTT.ConnectTimeout, MaxClients: int64(c.MQTT.MaxClients), SessionExpiry: c.MQTT.SessionExpiry,
-		RatePerDevice: c.MQTT.RatePerDevice, Burst: c.MQTT.RateBurst,
-	}, a.devices, a.log.With("component", "broker"))
+	// 6. Broker with the ingest hook; its listeners open at broker.Start.
+	a.broker, err = broker.New(c.MQTT, a.devices, a.log.With("component", "broker"))
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -187,6 +206,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.broker.Start(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
+	// 7. Services, dashboard, OCPP.
 	if c.Services.Enabled {
 		if err := a.startServices(ctx); err != nil {
 			return fmt.Errorf("services: %w", err)
@@ -202,6 +222,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("ocpp: %w", err)
 		}
 	}
+	// 8. HTTP operations listener.
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
@@ -280,9 +301,10 @@ func (a *App) Run(ctx context.Context) error {
 	return a.Close()
 }
 
-// Close shuts down in order: HTTP and MQTT listeners and clients, sinks
-// drain the spool (bounded by DrainTimeout), spool, InfluxDB writer, NATS
-// (drain), local influxd. Safe to call more than once.
+// Close shuts down in the order of the package comment: ingress (broker,
+// OCPP, dashboard, services), spool sync and sink drain (bounded by
+// DrainTimeout), HTTP, spool, InfluxDB writer, NATS connections and bus,
+// local influxd. Safe to call more than once.
 func (a *App) Close() error {
 	var errs []error
 	a.once.Do(func() {

@@ -16,7 +16,8 @@ type dashboardExt struct {
 }
 
 // startDashboard mounts the service-team dashboard and JSON API on a.mux.
-// Called after the broker has started and before HTTP listens. Without a
+// Called after the broker and the services have started and before HTTP
+// listens. Without a
 // users file nobody could log in, so nothing is mounted (warning logged).
 func (a *App) startDashboard(_ context.Context) error {
 	c := a.cfg.Dashboard

@@ -94,8 +94,8 @@ func (a *App) ocppRevalidate() {
 	}
 }
 
-// closeOCPP stops what startOCPP started. Idempotent. Runs with the broker
-// close, before the sinks drain.
+// closeOCPP stops what startOCPP started. Idempotent. Runs right after the
+// broker closes, before the dashboard, the services and the sink drain.
 func (a *App) closeOCPP() {
 	e := &a.ext.ocpp
 	if e.central == nil {

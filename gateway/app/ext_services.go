@@ -58,8 +58,8 @@ func (a *App) vehicleOnline(vin string) bool {
 // Services is the running services suite (nil when disabled).
 func (a *App) Services() *suite.Suite { return a.ext.services.suite }
 
-// closeServices stops what startServices started. Idempotent. Runs right
-// after the broker closes, before the sinks drain.
+// closeServices stops what startServices started. Idempotent. Runs after
+// the broker, OCPP and the dashboard close, before the sinks drain.
 func (a *App) closeServices() {
 	if a.ext.services.suite != nil {
 		a.ext.services.suite.Close()

@@ -13,12 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/broker"
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/internal/bytesize"
 )
 
 // Errors returned by Load and Validate.
@@ -65,25 +70,10 @@ type HTTP struct {
 	Pprof bool `yaml:"pprof"`
 }
 
-// MQTT configures the embedded broker (see docs/broker.md for the rationale
-// behind each limit).
-type MQTT struct {
-	TCPAddr                string        `yaml:"tcp_addr"`
-	WSAddr                 string        `yaml:"ws_addr"`
-	TLSAddr                string        `yaml:"tls_addr"`
-	TLSCertFile            string        `yaml:"tls_cert_file"`
-	TLSKeyFile             string        `yaml:"tls_key_file"`
-	ClientCAFile           string        `yaml:"client_ca_file"`
-	MaxPacketSize          ByteSize      `yaml:"max_packet_size"`
-	ReceiveMaximum         int           `yaml:"receive_maximum"`
-	MaxInflight            int           `yaml:"max_inflight"`
-	MaxClientWritesPending int           `yaml:"max_client_writes_pending"`
-	ConnectTimeout         time.Duration `yaml:"connect_timeout"`
-	MaxClients             int           `yaml:"max_clients"`
-	SessionExpiry          time.Duration `yaml:"session_expiry"`
-	RatePerDevice          float64       `yaml:"rate_per_device"`
-	RateBurst              int           `yaml:"rate_burst"`
-}
+// MQTT configures the embedded broker: it is broker.Config, which carries
+// the YAML keys and the defaults (broker.DefaultConfig); see docs/broker.md
+// for the rationale behind each limit.
+type MQTT = broker.Config
 
 // Spool configures the durable on-disk write-ahead spool.
 type Spool struct {
@@ -172,7 +162,12 @@ type Ingest struct {
 	MinTimestamp string `yaml:"min_timestamp"`
 }
 
-// Default returns the configuration used when a key is absent.
+// Default returns the configuration used when a key is absent. It is the one
+// place the gateway's defaults are set: the mqtt section is
+// broker.DefaultConfig(), the spool sizes and the InfluxDB timeout are the
+// components' constants, the dashboard, services and OCPP sections come from
+// their files' *Defaults functions. deploy/gateway.sample.yaml must load to
+// exactly this (TestSampleIsDefaults).
 func Default() Config {
 	return Config{
 		DataDir:     "var/gateway",
@@ -180,22 +175,10 @@ func Default() Config {
 		LogFormat:   "text",
 		DevicesFile: "var/devices.yaml",
 		HTTP:        HTTP{Addr: "127.0.0.1:8080"},
-		MQTT: MQTT{
-			TCPAddr:                "127.0.0.1:1883",
-			WSAddr:                 "127.0.0.1:1882",
-			MaxPacketSize:          64 << 10,
-			ReceiveMaximum:         64,
-			MaxInflight:            64,
-			MaxClientWritesPending: 16,
-			ConnectTimeout:         10 * time.Second,
-			MaxClients:             100000,
-			SessionExpiry:          24 * time.Hour,
-			RatePerDevice:          200,
-			RateBurst:              400,
-		},
+		MQTT:        broker.DefaultConfig(),
 		Spool: Spool{
-			MaxBytes:     1 << 30,
-			SegmentBytes: 64 << 20,
+			MaxBytes:     spool.DefaultMaxBytes,
+			SegmentBytes: spool.DefaultSegmentBytes,
 			AckTimeout:   5 * time.Second,
 		},
 		Influx: Influx{
@@ -205,7 +188,7 @@ func Default() Config {
 			CreateDatabase:  true,
 			BatchLines:      5000,
 			BatchBytes:      4 << 20,
-			Timeout:         10 * time.Second,
+			Timeout:         influx.DefaultTimeout,
 			Local: LocalInflux{
 				Enabled:  false,
 				Binary:   "bin/influxd",
@@ -269,7 +252,10 @@ func Load(path string, env []string, overrides []string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Decode strictly decodes YAML from r into cfg (which holds the defaults).
+// Decode strictly decodes YAML from r into cfg, which holds the defaults:
+// keys the YAML omits keep them. It reads at most 1 MiB; empty input leaves
+// cfg unchanged. An unknown key is ErrUnknownKey, a wrong type or bad
+// syntax ErrInvalid; Decode does not Validate.
 func Decode(r io.Reader, cfg *Config) error {
 	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
 	if err != nil {
@@ -284,12 +270,13 @@ func Decode(r io.Reader, cfg *Config) error {
 		if strings.Contains(err.Error(), "not found in type") {
 			return fmt.Errorf("%w: %v", ErrUnknownKey, err)
 		}
-		return err
+		return fmt.Errorf("%w: %v", ErrInvalid, err) // wrong type or syntax
 	}
 	return nil
 }
 
-// Validate checks ranges and cross-field rules.
+// Validate checks ranges and cross-field rules and returns every violation
+// (errors.Join), each wrapping ErrInvalid and naming its dotted key.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, why string) { errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, key, why)) }
@@ -318,10 +305,10 @@ func (c *Config) Validate() error {
 	if c.MQTT.MaxPacketSize < 256 || c.MQTT.MaxPacketSize > 256<<20 {
 		bad("mqtt.max_packet_size", "must be between 256 B and 256 MiB")
 	}
-	if c.MQTT.ReceiveMaximum < 1 || c.MQTT.ReceiveMaximum > 65535 {
+	if c.MQTT.ReceiveMaximum < 1 { // the upper bound 65535 is the uint16 type's
 		bad("mqtt.receive_maximum", "must be 1..65535")
 	}
-	if c.MQTT.MaxInflight < 1 || c.MQTT.MaxInflight > 65535 {
+	if c.MQTT.MaxInflight < 1 {
 		bad("mqtt.max_inflight", "must be 1..65535")
 	}
 	if c.MQTT.MaxClientWritesPending < 1 || c.MQTT.MaxClientWritesPending > 1<<20 {
@@ -333,7 +320,16 @@ func (c *Config) Validate() error {
 	if c.MQTT.MaxClients < 1 {
 		bad("mqtt.max_clients", "must be positive")
 	}
-	if c.MQTT.RatePerDevice <= 0 || c.MQTT.RateBurst < 1 {
+	if c.MQTT.MaxKeepalive < time.Second || c.MQTT.MaxKeepalive > 65535*time.Second {
+		bad("mqtt.max_keepalive", "must be 1s..65535s")
+	}
+	if c.MQTT.MaxConnections < 0 {
+		bad("mqtt.max_connections", "must not be negative (0: max_clients + max_clients/8 + 64)")
+	}
+	if c.MQTT.SessionExpiry < 0 || c.MQTT.SessionExpiry > math.MaxUint32*time.Second {
+		bad("mqtt.session_expiry", "must be 0..4294967295s")
+	}
+	if c.MQTT.RatePerDevice <= 0 || c.MQTT.Burst < 1 {
 		bad("mqtt.rate_per_device", "rate and burst must be positive")
 	}
 	if c.Spool.MaxBytes < 1<<20 {
@@ -407,36 +403,13 @@ func (i Influx) Bucket() string {
 
 // ByteSize is a size in bytes; YAML accepts an integer or a string with a
 // unit suffix: B, KiB, MiB, GiB (also KB, MB, GB as powers of 1000).
-type ByteSize int64
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseByteSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*b = v
-	return nil
-}
+type ByteSize = bytesize.Size
 
 // ParseByteSize parses "1048576", "64KiB", "1 GiB", "10MB".
 func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			mult = u.mult
-			s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
-			break
-		}
+	b, err := bytesize.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%w: size %q", ErrInvalid, s)
-	}
-	return ByteSize(n * mult), nil
+	return b, nil
 }

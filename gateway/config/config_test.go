@@ -4,8 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/telegate/telegate/broker"
 )
 
 func TestGoodFiles(t *testing.T) {
@@ -20,19 +26,90 @@ func TestGoodFiles(t *testing.T) {
 	}
 }
 
+// TestBadFiles loads each testdata/bad file and checks the error it gets:
+// the sentinel (errors.Is) and a distinctive part of the message. Every
+// file must be listed, so a new bad file comes with its expected answer.
 func TestBadFiles(t *testing.T) {
+	want := map[string]struct {
+		is  error
+		msg string
+	}{
+		"bad_duration.yaml":             {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
+		"bad_level.yaml":                {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
+		"bad_size.yaml":                 {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
+		"bad_url.yaml":                  {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
+		"tiny_packet.yaml":              {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
+		"tls_without_cert.yaml":         {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
+		"unknown_key.yaml":              {ErrUnknownKey, "line 2: field urll not found"},
+		"wrong_type.yaml":               {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
+		"zero_keepalive.yaml":           {ErrInvalid, "config: invalid value: mqtt.max_keepalive: must be 1s..65535s"},
+		"receive_maximum_overflow.yaml": {ErrInvalid, "line 2: cannot unmarshal !!int `70000` into uint16"},
+	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
-	if len(files) == 0 {
-		t.Fatal("no bad testdata")
+	if len(files) != len(want) {
+		t.Errorf("%d bad files, %d expected answers: list every file in want", len(files), len(want))
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
+			w, ok := want[filepath.Base(f)]
+			if !ok {
+				t.Fatalf("%s has no expected error in want", f)
+			}
 			_, err := Load(f, nil, nil)
 			if err == nil {
 				t.Fatalf("Load(%s) accepted a bad file", f)
 			}
-			t.Log(err)
+			if !errors.Is(err, w.is) {
+				t.Errorf("Load(%s) = %v, want errors.Is %v", f, err, w.is)
+			}
+			if !strings.Contains(err.Error(), w.msg) {
+				t.Errorf("Load(%s) = %q, want it to contain %q", f, err, w.msg)
+			}
 		})
+	}
+}
+
+// TestSampleIsDefaults: deploy/gateway.sample.yaml documents every key with
+// its default, so loading it must give exactly Default() (the sample cannot
+// drift from the code).
+func TestSampleIsDefaults(t *testing.T) {
+	got, err := Load("../../deploy/gateway.sample.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("sample differs from Default():\n got  %+v\n want %+v", got, want)
+	}
+}
+
+// TestSampleListsEveryKey: each settable key is in the sample, or (lists
+// whose default is empty) shown commented out as "# key:".
+func TestSampleListsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/gateway.sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree map[string]any
+	if err := yaml.Unmarshal(data, &tree); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		var node any = tree
+		found := true
+		for _, part := range splitKey(k) {
+			m, ok := node.(map[string]any)
+			if !ok {
+				found = false
+				break
+			}
+			if node, found = m[part]; !found {
+				break
+			}
+		}
+		parts := splitKey(k)
+		if !found && !strings.Contains(string(data), "# "+parts[len(parts)-1]+":") {
+			t.Errorf("key %s missing from deploy/gateway.sample.yaml", k)
+		}
 	}
 }
 
@@ -122,5 +199,24 @@ func TestWebhookAllowCIDRs(t *testing.T) {
 	}
 	if _, err := Load("", nil, []string{"services.webhook_allow_cidrs=10.0.0.300/8"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad CIDR: err = %v, want ErrInvalid", err)
+	}
+}
+
+// TestMQTTIsBrokerConfig: the mqtt section is broker.Config itself, so every
+// broker setting is a key (max_keepalive and max_connections were not
+// reachable before) and the defaults are the broker's.
+func TestMQTTIsBrokerConfig(t *testing.T) {
+	if !reflect.DeepEqual(Default().MQTT, broker.DefaultConfig()) {
+		t.Fatalf("mqtt defaults %+v differ from broker.DefaultConfig()", Default().MQTT)
+	}
+	c, err := Load("", []string{"TELEGATE_MQTT_MAX_KEEPALIVE=2m"}, []string{"mqtt.max_connections=500", "mqtt.rate_burst=9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MQTT.MaxKeepalive != 2*time.Minute || c.MQTT.MaxConnections != 500 || c.MQTT.Burst != 9 {
+		t.Fatalf("overrides not applied: %+v", c.MQTT)
+	}
+	if _, err := Load("", nil, []string{"mqtt.receive_maximum=70000"}); !errors.Is(err, ErrBadOverride) {
+		t.Fatalf("receive_maximum beyond uint16: err = %v, want ErrBadOverride", err)
 	}
 }

@@ -45,6 +45,7 @@ type Dashboard struct {
 	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
+// dashboardDefaults is the dashboard section of Default().
 func dashboardDefaults() Dashboard {
 	return Dashboard{
 		Enabled:               true,
@@ -62,6 +63,7 @@ func dashboardDefaults() Dashboard {
 	}
 }
 
+// validate returns the dashboard section's violations (ErrInvalid, key named).
 func (d Dashboard) validate() []error {
 	var errs []error
 	bad := func(key, why string) {

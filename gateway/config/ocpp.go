@@ -27,11 +27,14 @@ type OCPP struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 }
 
+// ocppDefaults is the ocpp section of Default() (disabled).
 func ocppDefaults() OCPP {
 	return OCPP{Listen: "127.0.0.1:8887", SecurityProfile: 2, MaxFrameBytes: 64 << 10, RatePerConn: 20, RateBurst: 40,
 		HeartbeatInterval: 5 * time.Minute}
 }
 
+// validate returns the ocpp section's violations; a disabled section is
+// not checked.
 func (o OCPP) validate() []error {
 	if !o.Enabled {
 		return nil

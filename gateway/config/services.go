@@ -80,6 +80,7 @@ func (s Services) WebhookAllow() []netip.Prefix {
 	return out
 }
 
+// servicesDefaults is the services section of Default().
 func servicesDefaults() Services {
 	return Services{
 		Enabled:            true,
@@ -94,6 +95,7 @@ func servicesDefaults() Services {
 
 var servicesIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$`)
 
+// validate returns the services section's violations (ErrInvalid, key named).
 func (s Services) validate() []error {
 	var errs []error
 	bad := func(key, msg string) { errs = append(errs, fmt.Errorf("%w: services.%s: %s", ErrInvalid, key, msg)) }
