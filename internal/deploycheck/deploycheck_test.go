@@ -190,7 +190,7 @@ func TestComposeMatchesGateway(t *testing.T) {
 		if !containsValue(dataVolumes, g.service) {
 			t.Errorf("%s.volumes: nothing mounted at data_dir %s: the spool would live in the container layer", w, cfg.DataDir)
 		}
-		if n, _ := strconv.Atoi(str(get(g.svc, "ulimits.nofile.soft"))); n < cfg.MQTT.MaxClients {
+		if n, _ := strconv.Atoi(str(get(g.svc, "ulimits.nofile.soft"))); int64(n) < cfg.MQTT.MaxClients {
 			t.Errorf("%s.ulimits.nofile.soft: %d < mqtt.max_clients %d", w, n, cfg.MQTT.MaxClients)
 		}
 	}
@@ -698,7 +698,7 @@ func TestSystemdUnits(t *testing.T) {
 		if !rw {
 			t.Errorf("%s: ReadWritePaths: data_dir %s of %s is not writable under ProtectSystem=strict", u.file, cfg.DataDir, rel(t, local))
 		}
-		if n, _ := strconv.Atoi(u.last("LimitNOFILE")); n < cfg.MQTT.MaxClients+1024 {
+		if n, _ := strconv.Atoi(u.last("LimitNOFILE")); int64(n) < cfg.MQTT.MaxClients+1024 {
 			t.Errorf("%s: LimitNOFILE=%s: below mqtt.max_clients %d plus headroom", u.file, u.last("LimitNOFILE"), cfg.MQTT.MaxClients)
 		}
 		if strings.Contains(u.last("ExecReload"), "HUP") == false {
