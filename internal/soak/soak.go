@@ -327,22 +327,22 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		simDone <- nil
 	}
 
-	// Faults, in turn, until the duration is over.
+	// Faults, in turn, until the duration is over, and each kind at least
+	// once even when a slow machine makes one fault outlast the duration
+	// (a short soak must still exercise every fault).
+	const kinds = 3
 	deadline := time.Now().Add(cfg.Duration)
 	for n := 0; ; n++ {
-		wait := min(cfg.FaultEvery, time.Until(deadline))
-		if wait <= 0 {
+		if n >= kinds && time.Until(deadline) <= 0 {
 			break
 		}
+		wait := max(0, min(cfg.FaultEvery, time.Until(deadline)))
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		case <-time.After(wait):
 		}
-		if time.Until(deadline) <= 0 {
-			break
-		}
-		switch n % 3 {
+		switch n % kinds {
 		case 0:
 			log.Info("fault: InfluxDB outage", "length", cfg.Outage)
 			in.halt(syscall.SIGTERM)
