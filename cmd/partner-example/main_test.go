@@ -77,6 +77,11 @@ func TestExampleCatchesUp(t *testing.T) {
 		if st.Pending != 0 || st.AckPending != 0 {
 			return fmt.Errorf("%+v", st)
 		}
+		// The consumer's counters may lag the stream right after the
+		// publishes: also wait for the example to have printed both.
+		if s := out.String(); !strings.Contains(s, "id=ofr-1") || !strings.Contains(s, "id=ofr-2") {
+			return fmt.Errorf("not printed yet: %+v", st)
+		}
 		return nil
 	})
 	stop()
