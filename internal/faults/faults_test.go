@@ -17,8 +17,8 @@ import (
 
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // metric reads one unlabelled sample from the gateway's /metrics.

@@ -22,8 +22,8 @@ import (
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/ocpp"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
-	"github.com/telegate/telegate/gateway/spool/record"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // Options of a harness.
