@@ -7,7 +7,7 @@ PKGS := ./...
 # Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
 export INFLUXD := $(BIN)/influxd
 
-.PHONY: all build run test test-dates test-long bench soak influxd chromium generate generate-check lint fuzz clean
+.PHONY: all build run test test-short test-dates test-long bench soak influxd chromium generate generate-check lint fuzz clean
 
 all: build
 
@@ -26,6 +26,9 @@ run: build influxd ## start InfluxDB, the gateway (broker + embedded NATS) and a
 
 test: influxd chromium lint generate-check ## every test, race detector on, real InfluxDB, NATS and Chromium
 	$(GO) test -race -count=1 -timeout 18m $(PKGS)
+
+test-short: ## unit tests only (go test -short): no InfluxDB, no Chromium; tests that need them skip
+	$(GO) test -short -count=1 $(PKGS)
 
 # Dates the services' injected clocks are pinned to by test-dates (never the
 # system clock): winter and summer in both hemispheres, a leap day, Europe's

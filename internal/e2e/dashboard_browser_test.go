@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // chromiumPath is $CHROMIUM or Debian's /usr/bin/chromium.
@@ -23,9 +24,11 @@ func chromiumPath() string {
 }
 
 // newBrowser starts headless Chromium with a fresh profile and the flags
-// that keep it off the (closed) network. A missing Chromium fails the test.
+// that keep it off the (closed) network. A missing Chromium fails the test;
+// in -short mode the test is skipped without looking for it.
 func newBrowser(t testing.TB) context.Context {
 	t.Helper()
+	testenv.SkipIfShort(t, "headless Chromium")
 	bin := chromiumPath()
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("Chromium not found at %s (%v): run deploy/install-chromium.sh (Debian package chromium) or set CHROMIUM", bin, err)
@@ -109,6 +112,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // open a vehicle, watch a live value change while the simulator publishes,
 // and see a DTC raised by a vehicle appear with its description.
 func TestDashboardBrowser(t *testing.T) {
+	testenv.SkipIfShort(t, "headless Chromium and a real InfluxDB")
 	e := startEnv(t, 3, 0, withDashboard(t))
 	vin1, vin2 := sim.VIN(sim.DefaultVINPrefix, 1), sim.VIN(sim.DefaultVINPrefix, 2)
 

@@ -15,9 +15,7 @@ import (
 // every fault at least once, so that the runner does not rot: no frame
 // lost, no crash.
 func TestSoakShort(t *testing.T) {
-	if _, err := testenv.InfluxdPath(); err != nil {
-		t.Fatalf("%s: %v", testenv.NotFoundMessage, err)
-	}
+	testenv.RequireInfluxd(t)
 	cfg := Config{
 		Duration:    20 * time.Second,
 		FaultEvery:  4 * time.Second,

@@ -28,8 +28,35 @@ import (
 )
 
 // NotFoundMessage starts the fatal error of StartInflux when there is no
-// influxd binary. Tests never skip for lack of it: `make influxd` builds it.
+// influxd binary. Outside -short mode tests never skip for lack of it:
+// `make influxd` builds it.
 const NotFoundMessage = "InfluxDB binary not found: run `make influxd`"
+
+// SkipIfShort skips the test in -short mode (`go test -short`, `make
+// test-short`) because it needs an external server or program (needs names
+// it, e.g. "a real InfluxDB (influxd)"). -short runs only the tests that need
+// no external binary; embedded nats-server is in-process and still runs.
+// `make test` runs without -short, so every skipped test runs there.
+func SkipIfShort(t testing.TB, needs string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipped in -short mode: needs %s; `make test` runs it", needs)
+	}
+}
+
+// RequireInfluxd returns the influxd binary for tests that run it
+// themselves: in -short mode it skips the test (without looking for the
+// binary, so a present bin/influxd is not used silently), else it fails the
+// test with NotFoundMessage if the binary is missing.
+func RequireInfluxd(t testing.TB) string {
+	t.Helper()
+	SkipIfShort(t, "a real InfluxDB (influxd)")
+	bin, err := InfluxdPath()
+	if err != nil {
+		t.Fatalf("%s: %v", NotFoundMessage, err)
+	}
+	return bin
+}
 
 // Bounds of the waits. They are safety nets against a wedged server, not
 // assertions: influxd 1.8 needs about 2.3 s of CPU to start (Flux).
@@ -86,13 +113,11 @@ type process struct {
 // registers a cleanup that stops it (printing the tail of its log if the
 // test failed). The binary is $INFLUXD if set, else bin/influxd at the
 // module root (found by walking up from the working directory to go.mod);
-// if it is missing the test fails with NotFoundMessage.
+// if it is missing the test fails with NotFoundMessage. In -short mode it
+// skips the test (RequireInfluxd).
 func StartInflux(t testing.TB) *Influx {
 	t.Helper()
-	bin, err := InfluxdPath()
-	if err != nil {
-		t.Fatalf("%s: %v", NotFoundMessage, err)
-	}
+	bin := RequireInfluxd(t)
 	dir := t.TempDir()
 	i := &Influx{
 		Database: "telemetry",
@@ -113,7 +138,7 @@ func StartInflux(t testing.TB) *Influx {
 	for n := 1; ; n++ {
 		i.HTTPAddr, i.RPCAddr = freeAddr(), freeAddr()
 		i.URL = "http://" + i.HTTPAddr
-		err = i.start()
+		err := i.start()
 		if err == nil {
 			break
 		}

@@ -29,7 +29,9 @@ func TestInfluxdPathFromEnv(t *testing.T) {
 	}
 }
 
+// TestInfluxdPathModuleRoot needs bin/influxd to exist (`make influxd`).
 func TestInfluxdPathModuleRoot(t *testing.T) {
+	SkipIfShort(t, "bin/influxd (`make influxd`)")
 	t.Setenv("INFLUXD", "")
 	p, err := InfluxdPath()
 	if err != nil {
@@ -38,6 +40,31 @@ func TestInfluxdPathModuleRoot(t *testing.T) {
 	root := filepath.Dir(filepath.Dir(p))
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil || filepath.Base(p) != "influxd" {
 		t.Fatalf("InfluxdPath() = %s, want <module root>/bin/influxd", p)
+	}
+}
+
+// TestShortSkipsInflux: in -short mode StartInflux and RequireInfluxd skip
+// the test before looking for a binary, even when $INFLUXD names a missing
+// file (they would fail it otherwise).
+func TestShortSkipsInflux(t *testing.T) {
+	if !testing.Short() {
+		t.Skip("checks -short behaviour: run with go test -short")
+	}
+	t.Setenv("INFLUXD", filepath.Join(t.TempDir(), "no-influxd"))
+	for name, f := range map[string]func(testing.TB){
+		"StartInflux":    func(tb testing.TB) { StartInflux(tb) },
+		"RequireInfluxd": func(tb testing.TB) { RequireInfluxd(tb) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var skipped bool
+			t.Run("inner", func(t *testing.T) {
+				defer func() { skipped = t.Skipped() }()
+				f(t)
+			})
+			if !skipped {
+				t.Fatalf("%s did not skip in -short mode", name)
+			}
+		})
 	}
 }
 

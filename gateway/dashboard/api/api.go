@@ -6,6 +6,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,16 +41,68 @@ type Limits struct {
 	MaxSignals            int // signals per history request
 }
 
+// Fleet is the in-memory fleet state the API reads and completes
+// (*fleetstate.State).
+type Fleet interface {
+	Known(vin string) bool
+	Counts() (total, connected, warning, critical int)
+	List(f fleetstate.Filter, page, pageSize int) fleetstate.Page
+	Get(vin string) (fleetstate.Detail, bool)
+	Alerts(f fleetstate.AlertFilter, limit int) ([]fleetstate.Alert, int)
+	// SetValue and DTCSeen fill the state from History's answers.
+	SetValue(vin, path string, val float64, t time.Time)
+	DTCSeen(vin, code string, first, last time.Time)
+}
+
+// History is the stored telemetry the API queries (*history.Store, backed
+// by InfluxDB). Errors are answered 502 without their text.
+type History interface {
+	SignalHistory(ctx context.Context, vin string, paths []string, start, stop time.Time, window time.Duration, fn string) (map[string][]history.Point, error)
+	Latest(ctx context.Context, vin string, lookback time.Duration) (map[string]history.Point, error)
+	DTCSeen(ctx context.Context, vin string, lookback time.Duration) ([]history.CodeSeen, error)
+	ChargingSessions(ctx context.Context, vin string, lookback time.Duration, limit int) ([]history.ChargingSession, error)
+	CommandAcks(ctx context.Context, vin string, lookback time.Duration, limit int) ([]history.Ack, error)
+}
+
+// CommandLog lists the commands sent recently (*remotecmd.Log).
+type CommandLog interface {
+	List(vin string, limit int) []remotecmd.Record
+}
+
+// CommandSender validates and sends a command to a vehicle
+// (*remotecmd.Sender): remotecmd.ErrUnknownCommand and ErrBadParam are
+// answered 400, other errors 502.
+type CommandSender interface {
+	Send(ctx context.Context, vin, name string, params map[string]string, user string) (remotecmd.Record, error)
+}
+
+// LiveFeed delivers a vehicle's telemetry frames as they are stored
+// (*live.Hub).
+type LiveFeed interface {
+	Subscribe(vin string, buffer int) (<-chan live.Update, func())
+}
+
+// The gateway's concrete types are what the API consumes.
+var (
+	_ Fleet         = (*fleetstate.State)(nil)
+	_ History       = (*history.Store)(nil)
+	_ CommandLog    = (*remotecmd.Log)(nil)
+	_ CommandSender = (*remotecmd.Sender)(nil)
+	_ LiveFeed      = (*live.Hub)(nil)
+)
+
 // Deps are what the API reads and drives.
 type Deps struct {
-	State    *fleetstate.State
-	Hist     *history.Store
-	Cmds     *remotecmd.Log
-	Sender   *remotecmd.Sender
-	Hub      *live.Hub
-	Auth     *auth.Manager
-	Log      *slog.Logger
-	Limits   Limits
+	State  Fleet
+	Hist   History
+	Cmds   CommandLog
+	Sender CommandSender
+	Hub    LiveFeed
+	Auth   *auth.Manager
+	Log    *slog.Logger
+	Limits Limits
+	// Now is the clock of history ranges ending now (default time.Now).
+	Now      func() time.Time
 	Ready    func() bool     // fleet state loaded
 	Done     <-chan struct{} // closed at shutdown: live streams end
 	Lookback time.Duration   // DTC history / charging / acks lookback
@@ -110,6 +163,9 @@ func New(d Deps) *API {
 	}
 	if d.Ready == nil {
 		d.Ready = func() bool { return true }
+	}
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	if d.Limits.MaxLiveStreamsPerUser <= 0 {
 		d.Limits.MaxLiveStreamsPerUser = max(d.Limits.MaxLiveStreams, 1)
@@ -382,7 +438,7 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	now := time.Now().UTC()
+	now := a.d.Now().UTC()
 	// signals
 	raw := q.Get("signals")
 	if raw == "" {

@@ -37,10 +37,7 @@ func query(t *testing.T, base, token, stmt string) int {
 // authentication on, generates its users once into a 0600 file, refuses
 // anonymous requests, and reuses the same credentials after a restart.
 func TestLocalInfluxAuth(t *testing.T) {
-	bin, err := testenv.InfluxdPath()
-	if err != nil {
-		t.Fatalf("%s: %v", testenv.NotFoundMessage, err)
-	}
+	bin := testenv.RequireInfluxd(t)
 	dir := t.TempDir()
 	cfg := influxproc.Config{Binary: bin, Dir: filepath.Join(dir, "influxdb"), HTTPAddr: testenv.FreeAddr(t),
 		RPCAddr: testenv.FreeAddr(t), Database: "telemetry"}
