@@ -24,7 +24,7 @@ import (
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/influx/influxproc"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/sink/live"
@@ -43,7 +43,7 @@ type App struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	m        *metrics.Metrics
-	proc     *influxproc.Proc
+	proc     *localserver.Server
 	writer   *influx.Writer
 	spool    *spool.Spool
 	bus      *natsbus.Bus
@@ -83,8 +83,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}()
 	c := a.cfg
 	if c.Influx.Local.Enabled {
-		a.proc, err = influxproc.Start(ctx, influxproc.Config{Binary: c.Influx.Local.Binary, Dir: c.Influx.Local.Dir,
-			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr, Database: c.Influx.Database,
+		a.proc, err = localserver.Start(ctx, localserver.ServerConfig{Config: localserver.Config{Binary: c.Influx.Local.Binary,
+			Dir: c.Influx.Local.Dir, HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, Database: c.Influx.Database,
 			CredentialsFile: c.Influx.Local.CredentialsFile}, a.log)
 		if err != nil {
 			return err
