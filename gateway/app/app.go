@@ -93,13 +93,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.resolveInfluxAuth(); err != nil {
 		return err
 	}
-	if c.Influx.CreateDatabase {
+	if a.ext.influxAuth.ep.CreateDatabase {
 		if err := a.ensureDatabase(ctx); err != nil {
 			return err
 		}
 	}
-	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: a.ext.influxAuth.write, Org: c.Influx.Org,
-		Bucket: c.Influx.Bucket(), Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
+	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: a.ext.influxAuth.write,
+		Org: a.ext.influxAuth.ep.WriteOrg, Bucket: a.ext.influxAuth.ep.WriteBucket, Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
 	if err != nil {
 		return fmt.Errorf("influx writer: %w", err)
 	}
@@ -151,7 +151,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
 	icfg := influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)}
-	if c.Influx.CreateDatabase {
+	if a.ext.influxAuth.ep.CreateDatabase {
 		icfg.EnsureDB = a.createDatabase
 	}
 	a.isink = influxsink.New(icfg, icons, a.writer, a.m, a.log.With("component", "influxsink"))

@@ -116,14 +116,14 @@ func TestQuotingHostileInput(t *testing.T) {
 		if !strings.HasPrefix(s, `'`) || !strings.HasSuffix(s, `'`) || unescapedQuotes(s[1:len(s)-1], '\'') || strings.ContainsAny(s, "\n\r") {
 			t.Errorf("String(%q) = %s escapes its quotes", h, s)
 		}
-		if got := unquote(s[1:len(s)-1]); got != h {
+		if got := unquote(s[1 : len(s)-1]); got != h {
 			t.Errorf("String(%q) does not round-trip: %q", h, got)
 		}
 		id := Ident(h)
 		if !strings.HasPrefix(id, `"`) || !strings.HasSuffix(id, `"`) || unescapedQuotes(id[1:len(id)-1], '"') || strings.ContainsAny(id, "\n\r") {
 			t.Errorf("Ident(%q) = %s escapes its quotes", h, id)
 		}
-		if got := unquote(id[1:len(id)-1]); got != h {
+		if got := unquote(id[1 : len(id)-1]); got != h {
 			t.Errorf("Ident(%q) does not round-trip: %q", h, got)
 		}
 		re := Regex(h)
