@@ -42,7 +42,8 @@ const (
 // file: HTTP API on httpAddr (host:port) with authentication on (no
 // anonymous query or write; see Start for the first admin), the v1 query
 // API (InfluxQL, what the gateway reads with) and the v2 write API, Flux
-// off (nothing reads with it), RPC (backup/restore) on rpcAddr (callers
+// on for the Grafana dashboard only (deploy/grafana; the product and its
+// tests never use it), RPC (backup/restore) on rpcAddr (callers
 // pass loopback addresses), meta, data and WAL under dir, no usage
 // reporting, no _internal monitoring database, warnings-only logs, and no
 // configuration file from ~/.influxdb or /etc/influxdb. With exec.Cmd.Env
@@ -53,7 +54,7 @@ func Env(httpAddr, rpcAddr, dir string) []string {
 		"INFLUXDB_REPORTING_DISABLED=true",
 		"INFLUXDB_BIND_ADDRESS=" + rpcAddr,
 		"INFLUXDB_HTTP_BIND_ADDRESS=" + httpAddr,
-		"INFLUXDB_HTTP_FLUX_ENABLED=false",
+		"INFLUXDB_HTTP_FLUX_ENABLED=true",
 		"INFLUXDB_HTTP_AUTH_ENABLED=true",
 		"INFLUXDB_HTTP_LOG_ENABLED=false",
 		"INFLUXDB_HTTP_DEBUG_PPROF_ENABLED=false",
