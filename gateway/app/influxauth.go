@@ -27,7 +27,6 @@ func (a *App) resolveInfluxAuth() error {
 	if err != nil {
 		return err
 	}
-	ia.ep = ep
 	switch {
 	case a.proc != nil:
 		cr := a.proc.Credentials()
@@ -53,6 +52,7 @@ func (a *App) resolveInfluxAuth() error {
 		a.log.Warn("InfluxDB credentials not configured (influx.token, username/password or credentials_file): " +
 			"the server must be accepting anonymous writes")
 	}
+	ia.ep = ep
 	a.ext.influxAuth = ia
 	return nil
 }
