@@ -52,13 +52,12 @@ cat <<INFO
     or: cp var/gateway/nats/ops-context.json ~/.config/nats/context/telegate.json; nats --context telegate ...
   Devices           var/devices.yaml (fleet key "$FLEET_KEY")
 
-  Latest speed per vehicle (Flux, as the read-only user):
+  Latest speed per vehicle (InfluxQL over the v1 query API, as the read-only user;
+  the same request works on InfluxDB 1.8, 2.x with a DBRP mapping, and 3.x):
     R=\$(sed -n '/"reader"/,/}/s/.*"password": "\(.*\)".*/\1/p' var/influxdb/credentials.json)
-    curl -s -XPOST http://127.0.0.1:8086/api/v2/query -H "Authorization: Token telegate_reader:\$R" \\
-      -H 'Content-Type: application/vnd.flux' -H 'Accept: application/csv' \\
-      -d 'from(bucket:"telemetry/autogen") |> range(start:-5m) |> filter(fn:(r)=> r._measurement=="telemetry" and r._field=="Vehicle.Speed") |> last()'
-  Same in InfluxQL:  curl -s -u "telegate_reader:\$R" http://127.0.0.1:8086/query --data-urlencode db=telemetry \\
-      --data-urlencode 'q=SELECT last("Vehicle.Speed") FROM telemetry WHERE time > now() - 5m GROUP BY vin'
+    curl -s -G http://127.0.0.1:8086/query -H "Authorization: Token telegate_reader:\$R" \\
+      --data-urlencode db=telemetry --data-urlencode rp=autogen \\
+      --data-urlencode 'q=SELECT last("Vehicle.Speed") FROM "telemetry" WHERE time > now() - 5m GROUP BY "vin"'
   DTC events (nats CLI):   nats sub 'telemetry.dtc.>'            (after sourcing ops.env)
   Charging sessions:       nats sub 'charging.session.>'
   Streams, KV:             nats stream ls; nats kv get dtc_state <VIN>

@@ -43,7 +43,7 @@ import (
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/influx/influxproc"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
@@ -63,7 +63,7 @@ type App struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	m        *metrics.Metrics
-	proc     *influxproc.Proc
+	proc     *localserver.Server
 	writer   *influx.Writer
 	spool    *spool.Spool
 	bus      *natsbus.Bus
@@ -106,8 +106,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	c := a.cfg
 	// 1. InfluxDB: local server, credentials, database, writer.
 	if c.Influx.Local.Enabled {
-		a.proc, err = influxproc.Start(ctx, influxproc.Config{Binary: c.Influx.Local.Binary, Dir: c.Influx.Local.Dir,
-			HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr, Database: c.Influx.Database,
+		a.proc, err = localserver.Start(ctx, localserver.ServerConfig{Config: localserver.Config{Binary: c.Influx.Local.Binary,
+			Dir: c.Influx.Local.Dir, HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, Database: c.Influx.Database,
 			CredentialsFile: c.Influx.Local.CredentialsFile}, a.log)
 		if err != nil {
 			return err
@@ -116,13 +116,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.resolveInfluxAuth(); err != nil {
 		return err
 	}
-	if c.Influx.CreateDatabase {
+	if a.ext.influxAuth.ep.CreateDatabase {
 		if err := a.ensureDatabase(ctx); err != nil {
 			return err
 		}
 	}
-	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: a.ext.influxAuth.write, Org: c.Influx.Org,
-		Bucket: c.Influx.Bucket(), Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
+	a.writer, err = influx.NewWriter(influx.Config{URL: c.Influx.URL, Token: a.ext.influxAuth.write,
+		Org: a.ext.influxAuth.ep.WriteOrg, Bucket: a.ext.influxAuth.ep.WriteBucket, Timeout: c.Influx.Timeout, Precision: time.Nanosecond}, a.log)
 	if err != nil {
 		return fmt.Errorf("influx writer: %w", err)
 	}
@@ -177,7 +177,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
 	icfg := influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)}
-	if c.Influx.CreateDatabase {
+	if a.ext.influxAuth.ep.CreateDatabase {
 		icfg.EnsureDB = a.createDatabase
 	}
 	a.isink = influxsink.New(icfg, icons, a.writer, a.m, a.log.With("component", "influxsink"))

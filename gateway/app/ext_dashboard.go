@@ -39,7 +39,9 @@ func (a *App) startDashboard(_ context.Context) error {
 	d, err := dashboard.New(dashboard.Options{
 		Config: c,
 		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.ext.influxAuth.query, Org: a.cfg.Influx.Org,
-			Bucket: a.cfg.Influx.Bucket(), Timeout: c.QueryTimeout},
+			Bucket: a.cfg.Influx.Bucket(), Database: a.ext.influxAuth.ep.QueryDatabase,
+			RetentionPolicy: a.ext.influxAuth.ep.QueryRetentionPolicy, AuthScheme: a.ext.influxAuth.ep.QueryAuthScheme,
+			Timeout: c.QueryTimeout},
 		VINs: vins, Hub: a.live, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		LocationAllowed: a.locationConsent,
 	})

@@ -46,7 +46,8 @@ func telemetryEraser(a *App) customers.TelemetryEraser {
 	if in.URL == "" {
 		return nil
 	}
-	return &customers.InfluxTelemetry{URL: in.URL, Database: in.Database, Token: a.ext.influxAuth.write}
+	return &customers.InfluxTelemetry{URL: in.URL, Database: a.ext.influxAuth.ep.QueryDatabase, Token: a.ext.influxAuth.write,
+		AuthScheme: a.ext.influxAuth.ep.QueryAuthScheme}
 }
 
 // vehicleOnline reports whether vin has a live MQTT session.

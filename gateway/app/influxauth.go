@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/influx"
 )
 
@@ -12,6 +13,8 @@ import (
 type influxAuth struct {
 	write string // writer, sink, database creation: "user:password" or an API token
 	query string // dashboard history and fleet-state queries (read-only user when configured)
+	// ep is where the writer writes and the reader reads, per influx.version.
+	ep config.InfluxEndpoints
 }
 
 // resolveInfluxAuth picks the credentials: the local influxd's generated
@@ -20,6 +23,10 @@ type influxAuth struct {
 func (a *App) resolveInfluxAuth() error {
 	c := a.cfg.Influx
 	var ia influxAuth
+	ep, err := c.Endpoints()
+	if err != nil {
+		return err
+	}
 	switch {
 	case a.proc != nil:
 		cr := a.proc.Credentials()
@@ -45,6 +52,7 @@ func (a *App) resolveInfluxAuth() error {
 		a.log.Warn("InfluxDB credentials not configured (influx.token, username/password or credentials_file): " +
 			"the server must be accepting anonymous writes")
 	}
+	ia.ep = ep
 	a.ext.influxAuth = ia
 	return nil
 }

@@ -109,6 +109,10 @@ type Influx struct {
 	BatchBytes     ByteSize      `yaml:"batch_bytes"`
 	Timeout        time.Duration `yaml:"timeout"`
 	Local          LocalInflux   `yaml:"local"`
+	// Version, WriteBucket, QueryAuthScheme: see influxversion.go.
+	Version         int    `yaml:"version"`
+	WriteBucket     string `yaml:"bucket"`
+	QueryAuthScheme string `yaml:"query_auth_scheme"`
 }
 
 // LocalInflux makes the gateway start and stop a local influxd child

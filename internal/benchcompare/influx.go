@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 )
 
 // ErrInflux: InfluxDB refused a request.
@@ -43,7 +43,7 @@ func startInflux(bin, dir string) (*influxServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := append(envWithout("INFLUXDB_"), influx.ServerEnv(httpAddr, rpcAddr, dir)...)
+	env := append(envWithout("INFLUXDB_"), localserver.Env(httpAddr, rpcAddr, dir)...)
 	u := "http://" + httpAddr
 	p, err := startProc("influxd", bin, []string{"run"}, env, filepath.Join(dir, "influxd.log"), 2*time.Minute,
 		httpReady(u+"/ping", http.StatusNoContent))

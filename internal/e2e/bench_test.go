@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/internal/testenv"
 )
 
@@ -154,7 +155,7 @@ func connectProbe(b testing.TB, url, vin string) paho.Client {
 }
 
 // runProbes publishes a probe frame every 100 ms and measures the time until
-// a Flux query finds it.
+// an InfluxQL query finds it.
 func runProbes(b testing.TB, in *testenv.Influx, c paho.Client, vin string, stop <-chan struct{}) []time.Duration {
 	var out []time.Duration
 	for seq := uint64(1); ; seq++ {
@@ -168,9 +169,8 @@ func runProbes(b testing.TB, in *testenv.Influx, c paho.Client, vin string, stop
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			continue
 		}
-		q := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s and r._field == "seq" and r._value == %d) |> count()`,
-			sent.Add(-time.Second).UTC().Format(time.RFC3339Nano), testenv.FluxString(vin), seq)
+		q := fmt.Sprintf(`SELECT count("seq") FROM "telemetry" WHERE time >= %s AND "vin" = %s AND "seq" = %d`,
+			query.Time(sent.Add(-time.Second)), query.String(vin), seq)
 		for time.Since(sent) < time.Minute {
 			if rows := in.Query(b, q); len(rows) > 0 {
 				out = append(out, time.Since(sent))
@@ -182,9 +182,8 @@ func runProbes(b testing.TB, in *testenv.Influx, c paho.Client, vin string, stop
 }
 
 func probesStored(b testing.TB, in *testenv.Influx, vin string, start time.Time) int {
-	q := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s and r._field == "seq") |> count()`,
-		start.UTC().Format(time.RFC3339Nano), testenv.FluxString(vin))
+	q := fmt.Sprintf(`SELECT count("seq") FROM "telemetry" WHERE time >= %s AND "vin" = %s`,
+		query.Time(start), query.String(vin))
 	rows := in.Query(b, q)
 	if len(rows) == 0 {
 		return 0

@@ -20,8 +20,8 @@ import (
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
-	"github.com/telegate/telegate/internal/testenv"
 )
 
 func telemetryFrame(vin string, seq uint64, ts time.Time) []byte {
@@ -67,16 +67,15 @@ func TestQoS1FramesQueryable(t *testing.T) {
 	if n := e.influx.Count(t, "telemetry", "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current", since); n != k {
 		t.Fatalf("soc points %d, want %d", n, k)
 	}
-	rows := e.influx.Query(t, fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r._field == "seq") |> group() |> sum()`, since.Format(time.RFC3339Nano)))
+	rows := e.influx.Query(t, `SELECT sum("seq") FROM "telemetry" WHERE time >= `+query.Time(since))
 	if len(rows) != 1 || rows[0]["_value"].(int64) != int64(sumSeq) {
 		t.Fatalf("sum of seq: %v, want %d", rows, sumSeq)
 	}
-	rows = e.influx.Query(t, fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s) |> last()`, since.Format(time.RFC3339Nano), testenv.FluxString(sim.VIN(sim.DefaultVINPrefix, 2))))
+	rows = e.influx.Query(t, `SELECT last(*) FROM "telemetry" WHERE time >= `+query.Time(since)+
+		` AND "vin" = `+query.String(sim.VIN(sim.DefaultVINPrefix, 2)))
 	got := map[string]any{}
-	for _, r := range rows {
-		got[r["_field"].(string)] = r["_value"]
+	for _, r := range rows { // last(*) names its columns last_<field>
+		got[strings.TrimPrefix(r["_field"].(string), "last_")] = r["_value"]
 	}
 	if got["Vehicle.Speed"] != float64(perVehicle%200) || got["Vehicle.IsMoving"] != true || got["Vehicle.Powertrain.Transmission.CurrentGear"] != int64(3) {
 		t.Fatalf("last values: %v", got)
@@ -268,9 +267,7 @@ func TestMalformedPayloads(t *testing.T) {
 	// InfluxDB: one dead_letter point per rejection, the same labels and messages.
 	since := now.Add(-time.Hour)
 	eventually(t, "dead letters in InfluxDB", countIs(t, e.influx, "dead_letter", "bytes", since, total))
-	rows := e.influx.Query(t, fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "dead_letter" and (r._field == "reason" or r._field == "message"))
-  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group()`, since.Format(time.RFC3339Nano)))
+	rows := e.influx.QueryRows(t, `SELECT "reason", "message" FROM "dead_letter" WHERE time >= `+query.Time(since))
 	influxLabels := map[string]int{}
 	for _, r := range rows {
 		label, _ := r["reason"].(string)
@@ -366,8 +363,7 @@ func TestDTCEventsAndCharging(t *testing.T) {
 		t.Fatalf("subject %s", m.Subject())
 	}
 	eventually(t, "diag stored", countIs(t, e.influx, "diag", "seq", now.Add(-time.Minute), 3))
-	rows := e.influx.Query(t, `from(bucket: "telemetry/autogen") |> range(start: -1h)
-  |> filter(fn: (r) => r._measurement == "diag" and r._field == "dtcs") |> last()`)
+	rows := e.influx.Query(t, `SELECT last("dtcs") FROM "diag" WHERE time >= now() - 1h GROUP BY *`)
 	if len(rows) != 1 || rows[0]["_value"] != "P0420:pending" {
 		t.Fatalf("active dtcs: %v", rows)
 	}

@@ -122,8 +122,7 @@ func TestOCPPSessions(t *testing.T) {
 
 	// 3 points per station in InfluxDB (started, updated, stopped): no duplicate.
 	eventually(t, "sessions stored", countIs(t, e.influx, "charging", "seq", since, 6))
-	rows := e.influx.Query(t, `from(bucket: "telemetry/autogen") |> range(start: -1h)
-  |> filter(fn: (r) => r._measurement == "charging" and r._field == "energy_wh" and r.event == "stopped")`)
+	rows := e.influx.Query(t, `SELECT "energy_wh" FROM "charging" WHERE "event" = 'stopped' AND time >= now() - 1h GROUP BY *`)
 	got := map[string]any{}
 	for _, r := range rows {
 		got[r["station"].(string)] = r["_value"]

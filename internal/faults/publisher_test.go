@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/internal/testenv"
 )
 
@@ -122,8 +122,7 @@ func (l *load) waitStored(t *testing.T, in *testenv.Influx, max time.Duration) {
 	if n != l.total() {
 		t.Fatalf("stored %d frames, want exactly %d (acked %d)", n, l.total(), l.acked.Load())
 	}
-	q := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r._field == "seq") |> sum()`, since.UTC().Format(time.RFC3339))
+	q := `SELECT sum("seq") FROM "telemetry" WHERE time >= ` + query.Time(since.Truncate(time.Second)) + ` GROUP BY "vin"`
 	want := int64(l.perVIN * (l.perVIN + 1) / 2)
 	rows := in.Query(t, q)
 	if len(rows) != len(l.vins) {

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 )
 
 // Bounds of the process waits: safety nets against a wedged process.
@@ -188,13 +188,7 @@ func newInflux(bin, dir string) (*child, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "INFLUXDB_") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, influx.ServerEnv(httpAddr, rpcAddr, dir)...)
+	env := append(localserver.CleanEnv(), localserver.Env(httpAddr, rpcAddr, dir)...)
 	url := "http://" + httpAddr
 	return &child{name: "influxd", bin: bin, args: []string{"run"}, env: env,
 		logPath: filepath.Join(dir, "influxd.log"), ready: httpReady(url+"/ping", http.StatusNoContent)}, url, nil

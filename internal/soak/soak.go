@@ -38,10 +38,9 @@ import (
 	"syscall"
 	"time"
 
-	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
-
 	"github.com/telegate/telegate/firmware-sim/sim"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/query"
 )
 
 // Errors returned by Run.
@@ -152,7 +151,7 @@ func (r Report) Print(w io.Writer) {
 		{"duration", r.Duration.Round(time.Second).String()},
 		{"frames sent (verified, incl. resends)", fmt.Sprint(r.FramesSent)},
 		{"frames acknowledged (verified)", fmt.Sprint(r.FramesAcked)},
-		{"frames stored (verified, Flux count)", fmt.Sprint(r.FramesStored)},
+		{"frames stored (verified, InfluxQL count)", fmt.Sprint(r.FramesStored)},
 		{"sim publishes sent / acknowledged", fmt.Sprintf("%d / %d", r.SimSent, r.SimAcked)},
 		{"sim telemetry acknowledged / stored", fmt.Sprintf("%d / %d", r.SimTelemetryAcked, r.SimTelemetryStored)},
 		{"faults: InfluxDB outages", fmt.Sprint(r.InfluxOutages)},
@@ -402,30 +401,26 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 // verify waits (bounded) for InfluxDB to hold every acknowledged frame,
 // then computes the verified and sim figures and rep.Lost.
 func verify(ctx context.Context, url, token string, pubs *publishers, began time.Time, rep *Report) error {
-	client := influxdb2.NewClientWithOptions(url, token, influxdb2.DefaultOptions().
-		SetHTTPClient(&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}))
-	defer client.Close()
-	q := client.QueryAPI("")
+	r := query.New(query.Config{URL: url, Database: "telemetry", RetentionPolicy: "autogen", Token: token,
+		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}})
+	defer r.Close()
+	// fn(seq) per vehicle whose VIN starts with prefix (InfluxQL: count, sum).
 	perVIN := func(prefix string, since time.Time, fn string) (map[string]int64, error) {
-		flux := fmt.Sprintf(`from(bucket: "telemetry/autogen") |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r._field == "seq" and strings.hasPrefix(v: r.vin, prefix: %q))
-  |> %s()`, since.UTC().Format(time.RFC3339), prefix, fn)
-		res, err := q.Query(ctx, `import "strings"`+"\n"+flux)
+		q := fmt.Sprintf(`SELECT %s("seq") FROM "telemetry" WHERE time >= %s AND "vin" =~ %s GROUP BY "vin"`,
+			fn, query.Time(since.Truncate(time.Second)), query.Prefix(prefix))
+		series, err := r.Series(ctx, q)
 		if err != nil {
 			return nil, err
 		}
-		defer res.Close()
 		out := map[string]int64{}
-		for res.Next() {
-			vin, _ := res.Record().ValueByKey("vin").(string)
-			switch v := res.Record().Value().(type) {
-			case int64:
-				out[vin] = v
-			case float64:
-				out[vin] = int64(v)
+		for _, se := range series {
+			for _, row := range se.Rows() {
+				if f, ok := query.Float(row[fn]); ok {
+					out[se.Tags["vin"]] = int64(f)
+				}
 			}
 		}
-		return out, res.Err()
+		return out, nil
 	}
 
 	want := map[string]int64{}
@@ -455,7 +450,7 @@ func verify(ctx context.Context, url, token string, pubs *publishers, began time
 	}
 	sums, err := perVIN(VerifiedPrefix, since, "sum")
 	if err != nil {
-		return fmt.Errorf("soak: flux sum: %w", err)
+		return fmt.Errorf("soak: influxql sum: %w", err)
 	}
 	for vin, n := range want {
 		rep.FramesStored += counts[vin]

@@ -4,16 +4,13 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
-
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/localserver"
+	"github.com/telegate/telegate/gateway/influx/query"
 )
 
 // NotFoundMessage starts the fatal error of StartInflux when there is no
@@ -59,15 +56,15 @@ func RequireInfluxd(t testing.TB) string {
 }
 
 // Bounds of the waits. They are safety nets against a wedged server, not
-// assertions: influxd 1.8 needs about 2.3 s of CPU to start (Flux).
+// assertions: influxd 1.8 needs a few seconds of CPU to start.
 const (
 	startTimeout = 2 * time.Minute
-	stopTimeout  = 30 * time.Second
 	queryTimeout = time.Minute
 )
 
-// Influx is a real InfluxDB 1.8 server (influxd) run by a test, with Flux
-// enabled and database Database created. Its fields are read-only.
+// Influx is a real InfluxDB 1.8 server (influxd) run by a test through the
+// product's launcher (gateway/influx/localserver), read with InfluxQL, and
+// database Database created. Its fields are read-only.
 type Influx struct {
 	// URL is the HTTP API's base URL, "http://127.0.0.1:PORT".
 	URL string
@@ -82,7 +79,7 @@ type Influx struct {
 	LogPath string
 	// HTTPAddr and RPCAddr are the loopback addresses the server listens on.
 	HTTPAddr, RPCAddr string
-	// Authentication is on (influx.ServerEnv). Token is the gateway user's
+	// Authentication is on (localserver.Env). Token is the gateway user's
 	// "user:password" (ALL on Database only), ReadToken the read-only
 	// user's, AdminToken the admin's (for tests of the server's rights).
 	// CredentialsFile holds all three (influx.Credentials, mode 0600).
@@ -93,17 +90,9 @@ type Influx struct {
 
 	bin string
 
-	mu        sync.Mutex
-	proc      *process // nil when not running
-	client    influxdb2.Client
-	transport *http.Transport
-}
-
-// process is one run of influxd.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has been waited for
-	err  error         // Wait's result, set before done is closed
+	mu   sync.Mutex
+	proc *localserver.Process // nil when not running
+	rd   *query.Reader        // created by reader; guarded by mu
 }
 
 // StartInflux starts influxd in a temporary directory on free loopback
@@ -142,7 +131,7 @@ func StartInflux(t testing.TB) *Influx {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errAddrInUse) || n == attempts {
+		if !errors.Is(err, localserver.ErrAddrInUse) || n == attempts {
 			t.Fatalf("testenv: start influxd: %v", err)
 		}
 	}
@@ -154,7 +143,7 @@ func StartInflux(t testing.TB) *Influx {
 	if err := influx.WriteCredentials(i.CredentialsFile, i.Creds); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	if err := influx.SetupAuth(ctx, i.URL, i.Creds); err != nil {
+	if err := localserver.Bootstrap(ctx, i.URL, i.Creds); err != nil {
 		t.Fatalf("testenv: users and database %q: %v", i.Database, err)
 	}
 	t.Logf("testenv: influxd ready at %s in %v (dir %s)", i.URL, time.Since(began).Round(time.Millisecond), dir)
@@ -229,124 +218,142 @@ func (i *Influx) halt(sig syscall.Signal) {
 	if p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(sig)
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-	case <-timer.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if sig == syscall.SIGKILL {
+		p.Kill()
+	} else {
+		p.Stop()
 	}
 }
 
-// errAddrInUse marks a start that failed because a port was taken.
-var errAddrInUse = errors.New("address already in use")
-
-// start runs influxd and waits until it answers /ping. On failure the
-// process is gone and the error includes the log tail.
+// start runs influxd (localserver.StartProcess) and waits until it
+// answers /ping. On failure the process is gone and the error includes the
+// log tail.
 func (i *Influx) start() error {
-	logf, err := os.OpenFile(i.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	p, err := localserver.StartProcess(ctx, localserver.Config{Binary: i.bin, Dir: i.Dir, HTTPAddr: i.HTTPAddr,
+		RPCAddr: i.RPCAddr, LogPath: i.LogPath, ReadyTimeout: startTimeout, DeathSignal: syscall.SIGKILL})
 	if err != nil {
 		return err
 	}
-	offset, _ := logf.Seek(0, io.SeekEnd)
-	cmd := exec.Command(i.bin, "run")
-	cmd.Dir = i.Dir
-	cmd.Env = append(cleanEnv(), influx.ServerEnv(i.HTTPAddr, i.RPCAddr, i.Dir)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		return err
-	}
-	_ = logf.Close() // the child has its own descriptor
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	i.mu.Lock()
 	i.proc = p
 	i.mu.Unlock()
-
-	if err := i.waitReady(p); err != nil {
-		i.Kill()
-		out := i.logSince(offset)
-		if bytes.Contains(out, []byte("address already in use")) {
-			err = fmt.Errorf("%w: %w", errAddrInUse, err)
-		}
-		return fmt.Errorf("%w\ninfluxd log:\n%s", err, tail(out))
-	}
 	return nil
 }
 
-// waitReady polls /ping until it answers 204, the process exits, or
-// startTimeout passes.
-func (i *Influx) waitReady(p *process) error {
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
-	deadline := time.NewTimer(startTimeout)
-	defer deadline.Stop()
-	delay := 10 * time.Millisecond
-	for {
-		resp, err := hc.Get(i.URL + "/ping")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
-				select {
-				case <-p.done: // someone else's server answered
-					return fmt.Errorf("influxd exited: %v", p.err)
-				default:
-					return nil
+// Query runs an InfluxQL query (SELECT or SHOW) as the read-only user
+// through the product's read seam (gateway/influx/query: v1 query API,
+// epoch=ns) and returns the values in the long form Flux gave: one row per
+// non-null field value, with "_time", "_measurement", "_field", "_value"
+// and the series' tags (use GROUP BY * to have every tag). Values keep
+// their InfluxDB type (float64, int64, uint64, string, bool; from SHOW
+// FIELD KEYS, since JSON writes a float 80.0 as 80); a selector's column
+// ("last_Vehicle.Speed" from last(*)) takes its field's type. It fails
+// the test on error; call it from the test's goroutine.
+func (i *Influx) Query(t testing.TB, influxql string) []map[string]any {
+	t.Helper()
+	series := i.series(t, influxql)
+	types := i.fieldTypes(t, series)
+	var rows []map[string]any
+	for _, s := range series {
+		ti := s.Col("time")
+		for _, v := range s.Values {
+			for c, col := range s.Columns {
+				if c == ti || v[c] == nil {
+					continue
 				}
+				r := map[string]any{"_measurement": s.Name, "_field": col, "_value": typed(types[s.Name], col, v[c])}
+				if ti >= 0 {
+					r["_time"] = v[ti]
+				}
+				for k, tv := range s.Tags {
+					r[k] = tv
+				}
+				rows = append(rows, r)
 			}
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("influxd exited: %v", p.err)
-		case <-deadline.C:
-			return fmt.Errorf("influxd did not answer %s/ping within %v", i.URL, startTimeout)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 100*time.Millisecond)
-	}
-}
-
-// Query runs a Flux query as the read-only user with influxdb-client-go's
-// QueryAPI and returns
-// each record's Values() (columns such as "_time", "_value", "_field",
-// "_measurement" and the tags). It fails the test on error; call it from
-// the test's goroutine.
-func (i *Influx) Query(t testing.TB, flux string) []map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-	defer cancel()
-	res, err := i.queryClient().QueryAPI("").Query(ctx, flux)
-	if err != nil {
-		t.Fatalf("testenv: flux query failed: %v\nquery: %s", err, flux)
-	}
-	defer res.Close()
-	var rows []map[string]any
-	for res.Next() {
-		rows = append(rows, res.Record().Values())
-	}
-	if err := res.Err(); err != nil {
-		t.Fatalf("testenv: flux result: %v\nquery: %s", err, flux)
 	}
 	return rows
 }
 
+// QueryRows runs an InfluxQL query like Query and returns one row per
+// result row in the wide form (Flux's pivot): "_time", "_measurement",
+// the tags, and each non-null column under its name.
+func (i *Influx) QueryRows(t testing.TB, influxql string) []map[string]any {
+	t.Helper()
+	series := i.series(t, influxql)
+	types := i.fieldTypes(t, series)
+	var rows []map[string]any
+	for _, s := range series {
+		for _, r := range s.Rows() {
+			for k, v := range r {
+				r[k] = typed(types[s.Name], k, v)
+			}
+			if tv, ok := r["time"]; ok {
+				r["_time"] = tv
+				delete(r, "time")
+			}
+			r["_measurement"] = s.Name
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+func (i *Influx) series(t testing.TB, influxql string) []query.Series {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+	defer cancel()
+	series, err := i.reader().Series(ctx, influxql)
+	if err != nil {
+		t.Fatalf("testenv: influxql query failed: %v\nquery: %s", err, influxql)
+	}
+	return series
+}
+
+// fieldTypes returns measurement → field → type for the measurements of
+// series (one SHOW FIELD KEYS).
+func (i *Influx) fieldTypes(t testing.TB, series []query.Series) map[string]map[string]string {
+	t.Helper()
+	out := map[string]map[string]string{}
+	if len(series) == 0 {
+		return out
+	}
+	for _, s := range i.series(t, "SHOW FIELD KEYS") {
+		m := out[s.Name]
+		if m == nil {
+			m = map[string]string{}
+			out[s.Name] = m
+		}
+		k, ty := s.Col("fieldKey"), s.Col("fieldType")
+		for _, v := range s.Values {
+			name, _ := v[k].(string)
+			typ, _ := v[ty].(string)
+			m[name] = typ
+		}
+	}
+	return out
+}
+
+// typed converts v of column col: the field's type, or, for a selector's
+// column "fn_field", that field's type.
+func typed(types map[string]string, col string, v any) any {
+	typ, ok := types[col]
+	if !ok {
+		if _, f, cut := strings.Cut(col, "_"); cut {
+			typ = types[f]
+		}
+	}
+	return query.Typed(v, typ)
+}
+
 // Count returns the number of points of measurement's field at or after
-// start in Bucket.
+// start in Database.
 func (i *Influx) Count(t testing.TB, measurement, field string, start time.Time) int {
 	t.Helper()
-	q := fmt.Sprintf(`from(bucket: %s)
-  |> range(start: %s)
-  |> filter(fn: (r) => r._measurement == %s and r._field == %s)
-  |> group()
-  |> count()`,
-		FluxString(i.Bucket), start.UTC().Format(time.RFC3339Nano), FluxString(measurement), FluxString(field))
+	q := fmt.Sprintf(`SELECT count(%s) FROM %s WHERE time >= %s`,
+		query.Ident(field), query.Ident(measurement), query.Time(start))
 	rows := i.Query(t, q)
 	if len(rows) == 0 {
 		return 0
@@ -358,76 +365,31 @@ func (i *Influx) Count(t testing.TB, measurement, field string, start time.Time)
 	return int(n)
 }
 
-// FluxString quotes s as a Flux string literal.
-func FluxString(s string) string {
-	return `"` + fluxEscaper.Replace(s) + `"`
-}
-
-var fluxEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-
-// queryClient returns the client used by Query, created on first use. It
-// does not keep connections alive, so restarts never meet a dead one.
-func (i *Influx) queryClient() influxdb2.Client {
+// reader returns the read-only user's query.Reader, created on first use.
+// It does not keep connections alive, so restarts never meet a dead one.
+func (i *Influx) reader() *query.Reader {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.client == nil {
-		i.transport = &http.Transport{DisableKeepAlives: true}
-		opts := influxdb2.DefaultOptions().
-			SetHTTPClient(&http.Client{Transport: i.transport}).
-			SetApplicationName("telegate-testenv")
-		i.client = influxdb2.NewClientWithOptions(i.URL, i.ReadToken, opts)
+	if i.rd == nil {
+		i.rd = query.New(query.Config{URL: i.URL, Database: i.Database, Token: i.ReadToken, Timeout: queryTimeout,
+			Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: queryTimeout}})
 	}
-	return i.client
+	return i.rd
 }
 
 func (i *Influx) closeClient() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.client != nil {
-		i.client.Close()
-		i.transport.CloseIdleConnections()
-		i.client, i.transport = nil, nil
+	if i.rd != nil {
+		i.rd.Close()
+		i.rd = nil
 	}
-}
-
-// logSince returns the log written after offset.
-func (i *Influx) logSince(offset int64) []byte {
-	b, err := os.ReadFile(i.LogPath)
-	if err != nil || offset > int64(len(b)) {
-		return nil
-	}
-	return b[offset:]
 }
 
 // logTail returns the end of the server's log.
-func (i *Influx) logTail() string { return tail(i.logSince(0)) }
-
-// tail returns the last lines of a log, at most 8 KiB.
-func tail(b []byte) string {
-	const maxTail = 8 << 10
-	if len(b) > maxTail {
-		b = b[len(b)-maxTail:]
-		if j := bytes.IndexByte(b, '\n'); j >= 0 {
-			b = b[j+1:]
-		}
-	}
-	if len(b) == 0 {
-		return "(empty)"
-	}
-	return string(b)
-}
-
-// cleanEnv is the test's environment without INFLUXDB_* variables, so that
-// only ServerEnv configures the server.
-func cleanEnv() []string {
-	env := os.Environ()
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "INFLUXDB_") {
-			out = append(out, kv)
-		}
-	}
-	return out
+func (i *Influx) logTail() string {
+	b, _ := os.ReadFile(i.LogPath)
+	return localserver.Tail(b)
 }
 
 // freeAddr returns a free loopback address. It prefers a random port below

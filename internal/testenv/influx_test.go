@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -68,16 +69,23 @@ func TestShortSkipsInflux(t *testing.T) {
 	}
 }
 
-func TestFluxString(t *testing.T) {
-	for in, want := range map[string]string{
-		`plain`:         `"plain"`,
-		`a"b`:           `"a\"b"`,
-		`back\slash`:    `"back\\slash"`,
-		"${x}\n\t\r":    `"\${x}\n\t\r"`,
-		`Vehicle.Speed`: `"Vehicle.Speed"`,
+func TestTyped(t *testing.T) {
+	types := map[string]string{"v": "float", "n": "integer", "seq": "integer"}
+	for _, c := range []struct {
+		col  string
+		in   any
+		want any
+	}{
+		{"v", json.Number("80"), 80.0},
+		{"last_v", json.Number("80"), 80.0},
+		{"n", json.Number("3"), int64(3)},
+		{"sum", json.Number("12"), int64(12)},
+		{"mean", json.Number("1.5"), 1.5},
+		{"b", true, true},
+		{"s", "x", "x"},
 	} {
-		if got := FluxString(in); got != want {
-			t.Errorf("FluxString(%q) = %s, want %s", in, got, want)
+		if got := typed(types, c.col, c.in); got != c.want {
+			t.Errorf("typed(%s, %v) = %#v, want %#v", c.col, c.in, got, c.want)
 		}
 	}
 }
@@ -106,7 +114,7 @@ func TestInfluxLifecycle(t *testing.T) {
 	}
 	write("speed,vin=VIN1 v=42.5 1700000000\n")
 
-	rows := db.Query(t, `from(bucket: "telemetry/autogen") |> range(start: 2023-11-01T00:00:00Z) |> filter(fn: (r) => r._measurement == "speed")`)
+	rows := db.Query(t, `SELECT * FROM "speed" WHERE time >= '2023-11-01T00:00:00Z' GROUP BY *`)
 	if len(rows) != 1 {
 		t.Fatalf("query returned %d rows, want 1: %v", len(rows), rows)
 	}

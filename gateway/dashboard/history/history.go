@@ -1,42 +1,55 @@
-// Package history runs the dashboard's Flux queries against InfluxDB (see
-// docs/data-model.md for the measurements): signal history with an
-// aggregation window, latest values, charging sessions, command acks, a
-// vehicle's DTC history, and the fleet-wide queries that initialise the
-// fleet state at start (last connectivity, last diagnostics report, DTC
-// first/last seen, last telemetry).
+// Package history runs the dashboard's InfluxQL queries against InfluxDB
+// through the one read seam, gateway/influx/query (see docs/data-model.md
+// for the measurements): signal history with an aggregation window, latest
+// values, charging sessions, command acks, a vehicle's DTC history, and the
+// fleet-wide queries that initialise the fleet state at start (last
+// connectivity, last diagnostics report, DTC first/last seen, last
+// telemetry). Every identifier and literal taken from a caller (VIN, signal
+// path) is validated by the API and quoted here (query.Ident, query.String).
 package history
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
-	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
-	"github.com/influxdata/influxdb-client-go/v2/api/query"
+	"github.com/telegate/telegate/gateway/influx/query"
 )
 
 // ErrQuery wraps every failed query.
-var ErrQuery = errors.New("history: flux query failed")
+var ErrQuery = errors.New("history: influx query failed")
+
+// Row bounds (InfluxQL LIMIT / SLIMIT): safety nets against unbounded
+// answers, far above what the dashboard shows.
+const (
+	maxRows   = 10000
+	maxSeries = 100000
+)
 
 // Config configures a Store.
 type Config struct {
-	URL    string
-	Token  string // "user:password" for InfluxDB 1.x, a token for 2.x; empty for none
-	Org    string
-	Bucket string // "telemetry/autogen"
+	URL   string
+	Token string // "user:password" for InfluxDB 1.x, a token for 2.x/3.x; empty for none
+	// AuthScheme is the Authorization scheme: query.SchemeToken (default),
+	// query.SchemeBearer, query.SchemeBasic.
+	AuthScheme string
+	Org        string // unused by InfluxQL; kept for configuration compatibility
+	// Database and RetentionPolicy are queried; when Database is empty they
+	// come from Bucket ("telemetry/autogen").
+	Database        string
+	RetentionPolicy string
+	Bucket          string
 	// Timeout bounds one query.
 	Timeout time.Duration
 }
 
 // Store queries InfluxDB.
 type Store struct {
-	cfg    Config
-	client influxdb2.Client
-	tr     *http.Transport
+	cfg Config
+	r   *query.Reader
 }
 
 // New returns a Store. It does not connect.
@@ -44,78 +57,63 @@ func New(cfg Config) *Store {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute}
-	opts := influxdb2.DefaultOptions().SetHTTPClient(&http.Client{Transport: tr, Timeout: cfg.Timeout}).
-		SetApplicationName("telegate-dashboard")
-	return &Store{cfg: cfg, client: influxdb2.NewClientWithOptions(strings.TrimRight(cfg.URL, "/"), cfg.Token, opts), tr: tr}
+	if cfg.Database == "" {
+		cfg.Database, cfg.RetentionPolicy = query.SplitBucket(cfg.Bucket)
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = cfg.Database
+		if cfg.RetentionPolicy != "" {
+			cfg.Bucket += "/" + cfg.RetentionPolicy
+		}
+	}
+	return &Store{cfg: cfg, r: query.New(query.Config{URL: cfg.URL, Database: cfg.Database,
+		RetentionPolicy: cfg.RetentionPolicy, Token: cfg.Token, AuthScheme: cfg.AuthScheme, Timeout: cfg.Timeout})}
 }
 
 // Close releases idle connections. Safe to call more than once.
-func (s *Store) Close() {
-	s.client.Close()
-	s.tr.CloseIdleConnections()
-}
+func (s *Store) Close() { s.r.Close() }
 
-// Bucket is the bucket queried.
+// Bucket is the database/retention policy queried.
 func (s *Store) Bucket() string { return s.cfg.Bucket }
 
-// Str quotes v as a Flux string literal.
-func Str(v string) string { return `"` + fluxEscaper.Replace(v) + `"` }
-
-var fluxEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-
-// Time formats t as a Flux time literal.
-func Time(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// Dur formats d as a Flux duration literal (whole seconds, at least 1s).
-func Dur(d time.Duration) string { return fmt.Sprintf("%ds", max(int64(d/time.Second), 1)) }
-
-func (s *Store) from() string { return "from(bucket: " + Str(s.cfg.Bucket) + ")" }
-
-// Rows runs flux and calls f for each record.
-func (s *Store) Rows(ctx context.Context, flux string, f func(*query.FluxRecord)) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	res, err := s.client.QueryAPI(s.cfg.Org).Query(ctx, flux)
+// Series runs InfluxQL q and returns its series.
+func (s *Store) Series(ctx context.Context, q string) ([]query.Series, error) {
+	out, err := s.r.Series(ctx, q)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrQuery, err)
+		return nil, fmt.Errorf("%w: %w", ErrQuery, err)
 	}
-	defer res.Close()
-	for res.Next() {
-		f(res.Record())
-	}
-	if err := res.Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrQuery, err)
-	}
-	return nil
+	return out, nil
 }
 
-func str(r *query.FluxRecord, k string) string {
-	v, _ := r.ValueByKey(k).(string)
+// Rows runs InfluxQL q and calls f with each row (columns, the series'
+// tags, and "time").
+func (s *Store) Rows(ctx context.Context, q string, f func(map[string]any)) error {
+	series, err := s.Series(ctx, q)
+	for _, se := range series {
+		for _, r := range se.Rows() {
+			f(r)
+		}
+	}
+	return err
+}
+
+func str(r map[string]any, k string) string {
+	v, _ := r[k].(string)
 	return v
 }
 
-func num(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case int64:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case bool:
-		if x {
-			return 1, true
-		}
-		return 0, true
-	}
-	return 0, false
+func tm(r map[string]any) time.Time {
+	t, _ := r["time"].(time.Time)
+	return t
 }
 
-func numKey(r *query.FluxRecord, k string) float64 {
-	f, _ := num(r.ValueByKey(k))
+func numKey(r map[string]any, k string) float64 {
+	f, _ := query.Float(r[k])
 	return f
 }
+
+// since is the WHERE condition of the last lookback.
+func since(lookback time.Duration) string { return "time >= now() - " + query.Duration(lookback) }
 
 // Point is one sample of a series.
 type Point struct {
@@ -128,33 +126,109 @@ var Aggregations = []string{"mean", "min", "max", "last"}
 
 // SignalHistory returns, per VSS path, the points of vin's signals in
 // [start, stop), aggregated over window with fn (mean, min, max, last).
-// Booleans and integers are returned as numbers.
+// Booleans and integers are returned as numbers (true = 1). A point's time
+// is the end of its window (at most stop), as Flux's aggregateWindow gave.
 func (s *Store) SignalHistory(ctx context.Context, vin string, paths []string, start, stop time.Time, window time.Duration, fn string) (map[string][]Point, error) {
 	if !slices.Contains(Aggregations, fn) {
 		return nil, fmt.Errorf("%w: aggregation %q", ErrQuery, fn)
 	}
-	conds := make([]string, len(paths))
-	for i, p := range paths {
-		conds[i] = "r._field == " + Str(p)
-	}
-	q := fmt.Sprintf(`%s
-  |> range(start: %s, stop: %s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s)
-  |> filter(fn: (r) => %s)
-  |> toFloat()
-  |> aggregateWindow(every: %s, fn: %s, createEmpty: false)`,
-		s.from(), Time(start), Time(stop), Str(vin), strings.Join(conds, " or "), Dur(window), fn)
 	out := make(map[string][]Point, len(paths))
 	for _, p := range paths {
 		out[p] = []Point{}
 	}
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
-		if v, ok := num(r.Value()); ok {
-			out[r.Field()] = append(out[r.Field()], Point{T: r.Time().UTC(), V: v})
+	if len(paths) == 0 {
+		return out, nil
+	}
+	window = max(window.Truncate(time.Second), time.Second)
+	where := fmt.Sprintf(`"vin" = %s AND time >= %s AND time < %s`, query.String(vin), query.Time(start), query.Time(stop))
+	// InfluxQL has no mean of booleans: those are averaged here from the
+	// raw points (bounded), with the same windows.
+	var bools map[string]bool
+	if fn == "mean" {
+		var err error
+		if bools, err = s.boolFields(ctx, "telemetry"); err != nil {
+			return out, err
 		}
+	}
+	stmts := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if bools[p] {
+			stmts = append(stmts, fmt.Sprintf(`SELECT %s AS "v" FROM "telemetry" WHERE %s LIMIT %d`, query.Ident(p), where, maxRows))
+			continue
+		}
+		stmts = append(stmts, fmt.Sprintf(`SELECT %s(%s) AS "v" FROM "telemetry" WHERE %s GROUP BY time(%s) fill(none) LIMIT %d`,
+			fn, query.Ident(p), where, query.Duration(window), maxRows))
+	}
+	res, err := s.r.Query(ctx, strings.Join(stmts, "; "))
+	if err != nil {
+		return out, fmt.Errorf("%w: %w", ErrQuery, err)
+	}
+	end := func(t time.Time) time.Time {
+		t = t.Add(window)
+		if t.After(stop) {
+			t = stop
+		}
+		return t.UTC()
+	}
+	for i, r := range res {
+		if i >= len(paths) {
+			break
+		}
+		p := paths[i]
+		if r.Err != "" {
+			return out, fmt.Errorf("%w: %w: %s", ErrQuery, query.ErrStatement, r.Err)
+		}
+		if bools[p] {
+			type acc struct{ sum, n float64 }
+			ws := map[time.Time]*acc{}
+			for _, se := range r.Series {
+				for _, row := range se.Rows() {
+					v, ok := query.Float(row["v"])
+					if !ok {
+						continue
+					}
+					w := tm(row).Truncate(window)
+					a := ws[w]
+					if a == nil {
+						a = &acc{}
+						ws[w] = a
+					}
+					a.sum, a.n = a.sum+v, a.n+1
+				}
+			}
+			for w, a := range ws {
+				out[p] = append(out[p], Point{T: end(w), V: a.sum / a.n})
+			}
+		} else {
+			for _, se := range r.Series {
+				for _, row := range se.Rows() {
+					if v, ok := query.Float(row["v"]); ok {
+						out[p] = append(out[p], Point{T: end(tm(row)), V: v})
+					}
+				}
+			}
+		}
+		slices.SortFunc(out[p], func(a, b Point) int { return a.T.Compare(b.T) })
+	}
+	return out, nil
+}
+
+// fieldTypes returns measurement's fields and their types (SHOW FIELD KEYS).
+func (s *Store) fieldTypes(ctx context.Context, measurement string) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.Rows(ctx, "SHOW FIELD KEYS FROM "+query.Ident(measurement), func(r map[string]any) {
+		out[str(r, "fieldKey")] = str(r, "fieldType")
 	})
-	for _, pts := range out {
-		slices.SortFunc(pts, func(a, b Point) int { return a.T.Compare(b.T) })
+	return out, err
+}
+
+func (s *Store) boolFields(ctx context.Context, measurement string) (map[string]bool, error) {
+	ft, err := s.fieldTypes(ctx, measurement)
+	out := map[string]bool{}
+	for f, t := range ft {
+		if t == "boolean" {
+			out[f] = true
+		}
 	}
 	return out, err
 }
@@ -162,17 +236,43 @@ func (s *Store) SignalHistory(ctx context.Context, vin string, paths []string, s
 // Latest returns the last value of every telemetry field of vin within
 // lookback (field → value and time).
 func (s *Store) Latest(ctx context.Context, vin string, lookback time.Duration) (map[string]Point, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r.vin == %s and r._field != "seq")
-  |> last()`, s.from(), Dur(lookback), Str(vin))
 	out := map[string]Point{}
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
-		if v, ok := num(r.Value()); ok {
-			out[r.Field()] = Point{T: r.Time().UTC(), V: v}
+	ft, err := s.fieldTypes(ctx, "telemetry")
+	if err != nil {
+		return out, err
+	}
+	fields := make([]string, 0, len(ft))
+	for f := range ft {
+		if f != "seq" {
+			fields = append(fields, f)
 		}
-	})
-	return out, err
+	}
+	slices.Sort(fields)
+	if len(fields) == 0 {
+		return out, nil
+	}
+	// One selector per statement: its row carries the point's own time.
+	stmts := make([]string, len(fields))
+	for i, f := range fields {
+		stmts[i] = fmt.Sprintf(`SELECT last(%s) AS "v" FROM "telemetry" WHERE "vin" = %s AND %s`, query.Ident(f), query.String(vin), since(lookback))
+	}
+	res, err := s.r.Query(ctx, strings.Join(stmts, "; "))
+	if err != nil {
+		return out, fmt.Errorf("%w: %w", ErrQuery, err)
+	}
+	for i, r := range res {
+		if i >= len(fields) || r.Err != "" {
+			continue
+		}
+		for _, se := range r.Series {
+			for _, row := range se.Rows() {
+				if v, ok := query.Float(row["v"]); ok {
+					out[fields[i]] = Point{T: tm(row).UTC(), V: v}
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // Connectivity is the last connectivity point of a device.
@@ -185,14 +285,11 @@ type Connectivity struct {
 // LastConnectivity returns the last `connectivity` point of every device
 // within lookback.
 func (s *Store) LastConnectivity(ctx context.Context, lookback time.Duration) ([]Connectivity, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "connectivity" and r._field == "connected")
-  |> last()`, s.from(), Dur(lookback))
+	q := fmt.Sprintf(`SELECT last("connected") AS "connected" FROM "connectivity" WHERE %s GROUP BY "device" SLIMIT %d`, since(lookback), maxSeries)
 	var out []Connectivity
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
-		b, _ := r.Value().(bool)
-		out = append(out, Connectivity{Device: str(r, "device"), Connected: b, Time: r.Time()})
+	err := s.Rows(ctx, q, func(r map[string]any) {
+		b, _ := r["connected"].(bool)
+		out = append(out, Connectivity{Device: str(r, "device"), Connected: b, Time: tm(r)})
 	})
 	return out, err
 }
@@ -200,12 +297,9 @@ func (s *Store) LastConnectivity(ctx context.Context, lookback time.Duration) ([
 // LastSeen returns the time of every vehicle's last telemetry frame within
 // lookback.
 func (s *Store) LastSeen(ctx context.Context, lookback time.Duration) (map[string]time.Time, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "telemetry" and r._field == "seq")
-  |> last()`, s.from(), Dur(lookback))
+	q := fmt.Sprintf(`SELECT last("seq") FROM "telemetry" WHERE %s GROUP BY "vin" SLIMIT %d`, since(lookback), maxSeries)
 	out := map[string]time.Time{}
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) { out[str(r, "vin")] = r.Time() })
+	err := s.Rows(ctx, q, func(r map[string]any) { out[str(r, "vin")] = tm(r) })
 	return out, err
 }
 
@@ -220,28 +314,23 @@ type Diag struct {
 
 // LastDiag returns every vehicle's last `diag` report within lookback.
 func (s *Store) LastDiag(ctx context.Context, lookback time.Duration) ([]Diag, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "diag" and (r._field == "dtcs" or r._field == "mil" or r._field == "odometer_km"))
-  |> last()
-  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
-  |> group()`, s.from(), Dur(lookback))
+	q := fmt.Sprintf(`SELECT "dtcs", "mil", "odometer_km" FROM "diag" WHERE %s GROUP BY "vin" ORDER BY time DESC LIMIT 1 SLIMIT %d`,
+		since(lookback), maxSeries)
 	byVIN := map[string]*Diag{}
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
+	err := s.Rows(ctx, q, func(r map[string]any) {
 		vin := str(r, "vin")
 		d := byVIN[vin]
-		if d == nil || r.Time().After(d.Time) {
-			// the three fields' last points normally share one time; keep the newest row
-			d = &Diag{VIN: vin, Time: r.Time()}
+		if d == nil || tm(r).After(d.Time) {
+			d = &Diag{VIN: vin, Time: tm(r)}
 			byVIN[vin] = d
 		}
-		if v, ok := r.ValueByKey("dtcs").(string); ok {
+		if v, ok := r["dtcs"].(string); ok {
 			d.DTCs = v
 		}
-		if v, ok := r.ValueByKey("mil").(bool); ok {
+		if v, ok := r["mil"].(bool); ok {
 			d.MIL = v
 		}
-		if v, ok := num(r.ValueByKey("odometer_km")); ok {
+		if v, ok := query.Float(r["odometer_km"]); ok {
 			d.OdometerKm = v
 		}
 	})
@@ -262,33 +351,41 @@ type CodeSeen struct {
 // DTCSeen returns first/last seen of every (vehicle, code) within
 // [now-lookback, now]; vin "" means the whole fleet.
 func (s *Store) DTCSeen(ctx context.Context, vin string, lookback time.Duration) ([]CodeSeen, error) {
-	filter := `r._measurement == "dtc" and r._field == "status"`
+	where := since(lookback)
 	if vin != "" {
-		filter += " and r.vin == " + Str(vin)
+		where = `"vin" = ` + query.String(vin) + " AND " + where
 	}
-	base := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => %s)`, s.from(), Dur(lookback), filter)
+	q := fmt.Sprintf(`SELECT first("status") AS "status" FROM "dtc" WHERE %[1]s GROUP BY "vin", "code" SLIMIT %[2]d; `+
+		`SELECT last("status") AS "status" FROM "dtc" WHERE %[1]s GROUP BY "vin", "code" SLIMIT %[2]d`, where, maxSeries)
+	res, err := s.r.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrQuery, err)
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("%w: %w: %d results for 2 statements", ErrQuery, query.ErrResponse, len(res))
+	}
 	type key struct{ vin, code string }
 	m := map[key]*CodeSeen{}
-	get := func(r *query.FluxRecord) *CodeSeen {
-		k := key{str(r, "vin"), str(r, "code")}
-		c := m[k]
-		if c == nil {
-			c = &CodeSeen{VIN: k.vin, Code: k.code}
-			m[k] = c
+	for i, r := range res {
+		if r.Err != "" {
+			return nil, fmt.Errorf("%w: %w: %s", ErrQuery, query.ErrStatement, r.Err)
 		}
-		return c
-	}
-	if err := s.Rows(ctx, base+"\n  |> first()", func(r *query.FluxRecord) { get(r).First = r.Time() }); err != nil {
-		return nil, err
-	}
-	if err := s.Rows(ctx, base+"\n  |> last()", func(r *query.FluxRecord) {
-		c := get(r)
-		c.Last = r.Time()
-		c.LastStatus = int(numKey(r, "_value"))
-	}); err != nil {
-		return nil, err
+		for _, se := range r.Series {
+			for _, row := range se.Rows() {
+				k := key{str(row, "vin"), str(row, "code")}
+				c := m[k]
+				if c == nil {
+					c = &CodeSeen{VIN: k.vin, Code: k.code}
+					m[k] = c
+				}
+				if i == 0 {
+					c.First = tm(row)
+				} else {
+					c.Last = tm(row)
+					c.LastStatus = int(numKey(row, "status"))
+				}
+			}
+		}
 	}
 	out := make([]CodeSeen, 0, len(m))
 	for _, c := range m {
@@ -318,18 +415,14 @@ type ChargingSession struct {
 // ChargingSessions returns vin's sessions within lookback, newest first,
 // at most limit.
 func (s *Store) ChargingSessions(ctx context.Context, vin string, lookback time.Duration, limit int) ([]ChargingSession, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "charging")
-  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
-  |> filter(fn: (r) => r.vin == %s)
-  |> group()
-  |> sort(columns: ["_time"])`, s.from(), Dur(lookback), Str(vin))
+	// vin is a field of `charging` (the series are the station's).
+	q := fmt.Sprintf(`SELECT "session_id", "energy_wh", "power_w", "soc_pct", "target_soc_pct", "station", "connector", "event" `+
+		`FROM "charging" WHERE "vin"::field = %s AND %s ORDER BY time ASC LIMIT %d`, query.String(vin), since(lookback), maxRows)
 	m := map[string]*ChargingSession{}
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
+	err := s.Rows(ctx, q, func(r map[string]any) {
 		id := str(r, "station") + "/" + str(r, "session_id")
 		c := m[id]
-		t := r.Time().UTC()
+		t := tm(r).UTC()
 		if c == nil {
 			c = &ChargingSession{SessionID: str(r, "session_id"), Station: str(r, "station"), Connector: str(r, "connector"),
 				State: "active", SoCStartPct: numKey(r, "soc_pct")}
@@ -354,7 +447,7 @@ func (s *Store) ChargingSessions(ctx context.Context, vin string, lookback time.
 	}
 	slices.SortFunc(out, func(a, b ChargingSession) int { return b.LastUpdate.Compare(a.LastUpdate) })
 	if len(out) > limit {
-		out = out[:limit]
+		out = out[:max(limit, 0)]
 	}
 	return out, err
 }
@@ -370,16 +463,11 @@ type Ack struct {
 // CommandAcks returns vin's command acks within lookback, newest first, at
 // most limit.
 func (s *Store) CommandAcks(ctx context.Context, vin string, lookback time.Duration, limit int) ([]Ack, error) {
-	q := fmt.Sprintf(`%s
-  |> range(start: -%s)
-  |> filter(fn: (r) => r._measurement == "command_ack" and r.vin == %s)
-  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
-  |> group()
-  |> sort(columns: ["_time"], desc: true)
-  |> limit(n: %d)`, s.from(), Dur(lookback), Str(vin), limit)
+	q := fmt.Sprintf(`SELECT "cmd_id", "status_name", "reason" FROM "command_ack" WHERE "vin" = %s AND %s ORDER BY time DESC LIMIT %d`,
+		query.String(vin), since(lookback), query.Limit(limit, maxRows))
 	var out []Ack
-	err := s.Rows(ctx, q, func(r *query.FluxRecord) {
-		out = append(out, Ack{CmdID: str(r, "cmd_id"), Status: str(r, "status_name"), Reason: str(r, "reason"), Time: r.Time().UTC()})
+	err := s.Rows(ctx, q, func(r map[string]any) {
+		out = append(out, Ack{CmdID: str(r, "cmd_id"), Status: str(r, "status_name"), Reason: str(r, "reason"), Time: tm(r).UTC()})
 	})
 	return out, err
 }

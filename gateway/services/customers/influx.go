@@ -2,15 +2,12 @@ package customers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
+	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -35,8 +32,10 @@ type InfluxTelemetry struct {
 	Database string
 	// Token authenticates: "user:password" for 1.x, an API token for 2.x;
 	// sent as "Authorization: Token ...". Empty: no credentials.
-	Token  string
-	Client *http.Client // nil: a client with a 60 s timeout, no redirects
+	Token string
+	// AuthScheme: query.SchemeToken (default), SchemeBearer, SchemeBasic.
+	AuthScheme string
+	Client     *http.Client // nil: a client with a 60 s timeout, no redirects
 }
 
 // DeleteVehicle drops the vehicle's series.
@@ -45,54 +44,21 @@ func (t *InfluxTelemetry) DeleteVehicle(ctx context.Context, vin string) error {
 		return fmt.Errorf("%w: %w: vin", ErrTelemetryErase, svc.ErrInvalid)
 	}
 	for _, tag := range []string{"vin", "device"} {
-		if err := t.exec(ctx, `DROP SERIES FROM /.*/ WHERE "`+tag+`" = '`+vin+`'`); err != nil {
+		if err := t.exec(ctx, `DROP SERIES FROM /.*/ WHERE `+query.Ident(tag)+` = `+query.String(vin)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// exec runs q through the one read/query seam (gateway/influx/query):
+// POST /query, as statements that change data require.
 func (t *InfluxTelemetry) exec(ctx context.Context, q string) error {
-	c := t.Client
-	if c == nil {
-		c = &http.Client{Timeout: 60 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	}
-	form := url.Values{"q": {q}, "db": {t.Database}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(t.URL, "/")+"/query",
-		strings.NewReader(form.Encode()))
-	if err != nil {
+	r := query.New(query.Config{URL: t.URL, Database: t.Database, Token: t.Token, AuthScheme: t.AuthScheme,
+		Timeout: 60 * time.Second, Client: t.Client})
+	defer r.Close()
+	if err := r.Exec(ctx, q); err != nil {
 		return fmt.Errorf("%w: %w", ErrTelemetryErase, err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if t.Token != "" {
-		req.Header.Set("Authorization", "Token "+t.Token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrTelemetryErase, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: status %d", ErrTelemetryErase, resp.StatusCode)
-	}
-	var r struct {
-		Error   string `json:"error"`
-		Results []struct {
-			Error string `json:"error"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return fmt.Errorf("%w: answer: %w", ErrTelemetryErase, err)
-	}
-	if r.Error != "" {
-		return fmt.Errorf("%w: %s", ErrTelemetryErase, r.Error)
-	}
-	for _, x := range r.Results {
-		if x.Error != "" {
-			return fmt.Errorf("%w: %s", ErrTelemetryErase, x.Error)
-		}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package influxproc_test
+package localserver_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/influx/influxproc"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 	"github.com/telegate/telegate/internal/testenv"
 )
 
@@ -39,14 +39,14 @@ func query(t *testing.T, base, token, stmt string) int {
 func TestLocalInfluxAuth(t *testing.T) {
 	bin := testenv.RequireInfluxd(t)
 	dir := t.TempDir()
-	cfg := influxproc.Config{Binary: bin, Dir: filepath.Join(dir, "influxdb"), HTTPAddr: testenv.FreeAddr(t),
-		RPCAddr: testenv.FreeAddr(t), Database: "telemetry"}
+	cfg := localserver.ServerConfig{Config: localserver.Config{Binary: bin, Dir: filepath.Join(dir, "influxdb"), HTTPAddr: testenv.FreeAddr(t),
+		RPCAddr: testenv.FreeAddr(t)}, Database: "telemetry"}
 	base := "http://" + cfg.HTTPAddr
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 
-	p, err := influxproc.Start(ctx, cfg, log)
+	p, err := localserver.Start(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestLocalInfluxAuth(t *testing.T) {
 	}
 	p.Stop()
 
-	p, err = influxproc.Start(ctx, cfg, log)
+	p, err = localserver.Start(ctx, cfg, log)
 	if err != nil {
 		t.Fatalf("restart with the kept credentials: %v", err)
 	}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package localserver
+
+import "syscall"
+
+func sysProcAttr(syscall.Signal) *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
