@@ -90,6 +90,10 @@ type Config struct {
 	SessionExpiry  time.Duration // longest a disconnected session (and its queued messages) is kept; default 24h
 	RatePerDevice  float64       // sustained publishes per second per device; default 200
 	Burst          int           // publishes a device may burst above the rate; default 400
+	// ServerReference is sent to MQTT 5 clients with reason 0x9C Use
+	// another server when the broker drains (Drain): the other replicas,
+	// e.g. "mqtt-b.example:8883 mqtt-c.example:8883". "" sends none.
+	ServerReference string
 
 	// noPacketGuard turns the listeners' packet guard off; only tests use
 	// it, to show what reaches mochi without it.
@@ -194,6 +198,8 @@ type Broker struct {
 
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
+
+	drain drainState // Drain and the publish hand-off tracking (drain.go)
 }
 
 // authRecord is how a device's current session proved its identity: the
