@@ -21,6 +21,7 @@ import (
 
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/gateway/cluster/presence"
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/influx"
@@ -62,6 +63,9 @@ type App struct {
 	sinkWG   sync.WaitGroup
 	once     sync.Once
 	ready    chan struct{}
+	presence *presence.Presence // session claims across replicas
+	replica  string             // this process's replica id (presence)
+	reloadNC *natsbus.Client    // the broker role's connection (presence, reload broadcast)
 }
 
 // New validates cfg; Start brings the gateway up.
@@ -171,7 +175,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		MaxPacketSize: uint32(c.MQTT.MaxPacketSize), ReceiveMaximum: uint16(c.MQTT.ReceiveMaximum),
 		MaxInflight: uint16(c.MQTT.MaxInflight), MaxClientWritesPending: int32(c.MQTT.MaxClientWritesPending),
 		ConnectTimeout: c.MQTT.ConnectTimeout, MaxClients: int64(c.MQTT.MaxClients), SessionExpiry: c.MQTT.SessionExpiry,
-		RatePerDevice: c.MQTT.RatePerDevice, Burst: c.MQTT.RateBurst,
+		RatePerDevice: c.MQTT.RatePerDevice, Burst: c.MQTT.RateBurst, ServerReference: c.MQTT.ServerReference,
 	}, a.devices, a.log.With("component", "broker"))
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -181,6 +185,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	hook.SetServer(a.broker.Server())
 	if err := a.broker.AddHook(hook, nil); err != nil {
 		return fmt.Errorf("ingest hook: %w", err)
+	}
+	if err := a.startPresence(ctx); err != nil {
+		return err
 	}
 	a.registerGauges()
 	a.mux = http.NewServeMux()
@@ -244,10 +251,22 @@ func (a *App) deviceKind(id string) string {
 // ReloadDevices re-reads the device registry file. Removed, disabled,
 // rotated or kind-changed devices are disconnected at once; others keep
 // their sessions.
+//
+// The other replicas sharing this NATS are then told to reload theirs
+// (cluster.registry.reload): each reads its own devices_file, so the file
+// must be the same everywhere (shared volume or config management).
 func (a *App) ReloadDevices() error {
 	if a.broker == nil {
 		return nil
 	}
+	err := a.reloadLocal()
+	if err == nil && a.reloadNC != nil {
+		err = presence.BroadcastReload(a.reloadNC.Conn(), a.replica)
+	}
+	return err
+}
+
+func (a *App) reloadLocal() error {
 	err := a.broker.Reload()
 	a.ocppRevalidate()
 	return err
@@ -289,6 +308,9 @@ func (a *App) Close() error {
 		a.log.Info("gateway shutting down")
 		if a.broker != nil {
 			errs = append(errs, a.broker.Close())
+		}
+		if a.presence != nil {
+			a.presence.Close()
 		}
 		a.closeOCPP()
 		a.closeDashboard()

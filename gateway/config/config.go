@@ -80,6 +80,10 @@ type MQTT struct {
 	SessionExpiry          time.Duration `yaml:"session_expiry"`
 	RatePerDevice          float64       `yaml:"rate_per_device"`
 	RateBurst              int           `yaml:"rate_burst"`
+	// ServerReference is sent to MQTT 5 devices with 0x9C Use another
+	// server when this replica drains (SIGUSR1): the other replicas'
+	// addresses, space separated. Empty: no reference.
+	ServerReference string `yaml:"server_reference"`
 }
 
 // Spool configures the durable on-disk write-ahead spool.
