@@ -78,7 +78,6 @@ const (
 // reloaded its device registry tells the others to reload theirs.
 const SubjectRegistryReload = "cluster.registry.reload"
 
-
 // Bus is a connection to NATS (and, when embedded, the server itself).
 type Bus struct {
 	cfg  Config
