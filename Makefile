@@ -73,6 +73,8 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'ColdAdmissionBcrypt10' -benchtime 100x -timeout 10m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'Dashboard1000' -benchtime 200x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'OCPPSessionStart' -benchtime 5000x ./gateway/ocpp/
+	$(GO) test -run '^$$' -bench 'Claim' -benchtime 2000x ./gateway/cluster/presence/
+	$(GO) test -run '^$$' -bench 'Drain' -benchtime 1x -timeout 20m ./broker/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./internal/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
 
 soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m

@@ -97,6 +97,10 @@ type Config struct {
 	SessionExpiry  time.Duration `yaml:"session_expiry"`  // longest a disconnected session (and its queued messages) is kept; default 24h
 	RatePerDevice  float64       `yaml:"rate_per_device"` // sustained publishes per second per device; default 200
 	Burst          int           `yaml:"rate_burst"`      // publishes a device may burst above the rate; default 400
+	// ServerReference is sent to MQTT 5 clients with reason 0x9C Use
+	// another server when the broker drains (Drain, SIGUSR1): the other
+	// replicas, e.g. "mqtt-b.example:8883 mqtt-c.example:8883". "" sends none.
+	ServerReference string `yaml:"server_reference"`
 
 	// noPacketGuard turns the listeners' packet guard off; only tests use
 	// it, to show what reaches mochi without it.
@@ -201,6 +205,8 @@ type Broker struct {
 
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
+
+	drain drainState // Drain and the publish hand-off tracking (drain.go)
 }
 
 // authRecord is how a device's current session proved its identity: the

@@ -30,7 +30,7 @@ func (h *policy) Provides(e byte) bool {
 	switch e {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished,
 		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPublish,
-		mqtt.OnDisconnect:
+		mqtt.OnPacketProcessed, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -89,6 +89,12 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		}
 	}
 
+	if h.b.Draining() {
+		h.b.log.Info("connect refused", "client", id, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", "draining")
+		h.b.refuseDraining(cl)
+		return false
+	}
 	if id == "" {
 		return refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
 	}
@@ -160,6 +166,7 @@ func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		lc.MarkSession()
 	}
 	h.b.stats.ConnectsAccepted.Add(1)
+	h.b.trackClient(cl)
 	h.b.log.Debug("device connected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 		"protocol", cl.Properties.ProtocolVersion, "keepalive", cl.State.Keepalive)
 }
@@ -203,7 +210,29 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 //     protocol error (DISCONNECT 0x94), not a publish to topic "";
 //   - a v5 publish that declares a UTF-8 payload (payload format 1) but
 //     carries invalid UTF-8 is refused (DISCONNECT 0x99).
+//
+// While the broker drains, a PUBLISH is not processed: the client is
+// disconnected with 0x9C Use another server instead (drain.go).
 func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	pk, err := h.checkPacketRead(cl, pk)
+	if err != nil || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+		return pk, err
+	}
+	if !h.b.beginPublish(cl) {
+		h.b.disconnectForDrain(cl, h.b.handoffFor(cl))
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+// OnPacketProcessed ends the publish hand-off begun in OnPacketRead.
+func (h *policy) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type == packets.Publish {
+		h.b.endPublish(cl)
+	}
+}
+
+func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
@@ -284,7 +313,8 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 	}
 	if cl.Properties.ProtocolVersion < 5 {
 		switch {
-		case pk.ReasonCode == packets.ErrServerUnavailable.Code || pk.ReasonCode == packets.ErrServerBusy.Code:
+		case pk.ReasonCode == packets.ErrServerUnavailable.Code || pk.ReasonCode == packets.ErrServerBusy.Code,
+			pk.ReasonCode == packets.ErrUseAnotherServer.Code || pk.ReasonCode == packets.ErrServerMoved.Code:
 			pk.ReasonCode = packets.Err3ServerUnavailable.Code
 		case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
 			pk.ReasonCode = packets.Err3NotAuthorized.Code
@@ -343,6 +373,7 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.b.rates.release(cl.ID, h.b.hasOpenClient(cl.ID, cl))
 	h.b.forget(cl.ID, cl)
+	h.b.untrackClient(cl)
 }
 
 // afterPanic is called by the listeners after a panic was recovered while

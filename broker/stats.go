@@ -21,6 +21,13 @@ type Stats struct {
 	RefusedIdentityMismatch atomic.Uint64 // client id != username, or != certificate CN
 	RefusedWill             atomic.Uint64 // Will topic outside the device's publish ACL
 	AuthFailures            atomic.Uint64
+	// RefusedDraining counts CONNECTs refused while draining (0x9C / 0x03);
+	// they are not authentication failures.
+	RefusedDraining atomic.Uint64
+	// Drained counts connections ended by Drain; TakenOver the sessions
+	// ended because the device connected to another replica (TakeOver).
+	Drained   atomic.Uint64
+	TakenOver atomic.Uint64
 
 	// ACL denials (publish topics; subscription filters and deliveries).
 	ACLDeniedPublish   atomic.Uint64

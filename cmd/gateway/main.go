@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/telegate/telegate/gateway/app"
 	"github.com/telegate/telegate/gateway/config"
@@ -48,6 +49,21 @@ func main() {
 				log.Error("device registry reload failed; keeping the previous one", "err", err)
 			} else {
 				log.Info("device registry reloaded", "file", cfg.DevicesFile)
+			}
+		}
+	}()
+	// SIGUSR1: drain for a rolling upgrade (docs/operations.md).
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			dctx, cancel := context.WithTimeout(ctx, cfg.Spool.AckTimeout+30*time.Second)
+			n, err := gw.Drain(dctx)
+			cancel()
+			if err != nil {
+				log.Warn("drain did not complete; remaining devices were closed", "disconnected", n, "err", err)
+			} else {
+				log.Info("drained: no device connected; stop this replica now", "disconnected", n)
 			}
 		}
 	}()

@@ -41,6 +41,7 @@ import (
 
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/gateway/cluster/presence"
 	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/influx/localserver"
@@ -82,6 +83,9 @@ type App struct {
 	sinkWG   sync.WaitGroup
 	once     sync.Once
 	ready    chan struct{}
+	presence *presence.Presence // session claims across replicas
+	replica  string             // this process's replica id (presence)
+	reloadNC *natsbus.Client    // the broker role's connection (presence, reload broadcast)
 }
 
 // New prepares a gateway for cfg (validated by config.Load; New does not
@@ -201,6 +205,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.broker.AddHook(hook, nil); err != nil {
 		return fmt.Errorf("ingest hook: %w", err)
 	}
+	if err := a.startPresence(ctx); err != nil {
+		return err
+	}
 	a.registerGauges()
 	a.mux = http.NewServeMux()
 	if err := a.broker.Start(); err != nil {
@@ -265,10 +272,22 @@ func (a *App) deviceKind(id string) string {
 // ReloadDevices re-reads the device registry file. Removed, disabled,
 // rotated or kind-changed devices are disconnected at once; others keep
 // their sessions.
+//
+// The other replicas sharing this NATS are then told to reload theirs
+// (cluster.registry.reload): each reads its own devices_file, so the file
+// must be the same everywhere (shared volume or config management).
 func (a *App) ReloadDevices() error {
 	if a.broker == nil {
 		return nil
 	}
+	err := a.reloadLocal()
+	if err == nil && a.reloadNC != nil {
+		err = presence.BroadcastReload(a.reloadNC.Conn(), a.replica)
+	}
+	return err
+}
+
+func (a *App) reloadLocal() error {
 	err := a.broker.Reload()
 	a.ocppRevalidate()
 	return err
@@ -311,6 +330,9 @@ func (a *App) Close() error {
 		a.log.Info("gateway shutting down")
 		if a.broker != nil {
 			errs = append(errs, a.broker.Close())
+		}
+		if a.presence != nil {
+			a.presence.Close()
 		}
 		a.closeOCPP()
 		a.closeDashboard()

@@ -116,6 +116,11 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("scope") != "ingest" {
 		set("influxdb", a.writer.Ping(ctx))
 	}
+	var drainErr error
+	if a.broker.Draining() {
+		drainErr = errDraining
+	}
+	set("draining", drainErr)
 	set("nats", a.bus.Ready())
 	st := a.spool.Stats()
 	var spoolErr error

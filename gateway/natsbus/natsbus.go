@@ -69,7 +69,14 @@ var Streams = []StreamSpec{
 // KV buckets used by the gateway.
 const (
 	BucketDTCState = "dtc_state"
+	// BucketSessions holds which replica has each device's MQTT session
+	// (gateway/cluster/presence; 24h TTL, one value per key).
+	BucketSessions = "sessions"
 )
+
+// SubjectRegistryReload is the core NATS subject on which a replica that
+// reloaded its device registry tells the others to reload theirs.
+const SubjectRegistryReload = "cluster.registry.reload"
 
 // Bus is a connection to NATS (and, when embedded, the server itself).
 type Bus struct {
@@ -204,6 +211,17 @@ func (b *Bus) declare(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("natsbus: bucket %s: %w", BucketDTCState, err)
+	}
+	_, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketSessions,
+		Description: "Which gateway replica holds each device's MQTT session (newest claim wins)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		History:     1,
+		TTL:         24 * time.Hour,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbus: bucket %s: %w", BucketSessions, err)
 	}
 	return nil
 }

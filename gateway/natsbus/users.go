@@ -64,6 +64,10 @@ const (
 	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers)
 	// and records commands it sent on vehicle.cmdsent.*.
 	RoleDashboard = "dashboard"
+	// RoleBroker is the MQTT broker's cluster presence: it claims device
+	// sessions in the sessions bucket, watches the claims of the other
+	// replicas, and sends and receives the registry reload broadcast.
+	RoleBroker = "broker"
 	// RoleOps is the operator's user for the nats CLI: full rights in
 	// GATEWAY (streams, consumers, KV, subjects).
 	RoleOps = "ops"
@@ -94,6 +98,20 @@ func rolePermissions(role string) (pub, sub []string) {
 				"telemetry.dtc.>", "vehicle.connectivity.>", "vehicle.event.>", "vehicle.cmdack.>", "charging.>", "deadletter.>",
 			},
 			[]string{InboxPrefix(RoleEvents) + ".>"}
+	case RoleBroker:
+		kv := "KV_" + BucketSessions
+		return []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + kv,
+				"$KV." + BucketSessions + ".>",
+				// The watch: an ordered push consumer with flow control.
+				"$JS.API.CONSUMER.CREATE." + kv, "$JS.API.CONSUMER.CREATE." + kv + ".>",
+				"$JS.API.CONSUMER.DELETE." + kv + ".>",
+				"$JS.API.CONSUMER.INFO." + kv + ".>",
+				"$JS.FC." + kv + ".>",
+				SubjectRegistryReload,
+			},
+			[]string{InboxPrefix(RoleBroker) + ".>", SubjectRegistryReload}
 	case RoleDashboard:
 		var p []string
 		for _, s := range []string{"DTC", "VEHICLE"} {
@@ -111,7 +129,7 @@ func rolePermissions(role string) (pub, sub []string) {
 
 // internalRoles are the roles with generated passwords, in the order they
 // are written to the credentials file.
-var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleOps, RoleSys}
+var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleBroker, RoleOps, RoleSys}
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

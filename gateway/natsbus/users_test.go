@@ -226,6 +226,47 @@ func TestRolePermissions(t *testing.T) {
 		dash.refused(t, "subscription", s)
 	}
 
+	// The broker's presence: the sessions bucket (put, watch) and the
+	// registry reload broadcast, nothing else.
+	br := connectRole(t, b, RoleBroker)
+	skv, err := br.js.KeyValue(ctx, BucketSessions)
+	if err != nil {
+		t.Fatalf("broker: bucket: %v", err)
+	}
+	w, err := skv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatalf("broker: watch: %v", err)
+	}
+	if _, err := skv.Put(ctx, "VIN1", []byte(`{"replica":"a"}`)); err != nil {
+		t.Fatalf("broker: kv put: %v", err)
+	}
+	select {
+	case e := <-w.Updates():
+		if e == nil || e.Key() != "VIN1" {
+			t.Fatalf("broker: watch got %v", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("broker: watch saw nothing")
+	}
+	_ = w.Stop()
+	rs, err := br.nc.SubscribeSync(SubjectRegistryReload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.nc.Publish(SubjectRegistryReload, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("broker: registry reload broadcast: %v", err)
+	}
+	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN1",
+		"$JS.API.STREAM.DELETE.KV_sessions", "$JS.API.STREAM.PURGE.KV_sessions", "$JS.API.CONSUMER.CREATE.DTC"} {
+		br.refused(t, "publish", s)
+	}
+	for _, s := range []string{">", "_INBOX.>", "vehicle.>", "$KV.dtc_state.>"} {
+		br.refused(t, "subscription", s)
+	}
+
 	// The system account's user sees nothing of the gateway account.
 	sys, err := nats.Connect(b.URL(), nats.UserInfo(RoleSys, b.auth.creds.Passwords[RoleSys]))
 	if err != nil {

@@ -1,0 +1,308 @@
+// Package presence ends a device's stale session on one gateway replica
+// when the device connects to another, as a single broker ends the older
+// connection on a session takeover.
+//
+// On every established session the replica puts a claim into the
+// JetStream key-value bucket "sessions" (key: the client id; value: the
+// replica id, a per-connection nonce and the time). Every replica watches
+// the bucket; a claim by another replica for a client id with a local
+// session ends that session (Ender: DISCONNECT 0x8E Session taken over for
+// MQTT 5, connection closed for 3.1.1).
+//
+// Order: the newest claim wins, and "newest" is the bucket's revision
+// (the stream sequence, one total order for the whole cluster), never a
+// clock. A local session remembers the revision of its own claim and is
+// ended only by a foreign claim with a higher revision, so a late-arriving
+// older claim cannot end a newer session. A foreign claim seen while the
+// local claim is still being written is remembered and applied once the
+// local revision is known.
+package presence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the key-value bucket of the claims.
+const Bucket = "sessions"
+
+// Errors of the package.
+var (
+	// ErrConfig: a required field of Config is missing.
+	ErrConfig = errors.New("presence: invalid config")
+	// ErrBadClaim: a bucket value is not a claim (counted, ignored).
+	ErrBadClaim = errors.New("presence: malformed claim")
+)
+
+// Claim is the value of a bucket key.
+type Claim struct {
+	Replica string    `json:"replica"`
+	Nonce   string    `json:"nonce"`
+	At      time.Time `json:"at"` // informational only; never used for ordering
+}
+
+// Config configures a Presence.
+type Config struct {
+	KV      jetstream.KeyValue // the sessions bucket (BucketConfig)
+	Replica string             // this replica's id, unique per process (NewReplicaID)
+	// End ends a local session taken over by another replica
+	// (broker.Broker.TakeOver).
+	End func(cl *mqtt.Client)
+	// Timeout bounds one claim write; default 2s. A failed claim leaves
+	// the session running (counted in Stats.ClaimErrors).
+	Timeout time.Duration
+	Now     func() time.Time // clock for Claim.At; default time.Now
+	Log     *slog.Logger
+}
+
+// BucketConfig is the sessions bucket's configuration: one value per
+// key, claims of devices gone for a day expire.
+func BucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Which gateway replica holds each device's MQTT session (newest claim wins)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		History:     1,
+		TTL:         24 * time.Hour,
+	}
+}
+
+// Stats are the package's counters.
+type Stats struct {
+	Claims      atomic.Uint64 // claims written
+	ClaimErrors atomic.Uint64 // claims that could not be written
+	TakenOver   atomic.Uint64 // local sessions ended by a newer foreign claim
+	BadClaims   atomic.Uint64 // bucket values that were not claims
+}
+
+// session is a local session and the revision of its claim.
+type session struct {
+	cl    *mqtt.Client
+	nonce string
+	rev   uint64
+}
+
+// Presence is the mochi hook (OnSessionEstablished, OnDisconnect) and the
+// bucket watcher of one replica.
+type Presence struct {
+	mqtt.HookBase
+	cfg   Config
+	log   *slog.Logger
+	stats Stats
+
+	mu sync.Mutex // guards local, writing and seen
+	// local: bucket key -> the local session whose claim is current here.
+	local map[string]session
+	// writing: bucket key -> local claims being written; seen: the highest
+	// foreign revision that arrived meanwhile.
+	writing map[string]int
+	seen    map[string]uint64
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a Presence; Start begins watching.
+func New(cfg Config) (*Presence, error) {
+	if cfg.KV == nil || cfg.Replica == "" || cfg.End == nil {
+		return nil, fmt.Errorf("%w: KV, Replica and End are required", ErrConfig)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Presence{cfg: cfg, log: cfg.Log, local: map[string]session{}, writing: map[string]int{},
+		seen: map[string]uint64{}}, nil
+}
+
+// NewReplicaID returns a random replica id with a readable prefix.
+func NewReplicaID(prefix string) string {
+	return prefix + "-" + randomHex(6)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Stats returns the live counters.
+func (p *Presence) Stats() *Stats { return &p.stats }
+
+// ID is the hook's id.
+func (p *Presence) ID() string { return "telegate-presence" }
+
+// Provides declares the hook's events.
+func (p *Presence) Provides(e byte) bool {
+	return e == mqtt.OnSessionEstablished || e == mqtt.OnDisconnect
+}
+
+// Start watches the bucket for new claims until Close (the watch outlives
+// ctx, which only bounds setting it up).
+func (p *Presence) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := p.cfg.KV.WatchAll(wctx, jetstream.UpdatesOnly())
+	if err != nil {
+		cancel()
+		return fmt.Errorf("presence: watch %s: %w", Bucket, err)
+	}
+	p.cancel, p.done = cancel, make(chan struct{})
+	go func() {
+		defer close(p.done)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil && e.Operation() == jetstream.KeyValuePut {
+					p.observe(e.Key(), e.Revision(), e.Value())
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Close stops the watcher.
+func (p *Presence) Close() {
+	if p.cancel != nil {
+		p.cancel()
+		<-p.done
+	}
+}
+
+// observe applies one claim seen in the bucket.
+func (p *Presence) observe(key string, rev uint64, val []byte) {
+	var c Claim
+	if err := json.Unmarshal(val, &c); err != nil || c.Replica == "" {
+		p.stats.BadClaims.Add(1)
+		p.log.Warn("sessions bucket value is not a claim", "key", key, "revision", rev, "err", ErrBadClaim)
+		return
+	}
+	if c.Replica == p.cfg.Replica {
+		// Two local connections of one device: the broker itself ends the
+		// older one.
+		return
+	}
+	p.mu.Lock()
+	if p.writing[key] > 0 && rev > p.seen[key] {
+		p.seen[key] = rev
+	}
+	s, ok := p.local[key]
+	if ok && rev > s.rev {
+		delete(p.local, key)
+	} else {
+		ok = false
+	}
+	p.mu.Unlock()
+	if ok {
+		p.takeOver(s, c, rev)
+	}
+}
+
+func (p *Presence) takeOver(s session, by Claim, rev uint64) {
+	p.stats.TakenOver.Add(1)
+	p.log.Info("session taken over by another replica", "client", s.cl.ID, "by_replica", by.Replica,
+		"revision", rev, "own_revision", s.rev)
+	p.cfg.End(s.cl)
+}
+
+// OnSessionEstablished writes the claim of a new local session.
+func (p *Presence) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	key := Key(cl.ID)
+	nonce := randomHex(8)
+	val, _ := json.Marshal(Claim{Replica: p.cfg.Replica, Nonce: nonce, At: p.cfg.Now().UTC()})
+	p.mu.Lock()
+	p.writing[key]++
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
+	var rev uint64
+	var err error
+	if !cl.Closed() {
+		rev, err = p.cfg.KV.Put(ctx, key, val)
+	}
+	cancel()
+	p.mu.Lock()
+	seen := p.seen[key]
+	if p.writing[key]--; p.writing[key] == 0 {
+		delete(p.writing, key)
+		delete(p.seen, key)
+	}
+	takeOver := false
+	switch {
+	case err != nil:
+	case rev == 0: // closed before claiming
+	case seen > rev:
+		takeOver = true // a newer foreign claim arrived while writing
+	default:
+		if cur, ok := p.local[key]; !ok || cur.rev < rev || cur.cl.Closed() {
+			p.local[key] = session{cl: cl, nonce: nonce, rev: rev}
+		}
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.stats.ClaimErrors.Add(1)
+		p.log.Warn("session claim not written; a stale session elsewhere is not ended", "client", cl.ID, "err", err)
+		return
+	}
+	if rev != 0 {
+		p.stats.Claims.Add(1)
+	}
+	if takeOver {
+		p.takeOver(session{cl: cl, nonce: nonce, rev: rev}, Claim{Replica: "?"}, seen)
+	}
+}
+
+// OnDisconnect forgets the local session. Its claim stays (a newer one by
+// another replica may already have replaced it); claims expire with the
+// bucket's TTL.
+func (p *Presence) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	key := Key(cl.ID)
+	p.mu.Lock()
+	if s, ok := p.local[key]; ok && s.cl == cl {
+		delete(p.local, key)
+	}
+	p.mu.Unlock()
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
+
+// Key is the bucket key of client id: the id itself when it holds only
+// letters, digits, '-' and '_' (VINs, station ids), else "x." and its
+// base64url form (KV keys allow few characters; plain keys never hold '.').
+func Key(id string) string {
+	if plainKey.MatchString(id) {
+		return id
+	}
+	return "x." + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
