@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,11 +27,11 @@ import (
 	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/influx"
-	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/spool/record"
-	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/gateway/ingest/topics"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/sink"
+	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // ConsumerName is the spool consumer this sink uses.
@@ -49,26 +48,30 @@ type Publisher interface {
 // Kinds tells whether a device id is a vehicle or a charger (registry).
 type Kinds func(id string) string
 
-// Sink is the NATS event sink.
+// Sink is the NATS event sink: a sink.Runner over a Processor that turns
+// spool records into events.
 type Sink struct {
-	cons   *spool.Consumer
+	*sink.Runner
+	p *processor
+}
+
+// processor publishes the events of a batch. Its state is owned by the
+// runner's goroutine.
+type processor struct {
 	pub    Publisher
 	store  StateStore
 	kinds  Kinds
 	m      *metrics.Metrics
 	log    *slog.Logger
-	recs   []spool.Record
 	cache  map[string]DTCState
 	dirty  map[string]bool
 	out    []outMsg
-	health atomic.Pointer[error]
 	dr     wire.DiagReport
 	cs     wire.ChargingSession
 	st     wire.ChargerStatus
 	ve     wire.VehicleEvent
 	ack    wire.CommandAck
-	Batch  int
-	AckTTL time.Duration
+	ackTTL time.Duration // bound on the wait for a batch's publish acks
 }
 
 type outMsg struct {
@@ -81,113 +84,49 @@ func New(cons *spool.Consumer, pub Publisher, store StateStore, kinds Kinds, m *
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{cons: cons, pub: pub, store: store, kinds: kinds, m: m, log: log,
-		cache: map[string]DTCState{}, dirty: map[string]bool{}, Batch: 2000, AckTTL: 10 * time.Second}
+	p := &processor{pub: pub, store: store, kinds: kinds, m: m, log: log,
+		cache: map[string]DTCState{}, dirty: map[string]bool{}, ackTTL: 10 * time.Second}
+	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: 2000, BatchBytes: 8 << 20}, cons, p, m, log)
+	return &Sink{Runner: r, p: p}
 }
 
-// Health is nil while the sink makes progress, or the error it keeps
-// retrying (NATS unreachable, spool read or commit failures), for /readyz.
-func (s *Sink) Health() error {
-	if e := s.health.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-func (s *Sink) setHealth(err error) {
-	if err == nil {
-		s.health.Store(nil)
-		return
-	}
-	s.health.Store(&err)
-}
-
-// Run publishes until ctx is cancelled or the spool closes. drain works as in
-// influxsink: after ctx is cancelled the backlog is still published until
-// nothing is left or drain is done. Failures are retried with backoff in
-// order; Run returns only when stopping.
+// Run publishes until ctx is cancelled or the spool closes; then, when
+// drain is non-nil, publishes the backlog until nothing is left or drain is
+// done (sink.Runner.Run and Drain). Failures are retried with backoff, in
+// order, never skipped.
 func (s *Sink) Run(ctx, drain context.Context) error {
-	for attempt := 0; ; {
-		readCtx := ctx
-		cancel := context.CancelFunc(func() {})
-		if ctx.Err() != nil {
-			if drain == nil || drain.Err() != nil {
-				return nil
-			}
-			readCtx, cancel = context.WithTimeout(drain, 200*time.Millisecond)
-		}
-		active := ctx
-		if drain != nil {
-			active = drain // let the batch in flight finish at shutdown
-		}
-		var err error
-		s.recs, err = s.cons.Read(readCtx, s.recs, s.Batch, 8<<20)
-		cancel()
-		if err != nil {
-			if errors.Is(err, spool.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				continue
-			}
-			s.m.SinkErrors.WithLabelValues("events", "spool_read").Inc()
-			if !s.retry(active, &attempt, "spool read failed; retrying", err) {
-				return nil
-			}
-			continue
-		}
-		if err := s.process(active); err != nil {
-			s.m.EventErrors.Inc()
-			s.cons.Rewind()
-			clear(s.cache) // state may be ahead of what was saved
-			clear(s.dirty)
-			if !s.retry(active, &attempt, "NATS publish failed; retrying batch", err) {
-				return nil
-			}
-			continue
-		}
-		for {
-			err := s.cons.Commit(s.recs[len(s.recs)-1].Next)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, spool.ErrClosed) {
-				return nil
-			}
-			s.m.SinkErrors.WithLabelValues("events", "commit").Inc()
-			if !s.retry(active, &attempt, "spool cursor commit failed; retrying", err) {
-				return nil
-			}
-		}
-		attempt = 0
-		s.setHealth(nil)
+	if err := s.Runner.Run(ctx); err != nil || drain == nil {
+		return err
 	}
+	return s.Drain(drain)
 }
 
-// retry records err, logs it (first and every tenth attempt) and backs off.
-// false: stopping.
-func (s *Sink) retry(ctx context.Context, attempt *int, msg string, err error) bool {
-	s.setHealth(err)
-	d := influx.Backoff(*attempt)
-	if *attempt%10 == 0 {
-		s.log.Warn(msg, "attempt", *attempt+1, "backoff", d, "err", err)
-	}
-	*attempt++
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// Reset implements sink.Processor: the DTC state cache may be ahead of
+// what was saved.
+func (p *processor) Reset() {
+	clear(p.cache)
+	clear(p.dirty)
 }
 
-func (s *Sink) process(ctx context.Context) error {
+// Process implements sink.Processor. Order of effects: publish every event
+// of the batch and wait for all acks, then save the changed DTC state. A
+// returned error is retryable (the runner replays the batch; message ids
+// deduplicate); events that can never be published are counted and skipped.
+func (p *processor) Process(ctx context.Context, recs []spool.Record) (int, error) {
+	if err := p.process(ctx, recs); err != nil {
+		if ctx.Err() == nil {
+			p.m.EventErrors.Inc()
+		}
+		return 0, err
+	}
+	return len(recs), nil
+}
+
+func (s *processor) process(ctx context.Context, recs []spool.Record) error {
 	s.out = s.out[:0]
 	var rec record.Record
-	for i := range s.recs {
-		if err := record.Parse(s.recs[i].Data, &rec); err != nil {
+	for i := range recs {
+		if err := record.Parse(recs[i].Data, &rec); err != nil {
 			s.m.SinkErrors.WithLabelValues("events", "corrupt_record").Inc()
 			continue
 		}
@@ -212,7 +151,7 @@ func (s *Sink) process(ctx context.Context) error {
 		futures = append(futures, f)
 		sent = append(sent, o)
 	}
-	timeout := time.NewTimer(s.AckTTL)
+	timeout := time.NewTimer(s.ackTTL)
 	defer timeout.Stop()
 	for i, f := range futures {
 		select {
@@ -240,7 +179,7 @@ func permanent(err error) bool {
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrInvalidMsg)
 }
 
-func (s *Sink) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
+func (s *processor) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
 	env := Envelope{V: Version, ID: id, Type: typ, Time: time.UnixMilli(tsMs).UTC(), Source: source, Data: data}
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -262,7 +201,7 @@ func pick(tab []string, i uint8) string {
 	return "unknown"
 }
 
-func (s *Sink) events(ctx context.Context, r *record.Record) error {
+func (s *processor) events(ctx context.Context, r *record.Record) error {
 	switch r.Kind {
 	case record.KindConnect, record.KindDisconnect:
 		raw := string(r.Client)
@@ -352,7 +291,7 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 // applied to the stored state is skipped: after a crash between saving the
 // state and committing the spool cursor, the replayed reports would
 // otherwise be diffed against the newer state and yield wrong events.
-func (s *Sink) diag(ctx context.Context, vin, key string) error {
+func (s *processor) diag(ctx context.Context, vin, key string) error {
 	prev, ok := s.cache[key]
 	if !ok {
 		var err error

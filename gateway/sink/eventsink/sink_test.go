@@ -12,11 +12,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
-	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -10,9 +10,9 @@ import (
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/spool/record"
-	"github.com/telegate/telegate/gateway/ingest/topics"
 )
 
 // Measurements written by the sink (docs/data-model.md).

@@ -12,8 +12,8 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/metrics"
-	"github.com/telegate/telegate/gateway/spool/record"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // limitWriter stands in for an InfluxDB whose body limit is max bytes: it
