@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 // TestNewConsumerSeesMessagesFromStartup: a "new only" consumer created

@@ -29,6 +29,7 @@ import (
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/sink"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/gateway/spool/record"
@@ -180,7 +181,7 @@ func permanent(err error) bool {
 }
 
 func (s *processor) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
-	env := Envelope{V: Version, ID: id, Type: typ, Time: time.UnixMilli(tsMs).UTC(), Source: source, Data: data}
+	env := natsbus.NewEnvelope(id, typ, source, time.UnixMilli(tsMs), data)
 	b, err := json.Marshal(env)
 	if err != nil {
 		s.log.Error("event not encodable", "type", typ, "err", err)
@@ -205,22 +206,17 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 	switch r.Kind {
 	case record.KindConnect, record.KindDisconnect:
 		raw := string(r.Client)
-		id := subjectToken(raw)
+		id := natsbus.Token(raw)
 		kind := "vehicle"
 		if s.kinds != nil {
 			kind = s.kinds(string(r.Client))
 		}
-		state := "connected"
-		if r.Kind == record.KindDisconnect {
-			state = "disconnected"
-		}
-		root, stream := "vehicle", "VEHICLE"
-		if kind == "charger" {
-			root, stream = "charging", "CHARGING"
-		}
+		connected := r.Kind == record.KindConnect
+		state := natsbus.ConnectivityState(connected)
+		stream, subject := natsbus.SubjectConnectivity(kind, connected, raw)
 		msgID := "conn-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
-		s.emit(stream, root+".connectivity."+state+"."+id, msgID, "connectivity."+state, id, r.RecvNs/1e6,
-			ConnectivityEvent{Device: raw, Kind: kind, Connected: r.Kind == record.KindConnect})
+		s.emit(stream, subject, msgID, "connectivity."+state, id, r.RecvNs/1e6,
+			ConnectivityEvent{Device: raw, Kind: kind, Connected: connected})
 		return nil
 	case record.KindDeadLetter:
 		class, _, _ := topics.Parse(string(r.Topic))
@@ -234,11 +230,11 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 		}
 		dl.Payload = append([]byte(nil), p...)
 		msgID := "dl-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
-		s.emit("DEADLETTER", "deadletter."+class.String()+"."+subjectToken(id), msgID, "deadletter", id, r.RecvNs/1e6, dl)
+		s.emit(natsbus.StreamDeadLetter, natsbus.SubjectDeadLetter(class.String(), id), msgID, "deadletter", id, r.RecvNs/1e6, dl)
 		return nil
 	}
 	class, rawID, _ := topics.Parse(string(r.Topic))
-	id := subjectToken(rawID) // subjects and message ids; payloads carry rawID
+	id := natsbus.Token(rawID) // message ids; payloads carry rawID
 	switch class {
 	case topics.ClassDiag:
 		if err := wire.DecodeDiag(r.Payload, &s.dr); err != nil {
@@ -252,7 +248,7 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 		c := &s.cs
 		ev := pick(sessionEvents[:], c.Kind)
 		msgID := "session-" + id + "-" + string(c.SessionID) + "-" + strconv.FormatUint(c.Seq, 10)
-		s.emit("CHARGING", "charging.session."+ev+"."+id, msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
+		s.emit(natsbus.StreamCharging, natsbus.SubjectChargingSession(ev, rawID), msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
 			Station: rawID, SessionID: string(c.SessionID), Connector: c.Connector, Event: ev, VIN: string(c.VIN),
 			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq})
 	case topics.ClassStatus:
@@ -260,7 +256,7 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 			return nil
 		}
 		msgID := "status-" + id + "-" + strconv.FormatUint(s.st.Seq, 10)
-		s.emit("CHARGING", "charging.status."+id, msgID, "charging.status", id, s.st.TimeMs,
+		s.emit(natsbus.StreamCharging, natsbus.SubjectChargerStatus(rawID), msgID, "charging.status", id, s.st.TimeMs,
 			ConnectorEvent{Station: rawID, Connector: s.st.Connector, Status: pick(statusNames[:], s.st.Status), Seq: s.st.Seq})
 	case topics.ClassEvents:
 		if err := wire.DecodeVehicleEvent(r.Payload, &s.ve); err != nil {
@@ -271,14 +267,14 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 			ev.Position = &LatLon{Lat: s.ve.Lat, Lon: s.ve.Lon}
 		}
 		msgID := "vev-" + id + "-" + strconv.FormatUint(s.ve.Seq, 10)
-		s.emit("VEHICLE", "vehicle.event."+id, msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
+		s.emit(natsbus.StreamVehicle, natsbus.SubjectVehicleEvent(rawID), msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
 	case topics.ClassCmdAck:
 		if err := wire.DecodeCommandAck(r.Payload, &s.ack); err != nil {
 			return nil
 		}
 		st := pick(ackStatus[:], s.ack.Status)
 		msgID := "cmdack-" + id + "-" + s.ack.CmdID + "-" + st
-		s.emit("VEHICLE", "vehicle.cmdack."+id, msgID, "vehicle.cmdack", id, s.ack.TimeMs,
+		s.emit(natsbus.StreamVehicle, natsbus.SubjectCommandAck(rawID), msgID, "vehicle.cmdack", id, s.ack.TimeMs,
 			CommandAckEvent{VIN: rawID, CmdID: s.ack.CmdID, Status: st, Reason: s.ack.Reason})
 	}
 	return nil
@@ -313,7 +309,7 @@ func (s *processor) diag(ctx context.Context, vin, key string) error {
 		codeStr := string(dtc.Append(nil, code))
 		desc, sev, _ := dtc.Describe(code)
 		id := "dtc-" + typ + "-" + key + "-" + codeStr + "-" + seq
-		s.emit("DTC", "telemetry.dtc."+typ+"."+key, id, "dtc."+typ, vin, d.TimeMs, DTCEvent{
+		s.emit(natsbus.StreamDTC, natsbus.SubjectDTC(typ, vin), id, "dtc."+typ, vin, d.TimeMs, DTCEvent{
 			VIN: vin, Code: codeStr, Status: status, Previous: previous, Description: desc, Severity: sev.String(),
 			MIL: d.MIL, OdometerKm: d.OdometerKm, ReportSeq: d.Seq})
 	}
@@ -351,39 +347,4 @@ func (s *processor) diag(ctx context.Context, vin, key string) error {
 		s.dirty[key] = true
 	}
 	return nil
-}
-
-// subjectToken makes a device id safe as one subject token and keeps
-// distinct ids distinct: every byte outside [A-Za-z0-9-] is written as _XX
-// (hex), so "DE.1" and "DE_1" give "DE_2E1" and "DE_5F1". VINs and the usual
-// station ids contain no such byte and appear unchanged.
-func subjectToken(id string) string {
-	clean := id != ""
-	for i := 0; i < len(id); i++ {
-		if !tokenByte(id[i]) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return id
-	}
-	if id == "" {
-		return "_"
-	}
-	const hex = "0123456789ABCDEF"
-	b := make([]byte, 0, len(id)+8)
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if tokenByte(c) {
-			b = append(b, c)
-			continue
-		}
-		b = append(b, '_', hex[c>>4], hex[c&15])
-	}
-	return string(b)
-}
-
-func tokenByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
 }
