@@ -108,8 +108,10 @@ func (s *Sink) Run(ctx, drain context.Context) error {
 	return s.Drain(drain)
 }
 
-// Reset implements sink.Processor: the next batch is encoded afresh.
-func (p *processor) Reset() { p.pending = false }
+// Reset implements sink.Processor. The encoded batch in flight stays: it
+// is reused only when Process is offered the same records again (checked by
+// position), so a retry neither re-encodes nor rewrites what was stored.
+func (p *processor) Reset() {}
 
 // Process implements sink.Processor: encode (once per batch) and write,
 // returning how many records the write covered.
