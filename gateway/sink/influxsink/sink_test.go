@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/influx"
@@ -99,5 +100,67 @@ func TestSplitPoint(t *testing.T) {
 		if got := splitPoint([]byte(c.in)); got != c.want {
 			t.Errorf("splitPoint(%q) = %d, want %d", c.in, got, c.want)
 		}
+	}
+}
+
+// flakyWriter refuses the first fails writes as retryable (InfluxDB down).
+type flakyWriter struct {
+	limitWriter
+	fails int
+}
+
+func (w *flakyWriter) Write(ctx context.Context, b []byte) error {
+	w.mu.Lock()
+	if w.fails > 0 {
+		w.fails--
+		w.mu.Unlock()
+		return &influx.WriteError{Op: "write", Kind: influx.ErrRetryable, StatusCode: 503, Message: "unavailable"}
+	}
+	w.mu.Unlock()
+	return w.limitWriter.Write(ctx, b)
+}
+
+// TestRetryDoesNotReencode: a batch retried after InfluxDB failures is
+// written once, and its records are decoded (and counted) once.
+func TestRetryDoesNotReencode(t *testing.T) {
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{ConsumerName}, MaxRecord: 64 << 10, SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	if _, err := sp.Append([]byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+	const frames = 10
+	for i := 1; i <= frames; i++ {
+		f := wire.TelemetryFrame{Version: wire.Version, VIN: wire.Ident("V"), Seq: uint64(i), TimeMs: int64(1_767_225_600_000 + i),
+			Signals: []wire.Signal{{ID: 1, Value: 1}}}
+		b, _ := f.MarshalMsg(nil)
+		if _, err := sp.Append(record.Append(nil, record.KindPublish, 1, 1, "vehicles/V/telemetry", "V", "", b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, _ := sp.Consumer(ConsumerName)
+	w := &flakyWriter{limitWriter: limitWriter{max: 1 << 20}, fails: 2}
+	m := metrics.New(prometheus.NewRegistry())
+	s := New(Config{}, cons, w, m, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	for deadline := time.Now().Add(30 * time.Second); sp.Stats().Consumers[0].LagRecords != 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w.stored() != frames || w.writes != 1 {
+		t.Fatalf("stored %d lines in %d writes, want %d in 1", w.stored(), w.writes, frames)
+	}
+	if n := testutil.ToFloat64(m.SinkErrors.WithLabelValues(ConsumerName, "corrupt_record")); n != 1 {
+		t.Fatalf("corrupt record counted %v times, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.InfluxWrites.WithLabelValues("retry")); n != 2 {
+		t.Fatalf("%v retries counted, want 2", n)
 	}
 }
