@@ -21,11 +21,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/gateway/cluster/lease"
-	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
 // Bucket holds per-vehicle feature state (s.{vin}.{feature}) and feature
@@ -114,8 +114,8 @@ type Scheduler struct {
 	// coalesced counts scheduled ticks skipped because a later one was
 	// already due (catch-up after no replica led for a while).
 	coalesced atomic.Int64
-	lmu   sync.RWMutex
-	lats  map[string]float64 // last known latitude per VIN
+	lmu       sync.RWMutex
+	lats      map[string]float64 // last known latitude per VIN
 }
 
 // NewScheduler opens the features bucket.
