@@ -24,7 +24,7 @@ var (
 )
 
 // saveAttempts bounds the compare-and-set attempts of one Save.
-const saveAttempts = 16
+const saveAttempts = kvstate.MaxAttempts
 
 // DTCState is the set of stored DTCs of one vehicle (code -> status) and the
 // position (device time, sequence number) of the report it reflects.
