@@ -69,6 +69,9 @@ var Streams = []StreamSpec{
 // KV buckets used by the gateway.
 const (
 	BucketDTCState = "dtc_state"
+	// BucketDashboardSessions is auth.SessionBucket (declared by the
+	// dashboard's startup through the gateway's user).
+	BucketDashboardSessions = "dashboard_sessions"
 )
 
 // Bus is a connection to NATS (and, when embedded, the server itself).
