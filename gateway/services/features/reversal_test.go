@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/internal/testenv"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/features"
-	"github.com/telegate/telegate/internal/svctest"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // vehicleMQTT records what the dispatcher publishes to vehicles (the MQTT
