@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"time"
 
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/dashboard"
+	"github.com/telegate/telegate/gateway/dashboard/auth"
 	"github.com/telegate/telegate/gateway/dashboard/history"
 	"github.com/telegate/telegate/gateway/natsbus"
 )
@@ -19,7 +22,7 @@ type dashboardExt struct {
 // Called after the broker and the services have started and before HTTP
 // listens. Without a
 // users file nobody could log in, so nothing is mounted (warning logged).
-func (a *App) startDashboard(_ context.Context) error {
+func (a *App) startDashboard(ctx context.Context) error {
 	c := a.cfg.Dashboard
 	log := a.log.With("component", "dashboard")
 	if c.UsersFile == "" {
@@ -29,6 +32,19 @@ func (a *App) startDashboard(_ context.Context) error {
 	nc, err := a.natsClient(natsbus.RoleDashboard) // its own credentials: reads DTC/VEHICLE, records sent commands
 	if err != nil {
 		return err
+	}
+	// The gateway's connection declares the shared session bucket; the
+	// dashboard's own user may only read and write that bucket's keys.
+	ttl := c.SessionTTL
+	if ttl <= 0 {
+		ttl = 12 * time.Hour
+	}
+	if _, err := auth.OpenSessionStore(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas, ttl); err != nil {
+		return err
+	}
+	sessions, err := nc.JetStream().KeyValue(ctx, auth.SessionBucket)
+	if err != nil {
+		return fmt.Errorf("dashboard: session bucket: %w", err)
 	}
 	var vins []string
 	for _, dev := range a.devices.Devices() {
@@ -44,6 +60,7 @@ func (a *App) startDashboard(_ context.Context) error {
 			Timeout: c.QueryTimeout},
 		VINs: vins, Hub: a.live, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		LocationAllowed: a.locationConsent,
+		Sessions:        sessions,
 	})
 	if err != nil {
 		return err

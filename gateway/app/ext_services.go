@@ -2,7 +2,11 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"path/filepath"
+
+	"github.com/telegate/telegate/gateway/cluster/lease"
 
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/partners"
@@ -19,6 +23,10 @@ type servicesExt struct {
 // mount HTTP routes on a.mux. Called after the broker has started.
 func (a *App) startServices(ctx context.Context) error {
 	c := a.cfg.Services
+	leases, err := lease.OpenBucket(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
 	s, err := suite.Start(ctx, suite.Config{
 		CustomersFile: c.CustomersFile, FeaturesFile: c.FeaturesFile, PartnersFile: c.PartnersFile, StationsFile: c.StationsFile,
 		AdminToken: c.AdminToken, TokenKey: c.TokenKey, TokenKeyID: c.TokenKeyID,
@@ -29,6 +37,8 @@ func (a *App) startServices(ctx context.Context) error {
 		WebhookEgress:  partners.Egress{Allow: c.WebhookAllow()},
 		Telemetry:      telemetryEraser(a),
 		SchedulerClock: c.SchedulerClock,
+		Cluster: lease.Cluster{KV: leases, Holder: a.holderID(), TTL: a.cfg.Cluster.LeaseTTL,
+			Log: a.log.With("component", "lease")},
 	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {
@@ -37,6 +47,14 @@ func (a *App) startServices(ctx context.Context) error {
 	a.ext.services.suite = s
 	s.Mount(a.mux)
 	return nil
+}
+
+// holderID is this process's lease holder id: the replica id and a random
+// suffix, so that a restarted replica is a new contender (gateway/cluster/lease).
+func (a *App) holderID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go >= 1.24)
+	return a.cfg.Cluster.ReplicaIDOrDefault() + "-" + hex.EncodeToString(b)
 }
 
 // telemetryEraser deletes an erased customer's vehicle series from the

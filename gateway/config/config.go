@@ -54,6 +54,7 @@ type Config struct {
 	Dashboard Dashboard `yaml:"dashboard"`
 	Services  Services  `yaml:"services"`
 	OCPP      OCPP      `yaml:"ocpp"`
+	Cluster   Cluster   `yaml:"cluster"`
 }
 
 // HTTP is the operations/API listener.
@@ -217,6 +218,7 @@ func Default() Config {
 		Dashboard: dashboardDefaults(),
 		Services:  servicesDefaults(),
 		OCPP:      ocppDefaults(),
+		Cluster:   clusterDefaults(),
 	}
 }
 
@@ -387,6 +389,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Dashboard.validate()...)
 	errs = append(errs, c.Services.validate()...)
 	errs = append(errs, c.OCPP.validate()...)
+	errs = append(errs, c.Cluster.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -52,6 +52,9 @@ type Options struct {
 	// LocationAllowed reports whether a vehicle's owner grants the
 	// location_sharing consent (nil: nobody does, no positions shown).
 	LocationAllowed func(vin string) bool
+	// Sessions is the login session bucket shared by every gateway replica
+	// (auth.SessionBucket; nil: sessions in this process only).
+	Sessions jetstream.KeyValue
 }
 
 // Dashboard is a running dashboard.
@@ -88,7 +91,8 @@ func New(o Options) (*Dashboard, error) {
 	}
 	d := &Dashboard{opts: o, log: o.Log, users: users, done: make(chan struct{})}
 	d.auth = auth.NewManager(auth.Config{TTL: o.Config.SessionTTL, Idle: o.Config.SessionIdle,
-		MaxSessions: o.Config.MaxSessions, MaxSessionsPerUser: o.Config.MaxSessionsPerUser, SecureCookies: o.Config.SecureCookies, Now: o.Now}, users, o.Log)
+		MaxSessions: o.Config.MaxSessions, MaxSessionsPerUser: o.Config.MaxSessionsPerUser, SecureCookies: o.Config.SecureCookies, Now: o.Now,
+		Store: o.Sessions}, users, o.Log)
 	d.state = fleetstate.New(o.VINs)
 	d.hist = history.New(o.Influx)
 	d.cmds = remotecmd.NewLog(100)

@@ -72,6 +72,9 @@ const (
 	// BucketSessions holds which replica has each device's MQTT session
 	// (gateway/cluster/presence; 24h TTL, one value per key).
 	BucketSessions = "sessions"
+	// BucketDashboardSessions is auth.SessionBucket (declared by the
+	// dashboard's startup through the gateway's user).
+	BucketDashboardSessions = "dashboard_sessions"
 )
 
 // SubjectRegistryReload is the core NATS subject on which a replica that

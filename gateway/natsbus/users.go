@@ -122,6 +122,13 @@ func rolePermissions(role string) (pub, sub []string) {
 				"$JS.API.CONSUMER.INFO."+s+".>",
 				"$JS.API.CONSUMER.MSG.NEXT."+s+".>")
 		}
+		// The login sessions shared by the replicas (bucket declared by
+		// the gateway's user): read and write its keys, nothing else.
+		p = append(p,
+			"$JS.API.STREAM.INFO.KV_"+BucketDashboardSessions,
+			"$JS.API.DIRECT.GET.KV_"+BucketDashboardSessions+".>",
+			"$JS.API.STREAM.MSG.GET.KV_"+BucketDashboardSessions,
+			"$KV."+BucketDashboardSessions+".>")
 		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*"), []string{InboxPrefix(RoleDashboard) + ".>"}
 	}
 	return nil, nil

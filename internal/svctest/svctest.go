@@ -4,6 +4,7 @@ package svctest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/internal/testenv"
 )
 
 // Bus opens an embedded bus on a random loopback port; closed by Cleanup.
@@ -47,4 +49,21 @@ func Eventually(t testing.TB, what string, f func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: %v", what, err)
+}
+
+// ClusterBus opens the gateway's bus on node of a test NATS cluster (the
+// application account's user, R3 streams), as one gateway replica would;
+// closed by Cleanup. Two buses on two nodes are two replicas sharing one
+// JetStream cluster.
+func ClusterBus(t testing.TB, c *testenv.NATSCluster, node int) *natsbus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := natsbus.Open(ctx, natsbus.Config{URL: c.URL(node), User: c.User, Password: c.Password,
+		Replicas: min(3, c.Size()), Name: fmt.Sprintf("replica-n%d", node)}, Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
 }

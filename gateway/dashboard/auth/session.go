@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // CookieName is the session cookie.
@@ -69,10 +71,18 @@ type Config struct {
 	FailureWindow           time.Duration
 	BaseBackoff, MaxBackoff time.Duration
 	Now                     func() time.Time
+	// Store, when set, keeps the sessions in a key-value bucket shared by
+	// every gateway replica (OpenSessionStore): a login works on every
+	// replica, a logout or an eviction on one is refused on all from the
+	// next request, and MaxSessionsPerUser holds across replicas. nil:
+	// sessions live in this process only. See docs/scaling.md.
+	Store jetstream.KeyValue
 }
 
 // Manager holds users and sessions and provides the HTTP handlers and
-// middleware. Sessions live in memory: a gateway restart logs users out.
+// middleware. Without Config.Store sessions live in memory (a gateway
+// restart logs users out); with it they live in the shared bucket and the
+// map below only caches this replica's view of them.
 type Manager struct {
 	cfg   Config
 	users *Users
@@ -83,7 +93,9 @@ type Manager struct {
 	// verify checks a password (users.Verify; tests count the calls).
 	verify func(name, password string) (User, error)
 
-	mu       sync.Mutex                     // guards sessions and attempts
+	// mu guards sessions and attempts. Login throttling stays per
+	// replica (see docs/scaling.md).
+	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]*Session // by hash of the cookie token
 	attempts map[string]*attempts           // throttle keys: "a:" user+client, "s:" client, "u:" user
 }
@@ -173,6 +185,11 @@ func (m *Manager) login(name, password, client string) (*Session, string, time.D
 	token := randomToken()
 	s := &Session{User: u.Name, Role: u.Role, CSRF: randomToken(), Created: now,
 		ExpiresAt: now.Add(m.cfg.TTL), lastUsed: now, key: keyOf(token)}
+	if m.cfg.Store != nil {
+		if err := m.storeLogin(s, now); err != nil {
+			return nil, "", 0, err
+		}
+	}
 	m.mu.Lock()
 	m.sweepLocked(now)
 	m.evictLocked(u.Name)
@@ -347,6 +364,9 @@ func (m *Manager) Lookup(token string) (*Session, error) {
 	}
 	now := m.cfg.Now()
 	k := keyOf(token)
+	if m.cfg.Store != nil {
+		return m.storeLookup(k, now)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.sessions[k]
@@ -362,14 +382,21 @@ func (m *Manager) Lookup(token string) (*Session, error) {
 	return &cp, nil
 }
 
-// Logout ends the session of token.
-func (m *Manager) Logout(token string) {
+// Logout ends the session of token (on every replica when the sessions
+// are in a shared store; ErrSessionStore when the store cannot be reached).
+func (m *Manager) Logout(token string) error {
+	k := keyOf(token)
 	m.mu.Lock()
-	delete(m.sessions, keyOf(token))
+	delete(m.sessions, k)
 	m.mu.Unlock()
+	if m.cfg.Store != nil {
+		return m.storeLogout(k)
+	}
+	return nil
 }
 
-// Sessions is the number of live sessions.
+// Sessions is the number of live sessions this replica knows of (with a
+// shared store: the ones used on this replica).
 func (m *Manager) Sessions() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -400,6 +427,11 @@ func (m *Manager) session(r *http.Request) (*Session, error) {
 func (m *Manager) Require(need Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := m.session(r)
+		if errors.Is(err, ErrSessionStore) {
+			m.log.Warn("dashboard session store unavailable", "err", err)
+			WriteError(w, http.StatusServiceUnavailable, "session store unavailable")
+			return
+		}
 		if err != nil {
 			WriteError(w, http.StatusUnauthorized, "login required")
 			return
@@ -498,6 +530,10 @@ func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 		WriteError(w, http.StatusTooManyRequests, err.Error())
 		return
+	case errors.Is(err, ErrSessionStore):
+		m.log.Warn("dashboard login: session store unavailable", "user", req.Username, "err", err)
+		WriteError(w, http.StatusServiceUnavailable, "session store unavailable")
+		return
 	case err != nil:
 		m.log.Info("dashboard login failed", "user", req.Username, "client", client)
 		WriteError(w, http.StatusUnauthorized, "wrong user name or password")
@@ -512,7 +548,11 @@ func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
 // HandleLogout is POST /api/service/v1/logout (wrap with Require for CSRF).
 func (m *Manager) HandleLogout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(CookieName); err == nil {
-		m.Logout(c.Value)
+		if err := m.Logout(c.Value); err != nil {
+			m.log.Warn("dashboard logout: session store unavailable", "err", err)
+			WriteError(w, http.StatusServiceUnavailable, "session store unavailable: not logged out")
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", HttpOnly: true,
 		Secure: m.cfg.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})

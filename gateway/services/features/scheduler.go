@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/cluster/lease"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/profile"
@@ -89,7 +90,14 @@ type Config struct {
 	Interval time.Duration // between ticks (default 1 h)
 	DryRun   bool          // compute and log plans, send nothing
 	Clock    svc.Clock     // the scheduler's date source
+	// Cluster, when enabled, runs the ticks under the lease
+	// "features-scheduler": one replica ticks, a new leader resumes at the
+	// first tick not completed (see Run). Zero: every Run ticks on its own.
+	Cluster lease.Cluster
 }
+
+// LeaseName is the lease (and tick record) of the scheduled ticks.
+const LeaseName = "features-scheduler"
 
 // Scheduler computes desired feature states and sends the commands.
 type Scheduler struct {
@@ -101,10 +109,13 @@ type Scheduler struct {
 	owners Owners
 	log    *slog.Logger
 
-	mu    sync.Mutex // one tick / result at a time; guards the s.* keys' writes
+	mu    sync.Mutex // one tick / result at a time in this process; the s.* keys' writes are revision-checked across replicas
 	ticks atomic.Int64
-	lmu   sync.RWMutex
-	lats  map[string]float64 // last known latitude per VIN
+	// coalesced counts scheduled ticks skipped because a later one was
+	// already due (catch-up after no replica led for a while).
+	coalesced atomic.Int64
+	lmu       sync.RWMutex
+	lats      map[string]float64 // last known latitude per VIN
 }
 
 // NewScheduler opens the features bucket.
@@ -435,6 +446,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return s.HandleResult(ctx, r, ev.Time)
 		})
 	}()
+	if s.cfg.Cluster.Enabled() {
+		err := s.cfg.Cluster.RunEvery(ctx, LeaseName, s.cfg.Interval, s.scheduledTick)
+		if ctx.Err() == nil {
+			return err // the lease bucket is unusable: stop the service
+		}
+		return <-errc
+	}
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -448,3 +466,27 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// scheduledTick is one tick of the leased schedule. The decisions depend
+// only on the scheduler's date and the stored states, so a tick whose
+// successor is already due (the replicas had no leader for a while) is
+// recorded as done without work: the latest one decides for it. An error
+// makes the Ticker run the tick again (Tick is idempotent: a stored
+// decision is sent again with the same command id).
+func (s *Scheduler) scheduledTick(ctx context.Context, tk lease.Tick) error {
+	if lease.Behind(tk, s.cfg.Interval, s.cfg.Cluster.Clock) {
+		s.coalesced.Add(1)
+		s.log.Info("feature tick coalesced into a later one", "tick", tk.Index, "due", tk.At)
+		return nil
+	}
+	date := s.cfg.Clock.Now()
+	if _, err := s.Tick(ctx, date, false); err != nil {
+		return fmt.Errorf("feature tick %d (%s): %w", tk.Index, date.UTC().Format("2006-01-02"), err)
+	}
+	s.log.Debug("feature tick done", "tick", tk.Index, "date", date.UTC().Format("2006-01-02"), "attempt", tk.Attempt)
+	return nil
+}
+
+// Coalesced is the number of scheduled ticks skipped because a later tick
+// was already due.
+func (s *Scheduler) Coalesced() int64 { return s.coalesced.Load() }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/cluster/kvstate"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
@@ -261,17 +262,18 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 	case errors.Is(err, svc.ErrNotFound):
 		loc, _ := time.LoadLocation(v.TimeZone)
 		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
-		var n int
-		rev, err := e.kv.Get(ctx, capKey, &n)
-		if err != nil && !errors.Is(err, svc.ErrNotFound) {
-			return 0, err
-		}
-		if n >= v.DailyCap {
+		// The cap is counted by compare-and-set (kvstate.Increment): two
+		// replicas evaluating sessions of one driver at once never count
+		// past it, and a lost race is retried, not failed.
+		if v.DailyCap <= 0 {
 			e.Stats.Capped.Add(1)
 			return 0, nil
 		}
-		if err := e.kv.Update(ctx, capKey, n+1, rev); err != nil {
-			return 0, err // conflict: redelivered and retried
+		if _, ok, err := kvstate.Increment(ctx, e.kv.B, capKey, v.DailyCap); err != nil {
+			return 0, err
+		} else if !ok {
+			e.Stats.Capped.Add(1)
+			return 0, nil
 		}
 		rec = Record{ID: id, Ref: o.Ref, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
 			Code: v.Offer.Code, Text: v.Offer.Text, DwellMin: int(math.Round(dwell)), SentAt: at.UTC(),

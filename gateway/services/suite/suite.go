@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/telegate/telegate/gateway/cluster/lease"
 	"log/slog"
 	"net/http"
 	"os"
@@ -59,6 +60,9 @@ type Config struct {
 	// SchedulerClock is the feature scheduler's date source (nil: Clock).
 	// Tests pin it to chosen dates; SchedulerDaysPerTick starts from it.
 	SchedulerClock svc.Clock
+	// Cluster runs the feature scheduler's ticks under a lease shared by
+	// every gateway replica (zero: ticks in this process alone).
+	Cluster lease.Cluster
 }
 
 // Deps are the connections the suite runs on.
@@ -141,7 +145,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		schedClock = demoClock(schedClock.Now(), cfg.SchedulerInterval, cfg.SchedulerDaysPerTick)
 	}
 	if s.Scheduler, err = features.NewScheduler(ctx, deps.NC, js, r, s.Customers, features.Config{Catalog: catalog,
-		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock}, log.With("service", "features")); err != nil {
+		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock, Cluster: cfg.Cluster}, log.With("service", "features")); err != nil {
 		return nil, err
 	}
 

@@ -7,7 +7,24 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/cluster/kvstate"
 )
+
+// Errors of KVStore.Save.
+var (
+	// ErrDTCStateStale: the stored state reflects a newer report (device
+	// time, then sequence number) than the one being saved: another
+	// replica's sink got there first. Nothing was written; the sink retries
+	// its batch, which reloads the state and skips the older reports.
+	ErrDTCStateStale = errors.New("eventsink: stored DTC state is newer")
+	// ErrDTCStateContended: every compare-and-set attempt lost to
+	// concurrent writers of the same vehicle.
+	ErrDTCStateContended = errors.New("eventsink: DTC state: too many concurrent updates")
+)
+
+// saveAttempts bounds the compare-and-set attempts of one Save.
+const saveAttempts = kvstate.MaxAttempts
 
 // DTCState is the set of stored DTCs of one vehicle (code -> status) and the
 // position (device time, sequence number) of the report it reflects.
@@ -25,6 +42,10 @@ type StateStore interface {
 }
 
 // KVStore keeps DTC state in a JetStream key-value bucket (key = VIN).
+// It is safe with several gateway replicas writing the bucket: Save is a
+// compare-and-set on the key's revision that never replaces a state with
+// one from an older report, so no replica's update is lost to another's
+// late write.
 type KVStore struct{ KV jetstream.KeyValue }
 
 type kvState struct {
@@ -56,7 +77,10 @@ func (k KVStore) Load(ctx context.Context, vin string) (DTCState, error) {
 	return out, nil
 }
 
-// Save implements StateStore.
+// Save implements StateStore. It reads the stored state and writes s at
+// the revision it read (Create for a new vehicle), retrying on conflict.
+// A stored state from a newer report than s is kept and Save returns
+// ErrDTCStateStale; one from the same report is rewritten (a replay).
 func (k KVStore) Save(ctx context.Context, vin string, s DTCState) error {
 	st := kvState{Codes: make(map[string]uint8, len(s.Codes)), TimeMs: s.TimeMs, Seq: s.Seq}
 	for c, v := range s.Codes {
@@ -66,8 +90,34 @@ func (k KVStore) Save(ctx context.Context, vin string, s DTCState) error {
 	if err != nil {
 		return err
 	}
-	if _, err := k.KV.Put(ctx, vin, b); err != nil {
-		return fmt.Errorf("dtc state %s: %w", vin, err)
+	for range saveAttempts {
+		e, err := k.KV.Get(ctx, vin)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = k.KV.Create(ctx, vin, b)
+		case err != nil:
+			return fmt.Errorf("dtc state %s: %w", vin, err)
+		default:
+			var cur kvState
+			if json.Unmarshal(e.Value(), &cur) == nil && newer(cur.TimeMs, cur.Seq, s.TimeMs, s.Seq) {
+				return fmt.Errorf("%w: %s: stored report %d/%d, saving %d/%d", ErrDTCStateStale, vin,
+					cur.TimeMs, cur.Seq, s.TimeMs, s.Seq)
+			}
+			// An unreadable stored value is replaced.
+			_, err = k.KV.Update(ctx, vin, b, e.Revision())
+		}
+		if err == nil {
+			return nil
+		}
+		if !kvstate.IsConflict(err) {
+			return fmt.Errorf("dtc state %s: %w", vin, err)
+		}
 	}
-	return nil
+	return fmt.Errorf("%w: %s", ErrDTCStateContended, vin)
+}
+
+// newer reports whether report position (t1, s1) is after (t2, s2): device
+// time first, then sequence number (the order the sink applies reports in).
+func newer(t1 int64, s1 uint64, t2 int64, s2 uint64) bool {
+	return t1 > t2 || t1 == t2 && s1 > s2
 }
