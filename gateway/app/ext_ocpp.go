@@ -1,15 +1,18 @@
 package app
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/telegate/telegate/gateway/dashboard/auth"
 	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/ocpp"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
 )
@@ -54,6 +57,20 @@ func (a *App) startOCPP() error {
 	central := ocpp.New(mux, ingest.FromSpool(a.spool, a.cfg.Spool.AckTimeout),
 		ingest.NewValidator(a.cfg.Ingest.MinTime(), a.cfg.Ingest.MaxClockSkew, nil), m, nil, log)
 	central.HeartbeatInterval = c.HeartbeatInterval
+	// Its own NATS user (natsbus.RoleOCPP): the transaction table, command
+	// results and command routing between replicas.
+	nc, err := a.natsClient(natsbus.RoleOCPP)
+	if err != nil {
+		central.Close()
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = central.UseNATS(ctx, nc.Conn(), nc.JetStream())
+	cancel()
+	if err != nil {
+		central.Close()
+		return err
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		central.Close()

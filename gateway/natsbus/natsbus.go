@@ -75,7 +75,16 @@ const (
 	// BucketDashboardSessions is auth.SessionBucket (declared by the
 	// dashboard's startup through the gateway's user).
 	BucketDashboardSessions = "dashboard_sessions"
+	// BucketOCPPTxn is the OCPP central system's transaction table
+	// (gateway/ocpp; shared by the replicas, kept across restarts; a key
+	// expires OCPPTxnTTL after its last change).
+	BucketOCPPTxn = "ocpp_txn"
 )
+
+// OCPPTxnTTL is how long the OCPP transaction table remembers a
+// transaction after its last message: long enough for a station's queue of
+// offline messages (docs/ocpp.md).
+const OCPPTxnTTL = 7 * 24 * time.Hour
 
 // SubjectRegistryReload is the core NATS subject on which a replica that
 // reloaded its device registry tells the others to reload theirs.
@@ -225,6 +234,17 @@ func (b *Bus) declare(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("natsbus: bucket %s: %w", BucketSessions, err)
+	}
+	_, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketOCPPTxn,
+		Description: "OCPP transactions per station: start register, last seq, stopped (replays are no-ops)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		History:     1,
+		TTL:         OCPPTxnTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbus: bucket %s: %w", BucketOCPPTxn, err)
 	}
 	return nil
 }

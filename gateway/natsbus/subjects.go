@@ -22,6 +22,7 @@ const (
 	PrefixDTC              = "telemetry.dtc."
 	PrefixChargingSession  = "charging.session."
 	PrefixChargerStatus    = "charging.status."
+	PrefixChargerCmdResult = "charging.cmdresult."
 	PrefixVehicleEvent     = "vehicle.event."
 	PrefixCommand          = "vehicle.cmd."
 	PrefixCommandAck       = "vehicle.cmdack."
@@ -121,3 +122,17 @@ func SubjectDeadLetter(class, device string) string {
 
 // SubjectProfile is profile.events.{ref} (stream PROFILE).
 func SubjectProfile(ref string) string { return PrefixProfile + Token(ref) }
+
+// SubjectChargerCommandResult is charging.cmdresult.{station}: what a
+// charge point answered to an operator's OCPP command (stream CHARGING).
+func SubjectChargerCommandResult(station string) string {
+	return PrefixChargerCmdResult + Token(station)
+}
+
+// PrefixOCPPCommand is the core NATS (not stored) subject prefix on which
+// the replica holding a charge point's WebSocket takes that station's
+// commands from the other replicas: cluster.ocpp.cmd.{station}.
+const PrefixOCPPCommand = "cluster.ocpp.cmd."
+
+// SubjectOCPPCommand is cluster.ocpp.cmd.{station}.
+func SubjectOCPPCommand(station string) string { return PrefixOCPPCommand + Token(station) }

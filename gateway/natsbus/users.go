@@ -68,6 +68,11 @@ const (
 	// sessions in the sessions bucket, watches the claims of the other
 	// replicas, and sends and receives the registry reload broadcast.
 	RoleBroker = "broker"
+	// RoleOCPP is the OCPP central system: its transaction table (the
+	// ocpp_txn bucket), command results (charging.cmdresult.*, and reading
+	// them back from CHARGING) and command routing between replicas
+	// (cluster.ocpp.cmd.*).
+	RoleOCPP = "ocpp"
 	// RoleOps is the operator's user for the nats CLI: full rights in
 	// GATEWAY (streams, consumers, KV, subjects).
 	RoleOps = "ops"
@@ -112,6 +117,28 @@ func rolePermissions(role string) (pub, sub []string) {
 				SubjectRegistryReload,
 			},
 			[]string{InboxPrefix(RoleBroker) + ".>", SubjectRegistryReload}
+	case RoleOCPP:
+		kv := "KV_" + BucketOCPPTxn
+		return []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + kv,
+				"$JS.API.DIRECT.GET." + kv + ".>",
+				"$JS.API.STREAM.MSG.GET." + kv,
+				"$KV." + BucketOCPPTxn + ".>",
+				PrefixChargerCmdResult + "*",
+				// Reading the command results back: an ordered consumer
+				// filtered on charging.cmdresult.> (the filter is checked
+				// by the server against the create subject).
+				"$JS.API.STREAM.INFO." + StreamCharging,
+				"$JS.API.CONSUMER.CREATE." + StreamCharging + ".*." + PrefixChargerCmdResult + ">",
+				"$JS.API.CONSUMER.DELETE." + StreamCharging + ".>",
+				"$JS.API.CONSUMER.INFO." + StreamCharging + ".>",
+				"$JS.API.CONSUMER.MSG.NEXT." + StreamCharging + ".>",
+				PrefixOCPPCommand + "*",
+				// Answers to another replica's routed command.
+				InboxPrefix(RoleOCPP) + ".>",
+			},
+			[]string{InboxPrefix(RoleOCPP) + ".>", PrefixOCPPCommand + "*"}
 	case RoleDashboard:
 		var p []string
 		for _, s := range []string{StreamDTC, StreamVehicle} {
@@ -136,7 +163,7 @@ func rolePermissions(role string) (pub, sub []string) {
 
 // internalRoles are the roles with generated passwords, in the order they
 // are written to the credentials file.
-var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleBroker, RoleOps, RoleSys}
+var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleBroker, RoleOCPP, RoleOps, RoleSys}
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

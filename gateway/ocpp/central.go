@@ -9,6 +9,7 @@
 package ocpp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -48,33 +49,16 @@ type Central struct {
 	Mux   *wsmux.Server
 	cs16  ocpp16.CentralSystem
 	cs201 ocpp201.CSMS
-	// mu guards txns.
-	mu   sync.Mutex
-	txns map[string]*txn // key: station + "\x00" + transaction id
-	// plugged holds the SoC and power a 1.6 connector reported before its
-	// transaction started (key: station + "\x00" + connector; guarded by mu).
-	plugged map[string]meter
-	// order of stopped transactions, oldest first, for eviction (guarded by mu).
-	stopped []string
+	// txns is the transaction table (a JetStream KV bucket after UseNATS,
+	// else in memory); the store guards itself.
+	txns txnStore
 	// cmds records command results (guarded by cmdMu).
 	cmdMu sync.Mutex
 	cmds  []CommandResult
+	// bus is set by UseNATS (nil: single process, memory only).
+	bus *natsState
 	// HeartbeatInterval is sent in BootNotification answers.
 	HeartbeatInterval time.Duration
-}
-
-// MaxStoppedTxns bounds the in-memory table of finished transactions kept
-// to recognise replays.
-const MaxStoppedTxns = 10000
-
-// txn is one transaction the central system has seen (in memory only: see
-// docs/ocpp.md for what a gateway restart forgets).
-type txn struct {
-	connector  uint8
-	idTag      string
-	meterStart float64 // Wh register at start
-	started    bool
-	stopped    bool
 }
 
 // Metrics of the central system.
@@ -132,8 +116,7 @@ func New(mux *wsmux.Server, sp ingest.Spool, val *ingest.Validator, m *Metrics, 
 	if now == nil {
 		now = time.Now
 	}
-	c := &Central{spool: sp, val: val, now: now, log: log, m: m, Mux: mux, txns: map[string]*txn{},
-		plugged:           map[string]meter{},
+	c := &Central{spool: sp, val: val, now: now, log: log, m: m, Mux: mux, txns: newMemStore(),
 		HeartbeatInterval: 5 * time.Minute}
 	c.start16()
 	c.start201()
@@ -142,6 +125,7 @@ func New(mux *wsmux.Server, sp ingest.Spool, val *ingest.Validator, m *Metrics, 
 
 // Close stops the ocpp-go central systems (the listener is closed by its owner).
 func (c *Central) Close() {
+	c.closeNATS()
 	c.cs16.Stop()
 	c.cs201.Stop()
 }
@@ -149,32 +133,18 @@ func (c *Central) Close() {
 // MuxMetrics adapts m for wsmux.New.
 func MuxMetrics(m *Metrics) wsmux.Metrics { return m.wsmux() }
 
-func key(station, tx string) string { return station + "\x00" + tx }
-
-// lookup returns the transaction or nil (caller holds no lock).
-func (c *Central) lookup(station, tx string) (t txn, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.txns[key(station, tx)]
-	if p == nil {
-		return txn{}, false
-	}
-	return *p, true
+// lookup returns the transaction's state (ok false when unknown).
+func (c *Central) lookup(station, tx string) (t txn, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), StoreTimeout)
+	defer cancel()
+	return c.txns.get(ctx, txnKey(station, tx))
 }
 
-func (c *Central) setTxn(station, tx string, t txn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := key(station, tx)
-	prev := c.txns[k]
-	c.txns[k] = &t
-	if t.stopped && (prev == nil || !prev.stopped) {
-		c.stopped = append(c.stopped, k)
-		for len(c.stopped) > MaxStoppedTxns {
-			delete(c.txns, c.stopped[0])
-			c.stopped = c.stopped[1:]
-		}
-	}
+// setTxn merges t into the transaction's state.
+func (c *Central) setTxn(station, tx string, t txn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), StoreTimeout)
+	defer cancel()
+	return c.txns.update(ctx, txnKey(station, tx), t)
 }
 
 // sessionSeq derives a frame sequence number from what the charge point
@@ -248,24 +218,19 @@ func claimedVIN(idTag string) wire.Ident {
 }
 
 // setPlugged remembers what a 1.6 connector reported outside a transaction.
-func (c *Central) setPlugged(station string, connector uint8, m meter) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := station + "\x00" + strconv.Itoa(int(connector))
-	if len(c.plugged) >= MaxStoppedTxns {
-		clear(c.plugged)
-	}
-	c.plugged[k] = m
+func (c *Central) setPlugged(station string, connector uint8, m meter) error {
+	ctx, cancel := context.WithTimeout(context.Background(), StoreTimeout)
+	defer cancel()
+	return c.txns.update(ctx, plugKey(station, connector),
+		txn{Connector: connector, SoC: m.soc, HasSoC: m.hasSoC, PowerW: m.powerW, HasPow: m.hasPowr})
 }
 
 // takePlugged returns and forgets what setPlugged remembered.
-func (c *Central) takePlugged(station string, connector uint8) meter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := station + "\x00" + strconv.Itoa(int(connector))
-	m := c.plugged[k]
-	delete(c.plugged, k)
-	return m
+func (c *Central) takePlugged(station string, connector uint8) (meter, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), StoreTimeout)
+	defer cancel()
+	t, _, err := c.txns.take(ctx, plugKey(station, connector))
+	return meter{soc: t.SoC, hasSoC: t.HasSoC, powerW: t.PowerW, hasPowr: t.HasPow}, err
 }
 
 func clampConnector(n int) uint8 {

@@ -29,7 +29,9 @@ type Command struct {
 	Hard          bool   `json:"hard,omitempty"`           // reset
 }
 
-// CommandResult is what the charge point answered (kept in memory, last MaxCommandResults).
+// CommandResult is what the charge point answered (on NATS
+// charging.cmdresult.{station} after UseNATS; each replica lists the last
+// MaxCommandResults).
 type CommandResult struct {
 	Station string    `json:"station"`
 	Action  string    `json:"action"`
@@ -39,7 +41,7 @@ type CommandResult struct {
 	At      time.Time `json:"at"`
 }
 
-// MaxCommandResults bounds the in-memory command log.
+// MaxCommandResults bounds the command log each replica lists.
 const MaxCommandResults = 1000
 
 // CommandTimeout bounds the wait for a charge point's answer.
@@ -50,11 +52,21 @@ type answer struct {
 	err    error
 }
 
-// Send sends cmd to station and waits for its answer.
+// Send sends cmd to station and waits for its answer: directly when this
+// replica holds the station's socket, else (with NATS, UseNATS) through
+// the replica that does; ErrOffline when none does.
 func (c *Central) Send(ctx context.Context, station string, cmd Command) (CommandResult, error) {
 	if !c.Mux.Registered(station) {
 		return CommandResult{}, fmt.Errorf("%w: %s", ErrUnknown, station)
 	}
+	if _, ok := c.Mux.Connected(station); !ok && c.bus != nil {
+		return c.sendRouted(ctx, station, cmd)
+	}
+	return c.sendLocal(ctx, station, cmd)
+}
+
+// sendLocal sends cmd over this replica's socket to station.
+func (c *Central) sendLocal(ctx context.Context, station string, cmd Command) (CommandResult, error) {
 	proto, ok := c.Mux.Connected(station)
 	if !ok {
 		return CommandResult{}, fmt.Errorf("%w: %s", ErrOffline, station)
@@ -84,12 +96,7 @@ func (c *Central) Send(ctx context.Context, station string, cmd Command) (Comman
 		res.Status, res.Error = "error", "no answer from the charge point"
 	}
 	c.m.Commands.WithLabelValues(cmd.Action, res.Status).Inc()
-	c.cmdMu.Lock()
-	c.cmds = append(c.cmds, res)
-	if len(c.cmds) > MaxCommandResults {
-		c.cmds = c.cmds[len(c.cmds)-MaxCommandResults:]
-	}
-	c.cmdMu.Unlock()
+	c.recordResult(res)
 	c.log.Info("OCPP command", "station", station, "action", cmd.Action, "status", res.Status)
 	return res, nil
 }

@@ -119,21 +119,32 @@ func (h handler16) OnStartTransaction(id string, r *core.StartTransactionRequest
 	txID := txID16(id, r.ConnectorId, r.IdTag, ts)
 	tx := strconv.Itoa(txID)
 	conf := core.NewStartTransactionConfirmation(types.NewIdTagInfo(types.AuthorizationStatusAccepted), txID)
-	if t, ok := h.c.lookup(id, tx); ok && t.started {
+	prev, ok, err := h.c.lookup(id, tx)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	if ok && prev.Started {
 		h.c.replay("session") // replayed Start: answered again, never restarted
 		return conf, nil
 	}
-	t := txn{connector: clampConnector(r.ConnectorId), idTag: r.IdTag, meterStart: float64(r.MeterStart), started: true}
+	seq := sessionSeq(wire.SessionStarted, uint64(ts.UnixMilli()))
+	t := txn{Connector: clampConnector(r.ConnectorId), IDTag: r.IdTag, MeterStart: float64(r.MeterStart), HasStart: true,
+		Started: true, LastSeq: seq}
 	// SoC and power the connector reported since the car plugged in (1.6
 	// StartTransaction carries neither).
-	pl := h.c.takePlugged(id, t.connector)
-	err := h.c.storeSession(id, wire.ChargingSession{Seq: sessionSeq(wire.SessionStarted, uint64(ts.UnixMilli())),
-		TimeMs: ts.UnixMilli(), Kind: wire.SessionStarted, SessionID: wire.Ident(tx), Connector: t.connector,
+	pl, err := h.c.takePlugged(id, t.Connector)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	err = h.c.storeSession(id, wire.ChargingSession{Seq: seq,
+		TimeMs: ts.UnixMilli(), Kind: wire.SessionStarted, SessionID: wire.Ident(tx), Connector: t.Connector,
 		IDTag: wire.Ident(r.IdTag), VIN: claimedVIN(r.IdTag), PowerW: pl.powerW, SoCPct: pl.soc})
 	if err != nil {
 		return nil, internalErr(err)
 	}
-	h.c.setTxn(id, tx, t)
+	if err := h.c.setTxn(id, tx, t); err != nil {
+		return nil, internalErr(err)
+	}
 	return conf, nil
 }
 
@@ -145,28 +156,37 @@ func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.M
 		// Not about a session: remember SoC/power of a plugged-in car for
 		// the StartTransaction that follows.
 		if m := meter16(r.MeterValue); m.hasSoC || m.hasPowr {
-			h.c.setPlugged(id, clampConnector(r.ConnectorId), m)
+			if err := h.c.setPlugged(id, clampConnector(r.ConnectorId), m); err != nil {
+				return nil, internalErr(err)
+			}
 		}
 		return core.NewMeterValuesConfirmation(), nil
 	}
 	tx := strconv.Itoa(*r.TransactionId)
-	t, ok := h.c.lookup(id, tx)
-	if ok && t.stopped {
+	t, ok, err := h.c.lookup(id, tx)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	m := meter16(r.MeterValue)
+	ts := r.MeterValue[len(r.MeterValue)-1].Timestamp.Time
+	seq := sessionSeq(wire.SessionUpdated, uint64(ts.UnixMilli()))
+	if ok && (t.Stopped || seq <= t.LastSeq) {
 		h.c.replay("session") // late or replayed: a stopped session is not resurrected
 		return core.NewMeterValuesConfirmation(), nil
 	}
 	if !ok {
-		t = txn{connector: clampConnector(r.ConnectorId)}
+		t = txn{Connector: clampConnector(r.ConnectorId)}
 	}
-	m := meter16(r.MeterValue)
-	ts := r.MeterValue[len(r.MeterValue)-1].Timestamp.Time
-	s := wire.ChargingSession{Seq: sessionSeq(wire.SessionUpdated, uint64(ts.UnixMilli())), TimeMs: ts.UnixMilli(),
-		Kind: wire.SessionUpdated, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag), VIN: claimedVIN(t.idTag),
+	s := wire.ChargingSession{Seq: seq, TimeMs: ts.UnixMilli(),
+		Kind: wire.SessionUpdated, SessionID: wire.Ident(tx), Connector: t.Connector, IDTag: wire.Ident(t.IDTag), VIN: claimedVIN(t.IDTag),
 		PowerW: m.powerW, SoCPct: m.soc}
 	if m.hasEnergy {
-		s.EnergyWh = max(m.energyWh-t.meterStart, 0)
+		s.EnergyWh = max(m.energyWh-t.MeterStart, 0)
 	}
 	if err := h.c.storeSession(id, s); err != nil {
+		return nil, internalErr(err)
+	}
+	if err := h.c.setTxn(id, tx, txn{Connector: t.Connector, LastSeq: seq}); err != nil {
 		return nil, internalErr(err)
 	}
 	return core.NewMeterValuesConfirmation(), nil
@@ -175,24 +195,29 @@ func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.M
 func (h handler16) OnStopTransaction(id string, r *core.StopTransactionRequest) (*core.StopTransactionConfirmation, error) {
 	tx := strconv.Itoa(r.TransactionId)
 	conf := core.NewStopTransactionConfirmation()
-	t, ok := h.c.lookup(id, tx)
-	if ok && t.stopped {
+	t, ok, err := h.c.lookup(id, tx)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	if ok && t.Stopped {
 		h.c.replay("session")
 		return conf, nil
 	}
 	m := meter16(r.TransactionData)
 	ts := r.Timestamp.Time
-	idTag := t.idTag
+	idTag := t.IDTag
 	if idTag == "" {
 		idTag = r.IdTag
 	}
-	s := wire.ChargingSession{Seq: sessionSeq(wire.SessionStopped, uint64(ts.UnixMilli())), TimeMs: ts.UnixMilli(),
-		Kind: wire.SessionStopped, SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(idTag), VIN: claimedVIN(idTag),
-		EnergyWh: max(float64(r.MeterStop)-t.meterStart, 0), SoCPct: m.soc}
+	seq := sessionSeq(wire.SessionStopped, uint64(ts.UnixMilli()))
+	s := wire.ChargingSession{Seq: seq, TimeMs: ts.UnixMilli(),
+		Kind: wire.SessionStopped, SessionID: wire.Ident(tx), Connector: t.Connector, IDTag: wire.Ident(idTag), VIN: claimedVIN(idTag),
+		EnergyWh: max(float64(r.MeterStop)-t.MeterStart, 0), SoCPct: m.soc}
 	if err := h.c.storeSession(id, s); err != nil {
 		return nil, internalErr(err)
 	}
-	t.stopped, t.started = true, true
-	h.c.setTxn(id, tx, t)
+	if err := h.c.setTxn(id, tx, txn{IDTag: idTag, Started: true, Stopped: true, LastSeq: seq}); err != nil {
+		return nil, internalErr(err)
+	}
 	return conf, nil
 }

@@ -123,12 +123,15 @@ func (h handler201) OnTransactionEvent(id string, r *transactions.TransactionEve
 		resp.IDTokenInfo = &types.IdTokenInfo{Status: types.AuthorizationStatusAccepted}
 	}
 	tx := r.TransactionInfo.TransactionID
-	t, known := h.c.lookup(id, tx)
+	t, known, err := h.c.lookup(id, tx)
+	if err != nil {
+		return nil, internalErr(err)
+	}
 	var kind uint8
 	switch r.EventType {
 	case transactions.TransactionEventStarted:
 		kind = wire.SessionStarted
-		if known && t.started {
+		if known && t.Started {
 			h.c.replay("session")
 			return resp, nil
 		}
@@ -137,31 +140,39 @@ func (h handler201) OnTransactionEvent(id string, r *transactions.TransactionEve
 	default:
 		kind = wire.SessionStopped
 	}
-	if known && t.stopped {
-		h.c.replay("session") // a stopped transaction is never restarted or updated
+	seq := sessionSeq(kind, uint64(r.SequenceNo))
+	// A stopped transaction is never restarted or updated; an Updated
+	// event at or below the last stored seqNo is a replay (queued
+	// messages are sent in order).
+	if known && (t.Stopped || (kind == wire.SessionUpdated && seq <= t.LastSeq)) {
+		h.c.replay("session")
 		return resp, nil
 	}
+	next := txn{Started: true, Stopped: kind == wire.SessionStopped, LastSeq: seq}
 	if r.Evse != nil {
-		t.connector = clampConnector(r.Evse.ID)
+		t.Connector = clampConnector(r.Evse.ID)
+		next.Connector = t.Connector
 	}
 	if r.IDToken != nil && r.IDToken.IdToken != "" {
-		t.idTag = r.IDToken.IdToken
+		t.IDTag = r.IDToken.IdToken
+		next.IDTag = t.IDTag
 	}
 	m := meter201(r.MeterValue)
-	if kind == wire.SessionStarted && m.hasEnergy {
-		t.meterStart = m.energyWh
+	if kind == wire.SessionStarted && m.hasEnergy && !t.HasStart {
+		t.MeterStart = m.energyWh
+		next.MeterStart, next.HasStart = m.energyWh, true
 	}
-	s := wire.ChargingSession{Seq: sessionSeq(kind, uint64(r.SequenceNo)), TimeMs: r.Timestamp.UnixMilli(), Kind: kind,
-		SessionID: wire.Ident(tx), Connector: t.connector, IDTag: wire.Ident(t.idTag), VIN: claimedVIN(t.idTag), PowerW: m.powerW, SoCPct: m.soc}
+	s := wire.ChargingSession{Seq: seq, TimeMs: r.Timestamp.UnixMilli(), Kind: kind,
+		SessionID: wire.Ident(tx), Connector: t.Connector, IDTag: wire.Ident(t.IDTag), VIN: claimedVIN(t.IDTag), PowerW: m.powerW, SoCPct: m.soc}
 	if m.hasEnergy {
-		s.EnergyWh = max(m.energyWh-t.meterStart, 0)
+		s.EnergyWh = max(m.energyWh-t.MeterStart, 0)
 	}
 	if err := h.c.storeSession(id, s); err != nil {
 		return nil, internalErr(err)
 	}
-	t.started = true
-	t.stopped = kind == wire.SessionStopped
-	h.c.setTxn(id, tx, t)
+	if err := h.c.setTxn(id, tx, next); err != nil {
+		return nil, internalErr(err)
+	}
 	return resp, nil
 }
 

@@ -83,6 +83,10 @@ type Server struct {
 	conns map[string]*Conn
 	// Known reports whether an action exists in a version (for NotImplemented).
 	Known map[string]func(string) bool
+	// OnConnChange, when set (before Serve), is called with a charge
+	// point's id after it connected and after it disconnected; Connected
+	// then tells which.
+	OnConnChange func(id string)
 }
 
 // New returns a listener authenticating against reg.
@@ -300,6 +304,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	s.m.Connect("ok")
 	s.m.Conns(proto, 1)
 	c.v.connected(c)
+	if s.OnConnChange != nil {
+		s.OnConnChange(id)
+	}
 	go c.readLoop()
 }
 
@@ -371,6 +378,9 @@ func (c *Conn) readLoop() {
 		c.s.mu.Unlock()
 		c.s.m.Conns(c.proto, -1)
 		c.v.disconnected(c)
+		if c.s.OnConnChange != nil {
+			c.s.OnConnChange(c.id)
+		}
 		close(c.done)
 	}()
 	v201 := c.proto == V201
