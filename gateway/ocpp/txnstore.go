@@ -76,7 +76,9 @@ func merge(cur, next txn) txn {
 	return out
 }
 
-func txnKey(station, tx string) string { return "tx." + natsbus.Token(station) + "." + natsbus.Token(tx) }
+func txnKey(station, tx string) string {
+	return "tx." + natsbus.Token(station) + "." + natsbus.Token(tx)
+}
 
 func plugKey(station string, connector uint8) string {
 	return "plug." + natsbus.Token(station) + "." + strconv.Itoa(int(connector))
