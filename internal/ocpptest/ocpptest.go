@@ -6,6 +6,7 @@
 package ocpptest
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -14,12 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/ocpp"
 	"github.com/telegate/telegate/gateway/ocpp/wsmux"
 	"github.com/telegate/telegate/gateway/spool"
@@ -35,6 +39,10 @@ type Options struct {
 	RatePerConn     float64          // frames/s per connection (0: unlimited)
 	Dir             string           // spool directory (default: a test temp dir)
 	Log             *slog.Logger
+	// NATS, when set, makes the central system cluster-wide
+	// (Central.UseNATS): the ocpp_txn bucket and the CHARGING stream must
+	// exist on it (DeclareNATS).
+	NATS *nats.Conn
 }
 
 // Secret is the test secret of a station.
@@ -59,6 +67,7 @@ type Harness struct {
 	mu      sync.Mutex
 	recs    []Rec
 	changed chan struct{}
+	stop    func()
 }
 
 // capture is the real spool, remembering what was made durable.
@@ -170,6 +179,18 @@ func Start(t testing.TB, o Options) *Harness {
 	h.Central = ocpp.New(h.Mux, capture{sp, h},
 		ingest.NewValidator(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), 24*time.Hour, o.Now), m, o.Now, o.Log)
 	h.Central.HeartbeatInterval = time.Minute
+	if o.NATS != nil {
+		js, err := jetstream.New(o.NATS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = h.Central.UseNATS(ctx, o.NATS, js)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -185,12 +206,36 @@ func Start(t testing.TB, o Options) *Harness {
 		defer close(done)
 		_ = h.Mux.Serve(ln)
 	}()
-	t.Cleanup(func() {
-		h.Mux.Close()
-		_ = ln.Close()
-		<-done
-		h.Central.Close()
-		_ = sp.Close()
-	})
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			h.Mux.Close()
+			_ = ln.Close()
+			<-done
+			h.Central.Close()
+			_ = sp.Close()
+		})
+	}
+	t.Cleanup(h.stop)
 	return h
+}
+
+// Stop stops the central system (a gateway "restart" when another harness
+// then starts on the same NATS bucket). Idempotent; also run at test end.
+func (h *Harness) Stop() { h.stop() }
+
+// DeclareNATS declares what UseNATS needs, as natsbus does for the
+// gateway: the CHARGING stream and the ocpp_txn bucket, with replicas.
+func DeclareNATS(t testing.TB, js jetstream.JetStream, replicas int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: natsbus.StreamCharging, Subjects: []string{"charging.>"},
+		Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natsbus.BucketOCPPTxn, Storage: jetstream.FileStorage,
+		Replicas: replicas, History: 1, TTL: natsbus.OCPPTxnTTL}); err != nil {
+		t.Fatal(err)
+	}
 }
