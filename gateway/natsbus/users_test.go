@@ -304,3 +304,63 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("ops sees %d streams", n)
 	}
 }
+
+// TestOCPPRolePermissions: the OCPP central system's user reads and
+// revision-checks its ocpp_txn bucket, publishes and reads back charger
+// command results, routes commands to another replica over
+// cluster.ocpp.cmd.*, and can do nothing else.
+func TestOCPPRolePermissions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := openTest(t, "127.0.0.1:0", t.TempDir())
+	oc := connectRole(t, b, RoleOCPP)
+	kv, err := oc.js.KeyValue(ctx, BucketOCPPTxn)
+	if err != nil {
+		t.Fatalf("ocpp: bucket: %v", err)
+	}
+	rev, err := kv.Create(ctx, "tx.CS1.42", []byte(`{"started":true}`))
+	if err != nil {
+		t.Fatalf("ocpp: kv create: %v", err)
+	}
+	if _, err := kv.Update(ctx, "tx.CS1.42", []byte(`{"stopped":true}`), rev); err != nil {
+		t.Fatalf("ocpp: kv update at revision: %v", err)
+	}
+	if _, err := kv.Update(ctx, "tx.CS1.42", []byte(`{}`), rev); err == nil {
+		t.Fatal("ocpp: update at a stale revision accepted")
+	}
+	if e, err := kv.Get(ctx, "tx.CS1.42"); err != nil || string(e.Value()) != `{"stopped":true}` {
+		t.Fatalf("ocpp: kv get: %v", err)
+	}
+	if err := kv.Delete(ctx, "tx.CS1.42"); err != nil {
+		t.Fatalf("ocpp: kv delete: %v", err)
+	}
+	if _, err := oc.js.Publish(ctx, SubjectChargerCommandResult("CS1"), []byte("{}")); err != nil {
+		t.Fatalf("ocpp: publish command result: %v", err)
+	}
+	cons, err := oc.js.OrderedConsumer(ctx, StreamCharging, jetstream.OrderedConsumerConfig{FilterSubjects: []string{PrefixChargerCmdResult + ">"}})
+	if err != nil {
+		t.Fatalf("ocpp: results consumer: %v", err)
+	}
+	if m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil || m.Subject() != "charging.cmdresult.CS1" {
+		t.Fatalf("ocpp: read command result: %v", err)
+	}
+	// Routing: one replica's request, another's answer (both role ocpp).
+	holder := connectRole(t, b, RoleOCPP)
+	if _, err := holder.nc.Subscribe(SubjectOCPPCommand("CS1"), func(m *nats.Msg) { _ = m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = holder.nc.Flush()
+	if m, err := oc.nc.Request(SubjectOCPPCommand("CS1"), []byte("{}"), 10*time.Second); err != nil || string(m.Data) != "ok" {
+		t.Fatalf("ocpp: routed request: %v", err)
+	}
+	for _, s := range []string{"$KV.dtc_state.VIN1", "$KV.sessions.VIN1", "$KV.customers.x", "vehicle.cmd.VIN1",
+		"charging.session.started.CS1", "telemetry.dtc.raised.VIN1", "cluster.registry.reload",
+		"$JS.API.STREAM.DELETE.KV_ocpp_txn", "$JS.API.STREAM.PURGE.KV_ocpp_txn", "$JS.API.STREAM.PURGE.CHARGING",
+		"$JS.API.CONSUMER.CREATE.CHARGING.x.charging.session.>", "$JS.API.CONSUMER.CREATE.DTC",
+		"$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.VIN1"} {
+		oc.refused(t, "publish", s)
+	}
+	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "charging.>", "$KV.>"} {
+		oc.refused(t, "subscription", s)
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -111,10 +112,16 @@ func TestOCPPCommandAPI(t *testing.T) {
 		send(id, ocpp.Command{Action: "reset"}, "Accepted")
 		sent += 5
 	}
+	// The results are recorded on NATS (charging.cmdresult.*) and listed
+	// from the CHARGING stream: eventually all of them.
 	var log []ocpp.CommandResult
-	if code := viewer.do("GET", "/api/ocpp/commands", nil, &log); code != http.StatusOK || len(log) != sent {
-		t.Fatalf("command log: %d, %d results, want %d", code, len(log), sent)
-	}
+	eventually(t, "command log", func() error {
+		log = nil
+		if code := viewer.do("GET", "/api/ocpp/commands", nil, &log); code != http.StatusOK || len(log) != sent {
+			return fmt.Errorf("%w: %d, %d results, want %d", errNotYet, code, len(log), sent)
+		}
+		return nil
+	})
 	for _, r := range log {
 		if r.Status != "Accepted" {
 			t.Fatalf("recorded %+v", r)
