@@ -28,11 +28,12 @@ import (
 
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/sink/live"
 )
 
 // SubjectPrefix: frames of vehicle vin are published on SubjectPrefix+vin.
-const SubjectPrefix = "live."
+const SubjectPrefix = natsbus.SubjectLive
 
 // HeaderReplica names the publishing replica.
 const HeaderReplica = "Telegate-Replica"
