@@ -10,12 +10,15 @@ import (
 	"github.com/telegate/telegate/gateway/dashboard"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
 	"github.com/telegate/telegate/gateway/dashboard/history"
+	"github.com/telegate/telegate/gateway/dashboard/livebus"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink/live"
 )
 
 // dashboardExt holds what the dashboard started (owned by this file).
 type dashboardExt struct {
-	d *dashboard.Dashboard
+	d    *dashboard.Dashboard
+	live *livebus.Bridge // the other replicas' live frames
 }
 
 // startDashboard mounts the service-team dashboard and JSON API on a.mux.
@@ -52,13 +55,22 @@ func (a *App) startDashboard(ctx context.Context) error {
 			vins = append(vins, dev.ID)
 		}
 	}
+	// The dashboard's hub holds this replica's frames and, through NATS
+	// live.{vin}, the other replicas' (gateway/dashboard/livebus).
+	hub := live.New()
+	br, err := livebus.Start(livebus.Config{NC: nc.Conn(), Replica: a.replica, Local: a.live, Out: hub,
+		LocationAllowed: a.locationConsent, Log: log})
+	if err != nil {
+		return err
+	}
+	a.ext.dashboard.live = br
 	d, err := dashboard.New(dashboard.Options{
 		Config: c,
 		Influx: history.Config{URL: a.cfg.Influx.URL, Token: a.ext.influxAuth.query, Org: a.cfg.Influx.Org,
 			Bucket: a.cfg.Influx.Bucket(), Database: a.ext.influxAuth.ep.QueryDatabase,
 			RetentionPolicy: a.ext.influxAuth.ep.QueryRetentionPolicy, AuthScheme: a.ext.influxAuth.ep.QueryAuthScheme,
 			Timeout: c.QueryTimeout},
-		VINs: vins, Hub: a.live, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
+		VINs: vins, Hub: hub, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		LocationAllowed: a.locationConsent,
 		Sessions:        sessions,
 	})
@@ -95,6 +107,10 @@ func (a *App) locationConsent(vin string) bool {
 func (a *App) closeDashboard() {
 	if a.ext.dashboard.d != nil {
 		a.ext.dashboard.d.Close()
+	}
+	if a.ext.dashboard.live != nil {
+		a.ext.dashboard.live.Close()
+		a.ext.dashboard.live = nil
 	}
 }
 

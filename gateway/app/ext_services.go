@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/telegate/telegate/gateway/cluster/lease"
 
@@ -39,7 +41,7 @@ func (a *App) startServices(ctx context.Context) error {
 		SchedulerClock: c.SchedulerClock,
 		Cluster: lease.Cluster{KV: leases, Holder: a.holderID(), TTL: a.cfg.Cluster.LeaseTTL,
 			Log: a.log.With("component", "lease")},
-	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Bus: a.bus},
+	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Session: a.vehicleSession, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {
 		return err
@@ -72,6 +74,24 @@ func telemetryEraser(a *App) customers.TelemetryEraser {
 func (a *App) vehicleOnline(vin string) bool {
 	cl, ok := a.broker.Server().Clients.Get(vin)
 	return ok && !cl.Closed()
+}
+
+// vehicleSession identifies vin's MQTT session on this replica once it is
+// ready for commands (subscribed under vehicles/{vin}/cmd/), "" otherwise:
+// the replica id, the remote address and the client, so a reconnection,
+// here or on another replica, is a new session (commands.Config.Session).
+func (a *App) vehicleSession(vin string) string {
+	cl, ok := a.broker.Server().Clients.Get(vin)
+	if !ok || cl.Closed() {
+		return ""
+	}
+	prefix := "vehicles/" + vin + "/cmd/"
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if strings.HasPrefix(filter, prefix) {
+			return fmt.Sprintf("%s/%s/%p", a.replica, cl.Net.Remote, cl)
+		}
+	}
+	return ""
 }
 
 // Services is the running services suite (nil when disabled).

@@ -90,6 +90,10 @@ const OCPPTxnTTL = 7 * 24 * time.Hour
 // reloaded its device registry tells the others to reload theirs.
 const SubjectRegistryReload = "cluster.registry.reload"
 
+// SubjectLive is the prefix of the live frames shared between replicas
+// (live.{vin}, core NATS, no persistence; gateway/dashboard/livebus).
+const SubjectLive = "live."
+
 // Bus is a connection to NATS (and, when embedded, the server itself).
 type Bus struct {
 	cfg  Config

@@ -61,8 +61,9 @@ const (
 	// RoleEvents is the event sink: it publishes device events and keeps
 	// the dtc_state bucket.
 	RoleEvents = "events"
-	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers)
-	// and records commands it sent on vehicle.cmdsent.*.
+	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers),
+	// records commands it sent on vehicle.cmdsent.*, and publishes and
+	// receives live frames on live.* (core NATS).
 	RoleDashboard = "dashboard"
 	// RoleBroker is the MQTT broker's cluster presence: it claims device
 	// sessions in the sessions bucket, watches the claims of the other
@@ -156,7 +157,10 @@ func rolePermissions(role string) (pub, sub []string) {
 			"$JS.API.DIRECT.GET.KV_"+BucketDashboardSessions+".>",
 			"$JS.API.STREAM.MSG.GET.KV_"+BucketDashboardSessions,
 			"$KV."+BucketDashboardSessions+".>")
-		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*"), []string{InboxPrefix(RoleDashboard) + ".>"}
+		// live.{vin}: live frames shared between the replicas' dashboards
+		// (core NATS, gateway/dashboard/livebus).
+		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*", SubjectLive+"*"),
+			[]string{InboxPrefix(RoleDashboard) + ".>", SubjectLive + "*"}
 	}
 	return nil, nil
 }

@@ -200,7 +200,7 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("events: kv get: %v", err)
 	}
 	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.customers.x", "profile.events.x", "partners.p.triggers",
-		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.PURGE.DTC", "$JS.API.CONSUMER.CREATE.VEHICLE"} {
+		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.PURGE.DTC", "$JS.API.CONSUMER.CREATE.VEHICLE", SubjectLive + "VIN1"} {
 		ev.refused(t, "publish", s)
 	}
 	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "vehicle.>"} {
@@ -218,6 +218,18 @@ func TestRolePermissions(t *testing.T) {
 	if _, err := dash.js.Publish(ctx, "vehicle.cmdsent.VIN1", []byte("{}")); err != nil {
 		t.Fatalf("dashboard: record sent command: %v", err)
 	}
+	// Live frames between the replicas' dashboards: live.{vin}, core NATS.
+	lsub, err := dash.Conn().SubscribeSync(SubjectLive + "*")
+	if err != nil {
+		t.Fatalf("dashboard: live subscribe: %v", err)
+	}
+	if err := dash.Conn().Publish(SubjectLive+"VIN1", []byte("frame")); err != nil {
+		t.Fatalf("dashboard: live publish: %v", err)
+	}
+	if m, err := lsub.NextMsg(10 * time.Second); err != nil || m.Subject != SubjectLive+"VIN1" {
+		t.Fatalf("dashboard: live frame: %v", err)
+	}
+	_ = lsub.Unsubscribe()
 	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
 		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x"} {
 		dash.refused(t, "publish", s)

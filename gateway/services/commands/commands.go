@@ -9,6 +9,21 @@
 // Every closed command is announced on vehicle.cmdresult.{vin} so that the
 // service that asked for it can record the outcome.
 //
+// Several gateway replicas: the bucket is the only source of truth. Every
+// replica's Dispatcher watches it (its open map mirrors the open records of
+// the whole cluster), and only the replica that holds the vehicle's MQTT
+// session (Config.Session) delivers: a request consumed by replica A for a
+// vehicle connected to B is stored by A and delivered by B as soon as B's
+// watcher sees it, and a vehicle that reconnects to another replica gets
+// its open commands there. A delivery first marks the record sent, for that
+// session, by compare-and-set at the revision it read and publishes only if
+// that write won, so two replicas (or two triggers on one replica) never
+// deliver one attempt twice; a command is sent again only to a new session
+// (the previous connection's in-flight message is gone with it) or after
+// RetryInterval. The vehicle deduplicates on CmdID, and the ack closes the
+// record once (compare-and-set again), so the command is applied and its
+// result announced once.
+//
 // Commands are idempotent: the command id is the Nats-Msg-Id of the request,
 // the key of its record, and the CmdID the vehicle deduplicates on. A
 // request whose id is already open is ignored; one whose id is already
@@ -28,6 +43,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,6 +144,9 @@ type Record struct {
 	ClosedAt  *time.Time `json:"closed_at,omitempty"`
 	Reason    string     `json:"reason,omitempty"`
 	AckStatus string     `json:"ack_status,omitempty"`
+	// Session is the MQTT session (Config.Session) the last attempt was
+	// published to.
+	Session string `json:"session,omitempty"`
 }
 
 // Open reports whether the command still waits for the vehicle.
@@ -150,10 +169,24 @@ type Config struct {
 	// RetryInterval: an unacknowledged command to an online vehicle is sent
 	// again after this long (default 30 s).
 	RetryInterval time.Duration
-	// Online reports whether a vehicle has a live MQTT session.
+	// Online reports whether a vehicle has a live MQTT session on this
+	// replica; used when Session is nil (the session is then "online").
 	Online func(vin string) bool
-	Clock  svc.Clock
+	// Session identifies the vehicle's live MQTT session on this replica,
+	// ready for commands (subscribed to its command topics), unique per
+	// connection; "" when it has none here. Only the replica that returns
+	// a session delivers.
+	Session func(vin string) string
+	Clock   svc.Clock
 }
+
+// Stats are the Dispatcher's counters.
+type Stats struct {
+	Delivered atomic.Uint64 // attempts published to this replica's MQTT broker
+}
+
+// Stats returns the live counters.
+func (d *Dispatcher) Stats() *Stats { return &d.stats }
 
 // Dispatcher delivers commands; see the package comment.
 type Dispatcher struct {
@@ -165,12 +198,16 @@ type Dispatcher struct {
 	pub  svc.Publisher
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	open map[string]map[string]time.Time // vin → open cmd id → its ExpiresAt (zero: none); guarded by mu
-	vmu  sync.Map                        // vin → *sync.Mutex (serialises one vehicle's records)
+	stats Stats
+
+	mu sync.Mutex
+	// open: vin → open cmd id → its ExpiresAt (zero: none), a mirror of the
+	// bucket's open records kept by the watcher (Run); guarded by mu.
+	open map[string]map[string]time.Time
+	vmu  sync.Map // vin → *sync.Mutex (serialises this replica's work on one vehicle's records)
 }
 
-// NewDispatcher opens the bucket and loads the open commands.
+// NewDispatcher opens the bucket.
 func NewDispatcher(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, replicas int, mqtt MQTT, cfg Config, log *slog.Logger) (*Dispatcher, error) {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 30 * time.Second
@@ -178,22 +215,22 @@ func NewDispatcher(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, r
 	if cfg.Online == nil {
 		cfg.Online = func(string) bool { return true }
 	}
+	if cfg.Session == nil {
+		online := cfg.Online
+		cfg.Session = func(vin string) string {
+			if online(vin) {
+				return "online"
+			}
+			return ""
+		}
+	}
 	kv, err := svc.OpenKV(ctx, js, Bucket, "Cloud-to-vehicle commands and their state", replicas)
 	if err != nil {
 		return nil, err
 	}
-	d := &Dispatcher{cfg: cfg, js: js, nc: nc, kv: kv, mqtt: mqtt, pub: svc.Publisher{JS: js}, log: log, open: map[string]map[string]time.Time{}}
-	keys, err := kv.Keys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, err
-	}
-	for _, k := range keys {
-		var rec Record
-		if _, err := kv.Get(ctx, k, &rec); err == nil && rec.Open() {
-			d.markOpen(rec)
-		}
-	}
-	return d, nil
+	// Run's watcher loads the open commands and keeps them up to date.
+	return &Dispatcher{cfg: cfg, js: js, nc: nc, kv: kv, mqtt: mqtt, pub: svc.Publisher{JS: js}, log: log,
+		open: map[string]map[string]time.Time{}}, nil
 }
 
 func key(vin, cmd string) string { return "c." + vin + "." + cmd }
@@ -242,8 +279,62 @@ func (d *Dispatcher) openIDs(vin string, expiredBy time.Time) []string {
 	return out
 }
 
-// Run consumes requests and acks, watches connectivity and re-sends until
-// ctx ends.
+// watch mirrors the bucket's open records into d.open and delivers a new
+// pending record if its vehicle is connected here, until ctx ends.
+func (d *Dispatcher) watch(ctx context.Context) error {
+	w, err := d.kv.B.Watch(ctx, "c.>")
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", Bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil { // initial values done
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				if vin, cmd, ok := splitKey(e.Key()); ok {
+					d.markClosed(vin, cmd)
+				}
+				continue
+			}
+			var rec Record
+			if err := jsonUnmarshal(e.Value(), &rec); err != nil {
+				continue
+			}
+			if !rec.Open() {
+				d.markClosed(rec.VIN, rec.CmdID)
+				continue
+			}
+			d.markOpen(rec)
+			if rec.State == StatePending && d.cfg.Session(rec.VIN) != "" {
+				go d.flush(ctx, rec.VIN)
+			}
+		}
+	}
+}
+
+// splitKey parses c.{vin}.{cmd_id}.
+func splitKey(k string) (vin, cmd string, ok bool) {
+	rest, ok := strings.CutPrefix(k, "c.")
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(rest, ".")
+}
+
+// Kick delivers vin's open commands if it has a session here (the gateway
+// calls it when a vehicle's session is established on this replica).
+func (d *Dispatcher) Kick(ctx context.Context, vin string) { d.flush(ctx, vin) }
+
+// Run consumes requests and acks, watches the bucket and connectivity and
+// re-sends until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	kick := func(m *nats.Msg) {
 		vin := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -253,7 +344,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return
 			}
 		}
-		go d.flush(ctx, vin, true)
+		go d.flush(ctx, vin)
 	}
 	var subs []*nats.Subscription
 	for _, s := range []string{natsbus.PrefixVehicleConnected + "connected.*", natsbus.PrefixVehicleEvent + "*"} {
@@ -268,7 +359,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			_ = s.Unsubscribe()
 		}
 	}()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	go func() { errc <- d.watch(ctx) }()
 	go func() {
 		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: natsbus.StreamVehicle, Durable: "cmd-dispatcher", Filter: natsbus.PrefixCommand + ">"},
 			d.log, d.handleRequest)
@@ -282,7 +374,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return errors.Join(<-errc, <-errc)
+			return errors.Join(<-errc, <-errc, <-errc)
 		case <-t.C:
 			d.mu.Lock()
 			vins := make([]string, 0, len(d.open))
@@ -291,7 +383,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			d.mu.Unlock()
 			for _, v := range vins {
-				d.flush(ctx, v, false)
+				d.flush(ctx, v)
 			}
 		}
 	}
@@ -339,7 +431,14 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 	}
 	now := d.cfg.Clock.Now().UTC()
 	if r.Key != "" {
-		for _, id := range d.openIDs(r.VIN, time.Time{}) {
+		// The bucket, not the mirror: a command opened a moment ago by
+		// another replica may not have reached this one's watcher yet.
+		ids, err := d.storedIDs(ctx, r.VIN)
+		if err != nil {
+			unlock()
+			return err
+		}
+		for _, id := range ids {
 			var old Record
 			rev, err := d.kv.Get(ctx, key(r.VIN, id), &old)
 			if err != nil || !old.Open() || old.Key != r.Key {
@@ -357,28 +456,53 @@ func (d *Dispatcher) handleRequest(ctx context.Context, m jetstream.Msg) error {
 		}
 	}
 	rec = Record{Request: r, State: StatePending, Created: now}
-	if err := d.kv.Put(ctx, key(r.VIN, r.CmdID), rec); err != nil {
+	if _, err := d.kv.Swap(ctx, key(r.VIN, r.CmdID), rec, 0); err != nil {
 		unlock()
+		if errors.Is(err, svc.ErrConflict) {
+			return nil // stored meanwhile by another replica (a redelivery)
+		}
 		return err
 	}
 	d.markOpen(rec)
 	unlock()
-	d.flush(ctx, r.VIN, true)
+	d.flush(ctx, r.VIN)
 	return nil
 }
 
-// flush closes the expired open commands of vin and, if it is online,
-// delivers the others: pending ones always, sent ones when force or when
-// RetryInterval has passed. An offline vehicle's commands expire too, so
-// their requesters (and the dashboard's history) learn it without waiting
-// for the vehicle to come back.
-func (d *Dispatcher) flush(ctx context.Context, vin string, force bool) {
-	online := d.cfg.Online(vin)
+// storedIDs lists the command ids stored for vin.
+func (d *Dispatcher) storedIDs(ctx context.Context, vin string) ([]string, error) {
+	l, err := d.kv.B.ListKeysFiltered(ctx, "c."+vin+".>")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for k := range l.Keys() {
+		if _, id, ok := splitKey(k); ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// flush closes the expired open commands of vin and, if vin has a session
+// on this replica, delivers the others: pending ones, sent ones whose last
+// attempt went to another session (the vehicle reconnected; that
+// connection's in-flight message is gone), and sent ones whose last attempt
+// is RetryInterval old. An offline vehicle's commands expire too, so their
+// requesters (and the dashboard's history) learn it without waiting for
+// the vehicle to come back.
+//
+// Each attempt is recorded (state sent, session, attempts) by
+// compare-and-set at the revision read before it is published: of two
+// replicas, or two triggers on one, that read the same revision only the
+// one whose write wins publishes.
+func (d *Dispatcher) flush(ctx context.Context, vin string) {
+	session := d.cfg.Session(vin)
 	unlock := d.lock(vin)
 	defer unlock()
 	now := d.cfg.Clock.Now().UTC()
 	var ids []string
-	if online {
+	if session != "" {
 		ids = d.openIDs(vin, time.Time{})
 	} else {
 		ids = d.openIDs(vin, now) // only the expired ones: no KV reads otherwise
@@ -403,20 +527,23 @@ func (d *Dispatcher) flush(ctx context.Context, vin string, force bool) {
 			}
 			continue
 		}
-		if !online {
+		if session == "" {
 			continue
 		}
-		if rec.State == StateSent && !force && rec.LastSent != nil && now.Sub(*rec.LastSent) < d.cfg.RetryInterval {
+		if rec.State == StateSent && rec.Session == session && rec.LastSent != nil && now.Sub(*rec.LastSent) < d.cfg.RetryInterval {
 			continue
 		}
-		if err := d.deliver(rec, now); err != nil {
-			d.log.Warn("command delivery failed", "vin", vin, "cmd_id", id, "err", err)
-			continue
-		}
-		rec.State, rec.LastSent = StateSent, &now
+		rec.State, rec.LastSent, rec.Session = StateSent, &now, session
 		rec.Attempts++
 		if err := d.kv.Update(ctx, key(vin, id), rec, rev); err != nil {
-			d.log.Debug("command record update", "cmd_id", id, "err", err)
+			// Another replica or trigger recorded an attempt (or closed
+			// it) since we read it: it delivers, not us.
+			d.log.Debug("command attempt not recorded", "vin", vin, "cmd_id", id, "err", err)
+			continue
+		}
+		d.stats.Delivered.Add(1)
+		if err := d.deliver(rec, now); err != nil {
+			d.log.Warn("command delivery failed; retried after the retry interval", "vin", vin, "cmd_id", id, "err", err)
 		}
 	}
 }

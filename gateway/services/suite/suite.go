@@ -73,6 +73,9 @@ type Deps struct {
 	MQTT commands.MQTT
 	// Online reports whether a vehicle is connected to MQTT.
 	Online func(vin string) bool
+	// Session identifies a vehicle's MQTT session on this replica, ready
+	// for commands ("" when none): commands.Config.Session.
+	Session func(vin string) string
 	// Bus, when embedded, receives the partners' NATS accounts (may be nil).
 	Bus *natsbus.Bus
 }
@@ -126,7 +129,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 
 	if deps.MQTT != nil {
 		if s.Dispatcher, err = commands.NewDispatcher(ctx, deps.NC, js, r, deps.MQTT, commands.Config{
-			RetryInterval: cfg.CommandRetry, Online: deps.Online, Clock: clock}, log.With("service", "commands")); err != nil {
+			RetryInterval: cfg.CommandRetry, Online: deps.Online, Session: deps.Session, Clock: clock}, log.With("service", "commands")); err != nil {
 			return nil, err
 		}
 	}
