@@ -58,12 +58,12 @@ type StreamSpec struct {
 
 // Streams are the JetStream streams of the product (see docs/data-model.md).
 var Streams = []StreamSpec{
-	{"DTC", []string{"telemetry.dtc.>"}, "Diagnostic trouble codes raised / cleared"},
-	{"CHARGING", []string{"charging.>"}, "Charging session and connector events"},
-	{"VEHICLE", []string{"vehicle.>"}, "Vehicle connectivity, lifecycle, commands and acks"},
-	{"PROFILE", []string{"profile.>"}, "Customer profile events"},
-	{"PARTNERS", []string{"partners.>"}, "Partner triggers"},
-	{"DEADLETTER", []string{"deadletter.>"}, "Rejected device payloads with the reason"},
+	{StreamDTC, []string{"telemetry.dtc.>"}, "Diagnostic trouble codes raised / cleared"},
+	{StreamCharging, []string{"charging.>"}, "Charging session and connector events"},
+	{StreamVehicle, []string{"vehicle.>"}, "Vehicle connectivity, lifecycle, commands and acks"},
+	{StreamProfile, []string{"profile.>"}, "Customer profile events"},
+	{StreamPartners, []string{"partners.>"}, "Partner triggers"},
+	{StreamDeadLetter, []string{"deadletter.>"}, "Rejected device payloads with the reason"},
 }
 
 // KV buckets used by the gateway.

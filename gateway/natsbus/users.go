@@ -96,7 +96,7 @@ func rolePermissions(role string) (pub, sub []string) {
 			[]string{InboxPrefix(RoleEvents) + ".>"}
 	case RoleDashboard:
 		var p []string
-		for _, s := range []string{"DTC", "VEHICLE"} {
+		for _, s := range []string{StreamDTC, StreamVehicle} {
 			p = append(p,
 				"$JS.API.STREAM.INFO."+s,
 				"$JS.API.CONSUMER.CREATE."+s+".>",

@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
@@ -104,10 +105,10 @@ func (r Request) Validate() error {
 }
 
 // Subject is the request subject of a vehicle.
-func Subject(vin string) string { return "vehicle.cmd." + vin }
+func Subject(vin string) string { return natsbus.SubjectCommand(vin) }
 
 // ResultSubject is the result subject of a vehicle.
-func ResultSubject(vin string) string { return "vehicle.cmdresult." + vin }
+func ResultSubject(vin string) string { return natsbus.SubjectCommandResult(vin) }
 
 // Send publishes a request (idempotent on CmdID).
 func Send(ctx context.Context, pub svc.Publisher, at time.Time, r Request) error {
@@ -246,7 +247,7 @@ func (d *Dispatcher) openIDs(vin string, expiredBy time.Time) []string {
 func (d *Dispatcher) Run(ctx context.Context) error {
 	kick := func(m *nats.Msg) {
 		vin := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-		if strings.HasPrefix(m.Subject, "vehicle.event.") {
+		if strings.HasPrefix(m.Subject, natsbus.PrefixVehicleEvent) {
 			ev, err := svc.Decode(m.Data)
 			if err != nil || ev.Type != "vehicle.online" {
 				return
@@ -255,7 +256,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go d.flush(ctx, vin, true)
 	}
 	var subs []*nats.Subscription
-	for _, s := range []string{"vehicle.connectivity.connected.*", "vehicle.event.*"} {
+	for _, s := range []string{natsbus.PrefixVehicleConnected + "connected.*", natsbus.PrefixVehicleEvent + "*"} {
 		sub, err := d.nc.Subscribe(s, kick)
 		if err != nil {
 			return err
@@ -269,11 +270,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}()
 	errc := make(chan error, 2)
 	go func() {
-		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: "VEHICLE", Durable: "cmd-dispatcher", Filter: "vehicle.cmd.>"},
+		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: natsbus.StreamVehicle, Durable: "cmd-dispatcher", Filter: natsbus.PrefixCommand + ">"},
 			d.log, d.handleRequest)
 	}()
 	go func() {
-		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: "VEHICLE", Durable: "cmd-acks", Filter: "vehicle.cmdack.>"},
+		errc <- svc.Consume(ctx, d.js, svc.ConsumerSpec{Stream: natsbus.StreamVehicle, Durable: "cmd-acks", Filter: natsbus.PrefixCommandAck + ">"},
 			d.log, d.handleAck)
 	}()
 	t := time.NewTicker(min(d.cfg.RetryInterval/2, 5*time.Second))
@@ -444,7 +445,7 @@ func (d *Dispatcher) handleAck(ctx context.Context, m jetstream.Msg) error {
 	if !svc.ValidID(a.VIN) || !svc.ValidID(a.CmdID) {
 		return nil // not a command of ours
 	}
-	if m.Subject() != "vehicle.cmdack."+a.VIN {
+	if m.Subject() != natsbus.SubjectCommandAck(a.VIN) {
 		// The subject's VIN is the authenticated one (from the device's
 		// MQTT topic); records are keyed by (VIN, cmd id), so an ack only
 		// ever closes a command of the vehicle that sent it.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -643,7 +644,7 @@ func (r *Registry) publishConsent(ctx context.Context, ref, consent string, c Co
 
 // ProfileSubject is the profile event subject of a customer's pseudonym
 // (Customer.Ref, Owner.Ref): never a customer id.
-func ProfileSubject(ref string) string { return "profile.events." + ref }
+func ProfileSubject(ref string) string { return natsbus.SubjectProfile(ref) }
 
 // store writes c (CAS on rev) and updates the cache.
 func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -59,7 +61,7 @@ var ErrNoTelemetryEraser = fmt.Errorf("%w: telemetry deletion is not configured"
 // In every other stream a customer's data sits on subjects of its own
 // (profile.events.{ref}, vehicle.*.{vin}, telemetry.dtc.*.{vin}), which
 // Erase purges by subject.
-var scrubStreams = []string{"CHARGING", "PARTNERS", "DEADLETTER"}
+var scrubStreams = []string{natsbus.StreamCharging, natsbus.StreamPartners, natsbus.StreamDeadLetter}
 
 // Erase removes customer id; see EraseWith.
 func (r *Registry) Erase(ctx context.Context, id string) error {
@@ -172,9 +174,10 @@ func Scrub(ctx context.Context, js jetstream.JetStream, needles []string) error 
 			continue
 		}
 		all = append(all, []byte(n))
-		if svc.Token(n) == n { // a subject token as is
-			toks = append(toks, []byte(n))
-			tokStrs = append(tokStrs, n)
+		if strings.Trim(n, idBytes) == "" { // an id: subjects carry it as natsbus.Token(n)
+			tok := natsbus.Token(n)
+			toks = append(toks, []byte(tok))
+			tokStrs = append(tokStrs, tok)
 		}
 	}
 	if len(all) == 0 {
@@ -199,6 +202,9 @@ func Scrub(ctx context.Context, js jetstream.JetStream, needles []string) error 
 	}
 	return errors.Join(errs...)
 }
+
+// idBytes are the bytes of the ids a needle may be (svc.ValidID).
+const idBytes = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 // tokenPatterns are the subject filters that find a token at positions 1-5
 // of a subject, as its last token or followed by more.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
@@ -105,7 +106,7 @@ type attributionRecord struct {
 // parked for an hour is still the one that was corroborated at the start);
 // a session whose start was not seen is decided on the event at hand.
 func (a *Attributor) Attribute(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (customers.Owner, string, error) {
-	key := svc.Token(d.Station) + "." + svc.Token(d.SessionID)
+	key := natsbus.Token(d.Station) + "." + natsbus.Token(d.SessionID)
 	if d.Event != "started" && d.SessionID != "" {
 		var rec attributionRecord
 		_, err := a.kv.Get(ctx, key, &rec)
@@ -196,14 +197,14 @@ func (a *Attributor) byTag(d eventsink.ChargingEvent) (customers.Owner, bool) {
 // puts it at the station around the session's time.
 func (a *Attributor) vehicleAt(ctx context.Context, at time.Time, d eventsink.ChargingEvent) bool {
 	st, ok := a.cfg.Stations[d.Station]
-	if !ok || svc.Token(d.VIN) != d.VIN || !svc.ValidID(d.VIN) {
+	if !ok || !svc.ValidID(d.VIN) {
 		return false
 	}
-	s, err := a.js.Stream(ctx, "VEHICLE")
+	s, err := a.js.Stream(ctx, natsbus.StreamVehicle)
 	if err != nil {
 		return false
 	}
-	m, err := s.GetLastMsgForSubject(ctx, "vehicle.event."+d.VIN)
+	m, err := s.GetLastMsgForSubject(ctx, natsbus.SubjectVehicleEvent(d.VIN))
 	if err != nil {
 		return false
 	}

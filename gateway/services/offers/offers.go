@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/partners"
@@ -153,8 +154,8 @@ func NewEngine(ctx context.Context, js jetstream.JetStream, replicas int, cust C
 // Run consumes charging.session.started.> (durable "offers-sessions",
 // new sessions only) until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
-	return svc.Consume(ctx, e.js, svc.ConsumerSpec{Stream: "CHARGING", Durable: "offers-sessions",
-		Filter: "charging.session.started.>", New: true}, e.log, func(ctx context.Context, m jetstream.Msg) error {
+	return svc.Consume(ctx, e.js, svc.ConsumerSpec{Stream: natsbus.StreamCharging, Durable: "offers-sessions",
+		Filter: natsbus.PrefixChargingSession + "started.>", New: true}, e.log, func(ctx context.Context, m jetstream.Msg) error {
 		ev, err := svc.Decode(m.Data())
 		if err != nil {
 			return err

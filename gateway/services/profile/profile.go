@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
@@ -170,7 +171,7 @@ func New(id string) Profile {
 
 // Apply applies ev to p and reports whether it changed p (false for an
 // event id already applied, or an unknown type). It is deterministic.
-func Apply(p *Profile, ev svc.Event) (bool, error) {
+func Apply(p *Profile, ev natsbus.Event) (bool, error) {
 	if slices.Contains(p.Applied, ev.ID) {
 		return false, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/profile"
 	"github.com/telegate/telegate/gateway/services/svc"
@@ -110,7 +111,7 @@ func TestProfileProjection(t *testing.T) {
 
 	// Applying the stored events again changes nothing (idempotent on id).
 	p2 := got
-	ev := svc.Event{V: 1, ID: "chg-1", Type: profile.TypeChargingSess, Time: now, Data: json.RawMessage(`{"energy_kwh":1}`)}
+	ev := natsbus.Event{V: 1, ID: "chg-1", Type: profile.TypeChargingSess, Time: now, Data: json.RawMessage(`{"energy_kwh":1}`)}
 	if changed, _ := profile.Apply(&p2, ev); changed {
 		t.Fatal("duplicate event applied")
 	}
@@ -149,7 +150,7 @@ func TestProfileProjection(t *testing.T) {
 }
 
 func mustEnvelope(t *testing.T, id string) []byte {
-	b, err := json.Marshal(svc.Event{V: 1, ID: id, Type: profile.TypeChargingSess, Time: time.Now(), Data: json.RawMessage(`{}`)})
+	b, err := json.Marshal(natsbus.Event{V: 1, ID: id, Type: profile.TypeChargingSess, Time: time.Now(), Data: json.RawMessage(`{}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
-// Stream and subjects of profile events.
+// Stream and subjects of profile events (natsbus.SubjectProfile builds one).
 const (
-	Stream        = "PROFILE"
-	SubjectPrefix = "profile.events."
+	Stream        = natsbus.StreamProfile
+	SubjectPrefix = natsbus.PrefixProfile
 )
 
 // ErrUnknownProfile is returned for a customer without profile.
@@ -242,12 +243,12 @@ func NewFeeder(js jetstream.JetStream, owners Owners, log *slog.Logger) *Feeder 
 func (f *Feeder) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() {
-		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: "CHARGING", Durable: "profile-feeder-charging",
-			Filter: "charging.session.stopped.>"}, f.log, f.charging)
+		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: natsbus.StreamCharging, Durable: "profile-feeder-charging",
+			Filter: natsbus.PrefixChargingSession + "stopped.>"}, f.log, f.charging)
 	}()
 	go func() {
-		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: "DTC", Durable: "profile-feeder-dtc",
-			Filter: "telemetry.dtc.>"}, f.log, f.dtc)
+		errc <- svc.Consume(ctx, f.js, svc.ConsumerSpec{Stream: natsbus.StreamDTC, Durable: "profile-feeder-dtc",
+			Filter: natsbus.PrefixDTC + ">"}, f.log, f.dtc)
 	}()
 	return errors.Join(<-errc, <-errc)
 }
@@ -285,7 +286,7 @@ func (f *Feeder) dtc(ctx context.Context, m jetstream.Msg) error {
 		DTCChanged{VIN: d.VIN, Code: d.Code, Status: d.Status, Cleared: ev.Type == "dtc.cleared"})
 }
 
-func decodeData[T any](b []byte) (svc.Event, T, error) {
+func decodeData[T any](b []byte) (natsbus.Event, T, error) {
 	var d T
 	ev, err := svc.Decode(b)
 	if err != nil {

@@ -1,6 +1,7 @@
-// Package svc holds what the post-purchase services share: the event
-// envelope on NATS, JSON key-value helpers on JetStream buckets, and the HTTP
-// helpers (JSON errors, input limits, bearer-token authentication).
+// Package svc holds what the post-purchase services share: publishing and
+// decoding the event envelope (natsbus.Envelope) on NATS, JSON key-value
+// helpers on JetStream buckets, and the HTTP helpers (JSON errors, input
+// limits, bearer-token authentication).
 package svc
 
 import (
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/natsbus"
 )
 
 // Errors shared by the services.
@@ -22,29 +25,12 @@ var (
 	ErrErased   = errors.New("customer erased")
 )
 
-// EnvelopeVersion is the version of the event envelope.
-const EnvelopeVersion = 1
-
-// Event is the JSON envelope of every event the services publish; it has
-// the same shape as the gateway's (eventsink.Envelope). ID equals the
-// Nats-Msg-Id header and is the consumers' idempotency key.
-type Event struct {
-	V      int             `json:"v"`
-	ID     string          `json:"id"`
-	Type   string          `json:"type"`
-	Time   time.Time       `json:"time"`
-	Source string          `json:"source"`
-	Data   json.RawMessage `json:"data"`
-}
-
-// Decode unmarshals the envelope in b.
-func Decode(b []byte) (Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return e, fmt.Errorf("%w: envelope: %w", ErrInvalid, err)
-	}
-	if e.V != EnvelopeVersion || e.ID == "" {
-		return e, fmt.Errorf("%w: envelope version %d id %q", ErrInvalid, e.V, e.ID)
+// Decode unmarshals the event envelope (natsbus.Event) in b; an error
+// wraps ErrInvalid (and natsbus.ErrBadEnvelope).
+func Decode(b []byte) (natsbus.Event, error) {
+	e, err := natsbus.DecodeEvent(b)
+	if err != nil {
+		return e, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return e, nil
 }
@@ -61,7 +47,7 @@ func (p Publisher) Publish(ctx context.Context, subject, id, typ, source string,
 	if err != nil {
 		return fmt.Errorf("marshal %s: %w", typ, err)
 	}
-	b, err := json.Marshal(Event{V: EnvelopeVersion, ID: id, Type: typ, Time: at.UTC(), Source: source, Data: raw})
+	b, err := json.Marshal(natsbus.NewEnvelope(id, typ, source, at, json.RawMessage(raw)))
 	if err != nil {
 		return err
 	}
@@ -183,18 +169,6 @@ func (k KV) Keys(ctx context.Context) ([]string, error) {
 		out = append(out, key)
 	}
 	return out, nil
-}
-
-// Token makes s safe as one NATS subject token / KV key part: anything but
-// letters, digits, '-' and '_' becomes '_'.
-func Token(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
 }
 
 // Clock returns the current time; tests inject their own.

@@ -1,22 +1,8 @@
 package eventsink
 
+// The envelope around these data types is natsbus.Envelope.
+
 import "time"
-
-// Version of the event envelope. Consumers must ignore unknown fields and
-// reject unknown major versions.
-const Version = 1
-
-// Envelope is the JSON body of every event the gateway publishes to NATS.
-// ID equals the Nats-Msg-Id header (deterministic from the source frame, so
-// a replay of the same frame is deduplicated by JetStream).
-type Envelope struct {
-	V      int       `json:"v"`
-	ID     string    `json:"id"`
-	Type   string    `json:"type"`
-	Time   time.Time `json:"time"`   // device time of the source frame
-	Source string    `json:"source"` // device id (VIN or station id)
-	Data   any       `json:"data"`
-}
 
 // DTCEvent is the data of dtc.raised / dtc.updated / dtc.cleared.
 type DTCEvent struct {

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,9 +27,10 @@ import (
 	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
-	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/gateway/spool/record"
 )
@@ -49,26 +49,30 @@ type Publisher interface {
 // Kinds tells whether a device id is a vehicle or a charger (registry).
 type Kinds func(id string) string
 
-// Sink is the NATS event sink.
+// Sink is the NATS event sink: a sink.Runner over a Processor that turns
+// spool records into events.
 type Sink struct {
-	cons   *spool.Consumer
+	*sink.Runner
+	p *processor
+}
+
+// processor publishes the events of a batch. Its state is owned by the
+// runner's goroutine.
+type processor struct {
 	pub    Publisher
 	store  StateStore
 	kinds  Kinds
 	m      *metrics.Metrics
 	log    *slog.Logger
-	recs   []spool.Record
 	cache  map[string]DTCState
 	dirty  map[string]bool
 	out    []outMsg
-	health atomic.Pointer[error]
 	dr     wire.DiagReport
 	cs     wire.ChargingSession
 	st     wire.ChargerStatus
 	ve     wire.VehicleEvent
 	ack    wire.CommandAck
-	Batch  int
-	AckTTL time.Duration
+	ackTTL time.Duration // bound on the wait for a batch's publish acks
 }
 
 type outMsg struct {
@@ -81,113 +85,49 @@ func New(cons *spool.Consumer, pub Publisher, store StateStore, kinds Kinds, m *
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{cons: cons, pub: pub, store: store, kinds: kinds, m: m, log: log,
-		cache: map[string]DTCState{}, dirty: map[string]bool{}, Batch: 2000, AckTTL: 10 * time.Second}
+	p := &processor{pub: pub, store: store, kinds: kinds, m: m, log: log,
+		cache: map[string]DTCState{}, dirty: map[string]bool{}, ackTTL: 10 * time.Second}
+	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: 2000, BatchBytes: 8 << 20}, cons, p, m, log)
+	return &Sink{Runner: r, p: p}
 }
 
-// Health is nil while the sink makes progress, or the error it keeps
-// retrying (NATS unreachable, spool read or commit failures), for /readyz.
-func (s *Sink) Health() error {
-	if e := s.health.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-func (s *Sink) setHealth(err error) {
-	if err == nil {
-		s.health.Store(nil)
-		return
-	}
-	s.health.Store(&err)
-}
-
-// Run publishes until ctx is cancelled or the spool closes. drain works as in
-// influxsink: after ctx is cancelled the backlog is still published until
-// nothing is left or drain is done. Failures are retried with backoff in
-// order; Run returns only when stopping.
+// Run publishes until ctx is cancelled or the spool closes; then, when
+// drain is non-nil, publishes the backlog until nothing is left or drain is
+// done (sink.Runner.Run and Drain). Failures are retried with backoff, in
+// order, never skipped.
 func (s *Sink) Run(ctx, drain context.Context) error {
-	for attempt := 0; ; {
-		readCtx := ctx
-		cancel := context.CancelFunc(func() {})
-		if ctx.Err() != nil {
-			if drain == nil || drain.Err() != nil {
-				return nil
-			}
-			readCtx, cancel = context.WithTimeout(drain, 200*time.Millisecond)
-		}
-		active := ctx
-		if drain != nil {
-			active = drain // let the batch in flight finish at shutdown
-		}
-		var err error
-		s.recs, err = s.cons.Read(readCtx, s.recs, s.Batch, 8<<20)
-		cancel()
-		if err != nil {
-			if errors.Is(err, spool.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				continue
-			}
-			s.m.SinkErrors.WithLabelValues("events", "spool_read").Inc()
-			if !s.retry(active, &attempt, "spool read failed; retrying", err) {
-				return nil
-			}
-			continue
-		}
-		if err := s.process(active); err != nil {
-			s.m.EventErrors.Inc()
-			s.cons.Rewind()
-			clear(s.cache) // state may be ahead of what was saved
-			clear(s.dirty)
-			if !s.retry(active, &attempt, "NATS publish failed; retrying batch", err) {
-				return nil
-			}
-			continue
-		}
-		for {
-			err := s.cons.Commit(s.recs[len(s.recs)-1].Next)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, spool.ErrClosed) {
-				return nil
-			}
-			s.m.SinkErrors.WithLabelValues("events", "commit").Inc()
-			if !s.retry(active, &attempt, "spool cursor commit failed; retrying", err) {
-				return nil
-			}
-		}
-		attempt = 0
-		s.setHealth(nil)
+	if err := s.Runner.Run(ctx); err != nil || drain == nil {
+		return err
 	}
+	return s.Drain(drain)
 }
 
-// retry records err, logs it (first and every tenth attempt) and backs off.
-// false: stopping.
-func (s *Sink) retry(ctx context.Context, attempt *int, msg string, err error) bool {
-	s.setHealth(err)
-	d := influx.Backoff(*attempt)
-	if *attempt%10 == 0 {
-		s.log.Warn(msg, "attempt", *attempt+1, "backoff", d, "err", err)
-	}
-	*attempt++
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+// Reset implements sink.Processor: the DTC state cache may be ahead of
+// what was saved.
+func (p *processor) Reset() {
+	clear(p.cache)
+	clear(p.dirty)
 }
 
-func (s *Sink) process(ctx context.Context) error {
+// Process implements sink.Processor. Order of effects: publish every event
+// of the batch and wait for all acks, then save the changed DTC state. A
+// returned error is retryable (the runner replays the batch; message ids
+// deduplicate); events that can never be published are counted and skipped.
+func (p *processor) Process(ctx context.Context, recs []spool.Record) (int, error) {
+	if err := p.process(ctx, recs); err != nil {
+		if ctx.Err() == nil {
+			p.m.EventErrors.Inc()
+		}
+		return 0, err
+	}
+	return len(recs), nil
+}
+
+func (s *processor) process(ctx context.Context, recs []spool.Record) error {
 	s.out = s.out[:0]
 	var rec record.Record
-	for i := range s.recs {
-		if err := record.Parse(s.recs[i].Data, &rec); err != nil {
+	for i := range recs {
+		if err := record.Parse(recs[i].Data, &rec); err != nil {
 			s.m.SinkErrors.WithLabelValues("events", "corrupt_record").Inc()
 			continue
 		}
@@ -212,7 +152,7 @@ func (s *Sink) process(ctx context.Context) error {
 		futures = append(futures, f)
 		sent = append(sent, o)
 	}
-	timeout := time.NewTimer(s.AckTTL)
+	timeout := time.NewTimer(s.ackTTL)
 	defer timeout.Stop()
 	for i, f := range futures {
 		select {
@@ -240,8 +180,8 @@ func permanent(err error) bool {
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrInvalidMsg)
 }
 
-func (s *Sink) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
-	env := Envelope{V: Version, ID: id, Type: typ, Time: time.UnixMilli(tsMs).UTC(), Source: source, Data: data}
+func (s *processor) emit(stream, subject, id, typ, source string, tsMs int64, data any) {
+	env := natsbus.NewEnvelope(id, typ, source, time.UnixMilli(tsMs), data)
 	b, err := json.Marshal(env)
 	if err != nil {
 		s.log.Error("event not encodable", "type", typ, "err", err)
@@ -262,26 +202,21 @@ func pick(tab []string, i uint8) string {
 	return "unknown"
 }
 
-func (s *Sink) events(ctx context.Context, r *record.Record) error {
+func (s *processor) events(ctx context.Context, r *record.Record) error {
 	switch r.Kind {
 	case record.KindConnect, record.KindDisconnect:
 		raw := string(r.Client)
-		id := subjectToken(raw)
+		id := natsbus.Token(raw)
 		kind := "vehicle"
 		if s.kinds != nil {
 			kind = s.kinds(string(r.Client))
 		}
-		state := "connected"
-		if r.Kind == record.KindDisconnect {
-			state = "disconnected"
-		}
-		root, stream := "vehicle", "VEHICLE"
-		if kind == "charger" {
-			root, stream = "charging", "CHARGING"
-		}
+		connected := r.Kind == record.KindConnect
+		state := natsbus.ConnectivityState(connected)
+		stream, subject := natsbus.SubjectConnectivity(kind, connected, raw)
 		msgID := "conn-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
-		s.emit(stream, root+".connectivity."+state+"."+id, msgID, "connectivity."+state, id, r.RecvNs/1e6,
-			ConnectivityEvent{Device: raw, Kind: kind, Connected: r.Kind == record.KindConnect})
+		s.emit(stream, subject, msgID, "connectivity."+state, id, r.RecvNs/1e6,
+			ConnectivityEvent{Device: raw, Kind: kind, Connected: connected})
 		return nil
 	case record.KindDeadLetter:
 		class, _, _ := topics.Parse(string(r.Topic))
@@ -295,11 +230,11 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 		}
 		dl.Payload = append([]byte(nil), p...)
 		msgID := "dl-" + id + "-" + strconv.FormatInt(r.RecvNs, 10)
-		s.emit("DEADLETTER", "deadletter."+class.String()+"."+subjectToken(id), msgID, "deadletter", id, r.RecvNs/1e6, dl)
+		s.emit(natsbus.StreamDeadLetter, natsbus.SubjectDeadLetter(class.String(), id), msgID, "deadletter", id, r.RecvNs/1e6, dl)
 		return nil
 	}
 	class, rawID, _ := topics.Parse(string(r.Topic))
-	id := subjectToken(rawID) // subjects and message ids; payloads carry rawID
+	id := natsbus.Token(rawID) // message ids; payloads carry rawID
 	switch class {
 	case topics.ClassDiag:
 		if err := wire.DecodeDiag(r.Payload, &s.dr); err != nil {
@@ -313,7 +248,7 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 		c := &s.cs
 		ev := pick(sessionEvents[:], c.Kind)
 		msgID := "session-" + id + "-" + string(c.SessionID) + "-" + strconv.FormatUint(c.Seq, 10)
-		s.emit("CHARGING", "charging.session."+ev+"."+id, msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
+		s.emit(natsbus.StreamCharging, natsbus.SubjectChargingSession(ev, rawID), msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
 			Station: rawID, SessionID: string(c.SessionID), Connector: c.Connector, Event: ev, VIN: string(c.VIN),
 			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq})
 	case topics.ClassStatus:
@@ -321,7 +256,7 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 			return nil
 		}
 		msgID := "status-" + id + "-" + strconv.FormatUint(s.st.Seq, 10)
-		s.emit("CHARGING", "charging.status."+id, msgID, "charging.status", id, s.st.TimeMs,
+		s.emit(natsbus.StreamCharging, natsbus.SubjectChargerStatus(rawID), msgID, "charging.status", id, s.st.TimeMs,
 			ConnectorEvent{Station: rawID, Connector: s.st.Connector, Status: pick(statusNames[:], s.st.Status), Seq: s.st.Seq})
 	case topics.ClassEvents:
 		if err := wire.DecodeVehicleEvent(r.Payload, &s.ve); err != nil {
@@ -332,14 +267,14 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 			ev.Position = &LatLon{Lat: s.ve.Lat, Lon: s.ve.Lon}
 		}
 		msgID := "vev-" + id + "-" + strconv.FormatUint(s.ve.Seq, 10)
-		s.emit("VEHICLE", "vehicle.event."+id, msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
+		s.emit(natsbus.StreamVehicle, natsbus.SubjectVehicleEvent(rawID), msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
 	case topics.ClassCmdAck:
 		if err := wire.DecodeCommandAck(r.Payload, &s.ack); err != nil {
 			return nil
 		}
 		st := pick(ackStatus[:], s.ack.Status)
 		msgID := "cmdack-" + id + "-" + s.ack.CmdID + "-" + st
-		s.emit("VEHICLE", "vehicle.cmdack."+id, msgID, "vehicle.cmdack", id, s.ack.TimeMs,
+		s.emit(natsbus.StreamVehicle, natsbus.SubjectCommandAck(rawID), msgID, "vehicle.cmdack", id, s.ack.TimeMs,
 			CommandAckEvent{VIN: rawID, CmdID: s.ack.CmdID, Status: st, Reason: s.ack.Reason})
 	}
 	return nil
@@ -352,7 +287,7 @@ func (s *Sink) events(ctx context.Context, r *record.Record) error {
 // applied to the stored state is skipped: after a crash between saving the
 // state and committing the spool cursor, the replayed reports would
 // otherwise be diffed against the newer state and yield wrong events.
-func (s *Sink) diag(ctx context.Context, vin, key string) error {
+func (s *processor) diag(ctx context.Context, vin, key string) error {
 	prev, ok := s.cache[key]
 	if !ok {
 		var err error
@@ -374,7 +309,7 @@ func (s *Sink) diag(ctx context.Context, vin, key string) error {
 		codeStr := string(dtc.Append(nil, code))
 		desc, sev, _ := dtc.Describe(code)
 		id := "dtc-" + typ + "-" + key + "-" + codeStr + "-" + seq
-		s.emit("DTC", "telemetry.dtc."+typ+"."+key, id, "dtc."+typ, vin, d.TimeMs, DTCEvent{
+		s.emit(natsbus.StreamDTC, natsbus.SubjectDTC(typ, vin), id, "dtc."+typ, vin, d.TimeMs, DTCEvent{
 			VIN: vin, Code: codeStr, Status: status, Previous: previous, Description: desc, Severity: sev.String(),
 			MIL: d.MIL, OdometerKm: d.OdometerKm, ReportSeq: d.Seq})
 	}
@@ -412,39 +347,4 @@ func (s *Sink) diag(ctx context.Context, vin, key string) error {
 		s.dirty[key] = true
 	}
 	return nil
-}
-
-// subjectToken makes a device id safe as one subject token and keeps
-// distinct ids distinct: every byte outside [A-Za-z0-9-] is written as _XX
-// (hex), so "DE.1" and "DE_1" give "DE_2E1" and "DE_5F1". VINs and the usual
-// station ids contain no such byte and appear unchanged.
-func subjectToken(id string) string {
-	clean := id != ""
-	for i := 0; i < len(id); i++ {
-		if !tokenByte(id[i]) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return id
-	}
-	if id == "" {
-		return "_"
-	}
-	const hex = "0123456789ABCDEF"
-	b := make([]byte, 0, len(id)+8)
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if tokenByte(c) {
-			b = append(b, c)
-			continue
-		}
-		b = append(b, '_', hex[c>>4], hex[c&15])
-	}
-	return string(b)
-}
-
-func tokenByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
 }

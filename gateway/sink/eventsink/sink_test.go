@@ -119,7 +119,7 @@ func TestDTCStateSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var env eventsink.Envelope
+		var env natsbus.Event
 		if err := json.Unmarshal(m.Data(), &env); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,273 @@
+// Package sink holds the one loop every spool sink runs: read a batch from
+// the sink's spool consumer, hand it to the sink's Processor, commit the
+// cursor only after the Processor succeeded, and retry failures with
+// backoff, in order, never skipping a record. The sinks themselves
+// (influxsink, eventsink) only implement Processor.
+//
+// Lifecycle: Run(ctx) works until ctx is cancelled or the spool closes; the
+// batch in flight when ctx is cancelled is abandoned uncommitted (the
+// consumer is rewound, so it is read again). Drain(ctx), called after Run
+// returned, processes the backlog, including that abandoned batch, until no
+// record is available for IdleWait, and commits it; it stops early,
+// uncommitted, when its ctx ends. Abandoned work is replayed at the next
+// start, so Processors must be idempotent.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/metrics"
+	"github.com/telegate/telegate/gateway/spool"
+)
+
+// ErrDrainCut is returned by Drain when its context ended before the spool
+// had no more records available.
+var ErrDrainCut = errors.New("sink: drain cut short")
+
+// Processor is what a sink does with a batch.
+//
+// Process handles recs (in spool order, at least one) and returns how many
+// of them it handled, n in [1, len(recs)]: the runner commits up to
+// recs[n-1].Next and reads the rest again for the next batch. Process must
+// be idempotent: a batch is processed again after a failure, after Run was
+// stopped with it in flight, and after a crash.
+//
+// Errors are classified by the Processor. An item that no retry can fix
+// (a permanent error: a corrupt record, a line the database refuses, an
+// event over the server's payload limit) is counted and logged by Process,
+// which skips it and goes on. A returned error is retryable: nothing is
+// committed, the consumer is rewound, Reset is called, and the same records
+// are offered again after a backoff. recs' Data is valid only during the
+// call.
+type Processor interface {
+	Process(ctx context.Context, recs []spool.Record) (n int, err error)
+	// Reset drops state a failed or abandoned batch may have left ahead of
+	// what was committed (caches of downstream state).
+	Reset()
+}
+
+// Config of a Runner. Zero values take the defaults.
+type Config struct {
+	// Name labels the sink in metrics (sink_errors_total{sink}).
+	Name string
+	// BatchRecords and BatchBytes bound one read from the spool.
+	BatchRecords int // default 2000
+	BatchBytes   int // default 4 MiB
+	// Backoff returns the wait before retry number attempt (0 first);
+	// default influx.Backoff (100 ms doubling to 10 s, jittered).
+	Backoff func(attempt int) time.Duration
+	// Sleep waits d or until ctx ends (false then); tests inject a fake.
+	Sleep func(ctx context.Context, d time.Duration) bool
+	// IdleWait is how long Drain waits for a record before deciding the
+	// spool is drained (default 200 ms).
+	IdleWait time.Duration
+	// OnHealth, if set, is called with every health change (nil: healthy).
+	OnHealth func(error)
+}
+
+// Runner runs one Processor over one spool consumer. Run and Drain must
+// not be called concurrently; Health may be called from any goroutine.
+type Runner struct {
+	cfg  Config
+	cons *spool.Consumer
+	p    Processor
+	m    *metrics.Metrics
+	log  *slog.Logger
+
+	recs    []spool.Record // read buffer, owned by the Run/Drain goroutine
+	attempt int            // consecutive failures, owned by the Run/Drain goroutine
+	health  atomic.Pointer[error]
+}
+
+// NewRunner returns a runner of p over cons.
+func NewRunner(cfg Config, cons *spool.Consumer, p Processor, m *metrics.Metrics, log *slog.Logger) *Runner {
+	if cfg.BatchRecords <= 0 {
+		cfg.BatchRecords = 2000
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 4 << 20
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = influx.Backoff
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = Sleep
+	}
+	if cfg.IdleWait <= 0 {
+		cfg.IdleWait = 200 * time.Millisecond
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Runner{cfg: cfg, cons: cons, p: p, m: m, log: log}
+}
+
+// Health is nil while the sink makes progress, or the error it is
+// currently retrying (spool read, processing or cursor commit), for /readyz.
+func (r *Runner) Health() error {
+	if e := r.health.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (r *Runner) setHealth(err error) {
+	var old *error
+	if err == nil {
+		old = r.health.Swap(nil)
+	} else {
+		old = r.health.Swap(&err)
+	}
+	if r.cfg.OnHealth != nil && (old == nil) != (err == nil) {
+		r.cfg.OnHealth(err)
+	}
+}
+
+// Run processes batches until ctx is cancelled (nil) or the spool closes
+// (nil). Failures are retried with backoff; Run never skips a record. The
+// batch in flight at cancellation is left uncommitted and the consumer
+// rewound, for Drain or the next start.
+func (r *Runner) Run(ctx context.Context) error {
+	for {
+		err := r.step(ctx, ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, spool.ErrClosed):
+			return nil
+		case ctx.Err() != nil:
+			r.abandon()
+			return nil
+		}
+	}
+}
+
+// Drain processes the records still available (finishing the batch Run
+// abandoned) until none arrives for IdleWait, and returns nil; or returns
+// ErrDrainCut when ctx ends first (the batch in flight stays uncommitted).
+// A closed spool ends Drain with nil.
+func (r *Runner) Drain(ctx context.Context) error {
+	for {
+		if ctx.Err() != nil {
+			r.abandon()
+			return fmt.Errorf("%w: %w", ErrDrainCut, ctx.Err())
+		}
+		readCtx, cancel := context.WithTimeout(ctx, r.cfg.IdleWait)
+		err := r.step(readCtx, ctx)
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, spool.ErrClosed):
+			return nil
+		case ctx.Err() != nil:
+			r.abandon()
+			return fmt.Errorf("%w: %w", ErrDrainCut, ctx.Err())
+		case errors.Is(err, errIdle):
+			return nil
+		}
+	}
+}
+
+// errIdle: the read found nothing within the read context.
+var errIdle = errors.New("sink: idle")
+
+// step reads one batch under readCtx and processes and commits it under
+// ctx. nil: committed (or a retryable failure was backed off). Otherwise
+// spool.ErrClosed, errIdle, or ctx's error.
+func (r *Runner) step(readCtx, ctx context.Context) error {
+	var err error
+	r.recs, err = r.cons.Read(readCtx, r.recs, r.cfg.BatchRecords, r.cfg.BatchBytes)
+	if err != nil {
+		switch {
+		case errors.Is(err, spool.ErrClosed):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			return errIdle
+		}
+		// Corrupt spool or I/O error: the read position stays before it.
+		r.count("spool_read")
+		return r.retry(ctx, "spool read failed; retrying", err)
+	}
+	n, err := r.p.Process(ctx, r.recs)
+	if err != nil {
+		r.cons.Rewind()
+		r.p.Reset()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return r.retry(ctx, "processing a batch failed; retrying it", err)
+	}
+	if n <= 0 || n > len(r.recs) {
+		n = len(r.recs) // a Processor bug must not loop or panic
+	}
+	for {
+		err := r.cons.Commit(r.recs[n-1].Next)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, spool.ErrClosed) {
+			return err
+		}
+		// The cursor file is double-buffered: retrying is safe.
+		r.count("commit")
+		if rerr := r.retry(ctx, "spool cursor commit failed; retrying", err); rerr != nil {
+			r.abandon()
+			return rerr
+		}
+	}
+	if n < len(r.recs) {
+		r.cons.Rewind() // the rest is read again for the next batch
+	}
+	r.attempt = 0
+	r.setHealth(nil)
+	return nil
+}
+
+// retry records err as the health, logs it (first and every tenth
+// consecutive failure) and backs off. nil: try again; ctx's error: stopping.
+func (r *Runner) retry(ctx context.Context, msg string, err error) error {
+	r.setHealth(err)
+	d := r.cfg.Backoff(r.attempt)
+	if r.attempt%10 == 0 {
+		r.log.Warn(msg, "sink", r.cfg.Name, "attempt", r.attempt+1, "backoff", d, "err", err)
+	}
+	r.attempt++
+	if !r.cfg.Sleep(ctx, d) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return context.Canceled
+	}
+	return nil
+}
+
+// abandon forgets uncommitted work so that it is read again.
+func (r *Runner) abandon() {
+	r.cons.Rewind()
+	r.p.Reset()
+}
+
+func (r *Runner) count(kind string) {
+	if r.m != nil {
+		r.m.SinkErrors.WithLabelValues(r.cfg.Name, kind).Inc()
+	}
+}
+
+// Sleep waits d, or until ctx ends (false).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
