@@ -61,6 +61,10 @@ const (
 	// RoleEvents is the event sink: it publishes device events and keeps
 	// the dtc_state bucket.
 	RoleEvents = "events"
+	// RoleIngest is the ingest hook and the sinks' reader in the
+	// "jetstream" durability mode: it appends to the INGEST stream and
+	// pulls and acknowledges the sinks' consumers on it.
+	RoleIngest = "ingest"
 	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers)
 	// and records commands it sent on vehicle.cmdsent.*.
 	RoleDashboard = "dashboard"
@@ -94,6 +98,16 @@ func rolePermissions(role string) (pub, sub []string) {
 				"telemetry.dtc.>", "vehicle.connectivity.>", "vehicle.event.>", "vehicle.cmdack.>", "charging.>", "deadletter.>",
 			},
 			[]string{InboxPrefix(RoleEvents) + ".>"}
+	case RoleIngest:
+		return []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + StreamIngest,
+				"$JS.API.CONSUMER.INFO." + StreamIngest + ".*",
+				"$JS.API.CONSUMER.MSG.NEXT." + StreamIngest + ".*",
+				"$JS.ACK." + StreamIngest + ".>",
+				PrefixIngest + "*",
+			},
+			[]string{InboxPrefix(RoleIngest) + ".>"}
 	case RoleDashboard:
 		var p []string
 		for _, s := range []string{StreamDTC, StreamVehicle} {
@@ -111,7 +125,7 @@ func rolePermissions(role string) (pub, sub []string) {
 
 // internalRoles are the roles with generated passwords, in the order they
 // are written to the credentials file.
-var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleOps, RoleSys}
+var internalRoles = []string{RoleGateway, RoleEvents, RoleIngest, RoleDashboard, RoleOps, RoleSys}
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

@@ -1,0 +1,151 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/ingest"
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/internal/testenv"
+)
+
+// TestJetStreamDurableNodeStop appends QoS 1 records through the hook's
+// JetStream hand-off (ingest.FromJetStream) into an R3 INGEST stream on a
+// real 3-node cluster, like devices that resend until acknowledged, and
+// stops the stream's leader half-way. Every acknowledged record must be in
+// the stream exactly once per (device, seq): nothing acked lost (quorum
+// 2/3), no duplicate from a resend (Nats-Msg-Id).
+func TestJetStreamDurableNodeStop(t *testing.T) {
+	cl := testenv.StartNATSCluster(t, 3)
+	js := cl.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := natsbus.DeclareIngest(ctx, js, natsbus.IngestStream{Replicas: 3, MaxBytes: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	// The publisher's own connection, like the gateway's ingest role.
+	pubJS, err := jetstream.New(cl.Connect(t, 1), jetstream.WithPublishAsyncMaxPending(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ingest.FromJetStream(pubJS, ingest.JetStreamConfig{AckTimeout: 2 * time.Second})
+
+	devices, perDevice := 8, pick(150, 3000)
+	var acked, refused atomic.Int64
+	var wg sync.WaitGroup
+	for dev := 0; dev < devices; dev++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := fmt.Sprintf("VIN%014d", dev)
+			topic := "vehicles/" + client + "/telemetry"
+			for seq := 1; seq <= perDevice; seq++ {
+				payload := []byte("seq=" + strconv.Itoa(seq))
+				for {
+					// A fresh receive time per attempt, as the hook stamps it.
+					rec := record.Append(nil, record.KindPublish, 1, time.Now().UnixNano(), topic, client, "", payload)
+					if err := d.Append(rec); err == nil {
+						break
+					}
+					refused.Add(1) // the device resends
+					time.Sleep(20 * time.Millisecond)
+				}
+				acked.Add(1)
+			}
+		}()
+	}
+	total := int64(devices * perDevice)
+	for acked.Load() < total/2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	leader := streamLeader(t, ctx, cl, js)
+	cl.Stop(leader)
+	t.Logf("stopped node %d (stream leader) at %d of %d acked", leader, acked.Load(), total)
+	wg.Wait()
+	cl.Restart(leader)
+
+	got := readIngest(t, ctx, cl.JetStream(t, (leader+1)%3), int(total))
+	for dev := 0; dev < devices; dev++ {
+		client := fmt.Sprintf("VIN%014d", dev)
+		if n := len(got[client]); n != perDevice {
+			t.Fatalf("%s: %d distinct frames stored, want %d", client, n, perDevice)
+		}
+	}
+	t.Logf("%d records acked across a leader stop, all stored once; %d refused appends resent", total, refused.Load())
+}
+
+// streamLeader is the index of the node leading the INGEST stream.
+func streamLeader(t *testing.T, ctx context.Context, cl *testenv.NATSCluster, js jetstream.JetStream) int {
+	t.Helper()
+	s, err := js.Stream(ctx, natsbus.StreamIngest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if srv := cl.Server(i); srv != nil && srv.Name() == info.Cluster.Leader {
+			return i
+		}
+	}
+	t.Fatalf("leader %q not found", info.Cluster.Leader)
+	return -1
+}
+
+// readIngest reads every record of INGEST through its influx consumer
+// (acknowledging) and returns, per device, how often each payload was
+// stored; it fails on a duplicate or when want records do not arrive.
+func readIngest(t *testing.T, ctx context.Context, js jetstream.JetStream, want int) map[string]map[string]int {
+	t.Helper()
+	cons, err := js.Consumer(ctx, natsbus.StreamIngest, natsbus.ConsumerIngestInflux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string]int{}
+	n := 0
+	deadline := time.Now().Add(time.Minute)
+	for n < want && time.Now().Before(deadline) {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			var r record.Record
+			if err := record.Parse(m.Data(), &r); err != nil {
+				t.Fatal(err)
+			}
+			c, p := string(r.Client), string(r.Payload)
+			if got[c] == nil {
+				got[c] = map[string]int{}
+			}
+			got[c][p]++
+			if got[c][p] > 1 {
+				t.Fatalf("%s %s stored twice", c, p)
+			}
+			n++
+			_ = m.Ack()
+		}
+	}
+	// Anything more would be a duplicate.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
+	if err == nil {
+		for m := range batch.Messages() {
+			t.Fatalf("extra record beyond %d: %q", want, strings.TrimSpace(string(m.Data())))
+		}
+	}
+	if n != want {
+		t.Fatalf("read %d records, want %d", n, want)
+	}
+	return got
+}
