@@ -32,7 +32,7 @@ func (a *App) ingestStream() *natsbus.IngestStream {
 		return nil
 	}
 	return &natsbus.IngestStream{Replicas: a.cfg.NATS.Replicas, MaxBytes: int64(a.cfg.Ingest.StreamMaxBytes),
-		DedupWindow: a.cfg.NATS.DedupWindow}
+		DedupWindow: a.cfg.NATS.DedupWindow, AckWait: a.cfg.Ingest.AckWait}
 }
 
 // ingestClient is the ingest role's connection; its maximum of pending

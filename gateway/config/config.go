@@ -172,6 +172,10 @@ type Ingest struct {
 	// MaxInFlight bounds the publishes appended to JetStream and not yet
 	// acknowledged (jetstream mode); beyond it appends are refused as full.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// AckWait (jetstream mode) is how long a record a sink fetched and did
+	// not acknowledge (its replica died) waits before JetStream redelivers
+	// it to another replica.
+	AckWait time.Duration `yaml:"ack_wait"`
 }
 
 // Durability modes (ingest.durability).
@@ -230,6 +234,7 @@ func Default() Config {
 			Durability:     DurabilitySpool,
 			StreamMaxBytes: 1 << 30,
 			MaxInFlight:    8192,
+			AckWait:        30 * time.Second,
 		},
 		Dashboard: dashboardDefaults(),
 		Services:  servicesDefaults(),
@@ -401,6 +406,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.StreamMaxBytes < 1<<20 {
 		bad("ingest.stream_max_bytes", "must be at least 1 MiB")
+	}
+	if c.Ingest.AckWait < time.Second {
+		bad("ingest.ack_wait", "must be at least 1s")
 	}
 	if c.Ingest.MaxInFlight < 1 {
 		bad("ingest.max_in_flight", "must be positive")

@@ -94,7 +94,7 @@ func (s *JetStreamSource) Read(ctx context.Context, dst []spool.Record, max, max
 			s.read = len(s.msgs)
 			return dst, nil
 		}
-		if err := batch.Error(); err != nil && !timeout(err) {
+		if err := batch.Error(); err != nil && !benign(err) {
 			if ctx.Err() != nil {
 				return dst, ctx.Err()
 			}
@@ -103,9 +103,15 @@ func (s *JetStreamSource) Read(ctx context.Context, dst []spool.Record, max, max
 	}
 }
 
-func timeout(err error) bool {
+// benign tells the ends of a pull request that only mean "nothing (more)
+// for now": its expiry, a request the server completed, no heartbeat (a
+// request lost in a reconnect), or the consumer pinned to another replica
+// (nats.go forgets the stale pin id; the next request asks afresh).
+func benign(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, jetstream.ErrNoHeartbeat)
+		errors.Is(err, context.Canceled) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, jetstream.ErrBatchCompleted) || errors.Is(err, jetstream.ErrPinIDMismatch) ||
+		errors.Is(err, jetstream.ErrNoMessages)
 }
 
 func (s *JetStreamSource) record(dst []spool.Record, i int) []spool.Record {
