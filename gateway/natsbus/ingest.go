@@ -50,7 +50,8 @@ type IngestStream struct {
 	// waits before redelivery (default 30 s); MaxAckPending bounds the
 	// records delivered and not yet acknowledged per consumer (default
 	// 20000); PinnedTTL is how long the events consumer stays pinned to a
-	// replica that stopped pulling (default 10 s).
+	// replica that stopped pulling (default AckWait, at least 5 s: a live
+	// replica pulls at least every 2 s).
 	AckWait       time.Duration
 	MaxAckPending int
 	PinnedTTL     time.Duration
@@ -73,7 +74,7 @@ func (c IngestStream) withDefaults() IngestStream {
 		c.MaxAckPending = 20000
 	}
 	if c.PinnedTTL <= 0 {
-		c.PinnedTTL = 10 * time.Second
+		c.PinnedTTL = max(c.AckWait, 5*time.Second)
 	}
 	return c
 }

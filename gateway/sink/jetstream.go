@@ -44,7 +44,7 @@ type JetStreamSource struct {
 // NewJetStreamSource reads cons; group is the consumer's priority group
 // (natsbus.IngestPriorityGroup for the pinned events consumer, "" for none).
 func NewJetStreamSource(cons jetstream.Consumer, group string) *JetStreamSource {
-	return &JetStreamSource{cons: cons, group: group, wait: 5 * time.Second}
+	return &JetStreamSource{cons: cons, group: group, wait: 2 * time.Second}
 }
 
 // Read implements Source.

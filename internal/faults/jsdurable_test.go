@@ -219,7 +219,7 @@ func TestJetStreamGatewayNATSNodeStop(t *testing.T) {
 func checkIngestUsed(t *testing.T, cl *testenv.NATSCluster, n int) {
 	t.Helper()
 	// The events consumer moves to a live replica after its pin expires
-	// (10 s without a pull) and the dead one's records after ack_wait.
+	// (ack_wait, at least 5 s, without a pull) and the dead one's records after ack_wait.
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	js := cl.JetStream(t)
