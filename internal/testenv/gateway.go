@@ -65,12 +65,12 @@ type Gateway struct {
 
 // GatewayOptions tune StartGateway.
 type GatewayOptions struct {
-	NATSURL  string // external NATS; "" = embedded on a free port
+	NATSURL string // external NATS; "" = embedded on a free port
 	// NATSUser and NATSPassword log into the external NATS; NATSReplicas
 	// is nats.replicas (0: the default).
 	NATSUser, NATSPassword string
 	NATSReplicas           int
-	ExtraCfg string // appended YAML
+	ExtraCfg               string // appended YAML
 	// SecretCost selects the device secret hashes: 0 = bcrypt cost 4 (fast
 	// provisioning for tests), -1 = machine-secret hashes (the product's
 	// default, registry.HashMachineSecret), n > 0 = bcrypt cost n.
