@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -246,5 +247,45 @@ func checkIngestUsed(t *testing.T, cl *testenv.NATSCluster, n int) {
 			t.Fatalf("INGEST: %+v (want ≥ %d appended, none left)", last, n)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestJetStreamDurableFullStream fills a small INGEST stream that no sink
+// drains: once it is full, QoS 1 appends are refused with ErrSpoolFull
+// (the hook answers MQTT 5 with PUBACK 0x97 and disconnects a 3.1.1
+// client, as for a full spool), never acknowledged and dropped; a resend
+// of an already stored record is still acknowledged (deduplicated).
+func TestJetStreamDurableFullStream(t *testing.T) {
+	cl := testenv.StartNATSCluster(t, 1)
+	js := cl.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := natsbus.DeclareIngest(ctx, js, natsbus.IngestStream{Replicas: 1, MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	d := ingest.FromJetStream(js, ingest.JetStreamConfig{AckTimeout: 5 * time.Second})
+	payload := make([]byte, 4096)
+	var first []byte
+	for seq := 1; ; seq++ {
+		copy(payload, fmt.Sprintf("seq=%08d", seq))
+		rec := record.Append(nil, record.KindPublish, 1, int64(seq), "vehicles/V1/telemetry", "V1", "", payload)
+		if seq == 1 {
+			first = rec
+		}
+		err := d.Append(rec)
+		if err == nil {
+			if seq > 1000 {
+				t.Fatal("1 MiB stream took 1000 records of 4 KiB")
+			}
+			continue
+		}
+		if !errors.Is(err, ingest.ErrSpoolFull) {
+			t.Fatalf("record %d: %v, want ErrSpoolFull", seq, err)
+		}
+		t.Logf("stream full after %d records: %v", seq-1, err)
+		break
+	}
+	if err := d.Append(first); err != nil {
+		t.Fatalf("resend of a stored record: %v, want acknowledged (duplicate)", err)
 	}
 }
