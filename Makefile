@@ -66,6 +66,7 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/sink/influxsink/ ./gateway/spool/record/ ./gateway/ingest/topics/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./internal/e2e/
+	$(GO) test -run '^$$' -bench 'EndToEndDurability' -benchtime 100000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'VerifyCold/machine' -benchtime 100000x ./broker/registry/
 	$(GO) test -run '^$$' -bench 'VerifyCold/bcrypt10' -benchtime 50x ./broker/registry/

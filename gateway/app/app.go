@@ -48,6 +48,7 @@ import (
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/sink/live"
@@ -81,11 +82,15 @@ type App struct {
 	sinkStop context.CancelFunc
 	drain    context.CancelFunc
 	sinkWG   sync.WaitGroup
-	once     sync.Once
-	ready    chan struct{}
-	presence *presence.Presence // session claims across replicas
-	replica  string             // this process's replica id (presence)
-	reloadNC *natsbus.Client    // the broker role's connection (presence, reload broadcast)
+	// jsSources are the influx and events sinks' JetStream sources in the
+	// jetstream durability mode (nil otherwise); set by Start, closed by
+	// the sink goroutines when their runner returns.
+	jsSources [2]*sink.JetStreamSource
+	once      sync.Once
+	ready     chan struct{}
+	presence  *presence.Presence // session claims across replicas
+	replica   string             // this process's replica id (presence)
+	reloadNC  *natsbus.Client    // the broker role's connection (presence, reload broadcast)
 }
 
 // New prepares a gateway for cfg (validated by config.Load; New does not
@@ -151,7 +156,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.bus, err = natsbus.Open(ctx, natsbus.Config{URL: c.NATS.URL, CredsFile: c.NATS.CredsFile, User: c.NATS.User,
 		Password: c.NATS.Password, EmbeddedAddr: c.NATS.Embedded.Addr, StoreDir: storeDir,
 		MaxStore: int64(c.NATS.Embedded.MaxStore), Replicas: c.NATS.Replicas, DedupWindow: c.NATS.DedupWindow,
-		MaxAge: c.NATS.MaxAge, PartnerLimits: natsbus.PartnerLimits{MaxConnections: c.NATS.Embedded.PartnerMaxConnections,
+		MaxAge: c.NATS.MaxAge, Ingest: a.ingestStream(), PartnerLimits: natsbus.PartnerLimits{MaxConnections: c.NATS.Embedded.PartnerMaxConnections,
 			MaxSubscriptions: c.NATS.Embedded.PartnerMaxSubscriptions, MaxPayload: int(c.NATS.Embedded.PartnerMaxPayload)}},
 		a.log.With("component", "nats"))
 	if err != nil {
@@ -164,11 +169,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 
 	// 5. Sinks, running from here on.
-	icons, err := a.spool.Consumer(influxsink.ConsumerName)
-	if err != nil {
-		return err
-	}
-	econs, err := a.spool.Consumer(eventsink.ConsumerName)
+	icons, econs, err := a.sinkSources(ctx)
 	if err != nil {
 		return err
 	}
@@ -191,15 +192,26 @@ func (a *App) Start(ctx context.Context) (err error) {
 	sinkCtx, sinkStop := context.WithCancel(context.Background())
 	drainCtx, drain := context.WithCancel(context.Background())
 	a.sinkStop, a.drain = sinkStop, drain
-	a.runSink("influx", func() error { return a.isink.Run(sinkCtx, drainCtx) })
-	a.runSink("events", func() error { return a.esink.Run(sinkCtx, drainCtx) })
+	if a.jsDurable() {
+		// Shared consumers: what this replica leaves is another's work,
+		// so there is no drain; what it holds is handed back (Nak).
+		a.runSink("influx", func() error { defer a.jsSources[0].Close(); return a.isink.Run(sinkCtx, nil) })
+		a.runSink("events", func() error { defer a.jsSources[1].Close(); return a.esink.Run(sinkCtx, nil) })
+	} else {
+		a.runSink("influx", func() error { return a.isink.Run(sinkCtx, drainCtx) })
+		a.runSink("events", func() error { return a.esink.Run(sinkCtx, drainCtx) })
+	}
 
 	// 6. Broker with the ingest hook; its listeners open at broker.Start.
 	a.broker, err = broker.New(c.MQTT, a.devices, a.log.With("component", "broker"))
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	hook := ingest.New(ingest.FromSpool(a.spool, c.Spool.AckTimeout), ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
+	durable, err := a.durable()
+	if err != nil {
+		return err
+	}
+	hook := ingest.New(durable, ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
 		a.log.With("component", "ingest"))
 	hook.SetServer(a.broker.Server())
 	if err := a.broker.AddHook(hook, nil); err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/telegate/telegate/gateway/natsbus"
 )
 
@@ -16,14 +18,14 @@ type natsClients struct {
 	byRole map[string]*natsbus.Client
 }
 
-// natsClient returns role's connection, opening it on first use.
-func (a *App) natsClient(role string) (*natsbus.Client, error) {
+// natsClient returns role's connection, opening it on first use (with opts).
+func (a *App) natsClient(role string, opts ...jetstream.JetStreamOpt) (*natsbus.Client, error) {
 	a.natsc.mu.Lock()
 	defer a.natsc.mu.Unlock()
 	if c, ok := a.natsc.byRole[role]; ok {
 		return c, nil
 	}
-	c, err := a.bus.Client(role)
+	c, err := a.bus.Client(role, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats %s connection: %w", role, err)
 	}

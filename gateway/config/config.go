@@ -165,7 +165,29 @@ type Ingest struct {
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 	// MinTimestamp: frames stamped before this date are dead-lettered.
 	MinTimestamp string `yaml:"min_timestamp"`
+	// Durability is where an accepted publish is made durable before its
+	// PUBACK: DurabilitySpool (the local fsynced spool, for one box) or
+	// DurabilityJetStream (the replicated INGEST stream, quorum-acked; the
+	// sinks become shared durable consumers any replica runs).
+	Durability string `yaml:"durability"`
+	// StreamMaxBytes bounds the INGEST stream (jetstream mode): when the
+	// sinks' backlog reaches it, QoS 1 publishes are refused like a full
+	// spool (PUBACK 0x97 / 3.1.1 disconnect).
+	StreamMaxBytes ByteSize `yaml:"stream_max_bytes"`
+	// MaxInFlight bounds the publishes appended to JetStream and not yet
+	// acknowledged (jetstream mode); beyond it appends are refused as full.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// AckWait (jetstream mode) is how long a record a sink fetched and did
+	// not acknowledge (its replica died) waits before JetStream redelivers
+	// it to another replica.
+	AckWait time.Duration `yaml:"ack_wait"`
 }
+
+// Durability modes (ingest.durability).
+const (
+	DurabilitySpool     = "spool"
+	DurabilityJetStream = "jetstream"
+)
 
 // Default returns the configuration used when a key is absent. It is the one
 // place the gateway's defaults are set: the mqtt section is
@@ -212,8 +234,12 @@ func Default() Config {
 			MaxAge:      7 * 24 * time.Hour,
 		},
 		Ingest: Ingest{
-			MaxClockSkew: time.Hour,
-			MinTimestamp: "2000-01-01T00:00:00Z",
+			MaxClockSkew:   time.Hour,
+			MinTimestamp:   "2000-01-01T00:00:00Z",
+			Durability:     DurabilitySpool,
+			StreamMaxBytes: 1 << 30,
+			MaxInFlight:    8192,
+			AckWait:        30 * time.Second,
 		},
 		Dashboard: dashboardDefaults(),
 		Services:  servicesDefaults(),
@@ -380,6 +406,18 @@ func (c *Config) Validate() error {
 	}
 	if _, err := time.Parse(time.RFC3339, c.Ingest.MinTimestamp); err != nil {
 		bad("ingest.min_timestamp", "must be RFC 3339")
+	}
+	if c.Ingest.Durability != DurabilitySpool && c.Ingest.Durability != DurabilityJetStream {
+		bad("ingest.durability", "must be spool or jetstream")
+	}
+	if c.Ingest.StreamMaxBytes < 1<<20 {
+		bad("ingest.stream_max_bytes", "must be at least 1 MiB")
+	}
+	if c.Ingest.AckWait < time.Second {
+		bad("ingest.ack_wait", "must be at least 1s")
+	}
+	if c.Ingest.MaxInFlight < 1 {
+		bad("ingest.max_in_flight", "must be positive")
 	}
 	for _, h := range c.HTTP.AllowedHosts {
 		if h == "" || strings.ContainsAny(h, "/ \t") || strings.Count(h, ":") == 1 {

@@ -116,13 +116,15 @@ type Client struct {
 
 // Client opens a connection for role (RoleEvents, RoleDashboard, ...): on
 // the embedded server it authenticates as that role's user and gets
-// exactly that role's permissions. Close it when done.
-func (b *Bus) Client(role string) (*Client, error) {
+// exactly that role's permissions. Close it when done. opts follow the
+// defaults (4096 pending async publishes, 30 s async publish timeout).
+func (b *Bus) Client(role string, opts ...jetstream.JetStreamOpt) (*Client, error) {
 	nc, err := b.connect(role)
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(30*time.Second))
+	opts = append([]jetstream.JetStreamOpt{jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(30 * time.Second)}, opts...)
+	js, err := jetstream.New(nc, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)

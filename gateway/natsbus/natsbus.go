@@ -47,6 +47,9 @@ type Config struct {
 	// Partners are the partner accounts the embedded server starts with
 	// (SetPartners replaces them at run time).
 	Partners []PartnerAccount
+	// Ingest, if set, declares the INGEST stream and its consumers (the
+	// "jetstream" durability mode, DeclareIngest).
+	Ingest *IngestStream
 }
 
 // StreamSpec describes one stream the gateway declares.
@@ -249,6 +252,9 @@ func (b *Bus) declare(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("natsbus: bucket %s: %w", BucketOCPPTxn, err)
+	}
+	if b.cfg.Ingest != nil {
+		return DeclareIngest(ctx, b.js, *b.cfg.Ingest)
 	}
 	return nil
 }

@@ -61,6 +61,10 @@ const (
 	// RoleEvents is the event sink: it publishes device events and keeps
 	// the dtc_state bucket.
 	RoleEvents = "events"
+	// RoleIngest is the ingest hook and the sinks' reader in the
+	// "jetstream" durability mode: it appends to the INGEST stream and
+	// pulls and acknowledges the sinks' consumers on it.
+	RoleIngest = "ingest"
 	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers),
 	// records commands it sent on vehicle.cmdsent.*, and publishes and
 	// receives live frames on live.* (core NATS).
@@ -140,6 +144,16 @@ func rolePermissions(role string) (pub, sub []string) {
 				InboxPrefix(RoleOCPP) + ".>",
 			},
 			[]string{InboxPrefix(RoleOCPP) + ".>", PrefixOCPPCommand + "*"}
+	case RoleIngest:
+		return []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + StreamIngest,
+				"$JS.API.CONSUMER.INFO." + StreamIngest + ".*",
+				"$JS.API.CONSUMER.MSG.NEXT." + StreamIngest + ".*",
+				"$JS.ACK." + StreamIngest + ".>",
+				PrefixIngest + "*",
+			},
+			[]string{InboxPrefix(RoleIngest) + ".>"}
 	case RoleDashboard:
 		var p []string
 		for _, s := range []string{StreamDTC, StreamVehicle} {
@@ -167,7 +181,7 @@ func rolePermissions(role string) (pub, sub []string) {
 
 // internalRoles are the roles with generated passwords, in the order they
 // are written to the credentials file.
-var internalRoles = []string{RoleGateway, RoleEvents, RoleDashboard, RoleBroker, RoleOCPP, RoleOps, RoleSys}
+var internalRoles = []string{RoleGateway, RoleEvents, RoleIngest, RoleDashboard, RoleBroker, RoleOCPP, RoleOps, RoleSys}
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

@@ -52,6 +52,19 @@ type Processor interface {
 	Reset()
 }
 
+// Source is what a Runner reads: a spool consumer (*spool.Consumer), or a
+// shared JetStream consumer (JetStreamSource) in the "jetstream" durability
+// mode. Read blocks until at least one record is available (or ctx ends:
+// its error; or the source closed: spool.ErrClosed) and returns up to max
+// records; Commit(next) makes every record before next done for good (the
+// spool cursor; JetStream acks); Rewind offers the records read since the
+// last Commit again at the next Read.
+type Source interface {
+	Read(ctx context.Context, dst []spool.Record, max, maxBytes int) ([]spool.Record, error)
+	Commit(next spool.Pos) error
+	Rewind()
+}
+
 // Config of a Runner. Zero values take the defaults.
 type Config struct {
 	// Name labels the sink in metrics (sink_errors_total{sink}).
@@ -75,7 +88,7 @@ type Config struct {
 // not be called concurrently; Health may be called from any goroutine.
 type Runner struct {
 	cfg  Config
-	cons *spool.Consumer
+	cons Source
 	p    Processor
 	m    *metrics.Metrics
 	log  *slog.Logger
@@ -86,7 +99,7 @@ type Runner struct {
 }
 
 // NewRunner returns a runner of p over cons.
-func NewRunner(cfg Config, cons *spool.Consumer, p Processor, m *metrics.Metrics, log *slog.Logger) *Runner {
+func NewRunner(cfg Config, cons Source, p Processor, m *metrics.Metrics, log *slog.Logger) *Runner {
 	if cfg.BatchRecords <= 0 {
 		cfg.BatchRecords = 2000
 	}

@@ -57,9 +57,38 @@ func BenchmarkEndToEndQoS1(b *testing.B) {
 	}
 }
 
-func benchEndToEnd(b *testing.B, vehicles, hz int) {
+// BenchmarkEndToEndDurability is EndToEndQoS1 (saturating fleet of
+// TELEGATE_BENCH_DURABILITY_VEHICLES, default 200) once per durability
+// mode, side by side (docs/benchmarks.md):
+//
+//	spool          PUBACK after the local spool's fsync (group commit)
+//	jetstream-R1   PUBACK after the gateway's embedded single-node JetStream
+//	               stored the record (INGEST stream, R1; NATS runs inside
+//	               the gateway process, so its CPU is in gw-cpu-µs/frame)
+//	jetstream-R3   PUBACK after a quorum of a real 3-node cluster stored it
+//	               (in the benchmark's process: gw-cpu-µs/frame excludes
+//	               the NATS servers, nats-cpu-µs/frame is the test process)
+func BenchmarkEndToEndDurability(b *testing.B) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("TELEGATE_BENCH_DURABILITY_VEHICLES")); err == nil && v > 0 {
+		n = v
+	}
+	js := "ingest: {durability: jetstream, stream_max_bytes: 256MiB}\n"
+	b.Run("mode=spool", func(b *testing.B) { benchEndToEnd(b, n, 0) })
+	b.Run("mode=jetstream-R1", func(b *testing.B) {
+		benchEndToEnd(b, n, 0, testenv.GatewayOptions{ExtraCfg: js})
+	})
+	b.Run("mode=jetstream-R3", func(b *testing.B) {
+		cl := testenv.StartNATSCluster(b, 3)
+		benchEndToEnd(b, n, 0, testenv.GatewayOptions{ExtraCfg: js, NATSURL: cl.URLs(), NATSUser: cl.User,
+			NATSPassword: cl.Password, NATSReplicas: 3})
+	})
+}
+
+func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOptions) {
 	in := testenv.StartInflux(b)
-	gw := testenv.StartGateway(b, in, vehicles)
+	gw := testenv.StartGateway(b, in, vehicles, opts...)
+	external := len(opts) > 0 && opts[0].NATSURL != ""
 
 	interval := time.Millisecond // saturating: the PUBACK window paces the fleet
 	if hz > 0 {
@@ -76,7 +105,7 @@ func benchEndToEnd(b *testing.B, vehicles, hz int) {
 	probe := connectProbe(b, gw.MQTTURL, probeVIN)
 
 	start := time.Now().Add(-time.Minute)
-	cpu0 := procCPU(b, gw.PID)
+	cpu0, self0 := procCPU(b, gw.PID), procCPU(b, os.Getpid())
 	b.ResetTimer()
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -109,6 +138,11 @@ func benchEndToEnd(b *testing.B, vehicles, hz int) {
 	wg.Wait()
 	b.StopTimer()
 	cpu := procCPU(b, gw.PID) - cpu0
+	if external {
+		// The in-process NATS cluster (plus the simulator and probes).
+		self := procCPU(b, os.Getpid()) - self0
+		b.ReportMetric(float64(self.Microseconds())/float64(max(acked, 1)), "nats-cpu-µs/frame")
+	}
 	slices.Sort(lat)
 	b.ReportMetric(float64(acked)/elapsed.Seconds(), "frames/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(max(acked, 1)), "gw-cpu-µs/frame")

@@ -40,11 +40,22 @@ type load struct {
 
 func startLoad(t *testing.T, url string, vehicles, perVIN int, interval time.Duration) *load {
 	t.Helper()
+	return startLoadURLs(t, []string{url}, vehicles, perVIN, interval)
+}
+
+// startLoadURLs is startLoad with several gateway replicas: a device
+// connects to the first that answers, in order, and fails over on loss.
+func startLoadURLs(t *testing.T, urls []string, vehicles, perVIN int, interval time.Duration) *load {
+	t.Helper()
 	l := &load{perVIN: perVIN, base: time.Now().Add(-time.Hour).Truncate(time.Second)}
 	for i := 1; i <= vehicles; i++ {
 		vin := sim.VIN(sim.DefaultVINPrefix, i)
 		l.vins = append(l.vins, vin)
-		o := paho.NewClientOptions().AddBroker(url).SetClientID(vin).SetUsername(vin).
+		o := paho.NewClientOptions()
+		for _, url := range urls {
+			o.AddBroker(url)
+		}
+		o.SetClientID(vin).SetUsername(vin).
 			SetPassword(sim.Secret(testenv.FleetKey, vin)).SetCleanSession(false).
 			SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
 			SetMaxReconnectInterval(500 * time.Millisecond).SetKeepAlive(30 * time.Second).SetOrderMatters(false)

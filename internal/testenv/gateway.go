@@ -65,8 +65,12 @@ type Gateway struct {
 
 // GatewayOptions tune StartGateway.
 type GatewayOptions struct {
-	NATSURL  string // external NATS; "" = embedded on a free port
-	ExtraCfg string // appended YAML
+	NATSURL string // external NATS; "" = embedded on a free port
+	// NATSUser and NATSPassword log into the external NATS; NATSReplicas
+	// is nats.replicas (0: the default).
+	NATSUser, NATSPassword string
+	NATSReplicas           int
+	ExtraCfg               string // appended YAML
 	// SecretCost selects the device secret hashes: 0 = bcrypt cost 4 (fast
 	// provisioning for tests), -1 = machine-secret hashes (the product's
 	// default, registry.HashMachineSecret), n > 0 = bcrypt cost n.
@@ -100,7 +104,10 @@ func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions
 	mqttAddr, httpAddr := FreeAddr(t), FreeAddr(t)
 	natsCfg := fmt.Sprintf("{embedded: {addr: %s}}", FreeAddr(t))
 	if o.NATSURL != "" {
-		natsCfg = fmt.Sprintf("{url: %q}", o.NATSURL)
+		natsCfg = fmt.Sprintf("{url: %q, user: %q, password: %q}", o.NATSURL, o.NATSUser, o.NATSPassword)
+		if o.NATSReplicas > 0 {
+			natsCfg = fmt.Sprintf("{url: %q, user: %q, password: %q, replicas: %d}", o.NATSURL, o.NATSUser, o.NATSPassword, o.NATSReplicas)
+		}
 	}
 	cfg := fmt.Sprintf(`data_dir: %s
 devices_file: %s

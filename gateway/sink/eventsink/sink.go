@@ -81,7 +81,7 @@ type outMsg struct {
 }
 
 // New returns the sink.
-func New(cons *spool.Consumer, pub Publisher, store StateStore, kinds Kinds, m *metrics.Metrics, log *slog.Logger) *Sink {
+func New(cons sink.Source, pub Publisher, store StateStore, kinds Kinds, m *metrics.Metrics, log *slog.Logger) *Sink {
 	if log == nil {
 		log = slog.Default()
 	}

@@ -71,7 +71,7 @@ type processor struct {
 }
 
 // New returns a sink reading from cons and writing with w.
-func New(cfg Config, cons *spool.Consumer, w Writer, m *metrics.Metrics, log *slog.Logger) *Sink {
+func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.Logger) *Sink {
 	if cfg.BatchLines <= 0 {
 		cfg.BatchLines = 5000
 	}
