@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,7 +260,12 @@ func TestOCPPMalformedFrames(t *testing.T) {
 			break
 		}
 	}
-	if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+	// The server answers the flood with a 1008 close frame and closes the
+	// socket; frames this test is still writing then make the kernel reset
+	// the connection, which can reach the reader before the close frame.
+	// Either way the socket is closed, and the metrics below must say it
+	// was for the rate limit.
+	if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("flood: %v", err)
 	}
 	conn.Close()
