@@ -265,7 +265,9 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
-		ClientNetReadBufferSize:  2 << 10,
+		// 1 KiB per connection (mochi's default 2 KiB): a device's packets are
+		// small, larger ones are read past the buffer (docs/benchmarks.md).
+		ClientNetReadBufferSize:  1 << 10,
 		ClientNetWriteBufferSize: 2 << 10,
 		Logger:                   b.log,
 		SysTopicResendInterval:   60,
