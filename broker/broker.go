@@ -264,7 +264,7 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 and 5
 
 	b.server = mqtt.New(&mqtt.Options{
-		Capabilities:             caps,
+		Capabilities: caps,
 		// 1 KiB per connection (mochi's default 2 KiB): a device's packets are
 		// small, larger ones are read past the buffer (docs/benchmarks.md).
 		ClientNetReadBufferSize:  1 << 10,
