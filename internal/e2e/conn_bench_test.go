@@ -70,7 +70,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 
 // BenchmarkActiveVehicles holds N device connections, each subscribed to
 // vehicles/{vin}/cmd/# at QoS 1 and publishing one valid telemetry frame
-// (wire format, 4 signals, ~60 bytes) per second at QoS 1, spread evenly
+// (wire format, 4 signals, under 100 bytes) per second at QoS 1, spread evenly
 // over the second. After a warm-up it measures, over a fixed window: the
 // gateway's RSS per active vehicle (growth over the gateway's RSS before
 // any device connected), Go heap and stacks per vehicle, the gateway's CPU
