@@ -67,7 +67,8 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'EndToEndDurability' -benchtime 100000x -timeout 30m ./internal/e2e/
-	$(GO) test -run '^$$' -bench 'IdleConnections' -benchtime 5000x -timeout 30m ./internal/e2e/
+	for n in 5000 10000 19000; do $(GO) test -run '^$$' -bench 'IdleConnections' -benchtime $${n}x -timeout 30m ./internal/e2e/ || exit 1; done
+	$(GO) test -run '^$$' -bench 'ActiveVehicles' -benchtime 1x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'VerifyCold/machine' -benchtime 100000x ./broker/registry/
 	$(GO) test -run '^$$' -bench 'VerifyCold/bcrypt10' -benchtime 50x ./broker/registry/
 	$(GO) test -run '^$$' -bench 'ColdAdmissionMachineHash' -benchtime 15000x -timeout 10m ./internal/e2e/

@@ -263,9 +263,12 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 	caps.MaximumQos = 1
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 and 5
 
+	// Read buffer: 1 KiB per connection (mochi's default 2 KiB); a device's
+	// packets are small and longer ones are read past the buffer
+	// (docs/benchmarks.md "Connections").
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
-		ClientNetReadBufferSize:  2 << 10,
+		ClientNetReadBufferSize:  1 << 10,
 		ClientNetWriteBufferSize: 2 << 10,
 		Logger:                   b.log,
 		SysTopicResendInterval:   60,
