@@ -434,8 +434,9 @@ func (r *reader) properties(typ byte) error {
 			v, ok = p.varint()
 		case pvString, pvBinary:
 			v, ok = 1, p.str()
-		case pvPair:
-			v, ok = 1, p.str() && p.str()
+		case pvPair: // name, then value: two reads, each moving p on
+			name := p.str()
+			v, ok = 1, name && p.str()
 		}
 		switch {
 		case !ok:

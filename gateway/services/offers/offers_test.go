@@ -340,11 +340,15 @@ func TestVenueRules(t *testing.T) {
 	// Tokens: per partner, stable, different after erasure.
 	tk := f.eng.cfg.Tokens
 	salt := f.reg.TokenSalt("c1")
-	if tk.Driver("cafe", "c1", salt) != tk.Driver("cafe", "c1", salt) || tk.Driver("cafe", "c1", salt) == tk.Driver("bakery", "c1", salt) {
+	cafe := tk.Driver("cafe", "c1", salt)
+	if cafe != tr.DriverToken || cafe == tk.Driver("bakery", "c1", salt) {
 		t.Fatal("tokens not stable per partner or linkable across partners")
 	}
 	if err := f.reg.Erase(ctx, "c1"); err != nil {
 		t.Fatal(err)
+	}
+	if tk.Driver("cafe", "c1", f.reg.TokenSalt("c1")) == cafe {
+		t.Fatal("token unchanged after erasure")
 	}
 	if _, _, err := f.eng.Redeem(ctx, "cafe", offerID("CS-0001", "d", "cafe", "cafe-muc"), "CODE-cafe-muc"); err == nil {
 		t.Fatal("offer of an erased customer redeemable")
