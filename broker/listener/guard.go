@@ -132,7 +132,7 @@ func (g *guard) feed(b []byte) (int, error) {
 }
 
 func (g *guard) fail(at int, err error) (int, error) {
-	g.err = fmt.Errorf("%w: %s", ErrProtocolViolation, err)
+	g.err = fmt.Errorf("%w: %w", ErrProtocolViolation, err)
 	return at, g.err
 }
 
