@@ -170,7 +170,7 @@ func (w *Writer) Write(ctx context.Context, lines []byte) error {
 	if w.cfg.Gzip {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
-	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil)
+	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		werr := transportError("write", err)
 		w.log.Debug("influx write failed", "bytes", len(lines), "err", werr)
@@ -199,7 +199,7 @@ func (w *Writer) Ping(ctx context.Context) error {
 	if err != nil {
 		return &WriteError{Op: "ping", Kind: ErrPermanent, Err: err}
 	}
-	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil)
+	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		return transportError("ping", err)
 	}

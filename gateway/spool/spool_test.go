@@ -543,7 +543,7 @@ func TestReadContextCancel(t *testing.T) {
 		errc <- err
 	}()
 	cancel()
-	if err := <-errc; err != context.Canceled {
+	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Read returned %v", err)
 	}
 }
