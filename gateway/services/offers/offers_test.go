@@ -143,8 +143,8 @@ func TestConsentEnforcedProperty(t *testing.T) {
 	var ops []sessionOp
 	published := 0
 	for step := range 260 {
-		switch r := rng.IntN(20); {
-		case r == 0: // withdraw
+		switch rng.IntN(20) {
+		case 0: // withdraw
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if _, err := f.reg.SetConsent(f.ctx, c, customers.ConsentPartnerOffers, false, "app"); err != nil {
@@ -152,7 +152,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 				}
 				consent[c] = false
 			}
-		case r == 1: // grant
+		case 1: // grant
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if _, err := f.reg.SetConsent(f.ctx, c, customers.ConsentPartnerOffers, true, "app"); err != nil {
@@ -160,7 +160,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 				}
 				consent[c] = true
 			}
-		case r == 2: // erase
+		case 2: // erase
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if err := f.reg.Erase(f.ctx, c); err != nil {
