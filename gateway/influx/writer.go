@@ -260,7 +260,7 @@ func EnsureDatabase(ctx context.Context, rawURL, token, db string) error {
 		return &WriteError{Op: "ping", Kind: ErrPermanent, Err: err}
 	}
 	auth(req)
-	resp, err := hc.Do(req)
+	resp, err := hc.Do(req) //nolint:bodyclose // closed by drainClose on both paths below
 	if err != nil {
 		return transportError("ping", err)
 	}
@@ -280,7 +280,7 @@ func EnsureDatabase(ctx context.Context, rawURL, token, db string) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	auth(req)
-	resp, err = hc.Do(req)
+	resp, err = hc.Do(req) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		return transportError("create database", err)
 	}
