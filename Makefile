@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 INFLUXDB_VERSION := v1.8.3
+GOLANGCI_LINT_VERSION := v2.15.0
 BIN := $(CURDIR)/bin
 PKGS := ./...
 # Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
@@ -51,10 +52,15 @@ chromium: ## install Debian's headless Chromium for the browser tests (root: apt
 test-long: influxd ## the long versions of the fault tests
 	TELEGATE_LONG=1 $(GO) test -race -count=1 -timeout 60m $(PKGS)
 
-lint:
+lint: $(BIN)/golangci-lint ## gofmt, go vet, then golangci-lint with .golangci.yml (cached in ~/.cache/golangci-lint)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(BIN)/golangci-lint run $(PKGS)
+
+$(BIN)/golangci-lint:
+	@echo ">> installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/ (first run only, a few minutes)"
+	GOBIN=$(BIN) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 generate: ## regenerate msgp code
 	$(GO) generate ./decoders/...

@@ -93,7 +93,7 @@ func TestConnectStormDoesNotStarveEstablished(t *testing.T) {
 		for {
 			pr, err := c.publish(t, "vehicles/"+vin1+"/telemetry", 1, "frame")
 			if err != nil || pr.ReasonCode != 0 {
-				pubErr <- fmt.Errorf("publish during the storm: %+v %v", pr, err)
+				pubErr <- fmt.Errorf("publish during the storm: %+v %w", pr, err)
 				return
 			}
 			acked.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"net"
 	"net/http"
 	"runtime"
@@ -121,7 +122,7 @@ func TestConnectTimeout(t *testing.T) {
 	ws.SetReadDeadline(time.Now().Add(wait))
 	if _, _, err := ws.NextReader(); err == nil {
 		t.Fatal("websocket delivered a message")
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("websocket not closed by broker")
 	}
 
@@ -370,7 +371,7 @@ func TestWebSocket(t *testing.T) {
 	ws2.SetReadDeadline(time.Now().Add(wait))
 	if _, _, err := ws2.ReadMessage(); err == nil {
 		t.Fatal("text message accepted")
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("connection not closed")
 	}
 

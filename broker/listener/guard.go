@@ -132,7 +132,7 @@ func (g *guard) feed(b []byte) (int, error) {
 }
 
 func (g *guard) fail(at int, err error) (int, error) {
-	g.err = fmt.Errorf("%w: %s", ErrProtocolViolation, err)
+	g.err = fmt.Errorf("%w: %w", ErrProtocolViolation, err)
 	return at, g.err
 }
 
@@ -434,8 +434,9 @@ func (r *reader) properties(typ byte) error {
 			v, ok = p.varint()
 		case pvString, pvBinary:
 			v, ok = 1, p.str()
-		case pvPair:
-			v, ok = 1, p.str() && p.str()
+		case pvPair: // name, then value: two reads, each moving p on
+			name := p.str()
+			v, ok = 1, name && p.str()
 		}
 		switch {
 		case !ok:

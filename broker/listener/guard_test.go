@@ -117,3 +117,33 @@ func TestGuardFirstPacketMustBeConnect(t *testing.T) {
 		t.Fatalf("%d %v", n, err)
 	}
 }
+
+// TestGuardUserPropertyPair: a user property (0x26) is a UTF-8 string pair,
+// name then value; the guard reads both and refuses a pair whose name or
+// value is missing or runs past the property block.
+func TestGuardUserPropertyPair(t *testing.T) {
+	cases := []struct {
+		name  string
+		block []byte // property block with its length prefix
+		ok    bool
+	}{
+		{"name and value", []byte{7, 0x26, 0, 1, 'k', 0, 1, 'v'}, true},
+		{"empty name and value", []byte{5, 0x26, 0, 0, 0, 0}, true},
+		{"two pairs", []byte{14, 0x26, 0, 1, 'k', 0, 1, 'v', 0x26, 0, 1, 'k', 0, 1, 'w'}, true},
+		{"pair then byte property", []byte{9, 0x26, 0, 1, 'k', 0, 1, 'v', 0x01, 1}, true},
+		{"value missing", []byte{4, 0x26, 0, 1, 'k'}, false},
+		{"value length cut", []byte{5, 0x26, 0, 1, 'k', 0}, false},
+		{"value past block", []byte{7, 0x26, 0, 1, 'k', 0, 5, 'v'}, false},
+		{"name past block", []byte{4, 0x26, 0, 9, 'k'}, false},
+	}
+	for _, c := range cases {
+		r := reader{b: c.block}
+		err := r.properties(ptPublish)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
+		}
+		if err == nil && r.left() != 0 {
+			t.Errorf("%s: %d bytes left after the block", c.name, r.left())
+		}
+	}
+}

@@ -307,7 +307,7 @@ func TestWebSocketListener(t *testing.T) {
 	ws2.SetReadDeadline(time.Now().Add(wait))
 	if _, _, err := ws2.ReadMessage(); err == nil {
 		t.Fatal("message from silent connection")
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("upgraded connection not closed")
 	}
 	eventually(t, "timeout counted", func() bool { return st.ConnectTimeouts.Load() >= 1 })

@@ -147,7 +147,7 @@ func (d Device) Validate() error {
 		return fmt.Errorf("%w: device %q: station id must be 1-%d characters of A-Z a-z 0-9 . _ -", ErrInvalid, d.ID, acl.MaxStationIDLength)
 	}
 	if err := checkHash(d.SecretHash); err != nil {
-		return fmt.Errorf("%w: device %q: %v", ErrInvalid, d.ID, err)
+		return fmt.Errorf("%w: device %q: %w", ErrInvalid, d.ID, err)
 	}
 	switch {
 	case d.PreviousSecretHash == "" && !d.PreviousValidUntil.IsZero():
@@ -157,7 +157,7 @@ func (d Device) Validate() error {
 		return fmt.Errorf("%w: device %q: previous_secret_hash equals secret_hash", ErrInvalid, d.ID)
 	default:
 		if err := checkHash(d.PreviousSecretHash); err != nil {
-			return fmt.Errorf("%w: device %q: previous_%v", ErrInvalid, d.ID, err)
+			return fmt.Errorf("%w: device %q: previous_%w", ErrInvalid, d.ID, err)
 		}
 	}
 	return nil
@@ -172,7 +172,7 @@ func checkHash(h string) error {
 		return errors.New("secret_hash is neither a bcrypt hash ($2a$/$2b$/$2y$, 60 characters) nor a machine-secret hash ($tgm1$...)")
 	}
 	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return fmt.Errorf("secret_hash: %v", err)
+		return fmt.Errorf("secret_hash: %w", err)
 	}
 	return nil
 }
@@ -516,7 +516,7 @@ func Parse(b []byte) ([]Device, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: empty document", ErrInvalid)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {

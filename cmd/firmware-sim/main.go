@@ -163,7 +163,7 @@ func (ff *fleetFlags) config(stderr io.Writer) (sim.Config, error) {
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(ff.logLevel)); err != nil {
-		return c, fmt.Errorf("%w: -log-level: %v", errUsage, err)
+		return c, fmt.Errorf("%w: -log-level: %w", errUsage, err)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if ff.logJSON {
@@ -202,7 +202,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		env := "FLEETSIM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && err == nil {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%w: %s: %v", errUsage, env, e)
+				err = fmt.Errorf("%w: %s: %w", errUsage, env, e)
 			}
 		}
 	})

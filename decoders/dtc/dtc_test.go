@@ -148,9 +148,7 @@ func TestTableCoverage(t *testing.T) {
 	for cyl := 0; cyl <= 12; cyl++ {
 		mustHave = append(mustHave, fmt.Sprintf("P03%02d", cyl))
 	}
-	for _, s := range []string{"P0440", "P0441", "P0442", "P0455", "P0456"} {
-		mustHave = append(mustHave, s)
-	}
+	mustHave = append(mustHave, "P0440", "P0441", "P0442", "P0455", "P0456")
 	for _, s := range mustHave {
 		code, _ := dtc.Parse(s)
 		if _, _, ok := dtc.Describe(code); !ok {

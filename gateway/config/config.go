@@ -300,9 +300,9 @@ func Decode(r io.Reader, cfg *Config) error {
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
 		if strings.Contains(err.Error(), "not found in type") {
-			return fmt.Errorf("%w: %v", ErrUnknownKey, err)
+			return fmt.Errorf("%w: %w", ErrUnknownKey, err)
 		}
-		return fmt.Errorf("%w: %v", ErrInvalid, err) // wrong type or syntax
+		return fmt.Errorf("%w: %w", ErrInvalid, err) // wrong type or syntax
 	}
 	return nil
 }

@@ -256,7 +256,7 @@ func (q *querier) do(ctx context.Context, u User, stmt string, into any) error {
 	if u.Name != "" {
 		req.SetBasicAuth(u.Name, u.Password)
 	}
-	resp, err := q.hc.Do(req)
+	resp, err := q.hc.Do(req) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		return transportError(opName, err)
 	}

@@ -94,7 +94,7 @@ func (e *WriteError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}
-	if e.Kind == ErrPermanent {
+	if errors.Is(e.Kind, ErrPermanent) {
 		b.WriteString(" (permanent)")
 	} else {
 		b.WriteString(" (retryable)")

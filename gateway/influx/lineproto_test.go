@@ -105,7 +105,7 @@ func TestEncoderFloatFormat(t *testing.T) {
 		v    float64
 		want string
 	}{
-		{0, "0"}, {3, "3"}, {0.1, "0.1"}, {-0.0, "0"}, {math.Copysign(0, -1), "-0"},
+		{0, "0"}, {3, "3"}, {0.1, "0.1"}, {math.Copysign(0, -1), "-0"},
 		{1e21, "1e+21"}, {1e-7, "1e-07"}, {123456789.125, "1.23456789125e+08"},
 		{math.MaxFloat64, "1.7976931348623157e+308"}, {math.SmallestNonzeroFloat64, "5e-324"},
 	} {

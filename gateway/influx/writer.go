@@ -170,7 +170,7 @@ func (w *Writer) Write(ctx context.Context, lines []byte) error {
 	if w.cfg.Gzip {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
-	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil)
+	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		werr := transportError("write", err)
 		w.log.Debug("influx write failed", "bytes", len(lines), "err", werr)
@@ -199,7 +199,7 @@ func (w *Writer) Ping(ctx context.Context) error {
 	if err != nil {
 		return &WriteError{Op: "ping", Kind: ErrPermanent, Err: err}
 	}
-	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil)
+	resp, err := w.svc.DoHTTPRequestWithResponse(req, nil) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		return transportError("ping", err)
 	}
@@ -260,7 +260,7 @@ func EnsureDatabase(ctx context.Context, rawURL, token, db string) error {
 		return &WriteError{Op: "ping", Kind: ErrPermanent, Err: err}
 	}
 	auth(req)
-	resp, err := hc.Do(req)
+	resp, err := hc.Do(req) //nolint:bodyclose // closed by drainClose on both paths below
 	if err != nil {
 		return transportError("ping", err)
 	}
@@ -280,7 +280,7 @@ func EnsureDatabase(ctx context.Context, rawURL, token, db string) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	auth(req)
-	resp, err = hc.Do(req)
+	resp, err = hc.Do(req) //nolint:bodyclose // closed by the deferred drainClose below
 	if err != nil {
 		return transportError("create database", err)
 	}

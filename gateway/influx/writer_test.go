@@ -184,7 +184,7 @@ func TestWriteErrorClassification(t *testing.T) {
 			w := newTestWriter(t, Config{URL: srv.URL})
 			err := w.Write(context.Background(), []byte("m v=1 1\n"))
 			other := ErrPermanent
-			if tt.kind == ErrPermanent {
+			if errors.Is(tt.kind, ErrPermanent) {
 				other = ErrRetryable
 			}
 			if !errors.Is(err, tt.kind) || errors.Is(err, other) {

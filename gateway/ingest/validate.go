@@ -34,7 +34,7 @@ type Validator struct {
 	MinTime  time.Time
 	MaxSkew  time.Duration
 	now      func() time.Time
-	scratchs chan *scratch
+	freeList chan *scratch
 }
 
 type scratch struct {
@@ -53,12 +53,12 @@ func NewValidator(minTime time.Time, maxSkew time.Duration, now func() time.Time
 	}
 	// A bounded free list instead of sync.Pool: pool entries are dropped at
 	// every GC, which would reallocate the Signals slices under load.
-	return &Validator{MinTime: minTime, MaxSkew: maxSkew, now: now, scratchs: make(chan *scratch, 256)}
+	return &Validator{MinTime: minTime, MaxSkew: maxSkew, now: now, freeList: make(chan *scratch, 256)}
 }
 
 func (v *Validator) get() *scratch {
 	select {
-	case s := <-v.scratchs:
+	case s := <-v.freeList:
 		return s
 	default:
 		return &scratch{}
@@ -67,7 +67,7 @@ func (v *Validator) get() *scratch {
 
 func (v *Validator) put(s *scratch) {
 	select {
-	case v.scratchs <- s:
+	case v.freeList <- s:
 	default:
 	}
 }

@@ -155,7 +155,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			r.abandon()
-			return nil
+			return nil //nolint:nilerr // cancellation ends Run normally (see doc); step failed only because of it
 		}
 	}
 }

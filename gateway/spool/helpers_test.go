@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -111,7 +112,7 @@ func nothingToRead(t testing.TB, c *Consumer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if recs, err := c.Read(ctx, nil, 10, 1<<20); err != context.Canceled {
+	if recs, err := c.Read(ctx, nil, 10, 1<<20); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Read = %d records, %v; want context.Canceled", len(recs), err)
 	}
 }

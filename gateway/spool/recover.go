@@ -221,7 +221,7 @@ func (s *Spool) loadCursor(c *Consumer) (*cursorLoad, error) {
 	ld := &cursorLoad{c: c, created: errors.Is(statErr, os.ErrNotExist)}
 	buf := make([]byte, cursorFileSize)
 	n, err := f.ReadAt(buf, 0)
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("spool: read cursor: %w", err)
 	}
 	buf = buf[:n]

@@ -240,7 +240,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s.synced.L = &s.mu
 	if err := s.recover(); err != nil {
-		s.closeFiles()
+		_ = s.closeFiles() // the recovery error is the one to report
 		return nil, err
 	}
 	go s.syncLoop()
@@ -548,7 +548,7 @@ func (s *Spool) commitGroup() {
 
 	s.mu.Lock()
 	if err != nil {
-		s.failLocked(fmt.Errorf("fsync: %w", err))
+		_ = s.failLocked(fmt.Errorf("fsync: %w", err)) // kept in s.failErr, which waiters read
 	} else {
 		// Records of this generation were written before the fsync
 		// started, so they are durable even if another write failed

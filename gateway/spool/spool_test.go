@@ -384,7 +384,7 @@ func TestConcurrentAppendersGroupCommit(t *testing.T) {
 			for _, rec := range buf {
 				var w, i int
 				if _, err := fmt.Sscanf(string(rec.Data), "w%d-%d", &w, &i); err != nil {
-					r.err = fmt.Errorf("record %q: %v", rec.Data, err)
+					r.err = fmt.Errorf("record %q: %w", rec.Data, err)
 					done <- r
 					return
 				}
@@ -543,7 +543,7 @@ func TestReadContextCancel(t *testing.T) {
 		errc <- err
 	}()
 	cancel()
-	if err := <-errc; err != context.Canceled {
+	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Read returned %v", err)
 	}
 }
@@ -763,7 +763,7 @@ func TestStress(t *testing.T) {
 			for _, r := range buf {
 				var w, i int
 				if _, err := fmt.Sscanf(string(r.Data), "w%d-%d", &w, &i); err != nil {
-					return fmt.Errorf("record %q at %v: %v", r.Data, r.Pos, err)
+					return fmt.Errorf("record %q at %v: %w", r.Data, r.Pos, err)
 				}
 				if seen[w] != i {
 					return fmt.Errorf("%s: writer %d: record %d, want %d", name, w, i, seen[w])

@@ -164,7 +164,7 @@ func startAlternative(o Options, dir, influxURL string, devs []device) (*alterna
 		return nil, err
 	}
 	if out, err := exec.Command(o.MosquittoPasswd, "-U", passwd).CombinedOutput(); err != nil { // hash in place
-		return nil, fmt.Errorf("%w: %s -U: %v: %s", ErrTool, o.MosquittoPasswd, err, out)
+		return nil, fmt.Errorf("%w: %s -U: %w: %s", ErrTool, o.MosquittoPasswd, err, out)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "acl"), []byte(mosquittoACL), 0o600); err != nil {
 		return nil, err

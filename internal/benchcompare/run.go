@@ -234,7 +234,7 @@ func drive(o Options, in *influxServer, db, addr string, devs []device, json boo
 			break
 		}
 		if time.Now().After(deadline) {
-			r.Err = fmt.Errorf("warm-up frame not stored within a minute: %v", err)
+			r.Err = fmt.Errorf("warm-up frame not stored within a minute: %w", err)
 			return r
 		}
 		time.Sleep(100 * time.Millisecond)

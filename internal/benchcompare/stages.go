@@ -105,7 +105,7 @@ func ProfileStages(goTool, binary, profile string) ([]Stage, time.Duration, erro
 	cmd := exec.Command(goTool, "tool", "pprof", "-traces", binary, profile)
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: go tool pprof: %v", ErrTool, err)
+		return nil, 0, fmt.Errorf("%w: go tool pprof: %w", ErrTool, err)
 	}
 	return Stages(strings.NewReader(string(out)))
 }

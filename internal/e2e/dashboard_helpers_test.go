@@ -10,7 +10,6 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -145,15 +144,6 @@ func describeDTC(code string) string {
 	c, _ := dtc.Parse(code)
 	d, _, _ := dtc.Describe(c)
 	return d
-}
-
-func containsAll(s string, subs ...string) error {
-	for _, x := range subs {
-		if !strings.Contains(s, x) {
-			return fmt.Errorf("%q not in %.300q", x, s)
-		}
-	}
-	return nil
 }
 
 // drivingFrame is a telemetry frame of a plausible drive (smooth speed,

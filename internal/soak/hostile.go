@@ -45,14 +45,14 @@ func hostileBurst(addr string, n int) int {
 			made++
 			mu.Unlock()
 			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			switch {
-			case i%10 == 9: // random garbage
+			switch i % 10 {
+			case 9: // random garbage
 				b := make([]byte, 1+rand.IntN(512))
 				for j := range b {
 					b[j] = byte(rand.UintN(256))
 				}
 				_, _ = c.Write(b)
-			case i%10 == 8: // silent: the client gives up first (2 s)
+			case 8: // silent: the client gives up first (2 s)
 			default:
 				_, _ = c.Write(hostileInputs[i%len(hostileInputs)])
 			}

@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 	if _, err := os.Stat(cfg.InfluxdBin); err != nil {
-		return Report{}, fmt.Errorf("%w: influxd %q: %v (run `make influxd`)", ErrConfig, cfg.InfluxdBin, err)
+		return Report{}, fmt.Errorf("%w: influxd %q: %w (run `make influxd`)", ErrConfig, cfg.InfluxdBin, err)
 	}
 	dir := cfg.Dir
 	if dir == "" {
@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cmd := exec.Command("go", "build", "-o", cfg.GatewayBin, "./cmd/gateway")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return Report{}, fmt.Errorf("soak: build gateway: %v\n%s", err, out)
+			return Report{}, fmt.Errorf("soak: build gateway: %w\n%s", err, out)
 		}
 	}
 

@@ -37,7 +37,7 @@ func GatewayBinary(t testing.TB) string {
 		buildBin = filepath.Join(dir, "gateway")
 		out, err := exec.Command("go", "build", "-o", buildBin, "github.com/telegate/telegate/cmd/gateway").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("build gateway: %v\n%s", err, out)
+			buildErr = fmt.Errorf("build gateway: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

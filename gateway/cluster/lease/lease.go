@@ -406,7 +406,7 @@ func (l *Lease) hold(ctx context.Context, token uint64, work func(context.Contex
 	for {
 		select {
 		case <-ctx.Done():
-			stop()
+			_ = stop() // work was cancelled: its error is that cancellation
 			release()
 			return true, ctx.Err()
 		case werr := <-workDone:
@@ -429,7 +429,7 @@ func (l *Lease) hold(ctx context.Context, token uint64, work func(context.Contex
 			switch {
 			case errors.Is(rerr, ErrLost):
 				l.log.Warn("lease lost", "token", token, "err", rerr)
-				stop()
+				_ = stop() // tenure over: work's error is its cancellation
 				return false, nil
 			case rerr != nil:
 				l.log.Warn("lease renewal failed, retrying", "token", token, "err", rerr)
@@ -445,7 +445,7 @@ func (l *Lease) hold(ctx context.Context, token uint64, work func(context.Contex
 			}
 			l.expire(token)
 			l.log.Warn("lease expired without renewal", "token", token)
-			stop()
+			_ = stop() // tenure over: work's error is its cancellation
 			return false, nil
 		}
 	}

@@ -100,7 +100,7 @@ func ParseUsers(b []byte) (*Users, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidUsers, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidUsers, err)
 	}
 	if len(file.Users) == 0 {
 		return nil, fmt.Errorf("%w: no users", ErrInvalidUsers)

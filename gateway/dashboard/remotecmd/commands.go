@@ -131,7 +131,8 @@ func (l *Log) Add(r Record) {
 }
 
 func (l *Log) insertLocked(r *Record) {
-	list := append(l.perVIN[r.VIN], r)
+	list := l.perVIN[r.VIN]
+	list = append(list, r)
 	if len(list) > l.max {
 		delete(l.byID, recKey{list[0].VIN, list[0].CmdID})
 		list = slices.Delete(list, 0, 1)

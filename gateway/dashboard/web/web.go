@@ -1,5 +1,5 @@
-// Package web serves the dashboard's pages and static assets, embedded with
-// go:embed (no CDN: the gateways run offline). Pages are thin HTML shells;
+// Package web serves the dashboard's pages and static assets, embedded
+// with go:embed (no CDN: the gateways run offline). Pages are thin HTML shells;
 // assets/app.js renders them from the JSON API. No inline script or style,
 // so the Content-Security-Policy can forbid both.
 package web

@@ -206,7 +206,7 @@ func (p *Process) waitReady(ctx context.Context) error {
 			if resp.StatusCode == http.StatusNoContent {
 				select {
 				case <-p.done: // someone else's server answered
-					return fmt.Errorf("influxd exited: %v", p.err)
+					return fmt.Errorf("influxd exited: %w", p.err)
 				default:
 					return nil
 				}
@@ -214,7 +214,7 @@ func (p *Process) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("influxd exited: %v", p.err)
+			return fmt.Errorf("influxd exited: %w", p.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:

@@ -80,7 +80,7 @@ func TestDispatcherOfflineSupersedeAck(t *testing.T) {
 	svctest.Eventually(t, "pending", func() error {
 		r, err := d.Get(ctx, "VIN1", "c1")
 		if err != nil || r.State != commands.StatePending {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		return nil
 	})
@@ -89,7 +89,7 @@ func TestDispatcherOfflineSupersedeAck(t *testing.T) {
 	svctest.Eventually(t, "superseded", func() error {
 		r, err := d.Get(ctx, "VIN1", "c1")
 		if err != nil || r.State != commands.StateSuperseded {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		return nil
 	})
@@ -119,7 +119,7 @@ func TestDispatcherOfflineSupersedeAck(t *testing.T) {
 	svctest.Eventually(t, "closed by the ack", func() error {
 		r, err := d.Get(ctx, "VIN1", "c2")
 		if err != nil || r.State != commands.StateApplied || r.ClosedAt == nil {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		return nil
 	})
@@ -217,7 +217,7 @@ func TestDispatcherClosedAndExpired(t *testing.T) {
 	svctest.Eventually(t, "expired while offline", func() error {
 		r, err := d.Get(ctx, "VIN1", "b1")
 		if err != nil || r.State != commands.StateExpired || r.ClosedAt == nil {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		return nil
 	})

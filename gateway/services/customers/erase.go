@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -164,8 +165,9 @@ func (r *Registry) Erased(id string) bool {
 // Scrub removes every trace of needles from the JetStream account: in every
 // stream the subjects that carry a needle as one token (purged by subject
 // filter), and in scrubStreams every message whose subject, headers or
-// payload contains a needle (secure-deleted). Needles shorter than 4 bytes
-// are ignored (they would match unrelated data).
+// payload contains a needle or, for an id, its natsbus.Token form
+// (secure-deleted). Needles shorter than 4 bytes are ignored (they would
+// match unrelated data).
 func Scrub(ctx context.Context, js jetstream.JetStream, needles []string) error {
 	var toks, all [][]byte
 	var tokStrs []string
@@ -195,6 +197,13 @@ func Scrub(ctx context.Context, js jetstream.JetStream, needles []string) error 
 	for _, name := range streams {
 		for _, tok := range tokStrs {
 			errs = append(errs, purgeToken(ctx, js, name, tok))
+		}
+	}
+	// Scrub streams may carry an id in its subject-token form only (an
+	// original subject in a header or payload), so both forms are needles.
+	for _, tok := range toks {
+		if !slices.ContainsFunc(all, func(n []byte) bool { return bytes.Equal(n, tok) }) {
+			all = append(all, tok)
 		}
 	}
 	for _, name := range scrubStreams {

@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -143,7 +144,7 @@ func TestSchedulerOneLeaderAcrossReplicas(t *testing.T) {
 	leaderTicks := leader.sched.Ticks()
 	_ = leader.bus.Close()
 	leader.cancel()
-	if err := <-leader.done; err != nil && err != context.Canceled {
+	if err := <-leader.done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Logf("dead leader: %v", err)
 	}
 	<-leader.done

@@ -170,7 +170,7 @@ func TestReversalSameDateDelivered(t *testing.T) {
 	off := decide(true)
 	svctest.Eventually(t, "first decision superseded", func() error {
 		if r, err := w.record(vin, on1.CmdID); err != nil || r.State != commands.StateSuperseded {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		return nil
 	})
@@ -182,10 +182,10 @@ func TestReversalSameDateDelivered(t *testing.T) {
 	svctest.Eventually(t, "the last decision open at the dispatcher", func() error {
 		r, err := w.record(vin, on2.CmdID)
 		if err != nil || r.State != commands.StatePending {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		if r2, err := w.record(vin, off.CmdID); err != nil || r2.State != commands.StateSuperseded {
-			return fmt.Errorf("off: %+v %v", r2, err)
+			return fmt.Errorf("off: %+v %w", r2, err)
 		}
 		return nil
 	})
@@ -281,10 +281,10 @@ func TestDecisionRedeliveryIdempotent(t *testing.T) {
 	svctest.Eventually(t, "stored decision at the dispatcher", func() error {
 		r, err := w.record(vin, stored)
 		if err != nil || r.State != commands.StatePending {
-			return fmt.Errorf("%+v %v", r, err)
+			return fmt.Errorf("%+v %w", r, err)
 		}
 		if r1, err := w.record(vin, a.CmdID); err != nil || r1.State != commands.StateSuperseded {
-			return fmt.Errorf("decision 1: %+v %v", r1, err)
+			return fmt.Errorf("decision 1: %+v %w", r1, err)
 		}
 		return nil
 	})

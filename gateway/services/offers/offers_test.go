@@ -143,8 +143,8 @@ func TestConsentEnforcedProperty(t *testing.T) {
 	var ops []sessionOp
 	published := 0
 	for step := range 260 {
-		switch r := rng.IntN(20); {
-		case r == 0: // withdraw
+		switch rng.IntN(20) {
+		case 0: // withdraw
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if _, err := f.reg.SetConsent(f.ctx, c, customers.ConsentPartnerOffers, false, "app"); err != nil {
@@ -152,7 +152,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 				}
 				consent[c] = false
 			}
-		case r == 1: // grant
+		case 1: // grant
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if _, err := f.reg.SetConsent(f.ctx, c, customers.ConsentPartnerOffers, true, "app"); err != nil {
@@ -160,7 +160,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 				}
 				consent[c] = true
 			}
-		case r == 2: // erase
+		case 2: // erase
 			c := ids[rng.IntN(nCust)]
 			if !erased[c] {
 				if err := f.reg.Erase(f.ctx, c); err != nil {
@@ -340,11 +340,15 @@ func TestVenueRules(t *testing.T) {
 	// Tokens: per partner, stable, different after erasure.
 	tk := f.eng.cfg.Tokens
 	salt := f.reg.TokenSalt("c1")
-	if tk.Driver("cafe", "c1", salt) != tk.Driver("cafe", "c1", salt) || tk.Driver("cafe", "c1", salt) == tk.Driver("bakery", "c1", salt) {
+	cafe := tk.Driver("cafe", "c1", salt)
+	if cafe != tr.DriverToken || cafe == tk.Driver("bakery", "c1", salt) {
 		t.Fatal("tokens not stable per partner or linkable across partners")
 	}
 	if err := f.reg.Erase(ctx, "c1"); err != nil {
 		t.Fatal(err)
+	}
+	if tk.Driver("cafe", "c1", f.reg.TokenSalt("c1")) == cafe {
+		t.Fatal("token unchanged after erasure")
 	}
 	if _, _, err := f.eng.Redeem(ctx, "cafe", offerID("CS-0001", "d", "cafe", "cafe-muc"), "CODE-cafe-muc"); err == nil {
 		t.Fatal("offer of an erased customer redeemable")

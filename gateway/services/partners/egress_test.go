@@ -84,7 +84,7 @@ func deliverOnce(t *testing.T, url string, eg partners.Egress) partners.Delivery
 	svctest.Eventually(t, "delivery settled", func() error {
 		ds, err := wh.Deliveries(ctx, "p1")
 		if err != nil || len(ds) != 1 || (ds[0].Status != "delivered" && ds[0].Status != "dead_lettered") {
-			return fmt.Errorf("%+v %v", ds, err)
+			return fmt.Errorf("%+v %w", ds, err)
 		}
 		d = ds[0]
 		return nil

@@ -95,14 +95,14 @@ func TestWebhooks(t *testing.T) {
 	svctest.Eventually(t, "good delivered", func() error {
 		ds, err := wh.Deliveries(ctx, "good")
 		if err != nil || len(ds) != 1 || ds[0].Status != "delivered" || ds[0].Attempts != 3 {
-			return fmt.Errorf("%+v %v", ds, err)
+			return fmt.Errorf("%+v %w", ds, err)
 		}
 		return nil
 	})
 	svctest.Eventually(t, "bad dead-lettered", func() error {
 		ds, err := wh.Deliveries(ctx, "bad")
 		if err != nil || len(ds) != 1 || ds[0].Status != "dead_lettered" || ds[0].Attempts != 3 || ds[0].LastError != "http_5xx" {
-			return fmt.Errorf("%+v %v", ds, err)
+			return fmt.Errorf("%+v %w", ds, err)
 		}
 		return nil
 	})

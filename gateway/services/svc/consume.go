@@ -115,7 +115,7 @@ func (g *Group) Close() {
 	g.once.Do(func() {
 		g.cancel()
 		for ; g.n > 0; g.n-- {
-			<-g.errs
+			<-g.errs //nolint:errcheck // Go logged each error already
 		}
 	})
 }

@@ -238,12 +238,12 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 	switch class {
 	case topics.ClassDiag:
 		if err := wire.DecodeDiag(r.Payload, &s.dr); err != nil {
-			return nil // validated at ingest; counted by the influx sink
+			return nil //nolint:nilerr // skipped: validated at ingest, counted by the influx sink
 		}
 		return s.diag(ctx, rawID, id)
 	case topics.ClassSession:
 		if err := wire.DecodeChargingSession(r.Payload, &s.cs); err != nil {
-			return nil
+			return nil //nolint:nilerr // skipped like a bad diag record above
 		}
 		c := &s.cs
 		ev := pick(sessionEvents[:], c.Kind)
@@ -253,14 +253,14 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq})
 	case topics.ClassStatus:
 		if err := wire.DecodeChargerStatus(r.Payload, &s.st); err != nil {
-			return nil
+			return nil //nolint:nilerr // skipped like a bad diag record above
 		}
 		msgID := "status-" + id + "-" + strconv.FormatUint(s.st.Seq, 10)
 		s.emit(natsbus.StreamCharging, natsbus.SubjectChargerStatus(rawID), msgID, "charging.status", id, s.st.TimeMs,
 			ConnectorEvent{Station: rawID, Connector: s.st.Connector, Status: pick(statusNames[:], s.st.Status), Seq: s.st.Seq})
 	case topics.ClassEvents:
 		if err := wire.DecodeVehicleEvent(r.Payload, &s.ve); err != nil {
-			return nil
+			return nil //nolint:nilerr // skipped like a bad diag record above
 		}
 		ev := VehicleEvent{VIN: rawID, Kind: pick(vehicleEvents[:], s.ve.Kind), Seq: s.ve.Seq}
 		if s.ve.HasPosition {
@@ -270,7 +270,7 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 		s.emit(natsbus.StreamVehicle, natsbus.SubjectVehicleEvent(rawID), msgID, "vehicle."+ev.Kind, id, s.ve.TimeMs, ev)
 	case topics.ClassCmdAck:
 		if err := wire.DecodeCommandAck(r.Payload, &s.ack); err != nil {
-			return nil
+			return nil //nolint:nilerr // skipped like a bad diag record above
 		}
 		st := pick(ackStatus[:], s.ack.Status)
 		msgID := "cmdack-" + id + "-" + s.ack.CmdID + "-" + st
