@@ -192,7 +192,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 		svctest.Eventually(t, "applied: "+id, func() error {
 			r, err := ds[1].Get(ctx, clusterVIN, id)
 			if err != nil || r.State != commands.StateApplied || r.Attempts != 1 || !strings.HasPrefix(r.Session, "a/") {
-				return fmt.Errorf("%+v %v", r, err)
+				return fmt.Errorf("%+v %w", r, err)
 			}
 			return nil
 		})
@@ -215,7 +215,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 		svctest.Eventually(t, "pending: "+id, func() error {
 			r, err := ds[0].Get(ctx, clusterVIN, id)
 			if err != nil || r.State != commands.StatePending {
-				return fmt.Errorf("%+v %v", r, err)
+				return fmt.Errorf("%+v %w", r, err)
 			}
 			return nil
 		})
@@ -240,7 +240,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 		svctest.Eventually(t, "applied: "+id, func() error {
 			r, err := ds[0].Get(ctx, clusterVIN, id)
 			if err != nil || r.State != commands.StateApplied || r.Attempts != 1 || !strings.HasPrefix(r.Session, "b/") {
-				return fmt.Errorf("%+v %v", r, err)
+				return fmt.Errorf("%+v %w", r, err)
 			}
 			return nil
 		})
