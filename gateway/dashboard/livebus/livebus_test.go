@@ -127,7 +127,10 @@ func TestRemoteVehicleInFleetAndLiveStream(t *testing.T) {
 	if n := a.b.Stats().Published.Load(); n != 2 {
 		t.Fatalf("published %d", n)
 	}
-	if n := b.b.Stats().Received.Load() - received; n != 2 {
+	// A probe still in flight when the snapshot was taken may arrive later:
+	// B must have received at least the two vehicle frames (the watch above
+	// proved which ones crossed).
+	if n := b.b.Stats().Received.Load() - received; n < 2 {
 		t.Fatalf("B received %d frames", n)
 	}
 	if n := b.b.Stats().Throttled.Load() + b.b.Stats().Published.Load(); n != 0 {
