@@ -262,7 +262,7 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
 	}
 	defer os.RemoveAll(mdir)
-	alt, err := startAlternative(o, mdir, in.url, devs)
+	alt, err := startAlternative(o, mdir, in.url, in.writers[DBTelegraf], devs)
 	if err != nil {
 		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
 	}
@@ -273,7 +273,7 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 }
 
 func runGateway(ctx context.Context, o Options, in *influxServer, devs []device) Result {
-	gw, err := startGateway(o, filepath.Join(o.workDir, "gateway"), in.url, devs)
+	gw, err := startGateway(o, filepath.Join(o.workDir, "gateway"), in.url, in.writers[DBGateway], devs)
 	if err != nil {
 		return Result{Pipeline: "telegate gateway", Err: err}
 	}
