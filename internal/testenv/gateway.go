@@ -71,6 +71,8 @@ type GatewayOptions struct {
 	// provisioning for tests), -1 = machine-secret hashes (the product's
 	// default, registry.HashMachineSecret), n > 0 = bcrypt cost n.
 	SecretCost int
+	// Pprof turns on http.pprof (/debug/pprof on the operations listener).
+	Pprof bool
 }
 
 // StartGateway provisions devices (vehicles+1, the last for probes)
@@ -105,13 +107,13 @@ func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions
 	cfg := fmt.Sprintf(`data_dir: %s
 devices_file: %s
 log_level: info
-http: {addr: %s}
+http: {addr: %s, pprof: %t}
 mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000}
 influx: {url: %s, credentials_file: %s}
 nats: %s
 dashboard: {enabled: false}
 services: {enabled: false}
-%s`, filepath.Join(dir, "data"), devices, httpAddr, mqttAddr, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
+%s`, filepath.Join(dir, "data"), devices, httpAddr, o.Pprof, mqttAddr, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
 	g := &Gateway{t: t, bin: GatewayBinary(t), cfgFile: filepath.Join(dir, "gateway.yaml"), logPath: filepath.Join(dir, "gateway.log"),
 		HTTPAddr: httpAddr, MQTTURL: "tcp://" + mqttAddr, DataDir: filepath.Join(dir, "data")}
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
