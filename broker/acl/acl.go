@@ -118,18 +118,25 @@ func CommandRoot(kind, id string) string {
 // allowed; wildcards, $-topics and anything outside the device's own
 // subtree are denied.
 func CanPublish(kind, id, topic string) bool {
-	root := Root(kind, id)
-	if root == "" || len(topic) <= len(root)+1 {
-		return false
-	}
-	if topic[:len(root)] != root || topic[len(root)] != '/' {
-		return false
-	}
-	leaf := topic[len(root)+1:]
+	// Root(kind, id) + "/", compared piecewise: no allocation per publish.
+	var base string
 	allowed := vehiclePublish
-	if kind == KindCharger {
-		allowed = chargerPublish
+	switch kind {
+	case KindVehicle:
+		base = "vehicles/"
+	case KindCharger:
+		base, allowed = "chargers/", chargerPublish
+	default:
+		return false
 	}
+	if !ValidID(kind, id) {
+		return false
+	}
+	n := len(base) + len(id)
+	if len(topic) <= n+1 || topic[:len(base)] != base || topic[len(base):n] != id || topic[n] != '/' {
+		return false
+	}
+	leaf := topic[n+1:]
 	for _, a := range allowed {
 		if leaf == a {
 			return true

@@ -244,3 +244,19 @@ func FuzzCanPublish(f *testing.F) {
 		}
 	})
 }
+
+// TestCanPublishAllocatesNothing: the ACL runs for every publish.
+func TestCanPublishAllocatesNothing(t *testing.T) {
+	const id = "TGSVS000000000001"
+	topic := "vehicles/" + id + "/telemetry"
+	if !CanPublish(KindVehicle, id, topic) {
+		t.Fatal("own telemetry denied")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if !CanPublish(KindVehicle, id, topic) || CanPublish(KindVehicle, id, "vehicles/TGSVS000000000002/telemetry") {
+			t.Fatal("wrong decision")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per CanPublish", n)
+	}
+}

@@ -161,7 +161,62 @@ type Conn struct {
 	// writesClosed is set, under wmu, once the server sent its DISCONNECT:
 	// nothing may follow it on the wire.
 	writesClosed bool
+	// held is set once (SetHeld) by the goroutine that reads the
+	// connection, under wmu; that goroutine reads it without the lock,
+	// writers under wmu.
+	held Held
+	// wbuf (guarded by wmu) is where held writes are gathered with the
+	// next write, so that they leave in one write(2).
+	wbuf []byte
 }
+
+// Held holds writes back until they may go out: the PUBACKs of frames
+// whose group commit is still running. Conn flushes it before every write
+// (so the wire keeps the order of the packets) and before every read that
+// may block (so nothing waits for the client's next packet).
+type Held interface {
+	// Flush waits until the held writes may go out and appends them to
+	// dst. An error fails the read or write that asked; the held writes
+	// are then dropped.
+	Flush(dst []byte) ([]byte, error)
+}
+
+// SetHeld installs h. It must be called by the goroutine that reads the
+// connection (mochi's read loop, in a hook), at most once.
+func (c *Conn) SetHeld(h Held) {
+	c.wmu.Lock()
+	c.held = h
+	c.wmu.Unlock()
+}
+
+// Held returns what SetHeld installed, or nil. Only the goroutine that
+// reads the connection may call it.
+func (c *Conn) Held() Held { return c.held }
+
+// writeHeldLocked writes what c.held releases, in one write, followed by p.
+// Called with wmu held.
+func (c *Conn) writeHeldLocked(p []byte) (int, error) {
+	buf, err := c.held.Flush(c.wbuf[:0])
+	if err != nil {
+		return 0, err
+	}
+	if len(buf) == 0 {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return c.Conn.Write(p)
+	}
+	held := len(buf)
+	buf = append(buf, p...)
+	n, err := c.Conn.Write(buf)
+	if cap(buf) <= maxHeldBuf {
+		c.wbuf = buf[:0]
+	}
+	return max(n-held, 0), err
+}
+
+// maxHeldBuf bounds the buffer a Conn keeps for held writes.
+const maxHeldBuf = 4 << 10
 
 // disconnectTooLarge is the DISCONNECT sent to an MQTT 5 client whose
 // packet exceeds the Maximum Packet Size: reason 0x95 Packet too large,
@@ -188,7 +243,21 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.writesClosed {
 		return 0, ErrWritesClosed
 	}
+	if c.held != nil {
+		return c.writeHeldLocked(p)
+	}
 	return c.Conn.Write(p)
+}
+
+// releaseHeld writes the held writes before a read that may block.
+func (c *Conn) releaseHeld() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writesClosed {
+		return nil
+	}
+	_, err := c.writeHeldLocked(nil)
+	return err
 }
 
 // disconnect sends an MQTT 5 DISCONNECT and refuses any later write.
@@ -224,6 +293,11 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 // violation ends the stream with an error wrapping ErrProtocolViolation
 // before the offending packet is complete.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.held != nil {
+		if err := c.releaseHeld(); err != nil {
+			return 0, err
+		}
+	}
 	if c.guard == nil {
 		return c.Conn.Read(p)
 	}

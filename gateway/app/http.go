@@ -147,5 +147,10 @@ func (a *App) registerGauges() {
 	g("spool_segments", "Spool segment files.", func() float64 { return float64(a.spool.Stats().Segments) })
 	g("mqtt_clients_connected", "Connected MQTT clients.", func() float64 { return float64(a.broker.Connected()) })
 	g("live_updates_dropped", "Live telemetry updates not delivered to slow dashboard subscribers.", func() float64 { return float64(a.live.Dropped()) })
+	a.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "telegate", Name: "spool_appended_records_total",
+			Help: "Records appended to the spool since it was opened."}, func() float64 { return float64(a.spool.Stats().Appended) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "telegate", Name: "spool_group_commits_total",
+			Help: "Spool group commits (one fdatasync each) since it was opened."}, func() float64 { return float64(a.spool.Stats().Syncs) }))
 	a.reg.MustRegister(newBrokerCollector(a.broker.Stats()))
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telegate/telegate/broker/listener"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/gateway/ingest/topics"
 	"github.com/telegate/telegate/gateway/metrics"
@@ -56,6 +57,7 @@ type Spool interface {
 type Hook struct {
 	mqtt.HookBase
 	spool Spool
+	pipe  Pipeliner // spool's, when it has one: 3.1.1 QoS 1 PUBACKs are held (heldAcks)
 	val   *Validator
 	m     *metrics.Metrics
 	log   *slog.Logger
@@ -75,6 +77,7 @@ func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
 		log = slog.Default()
 	}
 	h := &Hook{spool: sp, val: val, m: m, log: log}
+	h.pipe, _ = sp.(Pipeliner)
 	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	for _, c := range topics.Classes() {
 		h.received[c] = m.Received.WithLabelValues(c.String())
@@ -89,7 +92,21 @@ func (h *Hook) ID() string { return "telegate-ingest" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect || b == mqtt.OnWillSent
+	return b == mqtt.OnPublish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect || b == mqtt.OnWillSent ||
+		b == mqtt.OnPacketRead
+}
+
+// OnPacketRead releases the held PUBACKs (heldAcks) before mochi handles a
+// DISCONNECT, which closes the connection without writing anything: a
+// client that disconnects right after its publishes still gets the PUBACKs
+// of those that are durable.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Disconnect {
+		if lc, ok := cl.Net.Conn.(*listener.Conn); ok && lc.Held() != nil {
+			_, _ = lc.Write(nil)
+		}
+	}
+	return pk, nil
 }
 
 // OnWillSent ingests a device's Will message (e.g. an "offline" event on
@@ -127,6 +144,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	qos := pk.FixedHeader.Qos
 	v5 := cl.Properties.ProtocolVersion == 5
+	if qos == 1 && !v5 && h.pipe != nil {
+		if lc, ok := cl.Net.Conn.(*listener.Conn); ok {
+			return h.publishHeld(cl, lc, pk, class, id)
+		}
+	}
 
 	bp := h.bufs.Get().(*[]byte)
 	rec, deadLetter := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, qos)
@@ -168,8 +190,9 @@ func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, 
 	return record.Append(dst, kind, qos, time.Now().UnixNano(), topic, client, reason, payload), kind == record.KindDeadLetter
 }
 
-func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (packets.Packet, error) {
-	reason, code := "spool_error", packets.ErrUnspecifiedError
+// refusal is the metric reason and the MQTT 5 reason code for a spool error.
+func refusal(err error) (reason string, code packets.Code) {
+	reason, code = "spool_error", packets.ErrUnspecifiedError
 	if errors.Is(err, ErrSpoolFull) {
 		reason, code = "spool_full", packets.ErrQuotaExceeded
 	} else if errors.Is(err, ErrSpoolClosed) {
@@ -177,6 +200,11 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (p
 	} else if errors.Is(err, ErrSpoolTimeout) {
 		reason = "spool_timeout"
 	}
+	return reason, code
+}
+
+func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (packets.Packet, error) {
+	reason, code := refusal(err)
 	if pk.FixedHeader.Qos == 0 {
 		h.m.Dropped.WithLabelValues(reason).Inc()
 		return pk, packets.ErrRejectPacket

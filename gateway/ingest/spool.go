@@ -29,6 +29,22 @@ func (sa spoolAdapter) AppendAsync(rec []byte) error {
 	return mapSpoolErr(err)
 }
 
+// AppendTicket implements Pipeliner.
+func (sa spoolAdapter) AppendTicket(rec []byte) (uint64, error) {
+	t, err := sa.s.AppendTicket(rec)
+	return uint64(t), mapSpoolErr(err)
+}
+
+// WaitTicket implements Pipeliner: the wait ends at appended + the ack
+// timeout.
+func (sa spoolAdapter) WaitTicket(t uint64, appended time.Time) error {
+	var deadline time.Time
+	if sa.timeout > 0 {
+		deadline = appended.Add(sa.timeout)
+	}
+	return mapSpoolErr(sa.s.WaitTicket(spool.Ticket(t), deadline))
+}
+
 func mapSpoolErr(err error) error {
 	switch {
 	case err == nil:

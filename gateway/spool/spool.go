@@ -263,20 +263,65 @@ func (s *Spool) AppendTimeout(rec []byte, d time.Duration) (Pos, error) {
 	if err != nil {
 		return Pos{}, err
 	}
+	if err := s.waitUntil(gen, deadline, d); err != nil {
+		return Pos{}, err
+	}
+	return p, nil
+}
+
+// Ticket names the group commit that covers a record appended with
+// AppendTicket.
+type Ticket uint64
+
+// AppendTicket writes rec like AppendAsync and returns the ticket of the
+// group commit that will make it durable. The caller may wait for it with
+// WaitTicket, and must not acknowledge rec before WaitTicket returned nil.
+// It lets one goroutine append several records and wait once for all of
+// them: a later ticket's commit covers every earlier record. Errors as for
+// Append.
+func (s *Spool) AppendTicket(rec []byte) (Ticket, error) {
+	_, gen, err := s.write(rec)
+	return Ticket(gen), err
+}
+
+// WaitTicket blocks until the group commit of t (and so of every record
+// appended before t's) has finished, and returns its outcome. With a
+// non-zero deadline it returns an error wrapping ErrTimeout once the
+// deadline has passed; the records may still become durable later, as
+// with AppendTimeout.
+func (s *Spool) WaitTicket(t Ticket, deadline time.Time) error {
+	if deadline.IsZero() {
+		return s.wait(uint64(t))
+	}
+	return s.waitUntil(uint64(t), deadline, 0)
+}
+
+// waitUntil is wait with a deadline; d, when non-zero, is the bound
+// reported in the timeout error.
+func (s *Spool) waitUntil(gen uint64, deadline time.Time, d time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.doneGen >= gen {
+		if gen > s.okGen {
+			return s.failErr
+		}
+		return nil
+	}
 	s.timedWaiters++
 	defer func() { s.timedWaiters-- }()
 	for s.doneGen < gen {
 		if !time.Now().Before(deadline) {
-			return Pos{}, fmt.Errorf("%w after %s", ErrTimeout, d)
+			if d == 0 {
+				return fmt.Errorf("%w at deadline", ErrTimeout)
+			}
+			return fmt.Errorf("%w after %s", ErrTimeout, d)
 		}
 		s.synced.Wait()
 	}
 	if gen > s.okGen {
-		return Pos{}, s.failErr
+		return s.failErr
 	}
-	return p, nil
+	return nil
 }
 
 // watchdog wakes timed waiters periodically so that they can notice their

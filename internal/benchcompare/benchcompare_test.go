@@ -13,6 +13,7 @@ import (
 
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
 )
 
 // TestFramesCarryTheSameSignals: the MessagePack frame the gateway gets,
@@ -62,7 +63,7 @@ func TestConfigs(t *testing.T) {
 			t.Errorf("mosquitto.conf lacks %q", want)
 		}
 	}
-	tg := telegrafConf("127.0.0.1:1884", "pw", "http://127.0.0.1:8086", 5000, 10000)
+	tg := telegrafConf("127.0.0.1:1884", "pw", "http://127.0.0.1:8086", influx.User{Name: "w", Password: "p"}, 5000, 10000)
 	for _, want := range []string{"qos = 1", "persistent_session = true", `client_id = "telegraf-bench"`,
 		"max_undelivered_messages = 10000", `data_format = "json"`, `database = "bench_telegraf"`, "metric_batch_size = 5000"} {
 		if !strings.Contains(tg, want) {

@@ -3,6 +3,8 @@ package benchcompare
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/influx/localserver"
 )
 
@@ -26,11 +29,32 @@ var ErrInflux = errors.New("benchcompare: influxdb")
 type influxServer struct {
 	*proc
 	url string
-	hc  *http.Client
+	hc  *http.Client // as the admin (basic auth)
+	// writers holds each database's writer (ALL on that database only),
+	// created by createDB; written before the pipelines start.
+	writers map[string]influx.User
+}
+
+// basicAuth adds user's credentials to every request.
+type basicAuth struct {
+	user influx.User
+	next http.RoundTripper
+}
+
+func (b basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(b.user.Name, b.user.Password)
+	return b.next.RoundTrip(r)
+}
+
+func randomPassword() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // startInflux runs bin in dir with the environment the project's test
-// harness uses (influx.ServerEnv: loopback, no reporting, quiet logs).
+// harness uses (localserver.Env: loopback, no reporting, quiet logs).
 func startInflux(bin, dir string) (*influxServer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -50,7 +74,16 @@ func startInflux(bin, dir string) (*influxServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &influxServer{proc: p, url: u, hc: &http.Client{Timeout: time.Minute}}, nil
+	// Authentication is on (localserver.Env): create the first admin,
+	// which 1.x accepts without credentials, then query as that admin.
+	s := &influxServer{proc: p, url: u, hc: &http.Client{Timeout: time.Minute}, writers: map[string]influx.User{}}
+	admin := influx.User{Name: "bench_admin", Password: randomPassword()}
+	if _, err := s.query("", fmt.Sprintf("CREATE USER %q WITH PASSWORD '%s' WITH ALL PRIVILEGES", admin.Name, admin.Password)); err != nil {
+		p.stop()
+		return nil, err
+	}
+	s.hc.Transport = basicAuth{user: admin, next: http.DefaultTransport}
+	return s, nil
 }
 
 // query runs an InfluxQL statement (v1 /query) and returns the first
@@ -93,9 +126,20 @@ func (s *influxServer) query(db, q string) ([][]any, error) {
 }
 
 // createDB creates database db.
+// It also creates the database's writer, with ALL on db and nothing else.
 func (s *influxServer) createDB(db string) error {
-	_, err := s.query("", fmt.Sprintf("CREATE DATABASE %q", db))
-	return err
+	w := influx.User{Name: db + "_writer", Password: randomPassword()}
+	for _, q := range []string{
+		fmt.Sprintf("CREATE DATABASE %q", db),
+		fmt.Sprintf("CREATE USER %q WITH PASSWORD '%s'", w.Name, w.Password),
+		fmt.Sprintf("GRANT ALL ON %q TO %q", db, w.Name),
+	} {
+		if _, err := s.query("", q); err != nil {
+			return err
+		}
+	}
+	s.writers[db] = w
+	return nil
 }
 
 // count returns the number of telemetry points in db, except those of the
@@ -141,7 +185,7 @@ func (s *influxServer) directWrite(ctx context.Context, db string, devs []string
 	writeURL := s.url + "/api/v2/write?" + url.Values{"bucket": {db + "/autogen"}, "precision": {"ns"}}.Encode()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = writers
-	hc := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	hc := &http.Client{Transport: basicAuth{user: s.writers[db], next: tr}, Timeout: 2 * time.Minute}
 	defer tr.CloseIdleConnections()
 
 	// One request carries frames [from, to) of every device: batch lines.

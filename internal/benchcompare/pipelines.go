@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/gateway/influx"
 )
 
 // Databases, one per pipeline.
@@ -84,7 +85,7 @@ pattern write vehicles/%u/telemetry
 // vin, one float field per signal plus seq, timestamp from "ts" (ms); and
 // outputs.influxdb into DBTelegraf, batches of batch lines, uncompressed
 // (the gateway does not compress either).
-func telegrafConf(mqttAddr, pass, influxURL string, batch, undelivered int) string {
+func telegrafConf(mqttAddr, pass, influxURL string, iu influx.User, batch, undelivered int) string {
 	return fmt.Sprintf(`[agent]
   interval = "10s"
   round_interval = false
@@ -117,10 +118,12 @@ func telegrafConf(mqttAddr, pass, influxURL string, batch, undelivered int) stri
 [[outputs.influxdb]]
   urls = [%q]
   database = %q
+  username = %q
+  password = %q
   skip_database_creation = true
   content_encoding = "identity"
   timeout = "60s"
-`, batch, max(10*batch, 4*undelivered), mqttAddr, telegrafUser, pass, undelivered, influxURL, DBTelegraf)
+`, batch, max(10*batch, 4*undelivered), mqttAddr, telegrafUser, pass, undelivered, influxURL, DBTelegraf, iu.Name, iu.Password)
 }
 
 // alternative is a running Mosquitto + Telegraf.
@@ -145,7 +148,7 @@ var ErrTool = errors.New("benchcompare: external tool")
 
 // startAlternative writes the configurations into dir and starts Mosquitto
 // then Telegraf (ready once it logged its MQTT connection).
-func startAlternative(o Options, dir, influxURL string, devs []device) (*alternative, error) {
+func startAlternative(o Options, dir, influxURL string, iu influx.User, devs []device) (*alternative, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
@@ -196,7 +199,7 @@ func startAlternative(o Options, dir, influxURL string, devs []device) (*alterna
 		return nil, err
 	}
 	tconf := filepath.Join(o.workDir, "telegraf.conf")
-	if err := os.WriteFile(tconf, []byte(telegrafConf(addr, tgPass, influxURL, o.Batch, o.TelegrafUndelivered)), 0o600); err != nil {
+	if err := os.WriteFile(tconf, []byte(telegrafConf(addr, tgPass, influxURL, iu, o.Batch, o.TelegrafUndelivered)), 0o600); err != nil {
 		a.stop()
 		return nil, err
 	}
@@ -211,17 +214,17 @@ func startAlternative(o Options, dir, influxURL string, devs []device) (*alterna
 
 // gatewayConf is the gateway's configuration for the run: loopback
 // listeners, pprof on when a profile is wanted, database DBGateway.
-func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL string, pprof bool) string {
+func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL string, iu influx.User, pprof bool) string {
 	return fmt.Sprintf(`data_dir: %s
 devices_file: %s
 log_level: warn
 http: {addr: %s, pprof: %t}
 mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 100000, rate_burst: 100000}
-influx: {url: %s, database: %s}
+influx: {url: %s, database: %s, username: %q, password: %q}
 nats: {embedded: {addr: %s}}
 dashboard: {enabled: false}
 services: {enabled: false}
-`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, influxURL, DBGateway, natsAddr)
+`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, influxURL, DBGateway, iu.Name, iu.Password, natsAddr)
 }
 
 // gatewayProc is the running gateway binary.
@@ -232,7 +235,7 @@ type gatewayProc struct {
 
 // startGateway provisions devs (machine-secret hashes, the product
 // default) and starts the gateway binary.
-func startGateway(o Options, dir, influxURL string, devs []device) (*gatewayProc, error) {
+func startGateway(o Options, dir, influxURL string, iu influx.User, devs []device) (*gatewayProc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -251,7 +254,7 @@ func startGateway(o Options, dir, influxURL string, devs []device) (*gatewayProc
 		}
 	}
 	cfgFile := filepath.Join(dir, "gateway.yaml")
-	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, o.CPUProfile != "")
+	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, iu, o.CPUProfile != "")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

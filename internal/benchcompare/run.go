@@ -262,7 +262,7 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
 	}
 	defer os.RemoveAll(mdir)
-	alt, err := startAlternative(o, mdir, in.url, devs)
+	alt, err := startAlternative(o, mdir, in.url, in.writers[DBTelegraf], devs)
 	if err != nil {
 		return Result{Pipeline: "Mosquitto + Telegraf", Err: err}
 	}
@@ -273,7 +273,7 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 }
 
 func runGateway(ctx context.Context, o Options, in *influxServer, devs []device) Result {
-	gw, err := startGateway(o, filepath.Join(o.workDir, "gateway"), in.url, devs)
+	gw, err := startGateway(o, filepath.Join(o.workDir, "gateway"), in.url, in.writers[DBGateway], devs)
 	if err != nil {
 		return Result{Pipeline: "telegate gateway", Err: err}
 	}
@@ -291,6 +291,12 @@ func runGateway(ctx context.Context, o Options, in *influxServer, devs []device)
 	r.Pipeline = "telegate gateway"
 	if sum, n := gw.metric("telegate_influx_batch_lines_sum"), gw.metric("telegate_influx_batch_lines_count"); n > 0 {
 		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f InfluxDB writes, %.0f lines per write on average\n", n, sum/n)
+	}
+	if recs, syncs := gw.metric("telegate_spool_appended_records_total"), gw.metric("telegate_spool_group_commits_total"); syncs > 0 {
+		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f spool group commits, %.1f records per commit\n", syncs, recs/syncs)
+	}
+	if frames, waits := gw.metric(`telegate_spool_appends_total{qos="1"}`), gw.metric("telegate_spool_append_seconds_count"); waits > 0 {
+		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f QoS 1 frames, %.1f per commit wait (PUBACK release)\n", frames, frames/waits)
 	}
 	if o.CPUProfile != "" {
 		r.Err = errors.Join(r.Err, <-profErr)

@@ -24,14 +24,14 @@ var stageRules = []struct {
 	any  []string
 }{
 	{"sink cursor commits (fsync)", []string{"spool.(*Consumer).Commit"}},
-	{"event sink (NATS JetStream, embedded server)", []string{"gateway/eventsink.", "gateway/natsbus.", "nats-io/nats-server", "nats-io/nats.go"}},
+	{"event sink (NATS JetStream, embedded server)", []string{"gateway/eventsink.", "sink/eventsink.", "gateway/natsbus.", "nats-io/nats-server", "nats-io/nats.go"}},
 	{"GC", []string{"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"}},
 	{"spool append and fsync", []string{"spool.(*Spool)", "spool.fdatasync"}},
-	{"PUBACK write", []string{"(*Client).WritePacket"}},
+	{"PUBACK write", []string{"(*Client).WritePacket", "listener.(*Conn).writeHeldLocked"}},
 	{"decode (msgpack)", []string{"decoders/wire."}},
 	{"validation", []string{"gateway/ingest.(*Validator)"}},
 	{"spool read (influx sink)", []string{"spool.(*Consumer)"}},
-	{"line-protocol encoding", []string{"gateway/influxsink.(*encoder)", "gateway/influx.(*Encoder)"}},
+	{"line-protocol encoding", []string{"gateway/influxsink.(*encoder)", "sink/influxsink.(*encoder)", "gateway/influx.(*Encoder)"}},
 	{"HTTP write to InfluxDB", []string{"gateway/influx.(*Writer)", "net/http."}},
 	{"broker packet handling (mochi, listener, ingest hook)", []string{"mochi-mqtt/server", "telegate/broker/", "gateway/ingest."}},
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -87,8 +89,16 @@ func BenchmarkEndToEndDurability(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOptions) {
 	in := testenv.StartInflux(b)
-	gw := testenv.StartGateway(b, in, vehicles, opts...)
-	external := len(opts) > 0 && opts[0].NATSURL != ""
+	// TELEGATE_BENCH_GATEWAY_CFG: YAML appended to the gateway's
+	// configuration, e.g. "spool: {sync_delay: 1ms}".
+	var o testenv.GatewayOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.ExtraCfg += os.Getenv("TELEGATE_BENCH_GATEWAY_CFG")
+	o.Pprof = o.Pprof || os.Getenv("TELEGATE_BENCH_CPUPROFILE") != ""
+	gw := testenv.StartGateway(b, in, vehicles, o)
+	external := o.NATSURL != ""
 
 	interval := time.Millisecond // saturating: the PUBACK window paces the fleet
 	if hz > 0 {
@@ -118,9 +128,24 @@ func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOption
 		defer wg.Done()
 		lat = runProbes(b, in, probe, probeVIN, stopProbe)
 	}()
+	// TELEGATE_BENCH_CPUPROFILE: write a 10 s CPU profile of the gateway,
+	// taken 3 s into the load, to this file.
+	profDone := make(chan struct{})
+	if path := os.Getenv("TELEGATE_BENCH_CPUPROFILE"); path != "" && b.N > 1 {
+		go func() {
+			defer close(profDone)
+			time.Sleep(3 * time.Second)
+			if err := fetchProfile(gw.HTTPAddr, path, 10); err != nil {
+				b.Logf("cpu profile: %v", err)
+			}
+		}()
+	} else {
+		close(profDone)
+	}
 	if err := fleet.Run(ctx); err != nil {
 		b.Fatal(err)
 	}
+	<-profDone
 	s := fleet.Summary()
 	acked := int(s.Topics["telemetry"].Acked)
 	// Wait until every acked frame is queryable.
@@ -150,6 +175,10 @@ func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOption
 	if len(lat) > 0 {
 		b.ReportMetric(float64(pct(lat, 50).Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(pct(lat, 99).Microseconds())/1000, "p99-ms")
+	}
+	if recs, commits := scrapeMetric(b, gw.HTTPAddr, "telegate_spool_appended_records_total"),
+		scrapeMetric(b, gw.HTTPAddr, "telegate_spool_group_commits_total"); commits > 0 {
+		b.ReportMetric(recs/commits, "records/commit")
 	}
 	b.ReportMetric(float64(s.Latency.P50.Microseconds())/1000, "puback-p50-ms")
 	b.ReportMetric(float64(s.Latency.P99.Microseconds())/1000, "puback-p99-ms")
@@ -224,4 +253,41 @@ func probesStored(b testing.TB, in *testenv.Influx, vin string, start time.Time)
 	}
 	n, _ := rows[0]["_value"].(int64)
 	return int(n)
+}
+
+// scrapeMetric returns the value of the unlabelled metric name from the
+// gateway's /metrics (0 if absent).
+func scrapeMetric(b testing.TB, httpAddr, name string) float64 {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		b.Logf("metrics: %v", err)
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// fetchProfile writes a CPU profile of secs seconds from the gateway's
+// /debug/pprof to path.
+func fetchProfile(httpAddr, path string, secs int) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o600)
 }
