@@ -173,7 +173,9 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (p
 	if errors.Is(err, ErrSpoolFull) {
 		reason, code = "spool_full", packets.ErrQuotaExceeded
 	} else if errors.Is(err, ErrSpoolClosed) {
-		reason, code = "shutting_down", packets.ErrServerBusy
+		// 0x8B as DISCONNECT, never as PUBACK (not a PUBACK reason code);
+		// unacked, the publish is resent to the next server.
+		reason, code = "shutting_down", packets.ErrServerShuttingDown
 	} else if errors.Is(err, ErrSpoolTimeout) {
 		reason = "spool_timeout"
 	}
@@ -182,6 +184,10 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (p
 		return pk, packets.ErrRejectPacket
 	}
 	h.m.Refused.WithLabelValues(reason).Inc()
+	if v5 && code == packets.ErrServerShuttingDown && h.srv != nil {
+		_ = h.srv.DisconnectClient(cl, code) // DISCONNECT 0x8B, no PUBACK
+		return pk, packets.ErrRejectPacket
+	}
 	if v5 {
 		return pk, code // PUBACK with the reason code, nothing forwarded
 	}

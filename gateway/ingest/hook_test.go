@@ -293,3 +293,85 @@ func TestWillIsIngested(t *testing.T) {
 		t.Fatalf("Will not spooled: %+v", recs)
 	}
 }
+
+// rawV5 connects an MQTT 5 client on a raw socket (clean start, no
+// properties) and checks its CONNACK's reason code is 0.
+func rawV5(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	body := append(str("MQTT"), 5, 0x02, 0, 30, 0)
+	body = append(body, str(id)...)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(conn, hdr); err != nil || hdr[0] != 0x20 {
+		t.Fatalf("connack header % x %v", hdr, err)
+	}
+	rest := make([]byte, hdr[1])
+	if _, err := io.ReadFull(conn, rest); err != nil || rest[1] != 0 {
+		t.Fatalf("connack % x %v", rest, err)
+	}
+	return conn
+}
+
+// TestSpoolClosedDisconnectsV5 pins the answer to a QoS 1 publish while
+// the spool is closing (the gateway shuts down): MQTT 5 DISCONNECT 0x8B
+// Server shutting down and no PUBACK (0x89 is not a PUBACK reason code, and
+// a negative PUBACK would end the publish for good; unacknowledged, it is
+// resent to the next server); MQTT 3.1.1 the connection closed without an
+// ack.
+func TestSpoolClosedDisconnectsV5(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	_ = f.sp.Close()
+	topic := "vehicles/" + vin + "/telemetry"
+	pub := func(level byte) []byte {
+		body := append([]byte{0, byte(len(topic))}, topic...)
+		body = append(body, 0, 7) // packet id 7
+		if level == 5 {
+			body = append(body, 0) // no properties
+		}
+		body = append(body, frame(1)...)
+		return append([]byte{0x32, byte(len(body))}, body...)
+	}
+
+	c := rawV5(t, f.addr, vin)
+	if _, err := c.Write(pub(5)); err != nil {
+		t.Fatal(err)
+	}
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	props := append([]byte{0x1F}, str("server shutting down")...)
+	want := append([]byte{0xE0, byte(2 + len(props)), 0x8B, byte(len(props))}, props...)
+	got, _ := io.ReadAll(c)
+	if string(got) != string(want) {
+		t.Fatalf("v5 answer\n got % x\nwant % x", got, want)
+	}
+
+	// 3.1.1: closed, nothing written.
+	str3 := append(str("MQTT"), 4, 0x02, 0, 30)
+	str3 = append(str3, str("TGSVS000000000002")...)
+	c3, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	_ = c3.SetDeadline(time.Now().Add(10 * time.Second))
+	c3.Write(append([]byte{0x10, byte(len(str3))}, str3...))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c3, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack % x %v", ack, err)
+	}
+	c3.Write(pub(4))
+	if rest, err := io.ReadAll(c3); err != nil || len(rest) != 0 {
+		t.Fatalf("3.1.1 answer % x (%v), want the connection closed without a byte", rest, err)
+	}
+	if got := testutil.ToFloat64(f.m.Refused.WithLabelValues("shutting_down")); got != 2 {
+		t.Fatalf("refused{shutting_down} = %v, want 2", got)
+	}
+}
