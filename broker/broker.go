@@ -633,3 +633,17 @@ func (b *Broker) Stats() *Stats { return &b.stats }
 // Server returns the underlying mochi server, for read-only inspection and
 // inline subscriptions. Do not add hooks or listeners through it.
 func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// Logger returns the broker's filtered logger (logfilter.go): payload
+// bytes never pass, and lines with a "client" attribute are rate-limited
+// per client, dropped lines counted in log_lines_suppressed. Hooks that
+// log about devices (the gateway's ingest) should log through it.
+func (b *Broker) Logger() *slog.Logger { return b.log }
+
+// NewLogFilter returns the broker's log filter around next, for a
+// component that logs about devices outside a Broker (logfilter.go). now
+// is the rate limits' clock (nil: time.Now); suppressed, if not nil, is
+// called for every dropped line.
+func NewLogFilter(next slog.Handler, now func() time.Time, suppressed func()) slog.Handler {
+	return newLogFilter(next, now, suppressed)
+}

@@ -69,7 +69,10 @@ type Hook struct {
 // SetServer lets the hook tell a session takeover from a real disconnect.
 func (h *Hook) SetServer(s *mqtt.Server) { h.srv = s }
 
-// New returns the ingest hook.
+// New returns the ingest hook. log should be the broker's filtered logger
+// (broker.Broker.Logger): the hook logs one line per rejected payload with
+// a "client" attribute, and that filter rate-limits such lines per client
+// and counts the ones it drops.
 func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
 	if log == nil {
 		log = slog.Default()
@@ -162,6 +165,9 @@ func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, 
 	if label, err := h.val.Validate(class, id, payload); err != nil {
 		kind, reason = record.KindDeadLetter, string(reject.AppendReason(nil, label, reject.Detail(err)))
 		h.m.DeadLettered.WithLabelValues(class.String(), label.String()).Inc()
+		// One line per rejection, never payload bytes; rate-limited per
+		// client by the broker's log filter (broker.Logger, logfilter.go).
+		h.log.Info("payload rejected", "client", client, "topic", topic, "size", len(payload), "label", label.String())
 	} else {
 		h.decoded[class].Inc()
 	}

@@ -1,8 +1,13 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
+	"strings"
+	"sync"
 	"net"
 	"testing"
 	"time"
@@ -17,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
@@ -43,7 +49,7 @@ type fixture struct {
 
 // newFixture runs a real mochi server (allow-all auth: the product's auth and
 // ACL are tested in broker/) with the ingest hook over a real spool.
-func newFixture(t *testing.T, maxBytes int64) *fixture {
+func newFixture(t *testing.T, maxBytes int64, log ...*slog.Logger) *fixture {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}, MaxBytes: maxBytes, SegmentBytes: 64 << 10, MaxRecord: 128 << 10})
 	if err != nil {
@@ -58,7 +64,7 @@ func newFixture(t *testing.T, maxBytes int64) *fixture {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	h := ingest.New(ingest.FromSpool(sp, 5*time.Second), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
+	h := ingest.New(ingest.FromSpool(sp, 5*time.Second), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, append(log, nil)[0])
 	h.SetServer(srv)
 	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
@@ -373,5 +379,74 @@ func TestSpoolClosedDisconnectsV5(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.m.Refused.WithLabelValues("shutting_down")); got != 2 {
 		t.Fatalf("refused{shutting_down} = %v, want 2", got)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRejectedPayloadLoggedWithLabel: every rejected payload is logged as
+// one line with client, topic, size and its rejection label, never the
+// payload, and through the broker's log filter the lines are bounded per
+// client (a burst of 10, then one per 10 s, on an injected clock) with the
+// dropped ones counted and reported on the next line let through.
+func TestRejectedPayloadLoggedWithLabel(t *testing.T) {
+	var out lockedBuf
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	suppressed := 0
+	count := func() { mu.Lock(); suppressed++; mu.Unlock() }
+	log := slog.New(broker.NewLogFilter(slog.NewTextHandler(&out, nil), clock, count))
+	f := newFixture(t, 8<<20, log)
+	c := v5(t, f.addr)
+	payload := []byte("\x93SECRET-POSITION-52.5200,13.4050")
+	const n = 50
+	for range n {
+		if rc := publish5(t, c, "vehicles/"+vin+"/telemetry", 1, payload); rc != 0x99 {
+			t.Fatalf("reason code %#x, want 0x99", rc)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rejected []string
+	for _, l := range lines {
+		if strings.Contains(l, `msg="payload rejected"`) {
+			rejected = append(rejected, l)
+		}
+	}
+	if len(rejected) != 10 {
+		t.Fatalf("%d rejection lines for %d rejections, want the burst of 10:\n%s", len(rejected), n, out.String())
+	}
+	want := fmt.Sprintf("client=%s topic=vehicles/%s/telemetry size=%d label=version", vin, vin, len(payload))
+	if !strings.Contains(rejected[0], want) {
+		t.Fatalf("line %q lacks %q", rejected[0], want)
+	}
+	if strings.Contains(out.String(), "SECRET") {
+		t.Fatalf("payload bytes in the log:\n%s", out.String())
+	}
+	mu.Lock()
+	got := suppressed
+	now = now.Add(10 * time.Second)
+	mu.Unlock()
+	if got != n-10 {
+		t.Fatalf("suppressed %d lines, want %d", got, n-10)
+	}
+	publish5(t, c, "vehicles/"+vin+"/telemetry", 1, payload)
+	if !strings.Contains(out.String(), fmt.Sprintf("suppressed=%d", n-10)) {
+		t.Fatalf("next line does not report the %d suppressed ones:\n%s", n-10, out.String())
 	}
 }
