@@ -277,3 +277,88 @@ func willConnect(level, willFlags byte) []byte {
 	body = append(body, encStr(secrets[vin1])...)
 	return packet(0x10, body)
 }
+
+// connackV5 is a refusing MQTT 5 CONNACK as the broker writes it: the
+// reason code, its Reason String and Receive Maximum 64.
+func connackV5(code byte, reason string) []byte {
+	props := append(append([]byte{0x1F}, encStr(reason)...), 0x21, 0x00, 0x40)
+	return packet(0x20, append([]byte{0x00, code}, append(encLen(len(props)), props...)...))
+}
+
+// rawConnectFlags builds a CONNECT with the given flags byte (user name
+// and password flags are added when user/pass are set).
+func rawConnectFlags(level, flags byte, id, user, pass string) []byte {
+	if user != "" {
+		flags |= 0x80
+	}
+	if pass != "" {
+		flags |= 0x40
+	}
+	body := append(encStr("MQTT"), level, flags, 0, 30)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, encStr(id)...)
+	if user != "" {
+		body = append(body, encStr(user)...)
+	}
+	if pass != "" {
+		body = append(body, encStr(pass)...)
+	}
+	return packet(0x10, body)
+}
+
+// TestConnackClientIDRejected: an empty client id is rejected as an
+// invalid identifier: 3.1.1 return code 0x02 with or without CleanSession
+// ([MQTT-3.1.3-8], [MQTT-3.1.3-9]; mochi answered 0x80, mapped to 0x05),
+// MQTT 5 CONNACK 0x85.
+func TestConnackClientIDRejected(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	for _, c := range []struct {
+		name  string
+		level byte
+		flags byte
+		want  []byte
+	}{
+		{"3.1.1 CleanSession 0", 4, 0x00, []byte{0x20, 0x02, 0x00, 0x02}},
+		{"3.1.1 CleanSession 1", 4, 0x02, []byte{0x20, 0x02, 0x00, 0x02}},
+		{"5 Clean Start 0", 5, 0x00, connackV5(0x85, "client identifier not valid")},
+		{"5 Clean Start 1", 5, 0x02, connackV5(0x85, "client identifier not valid")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := dial(t, addr)
+			conn.Write(rawConnectFlags(c.level, c.flags, "", vin1, secrets[vin1]))
+			if got := waitEOF(t, conn); !bytes.Equal(got, c.want) {
+				t.Fatalf("got %x, want %x", got, c.want)
+			}
+		})
+	}
+}
+
+// TestV3ConnackCodes: every reason code mochi or the broker may put in a
+// CONNACK becomes one of the 3.1.1 return codes 0x00-0x05.
+func TestV3ConnackCodes(t *testing.T) {
+	for _, c := range []struct {
+		in      byte
+		emptyID bool
+		want    byte
+	}{
+		{0x00, false, 0x00},
+		{0x01, false, 0x01}, {0x02, false, 0x02}, {0x03, false, 0x03}, {0x04, false, 0x04}, {0x05, false, 0x05},
+		{0x84, false, 0x01}, // unsupported protocol version
+		{0x85, false, 0x02}, // client identifier not valid
+		{0x80, true, 0x02},  // mochi: empty id without CleanSession
+		{0x80, false, 0x05},
+		{0x88, false, 0x03}, {0x89, false, 0x03}, // server unavailable / busy
+		{0x8B, false, 0x03},                      // shutting down
+		{0x9C, false, 0x03}, {0x9D, false, 0x03}, // drain: use another server / moved
+		{0x86, false, 0x05}, // bad user name or password
+		{0x87, false, 0x05}, // not authorized (a refused Will topic)
+		{0x9A, false, 0x05}, {0x9B, false, 0x05}, // Will retain / QoS 2
+	} {
+		if got := v3ConnackCode(c.in, c.emptyID); got != c.want {
+			t.Errorf("v3ConnackCode(%#x, emptyID %v) = %#x, want %#x", c.in, c.emptyID, got, c.want)
+		}
+	}
+}

@@ -96,7 +96,13 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		return false
 	}
 	if id == "" {
-		return refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
+		// Every device has an id: an empty one is rejected as an invalid
+		// client identifier, CONNACK 0x85 (v5) / 0x02 (3.1.1,
+		// [MQTT-3.1.3-9]), not as bad credentials.
+		refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
+		_ = h.b.server.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+		cl.Stop(packets.ErrClientIdentifierNotValid)
+		return false
 	}
 	var dev registry.Device
 	hash := "" // the bcrypt hash the password matched; "" for a certificate alone
@@ -296,8 +302,8 @@ func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 // limits to v5 clients, so a successful v5 CONNACK gets Maximum Packet
 // Size, Topic Alias Maximum, Retain Available 0 and Shared Subscription
 // Available 0 added. mochi also writes v5-only reason codes (0x87, 0x9A,
-// ...) into v3.1.1 CONNACKs, where only 1-5 are valid; those become 0x05
-// Not authorized (0x03 Server unavailable for 0x88/0x89).
+// ...) into v3.1.1 CONNACKs, where only 1-5 are valid: v3ConnackCode maps
+// them.
 func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
 		// MQTT 3.1.1 has no server-to-client DISCONNECT, but mochi sends
@@ -312,13 +318,7 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		return pk
 	}
 	if cl.Properties.ProtocolVersion < 5 {
-		switch {
-		case pk.ReasonCode == packets.ErrServerUnavailable.Code || pk.ReasonCode == packets.ErrServerBusy.Code,
-			pk.ReasonCode == packets.ErrUseAnotherServer.Code || pk.ReasonCode == packets.ErrServerMoved.Code:
-			pk.ReasonCode = packets.Err3ServerUnavailable.Code
-		case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
-			pk.ReasonCode = packets.Err3NotAuthorized.Code
-		}
+		pk.ReasonCode = v3ConnackCode(pk.ReasonCode, cl.Properties.Props.AssignedClientID != "")
 		return pk
 	}
 	if pk.ReasonCode == packets.CodeSuccess.Code {
@@ -330,6 +330,33 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		pk.Properties.SharedSubAvailableFlag = true
 	}
 	return pk
+}
+
+// v3ConnackCode maps the reason code of a CONNACK to a 3.1.1 client
+// (mochi has already mapped some v5 codes, not all) onto the 3.1.1 return
+// codes 0x00-0x05. emptyID: the CONNECT had an empty client id (mochi
+// answers the 3.1.1 case "empty id without CleanSession" with 0x80, where
+// [MQTT-3.1.3-8] requires 0x02).
+func v3ConnackCode(code byte, emptyID bool) byte {
+	switch code {
+	case 0x00, packets.Err3UnsupportedProtocolVersion.Code, packets.Err3ClientIdentifierNotValid.Code,
+		packets.Err3ServerUnavailable.Code, packets.ErrMalformedUsernameOrPassword.Code, packets.Err3NotAuthorized.Code:
+		return code
+	case packets.ErrUnsupportedProtocolVersion.Code:
+		return packets.Err3UnsupportedProtocolVersion.Code
+	case packets.ErrClientIdentifierNotValid.Code:
+		return packets.Err3ClientIdentifierNotValid.Code
+	case packets.ErrServerUnavailable.Code, packets.ErrServerBusy.Code,
+		packets.ErrUseAnotherServer.Code, packets.ErrServerMoved.Code, packets.ErrServerShuttingDown.Code:
+		return packets.Err3ServerUnavailable.Code
+	case packets.ErrUnspecifiedError.Code:
+		if emptyID {
+			return packets.Err3ClientIdentifierNotValid.Code
+		}
+	}
+	// Bad credentials (0x86), not authorized (0x87, a refused Will) and
+	// the v5-only refusals (QoS or retain not supported, ...).
+	return packets.Err3NotAuthorized.Code
 }
 
 // OnPublish enforces the per-device rate limit and drops the retain flag
