@@ -353,8 +353,8 @@ func TestV3ConnackCodes(t *testing.T) {
 		{0x88, false, 0x03}, {0x89, false, 0x03}, // server unavailable / busy
 		{0x8B, false, 0x03},                      // shutting down
 		{0x9C, false, 0x03}, {0x9D, false, 0x03}, // drain: use another server / moved
-		{0x86, false, 0x05}, // bad user name or password
-		{0x87, false, 0x05}, // not authorized (a refused Will topic)
+		{0x86, false, 0x05},                      // bad user name or password
+		{0x87, false, 0x05},                      // not authorized (a refused Will topic)
 		{0x9A, false, 0x05}, {0x9B, false, 0x05}, // Will retain / QoS 2
 	} {
 		if got := v3ConnackCode(c.in, c.emptyID); got != c.want {
