@@ -91,6 +91,30 @@ var conformanceCases = []conformanceCase{
 		send: packet(0x82, append([]byte{0x00, 0x04}, append(encStr("vehicles/"+vin1+"/cmd/#"), 2)...)),
 		want: []byte{0x90, 0x03, 0x00, 0x04, 0x01}},
 
+	// Shared subscriptions are not offered (Shared Subscription Available
+	// 0): MQTT 5 gets 0x9E for such a filter; in 3.1.1 "$share/..." is an
+	// ordinary filter, outside the device's and refused by the ACL.
+	{name: "shared subscription", level: 5,
+		send: packet(0x82, append([]byte{0x00, 0x05, 0x00}, append(encStr("$share/g/vehicles/"+vin1+"/cmd/#"), 1)...)),
+		want: []byte{0x90, 0x04, 0x00, 0x05, 0x00, 0x9E}},
+	{name: "shared subscription", level: 4, send: subscribePacket(5, "$share/g/vehicles/"+vin1+"/cmd/#"),
+		want: []byte{0x90, 0x03, 0x00, 0x05, 0x80}},
+	{name: "shared and own subscription", level: 5,
+		send: packet(0x82, append([]byte{0x00, 0x06, 0x00}, append(append(encStr("vehicles/"+vin1+"/cmd/#"), 1),
+			append(encStr("$share/g/x"), 1)...)...)),
+		want: []byte{0x90, 0x05, 0x00, 0x06, 0x00, 0x01, 0x9E}},
+	// A publish to "$share/{group}/..." is a publish to a topic outside
+	// the device's: refused by the ACL like any other.
+	{name: "QoS 1 publish to $share", level: 5, send: v5Publish("$share/g/x", 1, 7, "x"),
+		want: packet(0x40, append([]byte{0x00, 0x07, 0x87}, v5ReasonString("not authorized")...))},
+	{name: "QoS 1 publish to $share", level: 4, send: publishPacket("$share/g/x", 1, 7, "x"), closed: true},
+	// $SYS topics cannot be published to (mochi would drop the publish
+	// silently, leaving a QoS 1 client waiting).
+	{name: "QoS 1 publish to $SYS", level: 5, send: v5Publish("$SYS/x", 1, 7, "x"),
+		want:   packet(0xE0, append([]byte{0x90}, v5ReasonString("topic name invalid")...)),
+		closed: true, clientCloses: true},
+	{name: "QoS 1 publish to $SYS", level: 4, send: publishPacket("$SYS/x", 1, 7, "x"), closed: true},
+
 	// Over the Maximum Packet Size (64 KiB): identified from the fixed
 	// header, before the body is read.
 	{name: "packet too large", level: 4, send: oversize(), closed: true},

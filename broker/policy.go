@@ -22,6 +22,17 @@ import (
 type policy struct {
 	mqtt.HookBase
 	b *Broker
+	// shared holds, per v5 client with a SUBSCRIBE being processed, the
+	// indexes of its shared-subscription filters (sharedMark), from
+	// OnSubscribe to the SUBACK's OnPacketEncode (both on the client's
+	// read goroutine); dropped at disconnect.
+	shared sync.Map // *mqtt.Client -> sharedMark
+}
+
+// sharedMark: the SUBSCRIBE packet id and its $share/... filter indexes.
+type sharedMark struct {
+	id  uint16
+	idx []int
 }
 
 func (h *policy) ID() string { return "telegate-policy" }
@@ -30,7 +41,7 @@ func (h *policy) Provides(e byte) bool {
 	switch e {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished,
 		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPublish,
-		mqtt.OnPacketProcessed, mqtt.OnDisconnect:
+		mqtt.OnPacketProcessed, mqtt.OnDisconnect, mqtt.OnSubscribe:
 		return true
 	}
 	return false
@@ -314,6 +325,9 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		cl.Stop(packets.Code{Code: pk.ReasonCode, Reason: "disconnected by server"})
 		return pk
 	}
+	if pk.FixedHeader.Type == packets.Suback {
+		return h.sharedSuback(cl, pk)
+	}
 	if pk.FixedHeader.Type != packets.Connack {
 		return pk
 	}
@@ -329,6 +343,44 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		pk.Properties.SharedSubAvailable = 0
 		pk.Properties.SharedSubAvailableFlag = true
 	}
+	return pk
+}
+
+// OnSubscribe notes the shared-subscription filters ($share/{group}/...)
+// of an MQTT 5 SUBSCRIBE. Shared Subscription Available is 0, so their
+// SUBACK reason is 0x9E Shared Subscriptions not supported
+// ([MQTT-3.2.2-18] family; mochi would answer 0x87 from the ACL). MQTT
+// 3.1.1 has no shared subscriptions: there such a filter is an ordinary
+// one, refused by the ACL with 0x80.
+func (h *policy) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk
+	}
+	var idx []int
+	for i, f := range pk.Filters {
+		if mqtt.IsSharedFilter(f.Filter) {
+			idx = append(idx, i)
+		}
+	}
+	if idx != nil {
+		h.shared.Store(cl, sharedMark{id: pk.PacketID, idx: idx})
+	}
+	return pk
+}
+
+// sharedSuback sets 0x9E for the filters OnSubscribe noted.
+func (h *policy) sharedSuback(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	v, ok := h.shared.LoadAndDelete(cl)
+	if !ok || v.(sharedMark).id != pk.PacketID {
+		return pk
+	}
+	codes := append([]byte(nil), pk.ReasonCodes...)
+	for _, i := range v.(sharedMark).idx {
+		if i < len(codes) {
+			codes[i] = packets.ErrSharedSubscriptionsNotSupported.Code
+		}
+	}
+	pk.ReasonCodes = codes
 	return pk
 }
 
@@ -398,6 +450,7 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 // of the same device (a session takeover) is live, and forgets how the
 // session authenticated.
 func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.shared.Delete(cl)
 	h.b.rates.release(cl.ID, h.b.hasOpenClient(cl.ID, cl))
 	h.b.forget(cl.ID, cl)
 	h.b.untrackClient(cl)
