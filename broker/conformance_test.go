@@ -386,3 +386,80 @@ func TestV3ConnackCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestConnackRefusalsRawBytes pins the remaining CONNACK refusals of
+// protocol.md section 12: a Will with retain and a full broker.
+func TestConnackRefusalsRawBytes(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) { c.MaxClients = 1 })
+	addr := b.Addr(ListenerTCP)
+
+	// Will with retain (Retain Available 0).
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x05}},
+		{5, connackV5(0x9A, "retain not supported")},
+	} {
+		c := dial(t, addr)
+		c.Write(willConnect(w.level, 0x20))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, Will with retain:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+
+	// Broker full (max_clients 1, held by vin1).
+	rawConnect(t, addr, vin1)
+	eventually(t, "vin1 connected", func() bool { _, ok := b.server.Clients.Get(vin1); return ok })
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x03}},
+		{5, connackV5(0x89, "server busy")},
+	} {
+		c := dial(t, addr)
+		c.Write(connectPacket(w.level, vin2, vin2, secrets[vin2], 30))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, broker full:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+}
+
+// TestDisconnectsRawBytes pins the DISCONNECTs of protocol.md section 12
+// not covered elsewhere: session takeover (v5 0x8E; 3.1.1 in
+// TestNoDisconnectPacketToV311) and server shutdown (v5 0x8B; 3.1.1 closed
+// without a byte).
+func TestDisconnectsRawBytes(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+
+	old, r := rawConnectV5(t, addr, vin1)
+	rawConnectV5(t, addr, vin1) // takes the session over
+	want := packet(0xE0, append([]byte{0x8E}, v5ReasonString("session takeover")...))
+	if got := readN(t, r, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("session takeover:\n got %x\nwant %x", got, want)
+	}
+	_ = old.(*net.TCPConn).CloseWrite()
+	if rest := waitEOF(t, r2c{r, old}); len(rest) != 0 {
+		t.Fatalf("bytes after DISCONNECT: %x", rest)
+	}
+
+	c5, r5 := rawConnectV5(t, addr, vin2)
+	c3, r3 := rawConnect(t, addr, chABC)
+	eventually(t, "both connected", func() bool {
+		_, ok1 := b.server.Clients.Get(vin2)
+		_, ok2 := b.server.Clients.Get(chABC)
+		return ok1 && ok2
+	})
+	go b.Close()
+	want = packet(0xE0, append([]byte{0x8B}, v5ReasonString("server shutting down")...))
+	if got := readN(t, r5, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("shutdown, v5:\n got %x\nwant %x", got, want)
+	}
+	_ = c5.(*net.TCPConn).CloseWrite()
+	waitEOF(t, r2c{r5, c5})
+	if rest := waitEOF(t, r2c{r3, c3}); len(rest) != 0 {
+		t.Fatalf("shutdown, 3.1.1: got %x, want the connection closed without a byte", rest)
+	}
+}
