@@ -647,3 +647,11 @@ func (b *Broker) Logger() *slog.Logger { return b.log }
 func NewLogFilter(next slog.Handler, now func() time.Time, suppressed func()) slog.Handler {
 	return newLogFilter(next, now, suppressed)
 }
+
+// Allowed reports whether device id is registered and enabled now: the
+// check to repeat when something is done in a device's name after it
+// connected (its Will, sent at disconnect or after a Will Delay).
+func (b *Broker) Allowed(id string) bool {
+	d, ok := b.reg.Lookup(id)
+	return ok && !d.Disabled
+}

@@ -61,6 +61,9 @@ type Hook struct {
 	log   *slog.Logger
 	bufs  sync.Pool
 	srv   *mqtt.Server
+	// allowed re-checks a device at Will time (SetDeviceCheck, before the
+	// broker serves; read-only after); nil: no re-check.
+	allowed func(id string) bool
 	// Pre-resolved counters: no label lookup on the hot path.
 	received, decoded [topics.NumClasses]prometheus.Counter
 	spooled           [2]prometheus.Counter
@@ -68,6 +71,12 @@ type Hook struct {
 
 // SetServer lets the hook tell a session takeover from a real disconnect.
 func (h *Hook) SetServer(s *mqtt.Server) { h.srv = s }
+
+// SetDeviceCheck sets the check OnWillSent applies to a device when its
+// Will is sent (broker.Broker.Allowed): the Will of a device removed or
+// disabled since it connected (revoked while its Will waited out a Will
+// Delay, or revoked and therefore disconnected) is dropped, not stored.
+func (h *Hook) SetDeviceCheck(allowed func(id string) bool) { h.allowed = allowed }
 
 // New returns the ingest hook. log should be the broker's filtered logger
 // (broker.Broker.Logger): the hook logs one line per rejected payload with
@@ -107,6 +116,11 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	}
 	class, id, ok := topics.Parse(pk.TopicName)
 	if !ok {
+		return
+	}
+	if h.allowed != nil && !h.allowed(cl.ID) {
+		h.m.Dropped.WithLabelValues("will_revoked").Inc()
+		h.log.Info("Will of a revoked device dropped", "client", cl.ID, "topic", pk.TopicName)
 		return
 	}
 	rec, _ := h.encode(nil, class, id, cl.ID, pk.TopicName, pk.Payload, 0)

@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 const vin = "TGSVS000000000001"
 
 type fixture struct {
+	hook  *ingest.Hook
 	srv   *mqtt.Server
 	sp    *spool.Spool
 	cons  *spool.Consumer
@@ -81,7 +82,7 @@ func newFixture(t *testing.T, maxBytes int64, log ...*slog.Logger) *fixture {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{srv: srv, sp: sp, cons: cons, m: m, addr: addr}
+	f := &fixture{hook: h, srv: srv, sp: sp, cons: cons, m: m, addr: addr}
 	f.close = func() { _ = srv.Close(); _ = sp.Close() }
 	t.Cleanup(f.close)
 	return f
@@ -448,5 +449,49 @@ func TestRejectedPayloadLoggedWithLabel(t *testing.T) {
 	publish5(t, c, "vehicles/"+vin+"/telemetry", 1, payload)
 	if !strings.Contains(out.String(), fmt.Sprintf("suppressed=%d", n-10)) {
 		t.Fatalf("next line does not report the %d suppressed ones:\n%s", n-10, out.String())
+	}
+}
+
+// TestWillOfRevokedDeviceDropped: the device check is repeated when the
+// Will is sent. A device revoked while connected (the broker then
+// disconnects it, which sends its Will) gets no Will stored; the drop is
+// counted.
+func TestWillOfRevokedDeviceDropped(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	var revoked sync.Map
+	f.hook.SetDeviceCheck(func(id string) bool { _, r := revoked.Load(id); return !r })
+	ev := wire.VehicleEvent{Version: wire.Version, VIN: wire.Ident(vin), Seq: 9, TimeMs: time.Now().UnixMilli(), Kind: wire.EventOffline}
+	will, _ := ev.MarshalMsg(nil)
+	str := func(b []byte) []byte { return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...) }
+	body := append(str([]byte("MQTT")), 4, 0x06, 0, 30) // 3.1.1, clean session + Will (QoS 0)
+	body = append(body, str([]byte(vin))...)
+	body = append(body, str([]byte("vehicles/"+vin+"/events"))...)
+	body = append(body, str(will)...)
+	conn, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack % x %v", ack, err)
+	}
+	revoked.Store(vin, true)
+	conn.Close() // no DISCONNECT: the broker sends the Will
+	recs := readAll(t, f, 2)
+	for _, r := range recs {
+		if r.Kind != record.KindConnect && r.Kind != record.KindDisconnect {
+			t.Fatalf("record %v on %q spooled for a revoked device", r.Kind, r.Topic)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(f.m.Dropped.WithLabelValues("will_revoked")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("dropped Will not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
