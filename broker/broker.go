@@ -250,7 +250,11 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 	}
 
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClients = cfg.MaxClients
+	// MaxClients is enforced by the policy hook after authentication, so
+	// that a device reconnecting while its old (half-open) connection still
+	// counts can take its own session over at the limit; mochi's own check
+	// runs before it knows who connects.
+	caps.MaximumClients = math.MaxInt64
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
 	caps.MaximumInflight = cfg.MaxInflight

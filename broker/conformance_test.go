@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -461,5 +462,45 @@ func TestDisconnectsRawBytes(t *testing.T) {
 	waitEOF(t, r2c{r5, c5})
 	if rest := waitEOF(t, r2c{r3, c3}); len(rest) != 0 {
 		t.Fatalf("shutdown, 3.1.1: got %x, want the connection closed without a byte", rest)
+	}
+}
+
+// TestReconnectAtMaxClients: at max_clients, a device whose old connection
+// is still open (half-open after a network change, not yet timed out)
+// reconnects and takes its own session over; another device is still
+// refused (0x03 / 0x89).
+func TestReconnectAtMaxClients(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) { c.MaxClients = 1 })
+	addr := b.Addr(ListenerTCP)
+	for _, level := range []byte{4, 5} {
+		var old net.Conn
+		var r *bufio.Reader
+		if level == 5 {
+			old, r = rawConnectV5(t, addr, vin1)
+		} else {
+			old, r = rawConnect(t, addr, vin1)
+		}
+		eventually(t, "vin1 connected", func() bool { cl, ok := b.server.Clients.Get(vin1); return ok && !cl.Closed() })
+		c := dial(t, addr)
+		c.Write(connectPacket(level, vin1, vin1, secrets[vin1], 30))
+		r2 := bufio.NewReader(c)
+		readPacketRaw(t, r2, 0x20, 0x00) // accepted: takes the session over
+		_ = old.(*net.TCPConn).CloseWrite()
+		waitEOF(t, r2c{r, old})
+
+		o := dial(t, addr)
+		o.Write(connectPacket(level, vin2, vin2, secrets[vin2], 30))
+		want := []byte{0x20, 0x02, 0x00, 0x03}
+		if level == 5 {
+			want = connackV5(0x89, "server busy")
+		}
+		if got := waitEOF(t, o); !bytes.Equal(got, want) {
+			t.Fatalf("level %d: other device at the limit got %x, want %x", level, got, want)
+		}
+		c.Close()
+		eventually(t, "vin1 gone", func() bool { return atomic.LoadInt64(&b.server.Info.ClientsConnected) == 0 })
+	}
+	if n := b.Stats().RefusedFull.Load(); n != 2 {
+		t.Fatalf("connects_refused_full = %d, want 2", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -159,6 +160,17 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		// next (0x86) is never written.
 		_ = h.b.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
 		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
+	if atomic.LoadInt64(&h.b.server.Info.ClientsConnected) >= h.b.cfg.MaxClients && !h.b.hasOpenClient(id, cl) {
+		// Full, and not a reconnect of a device whose connection is still
+		// open (a takeover frees that connection's place).
+		st.RefusedFull.Add(1)
+		h.b.log.Info("connect refused", "client", id, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", "broker full")
+		code := packets.ErrServerBusy // 3.1.1: 0x03 (v3ConnackCode)
+		_ = h.b.server.SendConnack(cl, code, false, nil)
+		cl.Stop(code)
 		return false
 	}
 	h.b.recordAuth(cl, hash, hash == "")
