@@ -250,7 +250,11 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 	}
 
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClients = cfg.MaxClients
+	// MaxClients is enforced by the policy hook after authentication, so
+	// that a device reconnecting while its old (half-open) connection still
+	// counts can take its own session over at the limit; mochi's own check
+	// runs before it knows who connects.
+	caps.MaximumClients = math.MaxInt64
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
 	caps.MaximumInflight = cfg.MaxInflight
@@ -636,3 +640,25 @@ func (b *Broker) Stats() *Stats { return &b.stats }
 // Server returns the underlying mochi server, for read-only inspection and
 // inline subscriptions. Do not add hooks or listeners through it.
 func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// Logger returns the broker's filtered logger (logfilter.go): payload
+// bytes never pass, and lines with a "client" attribute are rate-limited
+// per client, dropped lines counted in log_lines_suppressed. Hooks that
+// log about devices (the gateway's ingest) should log through it.
+func (b *Broker) Logger() *slog.Logger { return b.log }
+
+// NewLogFilter returns the broker's log filter around next, for a
+// component that logs about devices outside a Broker (logfilter.go). now
+// is the rate limits' clock (nil: time.Now); suppressed, if not nil, is
+// called for every dropped line.
+func NewLogFilter(next slog.Handler, now func() time.Time, suppressed func()) slog.Handler {
+	return newLogFilter(next, now, suppressed)
+}
+
+// Allowed reports whether device id is registered and enabled now: the
+// check to repeat when something is done in a device's name after it
+// connected (its Will, sent at disconnect or after a Will Delay).
+func (b *Broker) Allowed(id string) bool {
+	d, ok := b.reg.Lookup(id)
+	return ok && !d.Disabled
+}

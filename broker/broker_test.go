@@ -68,7 +68,7 @@ func TestConnectV5(t *testing.T) {
 		{"unknown id", "TGSVS000000000003", "TGSVS000000000003", secrets[vin1], 0x86},
 		{"client id differs from username", vin1, vin2, secrets[vin2], 0x86},
 		{"disabled", vinOff, vinOff, secrets[vinOff], 0x86},
-		{"empty client id", "", vin1, secrets[vin1], 0x86},
+		{"empty client id", "", vin1, secrets[vin1], 0x85},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -90,6 +91,30 @@ var conformanceCases = []conformanceCase{
 	{name: "QoS 2 subscription granted QoS 1", level: 4,
 		send: packet(0x82, append([]byte{0x00, 0x04}, append(encStr("vehicles/"+vin1+"/cmd/#"), 2)...)),
 		want: []byte{0x90, 0x03, 0x00, 0x04, 0x01}},
+
+	// Shared subscriptions are not offered (Shared Subscription Available
+	// 0): MQTT 5 gets 0x9E for such a filter; in 3.1.1 "$share/..." is an
+	// ordinary filter, outside the device's and refused by the ACL.
+	{name: "shared subscription", level: 5,
+		send: packet(0x82, append([]byte{0x00, 0x05, 0x00}, append(encStr("$share/g/vehicles/"+vin1+"/cmd/#"), 1)...)),
+		want: []byte{0x90, 0x04, 0x00, 0x05, 0x00, 0x9E}},
+	{name: "shared subscription", level: 4, send: subscribePacket(5, "$share/g/vehicles/"+vin1+"/cmd/#"),
+		want: []byte{0x90, 0x03, 0x00, 0x05, 0x80}},
+	{name: "shared and own subscription", level: 5,
+		send: packet(0x82, append([]byte{0x00, 0x06, 0x00}, append(append(encStr("vehicles/"+vin1+"/cmd/#"), 1),
+			append(encStr("$share/g/x"), 1)...)...)),
+		want: []byte{0x90, 0x05, 0x00, 0x06, 0x00, 0x01, 0x9E}},
+	// A publish to "$share/{group}/..." is a publish to a topic outside
+	// the device's: refused by the ACL like any other.
+	{name: "QoS 1 publish to $share", level: 5, send: v5Publish("$share/g/x", 1, 7, "x"),
+		want: packet(0x40, append([]byte{0x00, 0x07, 0x87}, v5ReasonString("not authorized")...))},
+	{name: "QoS 1 publish to $share", level: 4, send: publishPacket("$share/g/x", 1, 7, "x"), closed: true},
+	// $SYS topics cannot be published to (mochi would drop the publish
+	// silently, leaving a QoS 1 client waiting).
+	{name: "QoS 1 publish to $SYS", level: 5, send: v5Publish("$SYS/x", 1, 7, "x"),
+		want:   packet(0xE0, append([]byte{0x90}, v5ReasonString("topic name invalid")...)),
+		closed: true, clientCloses: true},
+	{name: "QoS 1 publish to $SYS", level: 4, send: publishPacket("$SYS/x", 1, 7, "x"), closed: true},
 
 	// Over the Maximum Packet Size (64 KiB): identified from the fixed
 	// header, before the body is read.
@@ -276,4 +301,206 @@ func willConnect(level, willFlags byte) []byte {
 	body = append(body, encStr(vin1)...)
 	body = append(body, encStr(secrets[vin1])...)
 	return packet(0x10, body)
+}
+
+// connackV5 is a refusing MQTT 5 CONNACK as the broker writes it: the
+// reason code, its Reason String and Receive Maximum 64.
+func connackV5(code byte, reason string) []byte {
+	props := append(append([]byte{0x1F}, encStr(reason)...), 0x21, 0x00, 0x40)
+	return packet(0x20, append([]byte{0x00, code}, append(encLen(len(props)), props...)...))
+}
+
+// rawConnectFlags builds a CONNECT with the given flags byte (user name
+// and password flags are added when user/pass are set).
+func rawConnectFlags(level, flags byte, id, user, pass string) []byte {
+	if user != "" {
+		flags |= 0x80
+	}
+	if pass != "" {
+		flags |= 0x40
+	}
+	body := append(encStr("MQTT"), level, flags, 0, 30)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, encStr(id)...)
+	if user != "" {
+		body = append(body, encStr(user)...)
+	}
+	if pass != "" {
+		body = append(body, encStr(pass)...)
+	}
+	return packet(0x10, body)
+}
+
+// TestConnackClientIDRejected: an empty client id is rejected as an
+// invalid identifier: 3.1.1 return code 0x02 with or without CleanSession
+// ([MQTT-3.1.3-8], [MQTT-3.1.3-9]; mochi answered 0x80, mapped to 0x05),
+// MQTT 5 CONNACK 0x85.
+func TestConnackClientIDRejected(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	for _, c := range []struct {
+		name  string
+		level byte
+		flags byte
+		want  []byte
+	}{
+		{"3.1.1 CleanSession 0", 4, 0x00, []byte{0x20, 0x02, 0x00, 0x02}},
+		{"3.1.1 CleanSession 1", 4, 0x02, []byte{0x20, 0x02, 0x00, 0x02}},
+		{"5 Clean Start 0", 5, 0x00, connackV5(0x85, "client identifier not valid")},
+		{"5 Clean Start 1", 5, 0x02, connackV5(0x85, "client identifier not valid")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := dial(t, addr)
+			conn.Write(rawConnectFlags(c.level, c.flags, "", vin1, secrets[vin1]))
+			if got := waitEOF(t, conn); !bytes.Equal(got, c.want) {
+				t.Fatalf("got %x, want %x", got, c.want)
+			}
+		})
+	}
+}
+
+// TestV3ConnackCodes: every reason code mochi or the broker may put in a
+// CONNACK becomes one of the 3.1.1 return codes 0x00-0x05.
+func TestV3ConnackCodes(t *testing.T) {
+	for _, c := range []struct {
+		in      byte
+		emptyID bool
+		want    byte
+	}{
+		{0x00, false, 0x00},
+		{0x01, false, 0x01}, {0x02, false, 0x02}, {0x03, false, 0x03}, {0x04, false, 0x04}, {0x05, false, 0x05},
+		{0x84, false, 0x01}, // unsupported protocol version
+		{0x85, false, 0x02}, // client identifier not valid
+		{0x80, true, 0x02},  // mochi: empty id without CleanSession
+		{0x80, false, 0x05},
+		{0x88, false, 0x03}, {0x89, false, 0x03}, // server unavailable / busy
+		{0x8B, false, 0x03},                      // shutting down
+		{0x9C, false, 0x03}, {0x9D, false, 0x03}, // drain: use another server / moved
+		{0x86, false, 0x05},                      // bad user name or password
+		{0x87, false, 0x05},                      // not authorized (a refused Will topic)
+		{0x9A, false, 0x05}, {0x9B, false, 0x05}, // Will retain / QoS 2
+	} {
+		if got := v3ConnackCode(c.in, c.emptyID); got != c.want {
+			t.Errorf("v3ConnackCode(%#x, emptyID %v) = %#x, want %#x", c.in, c.emptyID, got, c.want)
+		}
+	}
+}
+
+// TestConnackRefusalsRawBytes pins the remaining CONNACK refusals of
+// protocol.md section 12: a Will with retain and a full broker.
+func TestConnackRefusalsRawBytes(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) { c.MaxClients = 1 })
+	addr := b.Addr(ListenerTCP)
+
+	// Will with retain (Retain Available 0).
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x05}},
+		{5, connackV5(0x9A, "retain not supported")},
+	} {
+		c := dial(t, addr)
+		c.Write(willConnect(w.level, 0x20))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, Will with retain:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+
+	// Broker full (max_clients 1, held by vin1).
+	rawConnect(t, addr, vin1)
+	eventually(t, "vin1 connected", func() bool { _, ok := b.server.Clients.Get(vin1); return ok })
+	for _, w := range []struct {
+		level byte
+		want  []byte
+	}{
+		{4, []byte{0x20, 0x02, 0x00, 0x03}},
+		{5, connackV5(0x89, "server busy")},
+	} {
+		c := dial(t, addr)
+		c.Write(connectPacket(w.level, vin2, vin2, secrets[vin2], 30))
+		if got := waitEOF(t, c); !bytes.Equal(got, w.want) {
+			t.Errorf("level %d, broker full:\n got %x\nwant %x", w.level, got, w.want)
+		}
+	}
+}
+
+// TestDisconnectsRawBytes pins the DISCONNECTs of protocol.md section 12
+// not covered elsewhere: session takeover (v5 0x8E; 3.1.1 in
+// TestNoDisconnectPacketToV311) and server shutdown (v5 0x8B; 3.1.1 closed
+// without a byte).
+func TestDisconnectsRawBytes(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+
+	old, r := rawConnectV5(t, addr, vin1)
+	rawConnectV5(t, addr, vin1) // takes the session over
+	want := packet(0xE0, append([]byte{0x8E}, v5ReasonString("session takeover")...))
+	if got := readN(t, r, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("session takeover:\n got %x\nwant %x", got, want)
+	}
+	_ = old.(*net.TCPConn).CloseWrite()
+	if rest := waitEOF(t, r2c{r, old}); len(rest) != 0 {
+		t.Fatalf("bytes after DISCONNECT: %x", rest)
+	}
+
+	c5, r5 := rawConnectV5(t, addr, vin2)
+	c3, r3 := rawConnect(t, addr, chABC)
+	eventually(t, "both connected", func() bool {
+		_, ok1 := b.server.Clients.Get(vin2)
+		_, ok2 := b.server.Clients.Get(chABC)
+		return ok1 && ok2
+	})
+	go b.Close()
+	want = packet(0xE0, append([]byte{0x8B}, v5ReasonString("server shutting down")...))
+	if got := readN(t, r5, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("shutdown, v5:\n got %x\nwant %x", got, want)
+	}
+	_ = c5.(*net.TCPConn).CloseWrite()
+	waitEOF(t, r2c{r5, c5})
+	if rest := waitEOF(t, r2c{r3, c3}); len(rest) != 0 {
+		t.Fatalf("shutdown, 3.1.1: got %x, want the connection closed without a byte", rest)
+	}
+}
+
+// TestReconnectAtMaxClients: at max_clients, a device whose old connection
+// is still open (half-open after a network change, not yet timed out)
+// reconnects and takes its own session over; another device is still
+// refused (0x03 / 0x89).
+func TestReconnectAtMaxClients(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) { c.MaxClients = 1 })
+	addr := b.Addr(ListenerTCP)
+	for _, level := range []byte{4, 5} {
+		var old net.Conn
+		var r *bufio.Reader
+		if level == 5 {
+			old, r = rawConnectV5(t, addr, vin1)
+		} else {
+			old, r = rawConnect(t, addr, vin1)
+		}
+		eventually(t, "vin1 connected", func() bool { cl, ok := b.server.Clients.Get(vin1); return ok && !cl.Closed() })
+		c := dial(t, addr)
+		c.Write(connectPacket(level, vin1, vin1, secrets[vin1], 30))
+		r2 := bufio.NewReader(c)
+		readPacketRaw(t, r2, 0x20, 0x00) // accepted: takes the session over
+		_ = old.(*net.TCPConn).CloseWrite()
+		waitEOF(t, r2c{r, old})
+
+		o := dial(t, addr)
+		o.Write(connectPacket(level, vin2, vin2, secrets[vin2], 30))
+		want := []byte{0x20, 0x02, 0x00, 0x03}
+		if level == 5 {
+			want = connackV5(0x89, "server busy")
+		}
+		if got := waitEOF(t, o); !bytes.Equal(got, want) {
+			t.Fatalf("level %d: other device at the limit got %x, want %x", level, got, want)
+		}
+		c.Close()
+		eventually(t, "vin1 gone", func() bool { return atomic.LoadInt64(&b.server.Info.ClientsConnected) == 0 })
+	}
+	if n := b.Stats().RefusedFull.Load(); n != 2 {
+		t.Fatalf("connects_refused_full = %d, want 2", n)
+	}
 }

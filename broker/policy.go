@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -22,6 +23,17 @@ import (
 type policy struct {
 	mqtt.HookBase
 	b *Broker
+	// shared holds, per v5 client with a SUBSCRIBE being processed, the
+	// indexes of its shared-subscription filters (sharedMark), from
+	// OnSubscribe to the SUBACK's OnPacketEncode (both on the client's
+	// read goroutine); dropped at disconnect.
+	shared sync.Map // *mqtt.Client -> sharedMark
+}
+
+// sharedMark: the SUBSCRIBE packet id and its $share/... filter indexes.
+type sharedMark struct {
+	id  uint16
+	idx []int
 }
 
 func (h *policy) ID() string { return "telegate-policy" }
@@ -30,7 +42,7 @@ func (h *policy) Provides(e byte) bool {
 	switch e {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished,
 		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnPublish,
-		mqtt.OnPacketProcessed, mqtt.OnDisconnect:
+		mqtt.OnPacketProcessed, mqtt.OnDisconnect, mqtt.OnSubscribe:
 		return true
 	}
 	return false
@@ -96,7 +108,13 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		return false
 	}
 	if id == "" {
-		return refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
+		// Every device has an id: an empty one is rejected as an invalid
+		// client identifier, CONNACK 0x85 (v5) / 0x02 (3.1.1,
+		// [MQTT-3.1.3-9]), not as bad credentials.
+		refuse(&st.RefusedIdentityMismatch, "empty client id", nil)
+		_ = h.b.server.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+		cl.Stop(packets.ErrClientIdentifierNotValid)
+		return false
 	}
 	var dev registry.Device
 	hash := "" // the bcrypt hash the password matched; "" for a certificate alone
@@ -142,6 +160,17 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		// next (0x86) is never written.
 		_ = h.b.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
 		cl.Stop(packets.ErrNotAuthorized)
+		return false
+	}
+	if atomic.LoadInt64(&h.b.server.Info.ClientsConnected) >= h.b.cfg.MaxClients && !h.b.hasOpenClient(id, cl) {
+		// Full, and not a reconnect of a device whose connection is still
+		// open (a takeover frees that connection's place).
+		st.RefusedFull.Add(1)
+		h.b.log.Info("connect refused", "client", id, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", "broker full")
+		code := packets.ErrServerBusy // 3.1.1: 0x03 (v3ConnackCode)
+		_ = h.b.server.SendConnack(cl, code, false, nil)
+		cl.Stop(code)
 		return false
 	}
 	h.b.recordAuth(cl, hash, hash == "")
@@ -296,8 +325,8 @@ func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 // limits to v5 clients, so a successful v5 CONNACK gets Maximum Packet
 // Size, Topic Alias Maximum, Retain Available 0 and Shared Subscription
 // Available 0 added. mochi also writes v5-only reason codes (0x87, 0x9A,
-// ...) into v3.1.1 CONNACKs, where only 1-5 are valid; those become 0x05
-// Not authorized (0x03 Server unavailable for 0x88/0x89).
+// ...) into v3.1.1 CONNACKs, where only 1-5 are valid: v3ConnackCode maps
+// them.
 func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
 		// MQTT 3.1.1 has no server-to-client DISCONNECT, but mochi sends
@@ -308,17 +337,14 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		cl.Stop(packets.Code{Code: pk.ReasonCode, Reason: "disconnected by server"})
 		return pk
 	}
+	if pk.FixedHeader.Type == packets.Suback {
+		return h.sharedSuback(cl, pk)
+	}
 	if pk.FixedHeader.Type != packets.Connack {
 		return pk
 	}
 	if cl.Properties.ProtocolVersion < 5 {
-		switch {
-		case pk.ReasonCode == packets.ErrServerUnavailable.Code || pk.ReasonCode == packets.ErrServerBusy.Code,
-			pk.ReasonCode == packets.ErrUseAnotherServer.Code || pk.ReasonCode == packets.ErrServerMoved.Code:
-			pk.ReasonCode = packets.Err3ServerUnavailable.Code
-		case pk.ReasonCode >= packets.ErrUnspecifiedError.Code:
-			pk.ReasonCode = packets.Err3NotAuthorized.Code
-		}
+		pk.ReasonCode = v3ConnackCode(pk.ReasonCode, cl.Properties.Props.AssignedClientID != "")
 		return pk
 	}
 	if pk.ReasonCode == packets.CodeSuccess.Code {
@@ -330,6 +356,71 @@ func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		pk.Properties.SharedSubAvailableFlag = true
 	}
 	return pk
+}
+
+// OnSubscribe notes the shared-subscription filters ($share/{group}/...)
+// of an MQTT 5 SUBSCRIBE. Shared Subscription Available is 0, so their
+// SUBACK reason is 0x9E Shared Subscriptions not supported
+// ([MQTT-3.2.2-18] family; mochi would answer 0x87 from the ACL). MQTT
+// 3.1.1 has no shared subscriptions: there such a filter is an ordinary
+// one, refused by the ACL with 0x80.
+func (h *policy) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk
+	}
+	var idx []int
+	for i, f := range pk.Filters {
+		if mqtt.IsSharedFilter(f.Filter) {
+			idx = append(idx, i)
+		}
+	}
+	if idx != nil {
+		h.shared.Store(cl, sharedMark{id: pk.PacketID, idx: idx})
+	}
+	return pk
+}
+
+// sharedSuback sets 0x9E for the filters OnSubscribe noted.
+func (h *policy) sharedSuback(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	v, ok := h.shared.LoadAndDelete(cl)
+	if !ok || v.(sharedMark).id != pk.PacketID {
+		return pk
+	}
+	codes := append([]byte(nil), pk.ReasonCodes...)
+	for _, i := range v.(sharedMark).idx {
+		if i < len(codes) {
+			codes[i] = packets.ErrSharedSubscriptionsNotSupported.Code
+		}
+	}
+	pk.ReasonCodes = codes
+	return pk
+}
+
+// v3ConnackCode maps the reason code of a CONNACK to a 3.1.1 client
+// (mochi has already mapped some v5 codes, not all) onto the 3.1.1 return
+// codes 0x00-0x05. emptyID: the CONNECT had an empty client id (mochi
+// answers the 3.1.1 case "empty id without CleanSession" with 0x80, where
+// [MQTT-3.1.3-8] requires 0x02).
+func v3ConnackCode(code byte, emptyID bool) byte {
+	switch code {
+	case 0x00, packets.Err3UnsupportedProtocolVersion.Code, packets.Err3ClientIdentifierNotValid.Code,
+		packets.Err3ServerUnavailable.Code, packets.ErrMalformedUsernameOrPassword.Code, packets.Err3NotAuthorized.Code:
+		return code
+	case packets.ErrUnsupportedProtocolVersion.Code:
+		return packets.Err3UnsupportedProtocolVersion.Code
+	case packets.ErrClientIdentifierNotValid.Code:
+		return packets.Err3ClientIdentifierNotValid.Code
+	case packets.ErrServerUnavailable.Code, packets.ErrServerBusy.Code,
+		packets.ErrUseAnotherServer.Code, packets.ErrServerMoved.Code, packets.ErrServerShuttingDown.Code:
+		return packets.Err3ServerUnavailable.Code
+	case packets.ErrUnspecifiedError.Code:
+		if emptyID {
+			return packets.Err3ClientIdentifierNotValid.Code
+		}
+	}
+	// Bad credentials (0x86), not authorized (0x87, a refused Will) and
+	// the v5-only refusals (QoS or retain not supported, ...).
+	return packets.Err3NotAuthorized.Code
 }
 
 // OnPublish enforces the per-device rate limit and drops the retain flag
@@ -371,6 +462,7 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 // of the same device (a session takeover) is live, and forgets how the
 // session authenticated.
 func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.shared.Delete(cl)
 	h.b.rates.release(cl.ID, h.b.hasOpenClient(cl.ID, cl))
 	h.b.forget(cl.ID, cl)
 	h.b.untrackClient(cl)

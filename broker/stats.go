@@ -20,6 +20,7 @@ type Stats struct {
 	RefusedDisabled         atomic.Uint64 // device disabled in the registry
 	RefusedIdentityMismatch atomic.Uint64 // client id != username, or != certificate CN
 	RefusedWill             atomic.Uint64 // Will topic outside the device's publish ACL
+	RefusedFull             atomic.Uint64 // MaxClients sessions connected (0x89 / 0x03)
 	AuthFailures            atomic.Uint64
 	// RefusedDraining counts CONNECTs refused while draining (0x9C / 0x03);
 	// they are not authentication failures.
@@ -90,6 +91,7 @@ func (s *Stats) Snapshot() map[string]uint64 {
 		"connects_refused_disabled":          s.RefusedDisabled.Load(),
 		"connects_refused_identity_mismatch": s.RefusedIdentityMismatch.Load(),
 		"connects_refused_will":              s.RefusedWill.Load(),
+		"connects_refused_full":              s.RefusedFull.Load(),
 		"auth_failures":                      s.AuthFailures.Load(),
 		"acl_denied_publish":                 s.ACLDeniedPublish.Load(),
 		"acl_denied_subscribe":               s.ACLDeniedSubscribe.Load(),

@@ -212,8 +212,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 	hook := ingest.New(durable, ingest.NewValidator(c.Ingest.MinTime(), c.Ingest.MaxClockSkew, nil), a.m,
-		a.log.With("component", "ingest"))
+		a.broker.Logger().With("component", "ingest")) // rejections rate-limited per device
 	hook.SetServer(a.broker.Server())
+	hook.SetDeviceCheck(a.broker.Allowed) // no Will stored for a revoked device
 	if err := a.broker.AddHook(hook, nil); err != nil {
 		return fmt.Errorf("ingest hook: %w", err)
 	}

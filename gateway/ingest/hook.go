@@ -63,6 +63,9 @@ type Hook struct {
 	log   *slog.Logger
 	bufs  sync.Pool
 	srv   *mqtt.Server
+	// allowed re-checks a device at Will time (SetDeviceCheck, before the
+	// broker serves; read-only after); nil: no re-check.
+	allowed func(id string) bool
 	// Pre-resolved counters: no label lookup on the hot path.
 	received, decoded [topics.NumClasses]prometheus.Counter
 	spooled           [2]prometheus.Counter
@@ -71,7 +74,16 @@ type Hook struct {
 // SetServer lets the hook tell a session takeover from a real disconnect.
 func (h *Hook) SetServer(s *mqtt.Server) { h.srv = s }
 
-// New returns the ingest hook.
+// SetDeviceCheck sets the check OnWillSent applies to a device when its
+// Will is sent (broker.Broker.Allowed): the Will of a device removed or
+// disabled since it connected (revoked while its Will waited out a Will
+// Delay, or revoked and therefore disconnected) is dropped, not stored.
+func (h *Hook) SetDeviceCheck(allowed func(id string) bool) { h.allowed = allowed }
+
+// New returns the ingest hook. log should be the broker's filtered logger
+// (broker.Broker.Logger): the hook logs one line per rejected payload with
+// a "client" attribute, and that filter rate-limits such lines per client
+// and counts the ones it drops.
 func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
 	if log == nil {
 		log = slog.Default()
@@ -121,6 +133,11 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	}
 	class, id, ok := topics.Parse(pk.TopicName)
 	if !ok {
+		return
+	}
+	if h.allowed != nil && !h.allowed(cl.ID) {
+		h.m.Dropped.WithLabelValues("will_revoked").Inc()
+		h.log.Info("Will of a revoked device dropped", "client", cl.ID, "topic", pk.TopicName)
 		return
 	}
 	rec, _ := h.encode(nil, class, id, cl.ID, pk.TopicName, pk.Payload, 0)
@@ -184,6 +201,9 @@ func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, 
 	if label, err := h.val.Validate(class, id, payload); err != nil {
 		kind, reason = record.KindDeadLetter, string(reject.AppendReason(nil, label, reject.Detail(err)))
 		h.m.DeadLettered.WithLabelValues(class.String(), label.String()).Inc()
+		// One line per rejection, never payload bytes; rate-limited per
+		// client by the broker's log filter (broker.Logger, logfilter.go).
+		h.log.Info("payload rejected", "client", client, "topic", topic, "size", len(payload), "label", label.String())
 	} else {
 		h.decoded[class].Inc()
 	}
@@ -196,7 +216,9 @@ func refusal(err error) (reason string, code packets.Code) {
 	if errors.Is(err, ErrSpoolFull) {
 		reason, code = "spool_full", packets.ErrQuotaExceeded
 	} else if errors.Is(err, ErrSpoolClosed) {
-		reason, code = "shutting_down", packets.ErrServerBusy
+		// 0x8B as DISCONNECT, never as PUBACK (not a PUBACK reason code);
+		// unacked, the publish is resent to the next server.
+		reason, code = "shutting_down", packets.ErrServerShuttingDown
 	} else if errors.Is(err, ErrSpoolTimeout) {
 		reason = "spool_timeout"
 	}
@@ -210,6 +232,10 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, v5 bool, err error) (p
 		return pk, packets.ErrRejectPacket
 	}
 	h.m.Refused.WithLabelValues(reason).Inc()
+	if v5 && code == packets.ErrServerShuttingDown && h.srv != nil {
+		_ = h.srv.DisconnectClient(cl, code) // DISCONNECT 0x8B, no PUBACK
+		return pk, packets.ErrRejectPacket
+	}
 	if v5 {
 		return pk, code // PUBACK with the reason code, nothing forwarded
 	}

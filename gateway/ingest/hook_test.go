@@ -1,9 +1,14 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
@@ -33,6 +39,7 @@ func TestMain(m *testing.M) {
 const vin = "TGSVS000000000001"
 
 type fixture struct {
+	hook  *ingest.Hook
 	srv   *mqtt.Server
 	sp    *spool.Spool
 	cons  *spool.Consumer
@@ -43,7 +50,7 @@ type fixture struct {
 
 // newFixture runs a real mochi server (allow-all auth: the product's auth and
 // ACL are tested in broker/) with the ingest hook over a real spool.
-func newFixture(t *testing.T, maxBytes int64) *fixture {
+func newFixture(t *testing.T, maxBytes int64, log ...*slog.Logger) *fixture {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}, MaxBytes: maxBytes, SegmentBytes: 64 << 10, MaxRecord: 128 << 10})
 	if err != nil {
@@ -58,7 +65,7 @@ func newFixture(t *testing.T, maxBytes int64) *fixture {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	h := ingest.New(ingest.FromSpool(sp, 5*time.Second), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
+	h := ingest.New(ingest.FromSpool(sp, 5*time.Second), ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, append(log, nil)[0])
 	h.SetServer(srv)
 	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
@@ -75,7 +82,7 @@ func newFixture(t *testing.T, maxBytes int64) *fixture {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{srv: srv, sp: sp, cons: cons, m: m, addr: addr}
+	f := &fixture{hook: h, srv: srv, sp: sp, cons: cons, m: m, addr: addr}
 	f.close = func() { _ = srv.Close(); _ = sp.Close() }
 	t.Cleanup(f.close)
 	return f
@@ -291,5 +298,200 @@ func TestWillIsIngested(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("Will not spooled: %+v", recs)
+	}
+}
+
+// rawV5 connects an MQTT 5 client on a raw socket (clean start, no
+// properties) and checks its CONNACK's reason code is 0.
+func rawV5(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	body := append(str("MQTT"), 5, 0x02, 0, 30, 0)
+	body = append(body, str(id)...)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(conn, hdr); err != nil || hdr[0] != 0x20 {
+		t.Fatalf("connack header % x %v", hdr, err)
+	}
+	rest := make([]byte, hdr[1])
+	if _, err := io.ReadFull(conn, rest); err != nil || rest[1] != 0 {
+		t.Fatalf("connack % x %v", rest, err)
+	}
+	return conn
+}
+
+// TestSpoolClosedDisconnectsV5 pins the answer to a QoS 1 publish while
+// the spool is closing (the gateway shuts down): MQTT 5 DISCONNECT 0x8B
+// Server shutting down and no PUBACK (0x89 is not a PUBACK reason code, and
+// a negative PUBACK would end the publish for good; unacknowledged, it is
+// resent to the next server); MQTT 3.1.1 the connection closed without an
+// ack.
+func TestSpoolClosedDisconnectsV5(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	_ = f.sp.Close()
+	topic := "vehicles/" + vin + "/telemetry"
+	pub := func(level byte) []byte {
+		body := append([]byte{0, byte(len(topic))}, topic...)
+		body = append(body, 0, 7) // packet id 7
+		if level == 5 {
+			body = append(body, 0) // no properties
+		}
+		body = append(body, frame(1)...)
+		return append([]byte{0x32, byte(len(body))}, body...)
+	}
+
+	c := rawV5(t, f.addr, vin)
+	if _, err := c.Write(pub(5)); err != nil {
+		t.Fatal(err)
+	}
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	props := append([]byte{0x1F}, str("server shutting down")...)
+	want := append([]byte{0xE0, byte(2 + len(props)), 0x8B, byte(len(props))}, props...)
+	got, _ := io.ReadAll(c)
+	if string(got) != string(want) {
+		t.Fatalf("v5 answer\n got % x\nwant % x", got, want)
+	}
+
+	// 3.1.1: closed, nothing written.
+	str3 := append(str("MQTT"), 4, 0x02, 0, 30)
+	str3 = append(str3, str("TGSVS000000000002")...)
+	c3, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	_ = c3.SetDeadline(time.Now().Add(10 * time.Second))
+	c3.Write(append([]byte{0x10, byte(len(str3))}, str3...))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c3, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack % x %v", ack, err)
+	}
+	c3.Write(pub(4))
+	if rest, err := io.ReadAll(c3); err != nil || len(rest) != 0 {
+		t.Fatalf("3.1.1 answer % x (%v), want the connection closed without a byte", rest, err)
+	}
+	if got := testutil.ToFloat64(f.m.Refused.WithLabelValues("shutting_down")); got != 2 {
+		t.Fatalf("refused{shutting_down} = %v, want 2", got)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRejectedPayloadLoggedWithLabel: every rejected payload is logged as
+// one line with client, topic, size and its rejection label, never the
+// payload, and through the broker's log filter the lines are bounded per
+// client (a burst of 10, then one per 10 s, on an injected clock) with the
+// dropped ones counted and reported on the next line let through.
+func TestRejectedPayloadLoggedWithLabel(t *testing.T) {
+	var out lockedBuf
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	suppressed := 0
+	count := func() { mu.Lock(); suppressed++; mu.Unlock() }
+	log := slog.New(broker.NewLogFilter(slog.NewTextHandler(&out, nil), clock, count))
+	f := newFixture(t, 8<<20, log)
+	c := v5(t, f.addr)
+	payload := []byte("\x93SECRET-POSITION-52.5200,13.4050")
+	const n = 50
+	for range n {
+		if rc := publish5(t, c, "vehicles/"+vin+"/telemetry", 1, payload); rc != 0x99 {
+			t.Fatalf("reason code %#x, want 0x99", rc)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rejected []string
+	for _, l := range lines {
+		if strings.Contains(l, `msg="payload rejected"`) {
+			rejected = append(rejected, l)
+		}
+	}
+	if len(rejected) != 10 {
+		t.Fatalf("%d rejection lines for %d rejections, want the burst of 10:\n%s", len(rejected), n, out.String())
+	}
+	want := fmt.Sprintf("client=%s topic=vehicles/%s/telemetry size=%d label=version", vin, vin, len(payload))
+	if !strings.Contains(rejected[0], want) {
+		t.Fatalf("line %q lacks %q", rejected[0], want)
+	}
+	if strings.Contains(out.String(), "SECRET") {
+		t.Fatalf("payload bytes in the log:\n%s", out.String())
+	}
+	mu.Lock()
+	got := suppressed
+	now = now.Add(10 * time.Second)
+	mu.Unlock()
+	if got != n-10 {
+		t.Fatalf("suppressed %d lines, want %d", got, n-10)
+	}
+	publish5(t, c, "vehicles/"+vin+"/telemetry", 1, payload)
+	if !strings.Contains(out.String(), fmt.Sprintf("suppressed=%d", n-10)) {
+		t.Fatalf("next line does not report the %d suppressed ones:\n%s", n-10, out.String())
+	}
+}
+
+// TestWillOfRevokedDeviceDropped: the device check is repeated when the
+// Will is sent. A device revoked while connected (the broker then
+// disconnects it, which sends its Will) gets no Will stored; the drop is
+// counted.
+func TestWillOfRevokedDeviceDropped(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	var revoked sync.Map
+	f.hook.SetDeviceCheck(func(id string) bool { _, r := revoked.Load(id); return !r })
+	ev := wire.VehicleEvent{Version: wire.Version, VIN: wire.Ident(vin), Seq: 9, TimeMs: time.Now().UnixMilli(), Kind: wire.EventOffline}
+	will, _ := ev.MarshalMsg(nil)
+	str := func(b []byte) []byte { return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...) }
+	body := append(str([]byte("MQTT")), 4, 0x06, 0, 30) // 3.1.1, clean session + Will (QoS 0)
+	body = append(body, str([]byte(vin))...)
+	body = append(body, str([]byte("vehicles/"+vin+"/events"))...)
+	body = append(body, str(will)...)
+	conn, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack % x %v", ack, err)
+	}
+	revoked.Store(vin, true)
+	conn.Close() // no DISCONNECT: the broker sends the Will
+	recs := readAll(t, f, 2)
+	for _, r := range recs {
+		if r.Kind != record.KindConnect && r.Kind != record.KindDisconnect {
+			t.Fatalf("record %v on %q spooled for a revoked device", r.Kind, r.Topic)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(f.m.Dropped.WithLabelValues("will_revoked")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("dropped Will not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
