@@ -359,7 +359,7 @@ func (c *NATSCluster) start(i int) {
 		c.t.Fatalf("testenv: nats server %s: %v", nd.name, err)
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(15 * time.Second) {
+	if !srv.ReadyForConnections(60 * time.Second) { // generous: a loaded CI box
 		srv.Shutdown()
 		c.t.Fatalf("testenv: nats server %s not accepting clients on %s", nd.name, nd.addr)
 	}

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -62,7 +64,19 @@ func Increment(ctx context.Context, kv jetstream.KeyValue, key string, limit int
 	if limit <= 0 {
 		return 0, false, ErrBadLimit
 	}
-	for range MaxAttempts {
+	for attempt := range MaxAttempts {
+		if attempt > 0 {
+			// A conflict means another writer won, or this replica read a
+			// revision a lagging direct-get replica served: back off a
+			// little (jittered, growing to 50 ms) so both resolve instead of
+			// spinning through the attempts in a few milliseconds.
+			d := min(time.Millisecond<<min(attempt, 6), 50*time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return 0, false, ctx.Err()
+			case <-time.After(d/2 + rand.N(d/2+1)):
+			}
+		}
 		e, err := kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
