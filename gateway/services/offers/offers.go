@@ -183,7 +183,11 @@ func offerID(station, session, partner, venue string) string {
 }
 
 // HandleSession evaluates a started session and returns the triggers sent.
-func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (int, error) {
+// deviceAt is the charger's timestamp (the envelope's time); everything is
+// decided on the gateway's receive time d.ReceivedAt (opening hours, the
+// cap's local day, the offer's times), and a session whose deviceAt is
+// far from it is not attributed (Attributor.Skewed).
+func (e *Engine) HandleSession(ctx context.Context, deviceAt time.Time, d eventsink.ChargingEvent) (int, error) {
 	e.inflight.RLock()
 	defer e.inflight.RUnlock()
 	e.Stats.Sessions.Add(1)
@@ -193,7 +197,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 		return 0, nil
 	}
 	d.Event = "started"
-	o, attr, err := e.Attributor.Attribute(ctx, at, d)
+	o, attr, err := e.Attributor.Attribute(ctx, deviceAt, d)
 	if err != nil {
 		return 0, err
 	}
@@ -220,6 +224,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 		e.log.Debug("session at unknown station", "station", d.Station)
 		return 0, nil
 	}
+	at := d.ReceivedAt // set: Attribute refuses a session without one
 	dwell := ExpectedDwell(d.SoCPct, d.TargetSoCPct, d.PowerW, o.Vehicle.Battery())
 	sent := 0
 	for _, p := range e.part.Partners() {

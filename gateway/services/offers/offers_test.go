@@ -181,7 +181,7 @@ func TestConsentEnforcedProperty(t *testing.T) {
 			}
 			ev := eventsink.ChargingEvent{Station: st, SessionID: sid, Connector: 1, Event: "started", VIN: vins[k], IDTag: "TAG-" + ids[k],
 				PowerW: float64([]int{11, 50, 150}[rng.IntN(3)] * 1000), SoCPct: float64(10 + rng.IntN(40)),
-				TargetSoCPct: 80}
+				TargetSoCPct: 80, ReceivedAt: at}
 			if err := f.pub.Publish(f.ctx, "charging.session.started."+st, "session-"+sid, "charging.session.started", st, at, ev); err != nil {
 				t.Fatal(err)
 			}
@@ -285,41 +285,41 @@ func TestVenueRules(t *testing.T) {
 	}
 	// Sydney, Monday 2026-06-01 08:00 local = Sunday 22:00 UTC: only cafe-syd (open).
 	syd := time.Date(2026, 5, 31, 22, 0, 0, 0, time.UTC)
-	if n, err := f.eng.HandleSession(ctx, syd, ev("CS-0002", "a")); err != nil || n != 1 {
+	if n, err := f.handle(syd, ev("CS-0002", "a")); err != nil || n != 1 {
 		t.Fatalf("sydney open: %d %v", n, err)
 	}
 	// Same session again (redelivery): same trigger, not counted against the cap.
-	if n, err := f.eng.HandleSession(ctx, syd, ev("CS-0002", "a")); err != nil || n != 1 {
+	if n, err := f.handle(syd, ev("CS-0002", "a")); err != nil || n != 1 {
 		t.Fatalf("redelivery: %d %v", n, err)
 	}
 	// Second session same local day: cap 1 reached.
-	if n, _ := f.eng.HandleSession(ctx, syd.Add(time.Hour), ev("CS-0002", "b")); n != 0 {
+	if n, _ := f.handle(syd.Add(time.Hour), ev("CS-0002", "b")); n != 0 {
 		t.Fatalf("cap: %d triggers", n)
 	}
 	// Saturday in Sydney: closed.
-	if n, _ := f.eng.HandleSession(ctx, time.Date(2026, 6, 6, 1, 0, 0, 0, time.UTC), ev("CS-0002", "c")); n != 0 {
+	if n, _ := f.handle(time.Date(2026, 6, 6, 1, 0, 0, 0, time.UTC), ev("CS-0002", "c")); n != 0 {
 		t.Fatalf("closed venue: %d triggers", n)
 	}
 	// Munich: two partners in range.
 	muc := time.Date(2026, 6, 2, 10, 0, 0, 0, time.UTC)
-	if n, _ := f.eng.HandleSession(ctx, muc, ev("CS-0001", "d")); n != 2 {
+	if n, _ := f.handle(muc, ev("CS-0001", "d")); n != 2 {
 		t.Fatalf("munich: %d triggers, want 2", n)
 	}
 	// Sold out: bakery off.
 	if err := f.part.SetAvailability(ctx, "bakery", "bakery-muc", false); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := f.eng.HandleSession(ctx, muc.Add(24*time.Hour), ev("CS-0001", "e")); n != 1 {
+	if n, _ := f.handle(muc.Add(24*time.Hour), ev("CS-0001", "e")); n != 1 {
 		t.Fatalf("sold out: %d triggers, want 1", n)
 	}
 	// Short dwell (SoC 78 → 80 at 150 kW): below min dwell.
 	short := ev("CS-0001", "f")
 	short.SoCPct, short.PowerW = 78, 150000
-	if n, _ := f.eng.HandleSession(ctx, muc.Add(48*time.Hour), short); n != 0 {
+	if n, _ := f.handle(muc.Add(48*time.Hour), short); n != 0 {
 		t.Fatalf("short dwell: %d", n)
 	}
 	// Out of range station.
-	if n, _ := f.eng.HandleSession(ctx, muc, ev("CS-0003", "g")); n != 0 {
+	if n, _ := f.handle(muc, ev("CS-0003", "g")); n != 0 {
 		t.Fatalf("no venue in range: %d", n)
 	}
 	// Redemption by the partner, idempotent, wrong partner/code refused.
@@ -349,7 +349,7 @@ func TestVenueRules(t *testing.T) {
 	if _, _, err := f.eng.Redeem(ctx, "cafe", offerID("CS-0001", "d", "cafe", "cafe-muc"), "CODE-cafe-muc"); err == nil {
 		t.Fatal("offer of an erased customer redeemable")
 	}
-	if n, _ := f.eng.HandleSession(ctx, muc.Add(72*time.Hour), ev("CS-0001", "h")); n != 0 {
+	if n, _ := f.handle(muc.Add(72*time.Hour), ev("CS-0001", "h")); n != 0 {
 		t.Fatalf("trigger after erasure: %d", n)
 	}
 }
@@ -369,4 +369,11 @@ func TestExpectedDwell(t *testing.T) {
 	if ExpectedDwell(20, 0, 11000, 60) != ExpectedDwell(20, DefaultTargetSoC, 11000, 60) || ExpectedDwell(85, 0, 11000, 60) != 0 {
 		t.Fatal("unknown target not defaulted")
 	}
+}
+
+// handle evaluates a session the gateway received at at, with the
+// charger's clock right.
+func (f *fixture) handle(at time.Time, d eventsink.ChargingEvent) (int, error) {
+	d.ReceivedAt = at
+	return f.eng.HandleSession(f.ctx, at, d)
 }
