@@ -41,10 +41,17 @@ import (
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
-// Bucket holds offer records (o.{ref}.{offer}), the offer index
-// (i.{offer}) and cap counters (cap.{ref}.{partner}.{venue}.{date}); ref is
-// the customer's pseudonym (customers.Customer.Ref), never the id.
-const Bucket = "offers"
+// Bucket holds offer records (o.{ref}.{offer}) and the offer index
+// (i.{offer}); ref is the customer's pseudonym (customers.Customer.Ref),
+// never the id. CapBucket holds the daily cap counters
+// (cap.{ref}.{partner}.{venue}.{date}), one per driver, venue and local
+// day: they expire CapTTL after their last write (a day is over well
+// before), so the bucket does not grow by a key a day forever.
+const (
+	Bucket    = "offers"
+	CapBucket = "offer_caps"
+	CapTTL    = 3 * 24 * time.Hour
+)
 
 // Errors of the engine.
 var (
@@ -110,6 +117,7 @@ type Engine struct {
 	cfg  Config
 	js   jetstream.JetStream
 	kv   svc.KV
+	caps svc.KV // CapBucket
 	pub  svc.Publisher
 	cust Customers
 	part Partners
@@ -143,13 +151,17 @@ func NewEngine(ctx context.Context, js jetstream.JetStream, replicas int, cust C
 	if err != nil {
 		return nil, err
 	}
+	caps, err := svc.OpenKVTTL(ctx, js, CapBucket, "Partner offer daily caps per driver, venue and local day", replicas, CapTTL)
+	if err != nil {
+		return nil, err
+	}
 	acfg := cfg.Attribution
 	acfg.Stations = cfg.Stations
 	attr, err := NewAttributor(ctx, js, replicas, cust, acfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, js: js, kv: kv, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log, Attributor: attr}, nil
+	return &Engine{cfg: cfg, js: js, kv: kv, caps: caps, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log, Attributor: attr}, nil
 }
 
 // Run consumes charging.session.started.> (durable "offers-sessions",
@@ -274,7 +286,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 			e.Stats.Capped.Add(1)
 			return 0, nil
 		}
-		if _, ok, err := kvstate.Increment(ctx, e.kv.B, capKey, v.DailyCap); err != nil {
+		if _, ok, err := kvstate.Increment(ctx, e.caps.B, capKey, v.DailyCap); err != nil {
 			return 0, err
 		} else if !ok {
 			e.Stats.Capped.Add(1)
@@ -373,8 +385,12 @@ func (e *Engine) Erase(ctx context.Context, er *customers.Erasure) error {
 		return nil
 	}
 	var errs []error
-	for _, prefix := range []string{"o." + ref + ".>", "cap." + ref + ".>"} {
-		l, err := e.kv.B.ListKeysFiltered(ctx, prefix)
+	// cap.* in Bucket: counters written before CapBucket existed.
+	for _, kp := range []struct {
+		kv     svc.KV
+		prefix string
+	}{{e.kv, "o." + ref + ".>"}, {e.kv, "cap." + ref + ".>"}, {e.caps, "cap." + ref + ".>"}} {
+		l, err := kp.kv.B.ListKeysFiltered(ctx, kp.prefix)
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			continue
 		}
@@ -391,7 +407,7 @@ func (e *Engine) Erase(ctx context.Context, er *customers.Erasure) error {
 				er.Needles = append(er.Needles, id)
 				errs = append(errs, e.kv.Purge(ctx, "i."+id))
 			}
-			errs = append(errs, e.kv.Purge(ctx, k))
+			errs = append(errs, kp.kv.Purge(ctx, k))
 		}
 	}
 	return errors.Join(errs...)
