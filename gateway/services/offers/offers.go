@@ -277,8 +277,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 	_, err := e.kv.Get(ctx, recKey, &rec)
 	switch {
 	case errors.Is(err, svc.ErrNotFound):
-		loc, _ := time.LoadLocation(v.TimeZone)
-		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
+		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + v.Day(at)
 		// The cap is counted by compare-and-set (kvstate.Increment): two
 		// replicas evaluating sessions of one driver at once never count
 		// past it, and a lost race is retried, not failed.
