@@ -12,7 +12,9 @@
 // Everything is idempotent on the offer id, derived from the session,
 // partner and venue: a redelivered session event re-publishes the same
 // trigger (same Nats-Msg-Id / Idempotency-Key) and never counts twice
-// against the cap.
+// against the cap. The head-unit command's id is an HMAC of the offer id
+// under the token key (Tokens.CommandID): stable, but not computable by
+// the charger.
 package offers
 
 import (
@@ -76,15 +78,18 @@ type Partners interface {
 // Record is an offer as stored (internal: it links to the customer's
 // pseudonym; erasure deletes it).
 type Record struct {
-	ID         string     `json:"id"`
-	Ref        string     `json:"ref"`
-	VIN        string     `json:"vin"`
-	Partner    string     `json:"partner"`
-	Venue      string     `json:"venue"`
-	Station    string     `json:"station"`
-	Code       string     `json:"offer_code"`
-	Text       string     `json:"offer_text"`
-	Token      string     `json:"driver_token"`
+	ID      string `json:"id"`
+	Ref     string `json:"ref"`
+	VIN     string `json:"vin"`
+	Partner string `json:"partner"`
+	Venue   string `json:"venue"`
+	Station string `json:"station"`
+	Code    string `json:"offer_code"`
+	Text    string `json:"offer_text"`
+	Token   string `json:"driver_token"`
+	// CmdID is the head-unit command's id (Tokens.CommandID), fixed when
+	// the offer is created; empty in records made before it existed.
+	CmdID      string     `json:"cmd_id,omitempty"`
 	DwellMin   int        `json:"expected_dwell_min"`
 	SentAt     time.Time  `json:"sent_at"`
 	ExpiresAt  time.Time  `json:"expires_at"`
@@ -294,7 +299,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 		rec = Record{ID: id, Ref: o.Ref, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
 			Code: v.Offer.Code, Text: v.Offer.Text, DwellMin: int(math.Round(dwell)), SentAt: at.UTC(),
 			ExpiresAt: at.UTC().Add(time.Duration(dwell * float64(time.Minute))).Truncate(time.Second),
-			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID))}
+			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID)), CmdID: e.cfg.Tokens.CommandID(id)}
 		if err := e.kv.Put(ctx, "i."+id, map[string]string{"ref": o.Ref}); err != nil {
 			return 0, err
 		}
@@ -321,7 +326,11 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 		return 0, err
 	}
 	exp := rec.ExpiresAt
-	if err := commands.Send(ctx, e.pub, rec.SentAt, commands.Request{VIN: rec.VIN, CmdID: "offer-" + strings.TrimPrefix(id, "ofr-"),
+	cmdID := rec.CmdID
+	if cmdID == "" {
+		cmdID = e.cfg.Tokens.CommandID(id)
+	}
+	if err := commands.Send(ctx, e.pub, rec.SentAt, commands.Request{VIN: rec.VIN, CmdID: cmdID,
 		Name: "offer", Origin: "offers", ExpiresAt: &exp, Params: []commands.Param{
 			{Key: "partner", Value: p.Name}, {Key: "venue", Value: v.Name}, {Key: "text", Value: rec.Text},
 			{Key: "code", Value: rec.Code}, {Key: "offer_id", Value: id},
