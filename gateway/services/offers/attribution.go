@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -30,10 +29,19 @@ const (
 	AttrIDTag = "id_tag"
 	// AttrVehicle: the vehicle itself placed itself at the station: its
 	// latest event with a position (vehicle.event.{vin}) is within
-	// AttributionConfig.RadiusM of the station and within Window of the
-	// session's time.
+	// AttributionConfig.RadiusM of the station and was received by the
+	// gateway within Window of the session (gateway receive times, never
+	// the devices' own clocks).
 	AttrVehicle = "vehicle_corroborated"
 )
+
+// Session time. A charger sets its session's timestamp itself (the ingest
+// accepts any from 2000 to now + 1 h; OCPP timestamps are the station's
+// too), so the services never decide on it: freshness, daily caps and
+// opening hours use the gateway's receive time (ChargingEvent.ReceivedAt,
+// the spool record's). A session whose own timestamp is more than
+// MaxSkew away from its receive time, or that carries no receive time, is
+// attributed to nobody (AttrUnverified, counted in AttributionStats.Skewed).
 
 // AttributionBucket keeps the decision taken when a session started
 // (key {station}.{session}, value {"attribution": ...}; no VIN, no
@@ -44,14 +52,19 @@ const AttributionBucket = "charging_attribution"
 const (
 	DefaultAttributionWindow = 15 * time.Minute
 	DefaultAttributionRadius = 500.0
+	DefaultMaxSkew           = 15 * time.Minute
 	attributionTTL           = 7 * 24 * time.Hour
 )
 
 // AttributionConfig configures the Attributor.
 type AttributionConfig struct {
 	Stations map[string]Station
-	// Window bounds |vehicle event time - session time| (default 15 min).
+	// Window bounds |vehicle event receive time - session receive time|
+	// (default 15 min).
 	Window time.Duration
+	// MaxSkew bounds |session device time - session receive time| (default
+	// 15 min); beyond it the session is AttrUnverified.
+	MaxSkew time.Duration
 	// RadiusM bounds the vehicle's distance to the station (default 500 m).
 	RadiusM float64
 }
@@ -66,6 +79,10 @@ type AttributionCustomers interface {
 // AttributionStats counts the decisions.
 type AttributionStats struct {
 	Unverified, IDTag, Vehicle atomic.Int64
+	// Skewed counts the sessions refused (and counted in Unverified too)
+	// because their device time is more than MaxSkew from the gateway's
+	// receive time, or they carry no receive time.
+	Skewed atomic.Int64
 }
 
 // Attributor decides whether a charging session belongs to the owner of
@@ -87,6 +104,9 @@ func NewAttributor(ctx context.Context, js jetstream.JetStream, replicas int, cu
 	if cfg.RadiusM <= 0 {
 		cfg.RadiusM = DefaultAttributionRadius
 	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
 	b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: AttributionBucket,
 		Description: "Charging session attribution decided at session start", Storage: jetstream.FileStorage,
 		Replicas: max(replicas, 1), History: 1, TTL: attributionTTL})
@@ -101,7 +121,8 @@ type attributionRecord struct {
 }
 
 // Attribute returns the session's attribution and, unless it is
-// AttrUnverified, the owner it is attributed to. The decision taken at
+// AttrUnverified, the owner it is attributed to. at is the session's device
+// time (the envelope's), checked against d.ReceivedAt (see MaxSkew). The decision taken at
 // the session's start is kept and reused for its later events (a vehicle
 // parked for an hour is still the one that was corroborated at the start);
 // a session whose start was not seen is decided on the event at hand.
@@ -147,7 +168,24 @@ func (a *Attributor) Attribute(ctx context.Context, at time.Time, d eventsink.Ch
 	return o, attr, nil
 }
 
+// Skewed reports whether a session's device time at is too far from the
+// gateway's receive time to be trusted (or there is no receive time).
+func (a *Attributor) Skewed(at time.Time, d eventsink.ChargingEvent) bool {
+	return d.ReceivedAt.IsZero() || absDur(at.Sub(d.ReceivedAt)) > a.cfg.MaxSkew
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
 func (a *Attributor) decide(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (customers.Owner, string) {
+	if a.Skewed(at, d) {
+		a.Stats.Skewed.Add(1)
+		return customers.Owner{}, AttrUnverified
+	}
 	if o, ok := a.byTag(d); ok {
 		return o, AttrIDTag
 	}
@@ -158,7 +196,7 @@ func (a *Attributor) decide(ctx context.Context, at time.Time, d eventsink.Charg
 	if !ok {
 		return customers.Owner{}, AttrUnverified
 	}
-	if a.vehicleAt(ctx, at, d) {
+	if a.vehicleAt(ctx, d) {
 		return o, AttrVehicle
 	}
 	return customers.Owner{}, AttrUnverified
@@ -194,8 +232,10 @@ func (a *Attributor) byTag(d eventsink.ChargingEvent) (customers.Owner, bool) {
 }
 
 // vehicleAt reports whether the vehicle's latest event with a position
-// puts it at the station around the session's time.
-func (a *Attributor) vehicleAt(ctx context.Context, at time.Time, d eventsink.ChargingEvent) bool {
+// puts it at the station around the session's receive time. The vehicle's
+// event time is its receive time too (the envelope's device time only for
+// an event without one, published before receive times were carried).
+func (a *Attributor) vehicleAt(ctx context.Context, d eventsink.ChargingEvent) bool {
 	st, ok := a.cfg.Stations[d.Station]
 	if !ok || !svc.ValidID(d.VIN) {
 		return false
@@ -216,7 +256,11 @@ func (a *Attributor) vehicleAt(ctx context.Context, at time.Time, d eventsink.Ch
 	if json.Unmarshal(ev.Data, &ve) != nil || ve.Position == nil || ve.VIN != d.VIN {
 		return false
 	}
-	if math.Abs(float64(ev.Time.Sub(at))) > float64(a.cfg.Window) {
+	vt := ve.ReceivedAt
+	if vt.IsZero() {
+		vt = ev.Time
+	}
+	if absDur(vt.Sub(d.ReceivedAt)) > a.cfg.Window {
 		return false
 	}
 	return DistanceM(st.Lat, st.Lon, ve.Position.Lat, ve.Position.Lon) <= a.cfg.RadiusM

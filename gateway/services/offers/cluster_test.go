@@ -84,9 +84,9 @@ func TestDailyCapAcrossReplicas(t *testing.T) {
 		}
 		engines = append(engines, eng)
 	}
-	ev := func(sid string) eventsink.ChargingEvent {
+	ev := func(sid string, at time.Time) eventsink.ChargingEvent {
 		return eventsink.ChargingEvent{Station: "CS-0001", SessionID: sid, VIN: "VINA", IDTag: "TAG-c1",
-			PowerW: 11000, SoCPct: 20, TargetSoCPct: 80}
+			PowerW: 11000, SoCPct: 20, TargetSoCPct: 80, ReceivedAt: at}
 	}
 	day0 := time.Date(2031, 6, 2, 10, 0, 0, 0, time.UTC)
 	const days = 12
@@ -101,7 +101,8 @@ func TestDailyCapAcrossReplicas(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-startGun
-				sent[i], errs[i] = eng.HandleSession(ctx, at.Add(time.Duration(i)*time.Minute), ev(fmt.Sprintf("s-%d-%d", d, i)))
+				at := at.Add(time.Duration(i) * time.Minute)
+				sent[i], errs[i] = eng.HandleSession(ctx, at, ev(fmt.Sprintf("s-%d-%d", d, i), at))
 			}()
 		}
 		close(startGun)

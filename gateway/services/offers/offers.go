@@ -12,7 +12,9 @@
 // Everything is idempotent on the offer id, derived from the session,
 // partner and venue: a redelivered session event re-publishes the same
 // trigger (same Nats-Msg-Id / Idempotency-Key) and never counts twice
-// against the cap.
+// against the cap. The head-unit command's id is an HMAC of the offer id
+// under the token key (Tokens.CommandID): stable, but not computable by
+// the charger.
 package offers
 
 import (
@@ -41,10 +43,17 @@ import (
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 )
 
-// Bucket holds offer records (o.{ref}.{offer}), the offer index
-// (i.{offer}) and cap counters (cap.{ref}.{partner}.{venue}.{date}); ref is
-// the customer's pseudonym (customers.Customer.Ref), never the id.
-const Bucket = "offers"
+// Bucket holds offer records (o.{ref}.{offer}) and the offer index
+// (i.{offer}); ref is the customer's pseudonym (customers.Customer.Ref),
+// never the id. CapBucket holds the daily cap counters
+// (cap.{ref}.{partner}.{venue}.{date}), one per driver, venue and local
+// day: they expire CapTTL after their last write (a day is over well
+// before), so the bucket does not grow by a key a day forever.
+const (
+	Bucket    = "offers"
+	CapBucket = "offer_caps"
+	CapTTL    = 3 * 24 * time.Hour
+)
 
 // Errors of the engine.
 var (
@@ -69,15 +78,18 @@ type Partners interface {
 // Record is an offer as stored (internal: it links to the customer's
 // pseudonym; erasure deletes it).
 type Record struct {
-	ID         string     `json:"id"`
-	Ref        string     `json:"ref"`
-	VIN        string     `json:"vin"`
-	Partner    string     `json:"partner"`
-	Venue      string     `json:"venue"`
-	Station    string     `json:"station"`
-	Code       string     `json:"offer_code"`
-	Text       string     `json:"offer_text"`
-	Token      string     `json:"driver_token"`
+	ID      string `json:"id"`
+	Ref     string `json:"ref"`
+	VIN     string `json:"vin"`
+	Partner string `json:"partner"`
+	Venue   string `json:"venue"`
+	Station string `json:"station"`
+	Code    string `json:"offer_code"`
+	Text    string `json:"offer_text"`
+	Token   string `json:"driver_token"`
+	// CmdID is the head-unit command's id (Tokens.CommandID), fixed when
+	// the offer is created; empty in records made before it existed.
+	CmdID      string     `json:"cmd_id,omitempty"`
 	DwellMin   int        `json:"expected_dwell_min"`
 	SentAt     time.Time  `json:"sent_at"`
 	ExpiresAt  time.Time  `json:"expires_at"`
@@ -110,6 +122,7 @@ type Engine struct {
 	cfg  Config
 	js   jetstream.JetStream
 	kv   svc.KV
+	caps svc.KV // CapBucket
 	pub  svc.Publisher
 	cust Customers
 	part Partners
@@ -143,13 +156,17 @@ func NewEngine(ctx context.Context, js jetstream.JetStream, replicas int, cust C
 	if err != nil {
 		return nil, err
 	}
+	caps, err := svc.OpenKVTTL(ctx, js, CapBucket, "Partner offer daily caps per driver, venue and local day", replicas, CapTTL)
+	if err != nil {
+		return nil, err
+	}
 	acfg := cfg.Attribution
 	acfg.Stations = cfg.Stations
 	attr, err := NewAttributor(ctx, js, replicas, cust, acfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, js: js, kv: kv, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log, Attributor: attr}, nil
+	return &Engine{cfg: cfg, js: js, kv: kv, caps: caps, pub: svc.Publisher{JS: js}, cust: cust, part: part, log: log, Attributor: attr}, nil
 }
 
 // Run consumes charging.session.started.> (durable "offers-sessions",
@@ -183,7 +200,11 @@ func offerID(station, session, partner, venue string) string {
 }
 
 // HandleSession evaluates a started session and returns the triggers sent.
-func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.ChargingEvent) (int, error) {
+// deviceAt is the charger's timestamp (the envelope's time); everything is
+// decided on the gateway's receive time d.ReceivedAt (opening hours, the
+// cap's local day, the offer's times), and a session whose deviceAt is
+// far from it is not attributed (Attributor.Skewed).
+func (e *Engine) HandleSession(ctx context.Context, deviceAt time.Time, d eventsink.ChargingEvent) (int, error) {
 	e.inflight.RLock()
 	defer e.inflight.RUnlock()
 	e.Stats.Sessions.Add(1)
@@ -193,7 +214,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 		return 0, nil
 	}
 	d.Event = "started"
-	o, attr, err := e.Attributor.Attribute(ctx, at, d)
+	o, attr, err := e.Attributor.Attribute(ctx, deviceAt, d)
 	if err != nil {
 		return 0, err
 	}
@@ -220,6 +241,7 @@ func (e *Engine) HandleSession(ctx context.Context, at time.Time, d eventsink.Ch
 		e.log.Debug("session at unknown station", "station", d.Station)
 		return 0, nil
 	}
+	at := d.ReceivedAt // set: Attribute refuses a session without one
 	dwell := ExpectedDwell(d.SoCPct, d.TargetSoCPct, d.PowerW, o.Vehicle.Battery())
 	sent := 0
 	for _, p := range e.part.Partners() {
@@ -260,8 +282,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 	_, err := e.kv.Get(ctx, recKey, &rec)
 	switch {
 	case errors.Is(err, svc.ErrNotFound):
-		loc, _ := time.LoadLocation(v.TimeZone)
-		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + at.In(loc).Format("20060102")
+		capKey := "cap." + o.Ref + "." + p.ID + "." + v.ID + "." + v.Day(at)
 		// The cap is counted by compare-and-set (kvstate.Increment): two
 		// replicas evaluating sessions of one driver at once never count
 		// past it, and a lost race is retried, not failed.
@@ -269,7 +290,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 			e.Stats.Capped.Add(1)
 			return 0, nil
 		}
-		if _, ok, err := kvstate.Increment(ctx, e.kv.B, capKey, v.DailyCap); err != nil {
+		if _, ok, err := kvstate.Increment(ctx, e.caps.B, capKey, v.DailyCap); err != nil {
 			return 0, err
 		} else if !ok {
 			e.Stats.Capped.Add(1)
@@ -278,7 +299,7 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 		rec = Record{ID: id, Ref: o.Ref, VIN: d.VIN, Partner: p.ID, Venue: v.ID, Station: d.Station,
 			Code: v.Offer.Code, Text: v.Offer.Text, DwellMin: int(math.Round(dwell)), SentAt: at.UTC(),
 			ExpiresAt: at.UTC().Add(time.Duration(dwell * float64(time.Minute))).Truncate(time.Second),
-			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID))}
+			Token:     e.cfg.Tokens.Driver(p.ID, o.CustomerID, e.cust.TokenSalt(o.CustomerID)), CmdID: e.cfg.Tokens.CommandID(id)}
 		if err := e.kv.Put(ctx, "i."+id, map[string]string{"ref": o.Ref}); err != nil {
 			return 0, err
 		}
@@ -305,7 +326,11 @@ func (e *Engine) offer(ctx context.Context, at time.Time, d eventsink.ChargingEv
 		return 0, err
 	}
 	exp := rec.ExpiresAt
-	if err := commands.Send(ctx, e.pub, rec.SentAt, commands.Request{VIN: rec.VIN, CmdID: "offer-" + strings.TrimPrefix(id, "ofr-"),
+	cmdID := rec.CmdID
+	if cmdID == "" {
+		cmdID = e.cfg.Tokens.CommandID(id)
+	}
+	if err := commands.Send(ctx, e.pub, rec.SentAt, commands.Request{VIN: rec.VIN, CmdID: cmdID,
 		Name: "offer", Origin: "offers", ExpiresAt: &exp, Params: []commands.Param{
 			{Key: "partner", Value: p.Name}, {Key: "venue", Value: v.Name}, {Key: "text", Value: rec.Text},
 			{Key: "code", Value: rec.Code}, {Key: "offer_id", Value: id},
@@ -368,8 +393,12 @@ func (e *Engine) Erase(ctx context.Context, er *customers.Erasure) error {
 		return nil
 	}
 	var errs []error
-	for _, prefix := range []string{"o." + ref + ".>", "cap." + ref + ".>"} {
-		l, err := e.kv.B.ListKeysFiltered(ctx, prefix)
+	// cap.* in Bucket: counters written before CapBucket existed.
+	for _, kp := range []struct {
+		kv     svc.KV
+		prefix string
+	}{{e.kv, "o." + ref + ".>"}, {e.kv, "cap." + ref + ".>"}, {e.caps, "cap." + ref + ".>"}} {
+		l, err := kp.kv.B.ListKeysFiltered(ctx, kp.prefix)
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			continue
 		}
@@ -386,7 +415,7 @@ func (e *Engine) Erase(ctx context.Context, er *customers.Erasure) error {
 				er.Needles = append(er.Needles, id)
 				errs = append(errs, e.kv.Purge(ctx, "i."+id))
 			}
-			errs = append(errs, e.kv.Purge(ctx, k))
+			errs = append(errs, kp.kv.Purge(ctx, k))
 		}
 	}
 	return errors.Join(errs...)

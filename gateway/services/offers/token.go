@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -41,4 +42,18 @@ func (t *Tokens) Driver(partner, customerID, salt string) string {
 	m := hmac.New(sha256.New, k.Secret)
 	fmt.Fprintf(m, "%d:%s|%d:%s|%d:%s", len(partner), partner, len(salt), salt, len(customerID), customerID)
 	return k.ID + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))[:22]
+}
+
+// CommandID returns the id of the head-unit command that carries offer
+// offerID: "offer-" + hex(HMAC-SHA256(current key, "offer-cmd|" ‖
+// offerID))[:32] (128 bits). The offer id derives from what the charger
+// knows (station, session, partner, venue); the command id does not
+// without the key, so a charger cannot predict (and pre-empt or forge
+// acknowledgements of) a vehicle's offer commands. It is stable for an
+// offer, so a redelivered session re-sends the same id; the engine also
+// stores it in the offer record, so a key rotation does not change it.
+func (t *Tokens) CommandID(offerID string) string {
+	m := hmac.New(sha256.New, t.keys[0].Secret)
+	m.Write([]byte("offer-cmd|" + offerID))
+	return "offer-" + hex.EncodeToString(m.Sum(nil))[:32]
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	_ "time/tzdata" // the zones are embedded: the runtime image (alpine) ships no zoneinfo, and a venue whose zone does not load is never open
 
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
@@ -227,6 +228,17 @@ func (v Venue) Validate() error {
 }
 
 // OpenAt reports whether the venue is open at t (in its time zone).
+// Day is the venue's local calendar day of t ("20060102", in its time
+// zone: a DST day has 23 or 25 hours), the day a daily cap counts in; ""
+// for a venue whose zone does not load (Validate refuses it).
+func (v Venue) Day(t time.Time) string {
+	loc, err := time.LoadLocation(v.TimeZone)
+	if err != nil {
+		return ""
+	}
+	return t.In(loc).Format("20060102")
+}
+
 func (v Venue) OpenAt(t time.Time) bool {
 	loc, err := time.LoadLocation(v.TimeZone)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,14 @@ const (
 	statusDeadLetter  = "dead_lettered"          //
 	triggersWildcard  = "partners.*.triggers"    // consumer filter
 	dlType            = "partner.webhook.failed" // dead-letter event type
+	// DeliveriesTTL is how long a delivery status is kept after its last
+	// update (the bucket's TTL, docs/data-model.md).
+	DeliveriesTTL = 7 * 24 * time.Hour
+	// DeliveriesListed bounds GET .../deliveries: the newest statuses
+	// among the last DeliveriesScanned updates of the bucket (all
+	// partners'); the listing never reads more than that.
+	DeliveriesListed  = 500
+	DeliveriesScanned = 10000
 )
 
 // ErrBadSignature is returned by VerifySignature.
@@ -108,6 +117,9 @@ type Webhooks struct {
 	kv     svc.KV
 	pub    svc.Publisher
 	log    *slog.Logger
+	// listed and scanned bound Deliveries (DeliveriesListed,
+	// DeliveriesScanned); set at construction, tests lower them.
+	listed, scanned int
 }
 
 // NewWebhooks opens the deliveries bucket.
@@ -118,11 +130,12 @@ func NewWebhooks(ctx context.Context, js jetstream.JetStream, replicas int, reg 
 	if cfg.InitialBackoff <= 0 {
 		cfg.InitialBackoff = time.Second
 	}
-	kv, err := svc.OpenKV(ctx, js, DeliveriesBucket, "Partner webhook delivery status", replicas)
+	kv, err := svc.OpenKVTTL(ctx, js, DeliveriesBucket, "Partner webhook delivery status", replicas, DeliveriesTTL)
 	if err != nil {
 		return nil, err
 	}
-	return &Webhooks{cfg: cfg, client: cfg.Egress.Client(webhookReqTimeout), js: js, reg: reg, kv: kv, pub: svc.Publisher{JS: js}, log: log}, nil
+	return &Webhooks{cfg: cfg, client: cfg.Egress.Client(webhookReqTimeout), js: js, reg: reg, kv: kv, pub: svc.Publisher{JS: js}, log: log,
+		listed: DeliveriesListed, scanned: DeliveriesScanned}, nil
 }
 
 // Backoff is the delay before attempt n+1 after n failed attempts.
@@ -250,26 +263,68 @@ func (w *Webhooks) post(ctx context.Context, p Partner, id string, attempt int, 
 	return resp.StatusCode, nil
 }
 
-// Deliveries lists a partner's delivery statuses (newest first, at most
-// 500).
+// Deliveries lists a partner's delivery statuses, newest first: at most
+// DeliveriesListed, taken from the last DeliveriesScanned updates of the
+// bucket. The work is bounded whatever the partner's history: the bucket
+// keeps one message per key (its latest status), so its stream's tail holds
+// the most recently updated statuses; one ephemeral consumer filtered on
+// the partner's keys reads that tail once, values included (no read per
+// key).
 func (w *Webhooks) Deliveries(ctx context.Context, partner string) ([]Delivery, error) {
-	l, err := w.kv.B.ListKeysFiltered(ctx, partner+".>")
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return []Delivery{}, nil
-	}
+	stream := "KV_" + DeliveriesBucket
+	st, err := w.js.Stream(ctx, stream)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("deliveries: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("deliveries: %w", err)
 	}
 	out := []Delivery{}
-	for k := range l.Keys() {
-		var d Delivery
-		if _, err := w.kv.Get(ctx, k, &d); err == nil {
-			out = append(out, d)
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	start := uint64(1)
+	if last > uint64(w.scanned) {
+		start = last - uint64(w.scanned) + 1
+	}
+	prefix := "$KV." + DeliveriesBucket + "."
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: prefix + partner + ".>",
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start, AckPolicy: jetstream.AckNonePolicy,
+		MemoryStorage: true, InactiveThreshold: time.Minute})
+	if err != nil {
+		return nil, fmt.Errorf("deliveries: %w", err)
+	}
+	defer func() { _ = st.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
+	pending := int(min(cons.CachedInfo().NumPending, last-start+1))
+	for got := 0; got < pending; {
+		batch, err := cons.FetchNoWait(min(pending-got, 256))
+		if err != nil {
+			return nil, fmt.Errorf("deliveries: %w", err)
 		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if op := m.Headers().Get("KV-Operation"); op != "" {
+				continue // DEL or PURGE marker
+			}
+			var d Delivery
+			if json.Unmarshal(m.Data(), &d) == nil && d.Partner == partner {
+				out = append(out, d)
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("deliveries: %w", err)
+		}
+		if n == 0 {
+			break // expired or purged since the consumer was created
+		}
+		got += n
 	}
 	slices.SortFunc(out, func(a, b Delivery) int { return b.Updated.Compare(a.Updated) })
-	if len(out) > 500 {
-		out = out[:500]
+	if len(out) > w.listed {
+		out = out[:w.listed]
 	}
 	return out, nil
 }

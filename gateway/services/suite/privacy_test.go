@@ -76,7 +76,7 @@ func startPrivacyEnv(t *testing.T) *privacyEnv {
 func (e *privacyEnv) session(t *testing.T, event, sid, vin, tag string, at time.Time) {
 	t.Helper()
 	ev := eventsink.ChargingEvent{Station: "CS-0001", SessionID: sid, Connector: 1, Event: event, VIN: vin, IDTag: tag,
-		PowerW: 11000, SoCPct: 20, TargetSoCPct: 80, EnergyWh: 12000}
+		PowerW: 11000, SoCPct: 20, TargetSoCPct: 80, EnergyWh: 12000, ReceivedAt: at}
 	if err := e.pub.Publish(e.ctx, "charging.session."+event+".CS-0001", "session-"+sid+"-"+event, "charging.session."+event,
 		"CS-0001", at, ev); err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func (e *privacyEnv) session(t *testing.T, event, sid, vin, tag string, at time.
 func (e *privacyEnv) vehicleAt(t *testing.T, vin string, seq uint64, lat, lon float64, at time.Time) {
 	t.Helper()
 	if err := e.pub.Publish(e.ctx, "vehicle.event."+vin, fmt.Sprintf("vev-%s-%d", vin, seq), "vehicle.ignition_off", vin, at,
-		eventsink.VehicleEvent{VIN: vin, Kind: "ignition_off", Seq: seq, Position: &eventsink.LatLon{Lat: lat, Lon: lon}}); err != nil {
+		eventsink.VehicleEvent{VIN: vin, Kind: "ignition_off", Seq: seq, Position: &eventsink.LatLon{Lat: lat, Lon: lon}, ReceivedAt: at}); err != nil {
 		t.Fatal(err)
 	}
 }

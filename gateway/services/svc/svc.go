@@ -70,13 +70,22 @@ type KV struct {
 	B jetstream.KeyValue
 }
 
-// OpenKV creates (or updates) and opens a bucket.
+// OpenKV creates (or updates) and opens a bucket whose keys live until
+// deleted (registries, state with no natural end; docs/data-model.md lists
+// every bucket's lifetime).
 func OpenKV(ctx context.Context, js jetstream.JetStream, bucket, desc string, replicas int) (KV, error) {
+	return OpenKVTTL(ctx, js, bucket, desc, replicas, 0)
+}
+
+// OpenKVTTL is OpenKV for a bucket whose keys expire ttl after their last
+// write (0: never). Buckets that gain a key per event (delivery statuses,
+// daily counters) must have one, or they grow forever.
+func OpenKVTTL(ctx context.Context, js jetstream.JetStream, bucket, desc string, replicas int, ttl time.Duration) (KV, error) {
 	if replicas < 1 {
 		replicas = 1
 	}
 	b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: desc,
-		Storage: jetstream.FileStorage, Replicas: replicas, History: 1})
+		Storage: jetstream.FileStorage, Replicas: replicas, History: 1, TTL: ttl})
 	if err != nil {
 		return KV{}, fmt.Errorf("bucket %s: %w", bucket, err)
 	}

@@ -30,6 +30,11 @@ type ChargingEvent struct {
 	SoCPct       float64 `json:"soc_pct"`
 	TargetSoCPct float64 `json:"target_soc_pct"`
 	Seq          uint64  `json:"seq"`
+	// ReceivedAt is when the gateway received the session frame (the spool
+	// record's receive time, set by the gateway, not the charger). The
+	// envelope's time is the charger's own clock: services decide
+	// freshness, caps and opening hours on ReceivedAt.
+	ReceivedAt time.Time `json:"received_at,omitzero"`
 }
 
 // ConnectorEvent is the data of charging.status.{station}.
@@ -53,6 +58,9 @@ type VehicleEvent struct {
 	Kind     string  `json:"kind"`
 	Seq      uint64  `json:"seq"`
 	Position *LatLon `json:"position,omitempty"`
+	// ReceivedAt is when the gateway received the event (see
+	// ChargingEvent.ReceivedAt).
+	ReceivedAt time.Time `json:"received_at,omitzero"`
 }
 
 // LatLon is a position (only present on consented location events).

@@ -250,7 +250,8 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 		msgID := "session-" + id + "-" + string(c.SessionID) + "-" + strconv.FormatUint(c.Seq, 10)
 		s.emit(natsbus.StreamCharging, natsbus.SubjectChargingSession(ev, rawID), msgID, "charging.session."+ev, id, c.TimeMs, ChargingEvent{
 			Station: rawID, SessionID: string(c.SessionID), Connector: c.Connector, Event: ev, VIN: string(c.VIN),
-			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq})
+			IDTag: string(c.IDTag), EnergyWh: c.EnergyWh, PowerW: c.PowerW, SoCPct: c.SoCPct, TargetSoCPct: c.TargetSoCPct, Seq: c.Seq,
+			ReceivedAt: time.Unix(0, r.RecvNs).UTC()})
 	case topics.ClassStatus:
 		if err := wire.DecodeChargerStatus(r.Payload, &s.st); err != nil {
 			return nil //nolint:nilerr // skipped like a bad diag record above
@@ -262,7 +263,7 @@ func (s *processor) events(ctx context.Context, r *record.Record) error {
 		if err := wire.DecodeVehicleEvent(r.Payload, &s.ve); err != nil {
 			return nil //nolint:nilerr // skipped like a bad diag record above
 		}
-		ev := VehicleEvent{VIN: rawID, Kind: pick(vehicleEvents[:], s.ve.Kind), Seq: s.ve.Seq}
+		ev := VehicleEvent{VIN: rawID, Kind: pick(vehicleEvents[:], s.ve.Kind), Seq: s.ve.Seq, ReceivedAt: time.Unix(0, r.RecvNs).UTC()}
 		if s.ve.HasPosition {
 			ev.Position = &LatLon{Lat: s.ve.Lat, Lon: s.ve.Lon}
 		}
