@@ -25,6 +25,7 @@ import (
 	"github.com/telegate/telegate/gateway/dashboard/api"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/suite"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -76,7 +77,7 @@ func withServices(t *testing.T) envOpt {
       - %s
 `, cafeHash, sha(cafeAPIToken), venue("cafe-1", "CAFE1", 1000), bakeHash, sha(bakeAPIToken), venue("bake-1", "BAKE1", 1000))
 	return func(c *config.Config) {
-		c.Services = config.Services{
+		c.Services.Settings = suite.Settings{
 			Enabled:       true,
 			CustomersFile: write("customers.yaml", customers),
 			PartnersFile:  write("partners.yaml", partnersYAML),
