@@ -136,15 +136,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("influx writer: %w", err)
 	}
 	// 2. Spool.
-	a.spool, err = spool.Open(spool.Options{
-		Dir:          filepath.Join(c.DataDir, "spool"),
-		Consumers:    []string{influxsink.ConsumerName, eventsink.ConsumerName},
-		SegmentBytes: int64(c.Spool.SegmentBytes),
-		MaxBytes:     int64(c.Spool.MaxBytes),
-		MaxRecord:    int(c.MQTT.MaxPacketSize) + 4096,
-		SyncDelay:    c.Spool.SyncDelay,
-		Logger:       a.log.With("component", "spool"),
-	})
+	so := c.Spool.Options()
+	so.Dir = filepath.Join(c.DataDir, "spool")
+	so.Consumers = []string{influxsink.ConsumerName, eventsink.ConsumerName}
+	so.MaxRecord = int(c.MQTT.MaxPacketSize) + 4096
+	so.Logger = a.log.With("component", "spool")
+	a.spool, err = spool.Open(so)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}

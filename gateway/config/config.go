@@ -76,15 +76,10 @@ type HTTP struct {
 // for the rationale behind each limit.
 type MQTT = broker.Config
 
-// Spool configures the durable on-disk write-ahead spool.
-type Spool struct {
-	MaxBytes     ByteSize      `yaml:"max_bytes"`
-	SegmentBytes ByteSize      `yaml:"segment_bytes"`
-	SyncDelay    time.Duration `yaml:"sync_delay"`
-	// AckTimeout bounds how long a QoS 1 publish waits for its group commit
-	// before it is refused (never acknowledged) with "unspecified error".
-	AckTimeout time.Duration `yaml:"ack_timeout"`
-}
+// Spool configures the durable on-disk write-ahead spool: it is
+// spool.Settings, which carries the YAML keys and the defaults
+// (spool.DefaultSettings).
+type Spool = spool.Settings
 
 // Influx configures the InfluxDB sink.
 //
@@ -203,11 +198,7 @@ func Default() Config {
 		DevicesFile: "var/devices.yaml",
 		HTTP:        HTTP{Addr: "127.0.0.1:8080"},
 		MQTT:        broker.DefaultConfig(),
-		Spool: Spool{
-			MaxBytes:     spool.DefaultMaxBytes,
-			SegmentBytes: spool.DefaultSegmentBytes,
-			AckTimeout:   5 * time.Second,
-		},
+		Spool:       spool.DefaultSettings(),
 		Influx: Influx{
 			URL:             "http://127.0.0.1:8086",
 			Database:        "telemetry",
