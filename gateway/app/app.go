@@ -146,15 +146,11 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("spool: %w", err)
 	}
 	// 3. NATS bus.
-	storeDir := c.NATS.Embedded.StoreDir
-	if storeDir == "" {
-		storeDir = filepath.Join(c.DataDir, "nats")
+	nc := natsbus.Config{Settings: c.NATS, Ingest: a.ingestStream()}
+	if nc.Embedded.StoreDir == "" {
+		nc.Embedded.StoreDir = filepath.Join(c.DataDir, "nats")
 	}
-	a.bus, err = natsbus.Open(ctx, natsbus.Config{URL: c.NATS.URL, CredsFile: c.NATS.CredsFile, User: c.NATS.User,
-		Password: c.NATS.Password, EmbeddedAddr: c.NATS.Embedded.Addr, StoreDir: storeDir,
-		MaxStore: int64(c.NATS.Embedded.MaxStore), Replicas: c.NATS.Replicas, DedupWindow: c.NATS.DedupWindow,
-		MaxAge: c.NATS.MaxAge, Ingest: a.ingestStream(), PartnerLimits: natsbus.PartnerLimits{MaxConnections: c.NATS.Embedded.PartnerMaxConnections,
-			MaxSubscriptions: c.NATS.Embedded.PartnerMaxSubscriptions, MaxPayload: int(c.NATS.Embedded.PartnerMaxPayload)}},
+	a.bus, err = natsbus.Open(ctx, nc,
 		a.log.With("component", "nats"))
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/internal/bytesize"
 )
@@ -125,33 +126,13 @@ type LocalInflux struct {
 	CredentialsFile string `yaml:"credentials_file"`
 }
 
-// NATS configures the event bus.
-type NATS struct {
-	// URL of an external server or cluster (comma-separated). Empty starts
-	// the embedded server.
-	URL       string `yaml:"url"`
-	CredsFile string `yaml:"creds_file"`
-	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
-	// Embedded server settings (used when URL is empty).
-	Embedded EmbeddedNATS `yaml:"embedded"`
-	// Replicas for the JetStream streams/buckets the gateway creates.
-	Replicas    int           `yaml:"replicas"`
-	DedupWindow time.Duration `yaml:"dedup_window"`
-	MaxAge      time.Duration `yaml:"max_age"`
-}
+// NATS configures the event bus: it is natsbus.Settings, which carries the
+// YAML keys and the defaults (natsbus.DefaultSettings; the partner account
+// limits' 0 means natsbus.DefaultPartnerLimits).
+type NATS = natsbus.Settings
 
-// EmbeddedNATS configures the in-process nats-server.
-type EmbeddedNATS struct {
-	Addr     string   `yaml:"addr"`
-	StoreDir string   `yaml:"store_dir"`
-	MaxStore ByteSize `yaml:"max_store"`
-	// Limits of each partner's NATS account (0: natsbus defaults 4
-	// connections, 64 subscriptions, 16 KiB payload).
-	PartnerMaxConnections   int      `yaml:"partner_max_connections"`
-	PartnerMaxSubscriptions int      `yaml:"partner_max_subscriptions"`
-	PartnerMaxPayload       ByteSize `yaml:"partner_max_payload"`
-}
+// EmbeddedNATS configures the in-process nats-server (nats.embedded).
+type EmbeddedNATS = natsbus.EmbeddedSettings
 
 // Ingest configures decoding and validation.
 type Ingest struct {
@@ -215,15 +196,7 @@ func Default() Config {
 				RPCAddr:  "127.0.0.1:8088",
 			},
 		},
-		NATS: NATS{
-			Embedded: EmbeddedNATS{
-				Addr:     "127.0.0.1:4222",
-				MaxStore: 10 << 30,
-			},
-			Replicas:    1,
-			DedupWindow: 10 * time.Minute,
-			MaxAge:      7 * 24 * time.Hour,
-		},
+		NATS: natsbus.DefaultSettings(),
 		Ingest: Ingest{
 			MaxClockSkew:   time.Hour,
 			MinTimestamp:   "2000-01-01T00:00:00Z",
