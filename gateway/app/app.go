@@ -115,9 +115,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	c := a.cfg
 	// 1. InfluxDB: local server, credentials, database, writer.
 	if c.Influx.Local.Enabled {
-		a.proc, err = localserver.Start(ctx, localserver.ServerConfig{Config: localserver.Config{Binary: c.Influx.Local.Binary,
-			Dir: c.Influx.Local.Dir, HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, Database: c.Influx.Database,
-			CredentialsFile: c.Influx.Local.CredentialsFile}, a.log)
+		a.proc, err = localserver.Start(ctx, c.Influx.Local.ServerConfig(c.Influx.Database), a.log)
 		if err != nil {
 			return err
 		}
@@ -174,7 +172,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
-	icfg := influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)}
+	icfg := influxsink.Config{Settings: c.Influx.Settings}
 	if a.ext.influxAuth.ep.CreateDatabase {
 		icfg.EnsureDB = a.createDatabase
 	}

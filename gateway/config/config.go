@@ -22,7 +22,9 @@ import (
 
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/localserver"
 	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/internal/bytesize"
 )
@@ -101,11 +103,12 @@ type Influx struct {
 	Database        string `yaml:"database"`
 	RetentionPolicy string `yaml:"retention_policy"`
 	// CreateDatabase creates the database at start-up (InfluxDB 1.x only).
-	CreateDatabase bool          `yaml:"create_database"`
-	BatchLines     int           `yaml:"batch_lines"`
-	BatchBytes     ByteSize      `yaml:"batch_bytes"`
-	Timeout        time.Duration `yaml:"timeout"`
-	Local          LocalInflux   `yaml:"local"`
+	CreateDatabase bool `yaml:"create_database"`
+	// BatchLines, BatchBytes: the sink's (influxsink.Settings).
+	influxsink.Settings `yaml:",inline"`
+	// Timeout bounds each InfluxDB request (default influx.DefaultTimeout).
+	Timeout time.Duration `yaml:"timeout"`
+	Local   LocalInflux   `yaml:"local"`
 	// Version, WriteBucket, QueryAuthScheme: see influxversion.go.
 	Version         int    `yaml:"version"`
 	WriteBucket     string `yaml:"bucket"`
@@ -113,18 +116,9 @@ type Influx struct {
 }
 
 // LocalInflux makes the gateway start and stop a local influxd child
-// process (the one `make influxd` installs into bin/).
-type LocalInflux struct {
-	Enabled bool   `yaml:"enabled"`
-	Binary  string `yaml:"binary"`
-	Dir     string `yaml:"dir"`
-	// HTTPAddr must match the host:port of influx.url.
-	HTTPAddr string `yaml:"http_addr"`
-	RPCAddr  string `yaml:"rpc_addr"`
-	// CredentialsFile holds the generated users (admin, gateway writer,
-	// read-only); default <dir>/credentials.json, mode 0600.
-	CredentialsFile string `yaml:"credentials_file"`
-}
+// process (the one `make influxd` installs into bin/): it is
+// localserver.Settings, which carries the keys and the defaults.
+type LocalInflux = localserver.Settings
 
 // NATS configures the event bus: it is natsbus.Settings, which carries the
 // YAML keys and the defaults (natsbus.DefaultSettings; the partner account
@@ -185,16 +179,9 @@ func Default() Config {
 			Database:        "telemetry",
 			RetentionPolicy: "autogen",
 			CreateDatabase:  true,
-			BatchLines:      5000,
-			BatchBytes:      4 << 20,
+			Settings:        influxsink.DefaultSettings(),
 			Timeout:         influx.DefaultTimeout,
-			Local: LocalInflux{
-				Enabled:  false,
-				Binary:   "bin/influxd",
-				Dir:      "var/influxdb",
-				HTTPAddr: "127.0.0.1:8086",
-				RPCAddr:  "127.0.0.1:8088",
-			},
+			Local:           localserver.DefaultSettings(),
 		},
 		NATS: natsbus.DefaultSettings(),
 		Ingest: Ingest{
