@@ -159,12 +159,14 @@ const (
 	DurabilityJetStream = "jetstream"
 )
 
-// Default returns the configuration used when a key is absent. It is the one
-// place the gateway's defaults are set: the mqtt section is
-// broker.DefaultConfig(), the spool sizes and the InfluxDB timeout are the
-// components' constants, the dashboard, services and OCPP sections come from
-// their files' *Defaults functions. deploy/gateway.sample.yaml must load to
-// exactly this (TestSampleIsDefaults).
+// Default returns the configuration used when a key is absent. It assembles
+// the components' own defaults (mqtt: broker.DefaultConfig, spool:
+// spool.DefaultSettings, nats: natsbus.DefaultSettings, influx batches:
+// influxsink.DefaultSettings, influx.local: localserver.DefaultSettings,
+// services: suite.DefaultSettings; docs/operations.md) with the gateway's
+// own (the rest; dashboard, OCPP and cluster from their files' *Defaults
+// functions). deploy/gateway.sample.yaml must load to exactly this
+// (TestSampleIsDefaults).
 func Default() Config {
 	return Config{
 		DataDir:     "var/gateway",
