@@ -115,9 +115,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	c := a.cfg
 	// 1. InfluxDB: local server, credentials, database, writer.
 	if c.Influx.Local.Enabled {
-		a.proc, err = localserver.Start(ctx, localserver.ServerConfig{Config: localserver.Config{Binary: c.Influx.Local.Binary,
-			Dir: c.Influx.Local.Dir, HTTPAddr: c.Influx.Local.HTTPAddr, RPCAddr: c.Influx.Local.RPCAddr}, Database: c.Influx.Database,
-			CredentialsFile: c.Influx.Local.CredentialsFile}, a.log)
+		a.proc, err = localserver.Start(ctx, c.Influx.Local.ServerConfig(c.Influx.Database), a.log)
 		if err != nil {
 			return err
 		}
@@ -136,28 +134,21 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("influx writer: %w", err)
 	}
 	// 2. Spool.
-	a.spool, err = spool.Open(spool.Options{
-		Dir:          filepath.Join(c.DataDir, "spool"),
-		Consumers:    []string{influxsink.ConsumerName, eventsink.ConsumerName},
-		SegmentBytes: int64(c.Spool.SegmentBytes),
-		MaxBytes:     int64(c.Spool.MaxBytes),
-		MaxRecord:    int(c.MQTT.MaxPacketSize) + 4096,
-		SyncDelay:    c.Spool.SyncDelay,
-		Logger:       a.log.With("component", "spool"),
-	})
+	so := c.Spool.Options()
+	so.Dir = filepath.Join(c.DataDir, "spool")
+	so.Consumers = []string{influxsink.ConsumerName, eventsink.ConsumerName}
+	so.MaxRecord = int(c.MQTT.MaxPacketSize) + 4096
+	so.Logger = a.log.With("component", "spool")
+	a.spool, err = spool.Open(so)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	// 3. NATS bus.
-	storeDir := c.NATS.Embedded.StoreDir
-	if storeDir == "" {
-		storeDir = filepath.Join(c.DataDir, "nats")
+	nc := natsbus.Config{Settings: c.NATS, Ingest: a.ingestStream()}
+	if nc.Embedded.StoreDir == "" {
+		nc.Embedded.StoreDir = filepath.Join(c.DataDir, "nats")
 	}
-	a.bus, err = natsbus.Open(ctx, natsbus.Config{URL: c.NATS.URL, CredsFile: c.NATS.CredsFile, User: c.NATS.User,
-		Password: c.NATS.Password, EmbeddedAddr: c.NATS.Embedded.Addr, StoreDir: storeDir,
-		MaxStore: int64(c.NATS.Embedded.MaxStore), Replicas: c.NATS.Replicas, DedupWindow: c.NATS.DedupWindow,
-		MaxAge: c.NATS.MaxAge, Ingest: a.ingestStream(), PartnerLimits: natsbus.PartnerLimits{MaxConnections: c.NATS.Embedded.PartnerMaxConnections,
-			MaxSubscriptions: c.NATS.Embedded.PartnerMaxSubscriptions, MaxPayload: int(c.NATS.Embedded.PartnerMaxPayload)}},
+	a.bus, err = natsbus.Open(ctx, nc,
 		a.log.With("component", "nats"))
 	if err != nil {
 		return err
@@ -181,7 +172,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("dtc state bucket: %w", err)
 	}
-	icfg := influxsink.Config{BatchLines: c.Influx.BatchLines, BatchBytes: int(c.Influx.BatchBytes)}
+	icfg := influxsink.Config{Settings: c.Influx.Settings}
 	if a.ext.influxAuth.ep.CreateDatabase {
 		icfg.EnsureDB = a.createDatabase
 	}

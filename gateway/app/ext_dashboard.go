@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/gateway/dashboard"
@@ -38,11 +37,8 @@ func (a *App) startDashboard(ctx context.Context) error {
 	}
 	// The gateway's connection declares the shared session bucket; the
 	// dashboard's own user may only read and write that bucket's keys.
-	ttl := c.SessionTTL
-	if ttl <= 0 {
-		ttl = 12 * time.Hour
-	}
-	if _, err := auth.OpenSessionStore(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas, ttl); err != nil {
+	// dashboard.session_ttl is validated (1m..720h): no default here.
+	if _, err := auth.OpenSessionStore(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas, c.SessionTTL); err != nil {
 		return err
 	}
 	sessions, err := nc.JetStream().KeyValue(ctx, auth.SessionBucket)

@@ -11,7 +11,6 @@ import (
 	"github.com/telegate/telegate/gateway/cluster/lease"
 
 	"github.com/telegate/telegate/gateway/services/customers"
-	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/suite"
 )
 
@@ -30,13 +29,9 @@ func (a *App) startServices(ctx context.Context) error {
 		return err
 	}
 	s, err := suite.Start(ctx, suite.Config{
-		CustomersFile: c.CustomersFile, FeaturesFile: c.FeaturesFile, PartnersFile: c.PartnersFile, StationsFile: c.StationsFile,
-		AdminToken: c.AdminToken, TokenKey: c.TokenKey, TokenKeyID: c.TokenKeyID,
-		TokenKeyFile:     filepath.Join(a.cfg.DataDir, "services", "token.key"),
-		PartnerNATSUsers: c.PartnerNATSUsers, SchedulerInterval: c.SchedulerInterval,
-		SchedulerDaysPerTick: c.SchedulerDaysPerTick, FeaturesDryRun: c.FeaturesDryRun, CommandRetry: c.CommandRetry,
-		WebhookMaxAttempts: c.WebhookMaxAttempts, WebhookBackoff: c.WebhookBackoff, Replicas: a.cfg.NATS.Replicas,
-		WebhookEgress:  partners.Egress{Allow: c.WebhookAllow()},
+		Settings:       c.Settings,
+		TokenKeyFile:   filepath.Join(a.cfg.DataDir, "services", "token.key"),
+		Replicas:       a.cfg.NATS.Replicas,
 		Telemetry:      telemetryEraser(a),
 		SchedulerClock: c.SchedulerClock,
 		Cluster: lease.Cluster{KV: leases, Holder: a.holderID(), TTL: a.cfg.Cluster.LeaseTTL,

@@ -22,6 +22,9 @@ import (
 
 	"github.com/telegate/telegate/broker"
 	"github.com/telegate/telegate/gateway/influx"
+	"github.com/telegate/telegate/gateway/influx/localserver"
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/sink/influxsink"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/internal/bytesize"
 )
@@ -76,15 +79,10 @@ type HTTP struct {
 // for the rationale behind each limit.
 type MQTT = broker.Config
 
-// Spool configures the durable on-disk write-ahead spool.
-type Spool struct {
-	MaxBytes     ByteSize      `yaml:"max_bytes"`
-	SegmentBytes ByteSize      `yaml:"segment_bytes"`
-	SyncDelay    time.Duration `yaml:"sync_delay"`
-	// AckTimeout bounds how long a QoS 1 publish waits for its group commit
-	// before it is refused (never acknowledged) with "unspecified error".
-	AckTimeout time.Duration `yaml:"ack_timeout"`
-}
+// Spool configures the durable on-disk write-ahead spool: it is
+// spool.Settings, which carries the YAML keys and the defaults
+// (spool.DefaultSettings).
+type Spool = spool.Settings
 
 // Influx configures the InfluxDB sink.
 //
@@ -105,11 +103,12 @@ type Influx struct {
 	Database        string `yaml:"database"`
 	RetentionPolicy string `yaml:"retention_policy"`
 	// CreateDatabase creates the database at start-up (InfluxDB 1.x only).
-	CreateDatabase bool          `yaml:"create_database"`
-	BatchLines     int           `yaml:"batch_lines"`
-	BatchBytes     ByteSize      `yaml:"batch_bytes"`
-	Timeout        time.Duration `yaml:"timeout"`
-	Local          LocalInflux   `yaml:"local"`
+	CreateDatabase bool `yaml:"create_database"`
+	// BatchLines, BatchBytes: the sink's (influxsink.Settings).
+	influxsink.Settings `yaml:",inline"`
+	// Timeout bounds each InfluxDB request (default influx.DefaultTimeout).
+	Timeout time.Duration `yaml:"timeout"`
+	Local   LocalInflux   `yaml:"local"`
 	// Version, WriteBucket, QueryAuthScheme: see influxversion.go.
 	Version         int    `yaml:"version"`
 	WriteBucket     string `yaml:"bucket"`
@@ -117,46 +116,17 @@ type Influx struct {
 }
 
 // LocalInflux makes the gateway start and stop a local influxd child
-// process (the one `make influxd` installs into bin/).
-type LocalInflux struct {
-	Enabled bool   `yaml:"enabled"`
-	Binary  string `yaml:"binary"`
-	Dir     string `yaml:"dir"`
-	// HTTPAddr must match the host:port of influx.url.
-	HTTPAddr string `yaml:"http_addr"`
-	RPCAddr  string `yaml:"rpc_addr"`
-	// CredentialsFile holds the generated users (admin, gateway writer,
-	// read-only); default <dir>/credentials.json, mode 0600.
-	CredentialsFile string `yaml:"credentials_file"`
-}
+// process (the one `make influxd` installs into bin/): it is
+// localserver.Settings, which carries the keys and the defaults.
+type LocalInflux = localserver.Settings
 
-// NATS configures the event bus.
-type NATS struct {
-	// URL of an external server or cluster (comma-separated). Empty starts
-	// the embedded server.
-	URL       string `yaml:"url"`
-	CredsFile string `yaml:"creds_file"`
-	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
-	// Embedded server settings (used when URL is empty).
-	Embedded EmbeddedNATS `yaml:"embedded"`
-	// Replicas for the JetStream streams/buckets the gateway creates.
-	Replicas    int           `yaml:"replicas"`
-	DedupWindow time.Duration `yaml:"dedup_window"`
-	MaxAge      time.Duration `yaml:"max_age"`
-}
+// NATS configures the event bus: it is natsbus.Settings, which carries the
+// YAML keys and the defaults (natsbus.DefaultSettings; the partner account
+// limits' 0 means natsbus.DefaultPartnerLimits).
+type NATS = natsbus.Settings
 
-// EmbeddedNATS configures the in-process nats-server.
-type EmbeddedNATS struct {
-	Addr     string   `yaml:"addr"`
-	StoreDir string   `yaml:"store_dir"`
-	MaxStore ByteSize `yaml:"max_store"`
-	// Limits of each partner's NATS account (0: natsbus defaults 4
-	// connections, 64 subscriptions, 16 KiB payload).
-	PartnerMaxConnections   int      `yaml:"partner_max_connections"`
-	PartnerMaxSubscriptions int      `yaml:"partner_max_subscriptions"`
-	PartnerMaxPayload       ByteSize `yaml:"partner_max_payload"`
-}
+// EmbeddedNATS configures the in-process nats-server (nats.embedded).
+type EmbeddedNATS = natsbus.EmbeddedSettings
 
 // Ingest configures decoding and validation.
 type Ingest struct {
@@ -189,12 +159,14 @@ const (
 	DurabilityJetStream = "jetstream"
 )
 
-// Default returns the configuration used when a key is absent. It is the one
-// place the gateway's defaults are set: the mqtt section is
-// broker.DefaultConfig(), the spool sizes and the InfluxDB timeout are the
-// components' constants, the dashboard, services and OCPP sections come from
-// their files' *Defaults functions. deploy/gateway.sample.yaml must load to
-// exactly this (TestSampleIsDefaults).
+// Default returns the configuration used when a key is absent. It assembles
+// the components' own defaults (mqtt: broker.DefaultConfig, spool:
+// spool.DefaultSettings, nats: natsbus.DefaultSettings, influx batches:
+// influxsink.DefaultSettings, influx.local: localserver.DefaultSettings,
+// services: suite.DefaultSettings; docs/operations.md) with the gateway's
+// own (the rest; dashboard, OCPP and cluster from their files' *Defaults
+// functions). deploy/gateway.sample.yaml must load to exactly this
+// (TestSampleIsDefaults).
 func Default() Config {
 	return Config{
 		DataDir:     "var/gateway",
@@ -203,36 +175,17 @@ func Default() Config {
 		DevicesFile: "var/devices.yaml",
 		HTTP:        HTTP{Addr: "127.0.0.1:8080"},
 		MQTT:        broker.DefaultConfig(),
-		Spool: Spool{
-			MaxBytes:     spool.DefaultMaxBytes,
-			SegmentBytes: spool.DefaultSegmentBytes,
-			AckTimeout:   5 * time.Second,
-		},
+		Spool:       spool.DefaultSettings(),
 		Influx: Influx{
 			URL:             "http://127.0.0.1:8086",
 			Database:        "telemetry",
 			RetentionPolicy: "autogen",
 			CreateDatabase:  true,
-			BatchLines:      5000,
-			BatchBytes:      4 << 20,
+			Settings:        influxsink.DefaultSettings(),
 			Timeout:         influx.DefaultTimeout,
-			Local: LocalInflux{
-				Enabled:  false,
-				Binary:   "bin/influxd",
-				Dir:      "var/influxdb",
-				HTTPAddr: "127.0.0.1:8086",
-				RPCAddr:  "127.0.0.1:8088",
-			},
+			Local:           localserver.DefaultSettings(),
 		},
-		NATS: NATS{
-			Embedded: EmbeddedNATS{
-				Addr:     "127.0.0.1:4222",
-				MaxStore: 10 << 30,
-			},
-			Replicas:    1,
-			DedupWindow: 10 * time.Minute,
-			MaxAge:      7 * 24 * time.Hour,
-		},
+		NATS: natsbus.DefaultSettings(),
 		Ingest: Ingest{
 			MaxClockSkew:   time.Hour,
 			MinTimestamp:   "2000-01-01T00:00:00Z",

@@ -12,6 +12,11 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/telegate/telegate/broker"
+	"github.com/telegate/telegate/gateway/influx/localserver"
+	"github.com/telegate/telegate/gateway/natsbus"
+	"github.com/telegate/telegate/gateway/services/suite"
+	"github.com/telegate/telegate/gateway/sink/influxsink"
+	"github.com/telegate/telegate/gateway/spool"
 )
 
 func TestGoodFiles(t *testing.T) {
@@ -218,5 +223,34 @@ func TestMQTTIsBrokerConfig(t *testing.T) {
 	}
 	if _, err := Load("", nil, []string{"mqtt.receive_maximum=70000"}); !errors.Is(err, ErrBadOverride) {
 		t.Fatalf("receive_maximum beyond uint16: err = %v, want ErrBadOverride", err)
+	}
+}
+
+// TestComponentSections: the sections whose structs the components own
+// (suite.Settings, spool.Settings, natsbus.Settings, influxsink.Settings,
+// localserver.Settings) default to the components' values and every key
+// of theirs is reachable by the environment and -set, inlined or not.
+func TestComponentSections(t *testing.T) {
+	d := Default()
+	if !reflect.DeepEqual(d.Services.Settings, suite.DefaultSettings()) || !reflect.DeepEqual(d.Spool, spool.DefaultSettings()) ||
+		!reflect.DeepEqual(d.NATS, natsbus.DefaultSettings()) || d.Influx.Settings != influxsink.DefaultSettings() ||
+		d.Influx.Local != localserver.DefaultSettings() {
+		t.Fatalf("component sections differ from the components' defaults: %+v", d)
+	}
+	c, err := Load("", []string{"TELEGATE_SERVICES_WEBHOOK_BACKOFF=2s", "TELEGATE_INFLUX_BATCH_LINES=100"}, []string{
+		"spool.sync_delay=3ms", "nats.embedded.partner_max_payload=8KiB", "influx.local.rpc_addr=127.0.0.1:9",
+		"services.webhook_allow_cidrs=10.1.0.0/16", "influx.batch_bytes=1MiB",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Services.WebhookBackoff != 2*time.Second || c.Influx.BatchLines != 100 || c.Spool.SyncDelay != 3*time.Millisecond ||
+		c.NATS.Embedded.PartnerMaxPayload != 8<<10 || c.Influx.Local.RPCAddr != "127.0.0.1:9" ||
+		len(c.Services.WebhookAllowCIDRs) != 1 || c.Influx.BatchBytes != 1<<20 {
+		t.Fatalf("overrides not applied: services %+v spool %+v nats %+v influx %+v", c.Services.Settings, c.Spool, c.NATS, c.Influx)
+	}
+	if _, err := Load("", nil, []string{"influx.batch_lines=0"}); err == nil ||
+		!strings.Contains(err.Error(), "influx.batch_lines: batch_lines must be ≥ 1") {
+		t.Fatalf("influx.batch_lines=0: err = %v, want the key named", err)
 	}
 }

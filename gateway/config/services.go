@@ -5,60 +5,15 @@ import (
 	"net/netip"
 	"regexp"
 	"time"
+
+	"github.com/telegate/telegate/gateway/services/suite"
 )
 
 // Services configures the post-purchase services that run on NATS inside
-// the gateway by default (gateway/services/...). See docs/services.md.
+// the gateway by default (gateway/services/...). Its keys and defaults are
+// suite.Settings (gateway/services/suite/settings.go); see docs/services.md.
 type Services struct {
-	Enabled bool `yaml:"enabled"`
-
-	// Registries. Empty paths start with empty registries (customers and
-	// partners can still be registered through the API).
-	CustomersFile string `yaml:"customers_file"`
-	FeaturesFile  string `yaml:"features_file"`
-	PartnersFile  string `yaml:"partners_file"`
-	StationsFile  string `yaml:"stations_file"`
-
-	// AdminToken is the bearer token of the services API's admin role
-	// (partners' tokens are in partners.yaml as SHA-256 digests). Empty:
-	// the API answers 401 to everything.
-	AdminToken string `yaml:"admin_token"`
-
-	// TokenKey is the HMAC key (at least 32 bytes) of the partners' driver
-	// tokens, TokenKeyID its id (part of every token; change both to
-	// rotate). Empty: a random key is generated once and kept in
-	// <data_dir>/services/token.key.
-	TokenKey   string `yaml:"token_key"`
-	TokenKeyID string `yaml:"token_key_id"`
-
-	// PartnerNATSUsers adds the partners' NATS users (partners.yaml) to the
-	// embedded NATS server, each allowed to subscribe to partners.{id}.>.
-	PartnerNATSUsers bool `yaml:"partner_nats_users"`
-
-	// SchedulerInterval is the period of the seasonal feature scheduler.
-	SchedulerInterval time.Duration `yaml:"scheduler_interval"`
-	// SchedulerDaysPerTick > 0 makes the scheduler's clock advance that
-	// many days per tick from today (demo of a simulated year); 0 uses the
-	// real date.
-	SchedulerDaysPerTick int `yaml:"scheduler_days_per_tick"`
-	// FeaturesDryRun computes and logs feature changes without sending.
-	FeaturesDryRun bool `yaml:"features_dry_run"`
-
-	// CommandRetry: an unacknowledged command to an online vehicle is sent
-	// again after this long.
-	CommandRetry time.Duration `yaml:"command_retry"`
-
-	// Webhooks: a trigger is dead-lettered after WebhookMaxAttempts failed
-	// deliveries; the delay before retry n is WebhookBackoff·2^(n-1)
-	// (at most 10 min).
-	WebhookMaxAttempts int           `yaml:"webhook_max_attempts"`
-	WebhookBackoff     time.Duration `yaml:"webhook_backoff"`
-	// WebhookAllowCIDRs lists internal address ranges webhooks may connect
-	// to anyway (e.g. ["10.20.0.0/16"] for a partner on a private link).
-	// By default loopback, private, link-local (cloud metadata),
-	// unspecified, multicast and other internal addresses are refused at
-	// connect time. Override: comma-separated.
-	WebhookAllowCIDRs []string `yaml:"webhook_allow_cidrs"`
+	suite.Settings `yaml:",inline"`
 
 	// SchedulerClock is the seasonal feature scheduler's date source (its
 	// start-up tick and API runs without a date included); nil: the system
@@ -69,29 +24,8 @@ type Services struct {
 	SchedulerClock func() time.Time `yaml:"-" json:"-"`
 }
 
-// WebhookAllow parses WebhookAllowCIDRs (Validate guarantees they parse).
-func (s Services) WebhookAllow() []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range s.WebhookAllowCIDRs {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
-}
-
 // servicesDefaults is the services section of Default().
-func servicesDefaults() Services {
-	return Services{
-		Enabled:            true,
-		TokenKeyID:         "k1",
-		PartnerNATSUsers:   true,
-		SchedulerInterval:  time.Hour,
-		CommandRetry:       30 * time.Second,
-		WebhookMaxAttempts: 8,
-		WebhookBackoff:     time.Second,
-	}
-}
+func servicesDefaults() Services { return Services{Settings: suite.DefaultSettings()} }
 
 var servicesIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$`)
 

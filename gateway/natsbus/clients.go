@@ -14,19 +14,19 @@ import (
 // internal users (credentials generated at first start).
 func (b *Bus) startEmbedded() error {
 	cfg := b.cfg
-	base, err := embeddedOptions(cfg.EmbeddedAddr, cfg.StoreDir, cfg.MaxStore)
+	base, err := embeddedOptions(cfg.Embedded.Addr, cfg.Embedded.StoreDir, int64(cfg.Embedded.MaxStore))
 	if err != nil {
 		return err
 	}
 	path := cfg.CredentialsFile
 	if path == "" {
-		path = filepath.Join(cfg.StoreDir, "credentials.json")
+		path = filepath.Join(cfg.Embedded.StoreDir, "credentials.json")
 	}
 	creds, err := loadOrCreateCredentials(path)
 	if err != nil {
 		return err
 	}
-	b.auth.base, b.auth.creds, b.auth.limits, b.auth.partners = base, creds, cfg.PartnerLimits, cfg.Partners
+	b.auth.base, b.auth.creds, b.auth.limits, b.auth.partners = base, creds, cfg.Embedded.PartnerLimits(), cfg.Partners
 	opts, err := b.auth.options()
 	if err != nil {
 		return err

@@ -28,22 +28,15 @@ var (
 	ErrNotConnected = errors.New("natsbus: not connected")
 )
 
-// Config configures the bus. It mirrors config.NATS so that the package does
-// not depend on the gateway's config loader.
+// Config configures the bus: the operator Settings (the gateway's nats
+// section, which config.NATS aliases) and what the embedding process
+// supplies.
 type Config struct {
-	URL, CredsFile, User, Password string
-	EmbeddedAddr                   string // used when URL == ""
-	StoreDir                       string
-	MaxStore                       int64
-	Replicas                       int
-	DedupWindow                    time.Duration
-	MaxAge                         time.Duration
-	Name                           string // client connection name
+	Settings
+	Name string // client connection name
 	// CredentialsFile keeps the embedded server's generated internal
 	// passwords (0600; default StoreDir/credentials.json).
 	CredentialsFile string
-	// PartnerLimits bound each partner account of the embedded server.
-	PartnerLimits PartnerLimits
 	// Partners are the partner accounts the embedded server starts with
 	// (SetPartners replaces them at run time).
 	Partners []PartnerAccount
@@ -118,11 +111,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	d := DefaultSettings() // MaxAge 0 stays: unbounded
 	if cfg.Replicas < 1 {
-		cfg.Replicas = 1
+		cfg.Replicas = d.Replicas
 	}
 	if cfg.DedupWindow <= 0 {
-		cfg.DedupWindow = 10 * time.Minute
+		cfg.DedupWindow = d.DedupWindow
 	}
 	b := &Bus{cfg: cfg, log: log, url: cfg.URL}
 	if cfg.URL == "" {

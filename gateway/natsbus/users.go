@@ -252,21 +252,26 @@ func writeFile0600(path string, v any) error {
 // payload of what its clients publish); the partner account has no
 // JetStream, so it cannot store anything. Zero fields take the defaults.
 type PartnerLimits struct {
-	MaxConnections   int // default 4
-	MaxSubscriptions int // default 64
-	MaxPayload       int // bytes a partner client may publish in one message; default 16 KiB
+	MaxConnections   int // default: DefaultPartnerLimits
+	MaxSubscriptions int
+	MaxPayload       int // bytes a partner client may publish in one message
 }
 
-// WithDefaults fills zero fields with the defaults.
+// DefaultPartnerLimits are the limits of a partner account whose settings
+// are zero (nats.embedded.partner_max_*: 0).
+var DefaultPartnerLimits = PartnerLimits{MaxConnections: 4, MaxSubscriptions: 64, MaxPayload: 16 << 10}
+
+// WithDefaults fills zero fields with DefaultPartnerLimits.
 func (l PartnerLimits) WithDefaults() PartnerLimits {
+	d := DefaultPartnerLimits
 	if l.MaxConnections <= 0 {
-		l.MaxConnections = 4
+		l.MaxConnections = d.MaxConnections
 	}
 	if l.MaxSubscriptions <= 0 {
-		l.MaxSubscriptions = 64
+		l.MaxSubscriptions = d.MaxSubscriptions
 	}
 	if l.MaxPayload <= 0 {
-		l.MaxPayload = 16 << 10
+		l.MaxPayload = d.MaxPayload
 	}
 	return l
 }

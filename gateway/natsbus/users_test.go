@@ -20,7 +20,7 @@ func openTest(t *testing.T, addr, store string) *Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := Open(ctx, Config{EmbeddedAddr: addr, StoreDir: store}, nil)
+	b, err := Open(ctx, Config{Settings: Settings{Embedded: EmbeddedSettings{Addr: addr, StoreDir: store}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

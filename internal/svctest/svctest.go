@@ -20,7 +20,7 @@ func Bus(t testing.TB) *natsbus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := natsbus.Open(ctx, natsbus.Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: t.TempDir()}, Logger())
+	b, err := natsbus.Open(ctx, natsbus.Config{Settings: natsbus.Settings{Embedded: natsbus.EmbeddedSettings{Addr: "127.0.0.1:0", StoreDir: t.TempDir()}}}, Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +59,8 @@ func ClusterBus(t testing.TB, c *testenv.NATSCluster, node int) *natsbus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := natsbus.Open(ctx, natsbus.Config{URL: c.URL(node), User: c.User, Password: c.Password,
-		Replicas: min(3, c.Size()), Name: fmt.Sprintf("replica-n%d", node)}, Logger())
+	b, err := natsbus.Open(ctx, natsbus.Config{Settings: natsbus.Settings{URL: c.URL(node), User: c.User, Password: c.Password,
+		Replicas: min(3, c.Size())}, Name: fmt.Sprintf("replica-n%d", node)}, Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

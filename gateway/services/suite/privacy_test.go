@@ -56,8 +56,8 @@ func startPrivacyEnv(t *testing.T) *privacyEnv {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) // injected: nothing depends on the wall clock's date
-	s, err := Start(ctx, Config{StationsFile: stations, AdminToken: "admin-token-for-tests-0123456789",
-		TokenKey: "0123456789abcdef0123456789abcdef", TokenKeyID: "k1", SchedulerInterval: time.Hour,
+	s, err := Start(ctx, Config{Settings: Settings{StationsFile: stations, AdminToken: "admin-token-for-tests-0123456789",
+		TokenKey: "0123456789abcdef0123456789abcdef", TokenKeyID: "k1", SchedulerInterval: time.Hour},
 		Clock: func() time.Time { return at }},
 		Deps{NC: bus.Conn(), JS: bus.JetStream(), Bus: bus}, svctest.Logger())
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,22 +38,16 @@ import (
 // ErrConfig wraps configuration problems found at start.
 var ErrConfig = errors.New("services: config")
 
-// Config configures the suite (see config.Services for the meaning).
+// Config configures the suite: the operator Settings (the gateway's
+// services section) and what the embedding process supplies.
 type Config struct {
-	CustomersFile, FeaturesFile, PartnersFile, StationsFile string
-	AdminToken                                              string
-	TokenKey, TokenKeyID                                    string
-	TokenKeyFile                                            string // where a generated key is kept when TokenKey is empty
-	PartnerNATSUsers                                        bool
-	SchedulerInterval                                       time.Duration
-	SchedulerDaysPerTick                                    int
-	FeaturesDryRun                                          bool
-	CommandRetry                                            time.Duration
-	WebhookMaxAttempts                                      int
-	WebhookBackoff                                          time.Duration
-	WebhookEgress                                           partners.Egress             // where webhooks may connect (zero: public https only)
-	PartnerNATS                                             partners.NATSDeliveryConfig // consumers of NATS partners (defaults: 30 s, 20 deliveries)
-	Replicas                                                int
+	Settings
+	TokenKeyFile string // where a generated key is kept when TokenKey is empty
+	// WebhookEgress is where webhooks may connect (zero: public https
+	// only); Start adds Settings.WebhookAllow() to its Allow list.
+	WebhookEgress partners.Egress
+	PartnerNATS   partners.NATSDeliveryConfig // consumers of NATS partners (defaults: 30 s, 20 deliveries)
+	Replicas      int
 	// Telemetry, when set, lets an erasure also delete the vehicles'
 	// telemetry (DELETE /api/v1/customers/{id}?delete_telemetry=true).
 	Telemetry customers.TelemetryEraser
@@ -101,6 +96,8 @@ type Suite struct {
 
 // Start builds and starts every service.
 func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Suite, err error) {
+	cfg.applyDefaults()
+	cfg.WebhookEgress.Allow = slices.Concat(cfg.WebhookEgress.Allow, cfg.WebhookAllow())
 	s := &Suite{cfg: cfg, deps: deps, log: log, group: svc.NewGroup(log)}
 	defer func() {
 		if err != nil {

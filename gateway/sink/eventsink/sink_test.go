@@ -74,7 +74,7 @@ func streamMsgs(t *testing.T, bus *natsbus.Bus) uint64 {
 
 func TestDTCStateSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	bus, err := natsbus.Open(context.Background(), natsbus.Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats")}, nil)
+	bus, err := natsbus.Open(context.Background(), natsbus.Config{Settings: natsbus.Settings{Embedded: natsbus.EmbeddedSettings{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats")}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

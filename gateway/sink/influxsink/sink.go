@@ -26,8 +26,7 @@ const ConsumerName = "influx"
 
 // Config of the sink.
 type Config struct {
-	BatchLines int // max records per read (a diag record may add several lines)
-	BatchBytes int // max spool bytes per read
+	Settings
 	// MaxBodyBytes caps the encoded line protocol of one write (default
 	// 8 MiB; InfluxDB 1.8 refuses bodies over 25 MB with 413). Records past
 	// the cap are re-read for the next write.
@@ -72,11 +71,12 @@ type processor struct {
 
 // New returns a sink reading from cons and writing with w.
 func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.Logger) *Sink {
+	d := DefaultSettings()
 	if cfg.BatchLines <= 0 {
-		cfg.BatchLines = 5000
+		cfg.BatchLines = d.BatchLines
 	}
 	if cfg.BatchBytes <= 0 {
-		cfg.BatchBytes = 4 << 20
+		cfg.BatchBytes = d.BatchBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 8 << 20
@@ -89,7 +89,7 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 	}
 	p := &processor{cfg: cfg, w: w, m: m, log: log, now: time.Now}
 	p.enc.enc.Precision = time.Nanosecond // must match the writer's precision
-	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: cfg.BatchBytes}, cons, p, m, log)
+	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes)}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 

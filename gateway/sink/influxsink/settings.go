@@ -1,0 +1,22 @@
+package influxsink
+
+import "github.com/telegate/telegate/internal/bytesize"
+
+// Settings are the sink's operator settings: the batch keys of the
+// gateway's `influx` configuration section (gateway/config inlines this
+// struct, so the keys and their defaults live here alone; Config embeds
+// it). Ranges are checked by gateway/config, which names the key.
+type Settings struct {
+	// BatchLines is the most records read per write (a diag record may
+	// add several lines).
+	BatchLines int `yaml:"batch_lines"`
+	// BatchBytes is the most spool bytes read per write.
+	BatchBytes bytesize.Size `yaml:"batch_bytes"`
+}
+
+// DefaultSettings are the sink's defaults (influx.batch_lines and
+// influx.batch_bytes of the gateway's config.Default()); New applies them
+// to zero fields.
+func DefaultSettings() Settings {
+	return Settings{BatchLines: 5000, BatchBytes: 4 << 20}
+}

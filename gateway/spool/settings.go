@@ -1,0 +1,45 @@
+package spool
+
+import (
+	"time"
+
+	"github.com/telegate/telegate/internal/bytesize"
+)
+
+// DefaultAckTimeout is Settings.AckTimeout's default.
+const DefaultAckTimeout = 5 * time.Second
+
+// Settings are the spool's operator settings: the gateway's `spool`
+// configuration section (gateway/config aliases this struct, so the YAML
+// keys and their defaults live here alone). Ranges are checked by
+// gateway/config, which names the key; Open checks what it must.
+type Settings struct {
+	// MaxBytes bounds the bytes on disk not yet committed by every
+	// consumer; full: Append fails with ErrFull (QoS 1 refused, 0x97).
+	MaxBytes bytesize.Size `yaml:"max_bytes"`
+	// SegmentBytes is the segment roll-over size.
+	SegmentBytes bytesize.Size `yaml:"segment_bytes"`
+	// SyncDelay is an extra wait to grow a group commit (Options.SyncDelay).
+	SyncDelay time.Duration `yaml:"sync_delay"`
+	// AckTimeout bounds how long a QoS 1 publish waits for its group commit
+	// before it is refused (never acknowledged) with "unspecified error":
+	// the producers' AppendTimeout argument (gateway/ingest.FromSpool; in
+	// jetstream durability mode the wait for the stream's ack).
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+}
+
+// DefaultSettings are the spool's defaults: the spool section of the
+// gateway's config.Default().
+func DefaultSettings() Settings {
+	return Settings{
+		MaxBytes:     DefaultMaxBytes,
+		SegmentBytes: DefaultSegmentBytes,
+		AckTimeout:   DefaultAckTimeout,
+	}
+}
+
+// Options are the Open options these settings give (zero sizes take
+// Open's defaults); the caller adds Dir, Consumers, MaxRecord and Logger.
+func (s Settings) Options() Options {
+	return Options{SegmentBytes: int64(s.SegmentBytes), MaxBytes: int64(s.MaxBytes), SyncDelay: s.SyncDelay}
+}
