@@ -23,7 +23,7 @@ import (
 // receive time from the spool record, which the services decide on.
 func TestChargingEventCarriesReceiveTime(t *testing.T) {
 	dir := t.TempDir()
-	bus, err := natsbus.Open(context.Background(), natsbus.Config{EmbeddedAddr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats")}, nil)
+	bus, err := natsbus.Open(context.Background(), natsbus.Config{Settings: natsbus.Settings{Embedded: natsbus.EmbeddedSettings{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats")}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
