@@ -26,6 +26,7 @@ import (
 	"github.com/telegate/telegate/gateway/dashboard/history"
 	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/web"
+	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/sink/live"
 )
 
@@ -192,6 +193,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// maxLogPath bounds the request path in a log line.
+const maxLogPath = 256
+
 // instrument counts requests and their latency per route, and logs
 // server errors.
 func (d *Dashboard) instrument(route string, h http.Handler) http.Handler {
@@ -212,7 +216,9 @@ func (d *Dashboard) instrument(route string, h http.Handler) http.Handler {
 		if sw.code >= 500 {
 			lvl = slog.LevelWarn
 		}
-		d.log.Log(r.Context(), lvl, "dashboard request", "method", r.Method, "path", r.URL.Path, "route", route,
+		// The path is the caller's, authenticated or not: bounded.
+		d.log.Log(r.Context(), lvl, "dashboard request", "method", loglimit.String(r.Method, 16),
+			"path", loglimit.String(r.URL.Path, maxLogPath), "route", route,
 			"status", sw.code, "duration", el.Round(time.Microsecond))
 	})
 }
