@@ -256,3 +256,16 @@ func TestWebhookFailureLogRedactsURL(t *testing.T) {
 		t.Fatalf("the log does not name the partner and redacted URL:\n%s", out)
 	}
 }
+
+// TestValidateRedactsWebhookURL: a refused webhook URL is named in the
+// validation error without its query string or user info.
+func TestValidateRedactsWebhookURL(t *testing.T) {
+	err := testPartner("p1", "http://user:PASSWORD@partner.example/hook?token=SECRET").Validate()
+	if err == nil {
+		t.Fatal("http webhook accepted")
+	}
+	if msg := err.Error(); strings.Contains(msg, "SECRET") || strings.Contains(msg, "PASSWORD") ||
+		!strings.Contains(msg, "http://partner.example/hook") {
+		t.Fatalf("validation error: %s", msg)
+	}
+}
