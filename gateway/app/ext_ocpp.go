@@ -53,7 +53,8 @@ func (a *App) startOCPP() error {
 	}
 	m := ocpp.NewMetrics(a.reg)
 	mux := wsmux.New(wsmux.Config{SecurityProfile: c.SecurityProfile, TLS: tc, MaxFrameBytes: int64(c.MaxFrameBytes),
-		RatePerConn: c.RatePerConn, Burst: c.RateBurst}, a.devices, ocpp.MuxMetrics(m), log)
+		RatePerConn: c.RatePerConn, Burst: c.RateBurst, ConnectTimeout: c.ConnectTimeout, IdleTimeout: c.IdleTimeout,
+		MaxConnections: c.MaxConnections}, a.devices, ocpp.MuxMetrics(m), log)
 	central := ocpp.New(mux, ingest.FromSpool(a.spool, a.cfg.Spool.AckTimeout),
 		ingest.NewValidator(a.cfg.Ingest.MinTime(), a.cfg.Ingest.MaxClockSkew, nil), m, nil, log)
 	central.HeartbeatInterval = c.HeartbeatInterval

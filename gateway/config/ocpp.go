@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/telegate/telegate/gateway/ocpp/wsmux"
 )
 
 // OCPP configures the OCPP 1.6J / 2.0.1 central system (gateway/ocpp,
@@ -25,12 +27,20 @@ type OCPP struct {
 	RateBurst   int     `yaml:"rate_burst"`
 	// HeartbeatInterval is sent in BootNotification answers.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// ConnectTimeout: a socket not authenticated and upgraded to a
+	// WebSocket this long after accept is closed.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// IdleTimeout closes an idle keep-alive socket before its upgrade.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps the open sockets, authenticated or not.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // ocppDefaults is the ocpp section of Default() (disabled).
 func ocppDefaults() OCPP {
 	return OCPP{Listen: "127.0.0.1:8887", SecurityProfile: 2, MaxFrameBytes: 64 << 10, RatePerConn: 20, RateBurst: 40,
-		HeartbeatInterval: 5 * time.Minute}
+		HeartbeatInterval: 5 * time.Minute, ConnectTimeout: wsmux.DefaultConnectTimeout,
+		IdleTimeout: wsmux.DefaultIdleTimeout, MaxConnections: wsmux.DefaultMaxConnections}
 }
 
 // validate returns the ocpp section's violations; a disabled section is
@@ -64,6 +74,15 @@ func (o OCPP) validate() []error {
 	}
 	if o.HeartbeatInterval <= 0 {
 		bad("heartbeat_interval", "must be positive")
+	}
+	if o.ConnectTimeout <= 0 {
+		bad("connect_timeout", "must be positive")
+	}
+	if o.IdleTimeout <= 0 {
+		bad("idle_timeout", "must be positive")
+	}
+	if o.MaxConnections < 1 {
+		bad("max_connections", "must be at least 1")
 	}
 	return errs
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/telegate/telegate/gateway/dashboard/history"
 	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/web"
+	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/sink/live"
 )
 
@@ -104,6 +105,7 @@ func New(o Options) (*Dashboard, error) {
 		}
 	}
 	d.auth.OnLogin = func(result string) { d.m.logins.WithLabelValues(result).Inc() }
+	d.auth.OnLogSuppressed = func() { d.m.logSuppressed.Inc() }
 	hub := o.Hub
 	if hub == nil {
 		hub = live.New()
@@ -191,6 +193,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// maxLogPath bounds the request path in a log line.
+const maxLogPath = 256
+
 // instrument counts requests and their latency per route, and logs
 // server errors.
 func (d *Dashboard) instrument(route string, h http.Handler) http.Handler {
@@ -211,7 +216,9 @@ func (d *Dashboard) instrument(route string, h http.Handler) http.Handler {
 		if sw.code >= 500 {
 			lvl = slog.LevelWarn
 		}
-		d.log.Log(r.Context(), lvl, "dashboard request", "method", r.Method, "path", r.URL.Path, "route", route,
+		// The path is the caller's, authenticated or not: bounded.
+		d.log.Log(r.Context(), lvl, "dashboard request", "method", loglimit.String(r.Method, 16),
+			"path", loglimit.String(r.URL.Path, maxLogPath), "route", route,
 			"status", sw.code, "duration", el.Round(time.Microsecond))
 	})
 }
@@ -220,10 +227,13 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	logins   *prometheus.CounterVec
-	commands *prometheus.CounterVec
-	live     prometheus.Gauge
-	sessions prometheus.GaugeFunc
-	fleet    *fleetCollector
+	// logSuppressed counts failed/throttled login log lines dropped by
+	// the log rate limit.
+	logSuppressed prometheus.Counter
+	commands      *prometheus.CounterVec
+	live          prometheus.Gauge
+	sessions      prometheus.GaugeFunc
+	fleet         *fleetCollector
 }
 
 func newMetrics(d *Dashboard) *metrics {
@@ -236,6 +246,8 @@ func newMetrics(d *Dashboard) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logins_total",
 			Help: "Login attempts by result (ok, bad_credentials, throttled)."}, []string{"result"}),
+		logSuppressed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "login_log_lines_suppressed_total",
+			Help: "Failed or throttled login log lines dropped by the log rate limit (per client address and global)."}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "commands_total",
 			Help: "Operator commands by command and result (sent, invalid, publish_failed)."}, []string{"command", "result"}),
 		live: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "live_streams",
@@ -248,7 +260,7 @@ func newMetrics(d *Dashboard) *metrics {
 }
 
 func (m *metrics) all() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.latency, m.logins, m.commands, m.live, m.sessions, m.fleet}
+	return []prometheus.Collector{m.requests, m.latency, m.logins, m.logSuppressed, m.commands, m.live, m.sessions, m.fleet}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {

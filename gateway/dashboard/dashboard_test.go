@@ -1,7 +1,12 @@
 package dashboard
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,5 +66,36 @@ func TestDevUsersFileAndLifecycle(t *testing.T) {
 	c.UsersFile = bad
 	if _, err := New(Options{Config: c}); err == nil {
 		t.Fatal("bad users file accepted")
+	}
+}
+
+// TestRequestLogPathBounded: an unauthenticated request with a 12 KB path
+// leaves a request log line with the path cut to maxLogPath bytes.
+func TestRequestLogPathBounded(t *testing.T) {
+	c := config.Default().Dashboard
+	c.UsersFile = filepath.Join("..", "..", "deploy", "users.dev.yaml")
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := New(Options{Config: c, Influx: history.Config{URL: "http://127.0.0.1:1", Bucket: "telemetry/autogen"}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	mux := http.NewServeMux()
+	d.Mount(mux)
+	path := "/ui/vehicles/" + strings.Repeat("A", 12<<10)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	var line struct{ Msg, Path string }
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if err := json.Unmarshal([]byte(l), &line); err == nil && line.Msg == "dashboard request" {
+			break
+		}
+	}
+	if line.Msg != "dashboard request" {
+		t.Fatalf("no request line in the log:\n%s", buf.String())
+	}
+	if len(line.Path) > maxLogPath+len("…") || buf.Len() > 2<<10 {
+		t.Fatalf("logged path of %d bytes (log %d bytes), want at most %d", len(line.Path), buf.Len(), maxLogPath)
 	}
 }

@@ -72,6 +72,9 @@ type Metrics struct {
 	Messages  *prometheus.CounterVec
 	Conns     *prometheus.GaugeVec
 	Commands  *prometheus.CounterVec
+	// LogSuppressed counts refused-connection log lines dropped by the
+	// listener's log rate limit.
+	LogSuppressed prometheus.Counter
 }
 
 // NewMetrics registers the OCPP metrics on reg.
@@ -95,19 +98,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Open OCPP connections by version."}, []string{"version"}),
 		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_commands_total",
 			Help: "Commands sent to charge points, by action and result."}, []string{"action", "result"}),
+		LogSuppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "telegate_ocpp_log_lines_suppressed_total",
+			Help: "Refused-connection log lines dropped by the rate limit (per remote address and global)."}),
 	}
-	reg.MustRegister(m.Records, m.AckDur, m.Connects, m.Closed, m.Malformed, m.CallErrs, m.Messages, m.Conns, m.Commands)
+	reg.MustRegister(m.Records, m.AckDur, m.Connects, m.Closed, m.Malformed, m.CallErrs, m.Messages, m.Conns, m.Commands,
+		m.LogSuppressed)
 	return m
 }
 
 func (m *Metrics) wsmux() wsmux.Metrics {
 	return wsmux.Metrics{
-		Connect:   func(r string) { m.Connects.WithLabelValues(r).Inc() },
-		Closed:    func(r string) { m.Closed.WithLabelValues(r).Inc() },
-		Malformed: func(v, r string) { m.Malformed.WithLabelValues(v, r).Inc() },
-		CallError: func(v, c string) { m.CallErrs.WithLabelValues(v, c).Inc() },
-		Message:   func(v, a string) { m.Messages.WithLabelValues(v, a).Inc() },
-		Conns:     func(v string, d int) { m.Conns.WithLabelValues(v).Add(float64(d)) },
+		Connect:       func(r string) { m.Connects.WithLabelValues(r).Inc() },
+		Closed:        func(r string) { m.Closed.WithLabelValues(r).Inc() },
+		Malformed:     func(v, r string) { m.Malformed.WithLabelValues(v, r).Inc() },
+		CallError:     func(v, c string) { m.CallErrs.WithLabelValues(v, c).Inc() },
+		Message:       func(v, a string) { m.Messages.WithLabelValues(v, a).Inc() },
+		Conns:         func(v string, d int) { m.Conns.WithLabelValues(v).Add(float64(d)) },
+		LogSuppressed: m.LogSuppressed.Inc,
 	}
 }
 

@@ -1,7 +1,10 @@
 package auth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -356,5 +359,54 @@ func TestMiddleware(t *testing.T) {
 	}
 	if c := do("POST", "/write", opC, map[string]string{CSRFHeader: opCSRF, "Origin": "http://example.com"}); c != 200 {
 		t.Fatalf("operator write: %d", c)
+	}
+}
+
+// TestLoginLogBounded: 1,000 failed logins with 4 KB user names from 50
+// addresses leave a small log with no caller-chosen name in it; the
+// dropped lines are counted.
+func TestLoginLogBounded(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	m := NewManager(Config{Now: c.now}, testUsers(t), log)
+	m.verify = func(string, string) (User, error) { return User{}, ErrBadLogin } // skip bcrypt: the log is under test
+	var suppressed atomic.Int64
+	m.OnLogSuppressed = func() { suppressed.Add(1) }
+	const secret = "hunter2-typed-in-the-wrong-field"
+	for i := range 1000 {
+		name := strings.Repeat(string(rune('a'+i%26)), 4000)
+		if i%10 == 0 {
+			name = secret
+		}
+		body, _ := json.Marshal(loginReq{Username: name, Password: "x"})
+		req := httptest.NewRequest("POST", "/login", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.RemoteAddr = "10.0.0." + strconv.Itoa(i%50) + ":1234"
+		rec := httptest.NewRecorder()
+		m.HandleLogin(rec, req)
+		if rec.Code != http.StatusUnauthorized && rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("login %d: %d", i, rec.Code)
+		}
+	}
+	if buf.Len() > 32<<10 {
+		t.Fatalf("log is %d bytes after 1000 failed logins, want at most 32 KiB", buf.Len())
+	}
+	if strings.Contains(buf.String(), secret) {
+		t.Fatal("the log holds a user name that is not a configured user's (a password typed as user name)")
+	}
+	lines := 0
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if u, _ := rec["user"].(string); len(u) > 64 {
+			t.Fatalf("logged user name of %d bytes", len(u))
+		}
+		lines++
+	}
+	if int64(lines)+suppressed.Load() != 1000 {
+		t.Fatalf("%d lines + %d suppressed, want 1000", lines, suppressed.Load())
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/gateway/loglimit"
 )
 
 // CookieName is the session cookie.
@@ -90,6 +92,13 @@ type Manager struct {
 	// OnLogin, when set, is called with "ok", "bad_credentials" or
 	// "throttled" for every login attempt (metrics).
 	OnLogin func(result string)
+	// OnLogSuppressed, when set (before serving), is called for every
+	// failed or throttled login line dropped by the log rate limit.
+	OnLogSuppressed func()
+	// logLim rate-limits the failed/throttled login lines per client
+	// address and globally: an unauthenticated caller must not be able
+	// to flood the log.
+	logLim *loglimit.Limiter
 	// verify checks a password (users.Verify; tests count the calls).
 	verify func(name, password string) (User, error)
 
@@ -146,8 +155,30 @@ func NewManager(cfg Config, users *Users, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, users: users, log: log, verify: users.Verify,
+	m := &Manager{cfg: cfg, users: users, log: log, verify: users.Verify,
 		sessions: map[[sha256.Size]byte]*Session{}, attempts: map[string]*attempts{}}
+	m.logLim = loglimit.New(loglimit.Config{Now: cfg.Now, OnSuppressed: func() {
+		if m.OnLogSuppressed != nil {
+			m.OnLogSuppressed()
+		}
+	}})
+	return m
+}
+
+// logRefused logs a failed or throttled login, rate-limited per client
+// address and globally. The user name is logged only when it is a
+// configured user's: anything else a caller typed (a password in the
+// wrong field, 4 KB of junk) is logged as "(unknown)".
+func (m *Manager) logRefused(msg, name, client string) {
+	ok, suppressed := m.logLim.Allow(client)
+	if !ok {
+		return
+	}
+	attrs := []any{"user", m.users.LogName(name), "client", loglimit.String(client, 64)}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	m.log.Info(msg, attrs...)
 }
 
 func randomToken() string {
@@ -525,17 +556,17 @@ func (m *Manager) HandleLogin(w http.ResponseWriter, r *http.Request) {
 	s, token, wait, err := m.login(req.Username, req.Password, client)
 	switch {
 	case errors.Is(err, ErrThrottled):
-		m.log.Warn("dashboard login throttled", "user", req.Username, "client", client)
+		m.logRefused("dashboard login throttled", req.Username, client)
 		secs := int64((wait + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 		WriteError(w, http.StatusTooManyRequests, err.Error())
 		return
 	case errors.Is(err, ErrSessionStore):
-		m.log.Warn("dashboard login: session store unavailable", "user", req.Username, "err", err)
+		m.log.Warn("dashboard login: session store unavailable", "user", m.users.LogName(req.Username), "err", err)
 		WriteError(w, http.StatusServiceUnavailable, "session store unavailable")
 		return
 	case err != nil:
-		m.log.Info("dashboard login failed", "user", req.Username, "client", client)
+		m.logRefused("dashboard login failed", req.Username, client)
 		WriteError(w, http.StatusUnauthorized, "wrong user name or password")
 		return
 	}

@@ -131,6 +131,16 @@ func ParseUsers(b []byte) (*Users, error) {
 // Len is the number of users.
 func (u *Users) Len() int { return len(u.byName) }
 
+// LogName is what may be logged of a user name a caller sent: the name
+// when it is a configured user's, else "(unknown)" (a caller's junk, or a
+// password typed into the user name field, never reaches the log).
+func (u *Users) LogName(name string) string {
+	if _, ok := u.byName[name]; ok {
+		return name
+	}
+	return "(unknown)"
+}
+
 // dummyHash is compared against when the user does not exist, so that the
 // answer takes as long as for a wrong password.
 var dummyHash = func() []byte {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/telegate/telegate/broker/acl"
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/ocpp/frame"
 )
 
@@ -44,6 +46,14 @@ var (
 	ErrClosed       = errors.New("wsmux: no open connection")
 )
 
+// Defaults of the listener limits (Config fields left zero; the gateway
+// configuration's ocpp section takes its defaults from here).
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultIdleTimeout    = 5 * time.Second
+	DefaultMaxConnections = 10000
+)
+
 // Config of the listener.
 type Config struct {
 	// SecurityProfile is 1 (basic auth, plain ws), 2 (TLS + basic auth) or
@@ -55,7 +65,17 @@ type Config struct {
 	Burst           int
 	WriteWait       time.Duration
 	PingWait        time.Duration // read deadline between frames/pings (0: none)
-	Now             func() time.Time
+	// ConnectTimeout bounds a socket from accept to a completed, authenticated
+	// WebSocket upgrade (TLS handshake, requests, keep-alive waits
+	// included): then it is closed. 0: DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a keep-alive socket with no request in flight
+	// (before the upgrade). 0: DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxConnections caps the open sockets, authenticated and not; a socket
+	// accepted beyond it is closed at once. 0: DefaultMaxConnections.
+	MaxConnections int
+	Now            func() time.Time
 }
 
 // Metrics are the counters the listener feeds (all optional).
@@ -66,6 +86,9 @@ type Metrics struct {
 	CallError func(version, code string)      // every CALLERROR written
 	Message   func(version, action string)    // every accepted CALL
 	Conns     func(version string, delta int) // open connections
+	// LogSuppressed counts refused-connection log lines dropped by the
+	// log rate limit.
+	LogSuppressed func()
 }
 
 // Server is the listener. Create with New, get the two virtual servers with
@@ -77,6 +100,11 @@ type Server struct {
 	m    Metrics
 	up   websocket.Upgrader
 	virt map[string]*Virtual
+	// logLim rate-limits the refused-connection lines per remote address
+	// and globally (unauthenticated callers choose how many there are).
+	logLim *loglimit.Limiter
+	// open counts the accepted sockets not yet closed (guardedListener).
+	open atomic.Int64
 	http *http.Server
 	// mu guards conns.
 	mu    sync.Mutex
@@ -96,6 +124,15 @@ func New(cfg Config, reg *registry.Registry, m Metrics, log *slog.Logger) *Serve
 	}
 	if cfg.WriteWait == 0 {
 		cfg.WriteWait = 10 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	nop1 := func(string) {}
 	nop2 := func(string, string) {}
@@ -117,7 +154,11 @@ func New(cfg Config, reg *registry.Registry, m Metrics, log *slog.Logger) *Serve
 	if m.Conns == nil {
 		m.Conns = func(string, int) {}
 	}
+	if m.LogSuppressed == nil {
+		m.LogSuppressed = func() {}
+	}
 	s := &Server{cfg: cfg, reg: reg, log: log, m: m, conns: map[string]*Conn{}, Known: map[string]func(string) bool{}}
+	s.logLim = loglimit.New(loglimit.Config{Now: cfg.Now, OnSuppressed: m.LogSuppressed})
 	s.up = websocket.Upgrader{Subprotocols: []string{V201, V16}, HandshakeTimeout: 10 * time.Second,
 		// Charge points are not browsers; a browser page must not open a
 		// socket with a user's ambient credentials.
@@ -138,10 +179,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathPrefix, s.handle)
 	s.mu.Lock()
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.cfg.TLS,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ConnectTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		TLSConfig: s.cfg.TLS, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	hs := s.http
 	s.mu.Unlock()
+	ln = &guardedListener{Listener: ln, s: s}
 	if s.cfg.SecurityProfile >= 2 {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
@@ -251,7 +293,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	hash, cert, result := s.authenticate(id, r)
 	if result != "ok" {
 		s.m.Connect(result)
-		s.log.Info("OCPP connection refused", "station", id, "reason", result, "remote", r.RemoteAddr)
+		s.logRefused(r.RemoteAddr, "OCPP connection refused", "station", id, "reason", result)
 		w.Header().Set("WWW-Authenticate", `Basic realm="ocpp"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
@@ -273,6 +315,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.m.Connect("bad_upgrade")
 		return
 	}
+	authenticated(wc.NetConn())
 	wc.SetReadLimit(s.cfg.MaxFrameBytes)
 	burst := max(s.cfg.Burst, 1)
 	lim := rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
@@ -308,6 +351,106 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.OnConnChange(id)
 	}
 	go c.readLoop()
+}
+
+// OpenSockets is the number of accepted sockets not yet closed
+// (authenticated or not).
+func (s *Server) OpenSockets() int { return int(s.open.Load()) }
+
+// logRefused logs a refused socket or request, rate-limited per remote
+// address and globally; dropped lines are counted (Metrics.LogSuppressed).
+func (s *Server) logRefused(remote, msg string, attrs ...any) {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ok, suppressed := s.logLim.Allow(host)
+	if !ok {
+		return
+	}
+	attrs = append(attrs, "remote", loglimit.String(remote, 64))
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	s.log.Info(msg, attrs...)
+}
+
+// guardedListener caps the open sockets and gives every socket the
+// pre-authentication deadline (Config.ConnectTimeout).
+type guardedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if n := l.s.open.Add(1); n > int64(l.s.cfg.MaxConnections) {
+			l.s.open.Add(-1)
+			l.s.m.Connect("over_capacity")
+			l.s.logRefused(c.RemoteAddr().String(), "OCPP connection refused: too many open sockets",
+				"max_connections", l.s.cfg.MaxConnections)
+			_ = c.Close()
+			continue
+		}
+		g := &guardedConn{Conn: c, s: l.s, deadline: time.Now().Add(l.s.cfg.ConnectTimeout)}
+		_ = c.SetDeadline(g.deadline)
+		return g, nil
+	}
+}
+
+// guardedConn is an accepted socket. Until authenticated it clamps every
+// deadline net/http sets to the pre-authentication deadline, so no
+// sequence of requests, keep-alive waits or slow reads keeps an
+// unauthenticated socket open longer than ConnectTimeout.
+type guardedConn struct {
+	net.Conn
+	s         *Server
+	closeOnce sync.Once
+	// mu guards deadline (zero once authenticated).
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+func (c *guardedConn) clamp(t time.Time) time.Time {
+	c.mu.Lock()
+	d := c.deadline
+	c.mu.Unlock()
+	if !d.IsZero() && (t.IsZero() || t.After(d)) {
+		return d
+	}
+	return t
+}
+
+func (c *guardedConn) SetDeadline(t time.Time) error     { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *guardedConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *guardedConn) SetWriteDeadline(t time.Time) error {
+	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+func (c *guardedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.s.open.Add(-1) })
+	return err
+}
+
+// authenticated lifts the pre-authentication deadline of an upgraded
+// socket (nc is the hijacked connection, TLS or not).
+func authenticated(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	g, ok := nc.(*guardedConn)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	g.deadline = time.Time{}
+	g.mu.Unlock()
+	_ = g.Conn.SetDeadline(time.Time{})
 }
 
 // Conn is one charge point connection. It implements ws.Channel.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,11 +54,16 @@ func counter(t *testing.T, tls bool) (*httptest.Server, *atomic.Int32) {
 // (MaxAttempts 1: the first failure dead-letters).
 func deliverOnce(t *testing.T, url string, eg partners.Egress) partners.Delivery {
 	t.Helper()
+	return deliver(t, url, eg, 1, svctest.Logger())
+}
+
+// deliver is deliverOnce with maxAttempts attempts, logging to log.
+func deliver(t *testing.T, url string, eg partners.Egress, maxAttempts int, log *slog.Logger) partners.Delivery {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
 	js := bus.JetStream()
-	log := svctest.Logger()
 	reg, err := partners.Open(ctx, js, 1, "", log)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +71,7 @@ func deliverOnce(t *testing.T, url string, eg partners.Egress) partners.Delivery
 	if err := reg.Put(ctx, testPartner("p1", url)); err != nil {
 		t.Fatal(err)
 	}
-	wh, err := partners.NewWebhooks(ctx, js, 1, reg, partners.WebhookConfig{MaxAttempts: 1, InitialBackoff: 20 * time.Millisecond,
+	wh, err := partners.NewWebhooks(ctx, js, 1, reg, partners.WebhookConfig{MaxAttempts: maxAttempts, InitialBackoff: 20 * time.Millisecond,
 		Egress: eg}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -208,5 +215,57 @@ func TestWebhookUntrustedCertificate(t *testing.T) {
 	d := deliverOnce(t, srv.URL+"/hook", eg)
 	if d.LastError != partners.OutcomeTLSError || hits.Load() != 0 {
 		t.Fatalf("delivery = %+v, hits %d; want tls_error and 0", d, hits.Load())
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestWebhookFailureLogRedactsURL: a token in the endpoint URL's query
+// string (or user info) never reaches the log, although Go's client puts
+// the whole URL in its error text; the log names the partner, the
+// redacted URL and the outcome label.
+func TestWebhookFailureLogRedactsURL(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	eg := loopbackEgress(srv)
+	u := strings.Replace(srv.URL, "https://", "https://user:PASSWORD@", 1) + "/hook?token=SECRET"
+	srv.Close() // connect error: the client's error text holds the URL
+	var buf lockedBuf
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d := deliver(t, u, eg, 2, log)
+	if d.Status != "dead_lettered" || d.LastError != partners.OutcomeConnectError {
+		t.Fatalf("delivery = %+v, want dead_lettered with %q", d, partners.OutcomeConnectError)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "webhook attempt failed") || !strings.Contains(out, "webhook dead-lettered") {
+		t.Fatalf("failure lines missing from the log:\n%s", out)
+	}
+	if strings.Contains(out, "SECRET") || strings.Contains(out, "PASSWORD") {
+		t.Fatalf("the log holds the endpoint URL's token:\n%s", out)
+	}
+	if !strings.Contains(out, "partner=p1") || !strings.Contains(out, strings.TrimPrefix(srv.URL, "https://")+"/hook") {
+		t.Fatalf("the log does not name the partner and redacted URL:\n%s", out)
+	}
+}
+
+// TestValidateRedactsWebhookURL: a refused webhook URL is named in the
+// validation error without its query string or user info.
+func TestValidateRedactsWebhookURL(t *testing.T) {
+	err := testPartner("p1", "http://user:PASSWORD@partner.example/hook?token=SECRET").Validate()
+	if err == nil {
+		t.Fatal("http webhook accepted")
+	}
+	if msg := err.Error(); strings.Contains(msg, "SECRET") || strings.Contains(msg, "PASSWORD") ||
+		!strings.Contains(msg, "http://partner.example/hook") {
+		t.Fatalf("validation error: %s", msg)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
+	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -156,7 +157,9 @@ func (p Partner) Validate() error {
 	if p.Webhook != nil {
 		u, err := url.Parse(p.Webhook.URL)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
-			bad("webhook url %q: want https://host/...", p.Webhook.URL)
+			// Named without its query and user info, which may hold a token
+			// (the error is answered, and logged when a file is loaded).
+			bad("webhook url %q: want https://host/...", loglimit.URL(p.Webhook.URL))
 		}
 		if len(p.Webhook.Secret) < 16 {
 			bad("webhook secret: at least 16 bytes")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/services/svc"
 )
 
@@ -216,11 +217,13 @@ func (w *Webhooks) handle(ctx context.Context, m jetstream.Msg) {
 			return
 		}
 		_ = m.Term()
-		w.log.Warn("webhook dead-lettered", "partner", p.ID, "trigger", id, "attempts", attempt, "outcome", label, "err", err)
+		w.log.Warn("webhook dead-lettered", "partner", p.ID, "url", loglimit.URL(p.Webhook.URL), "trigger", id,
+			"attempts", attempt, "outcome", label)
 	default:
 		back := w.Backoff(attempt)
 		d.Status, d.LastError, d.NextRetry = statusRetrying, label, now.Add(back)
-		w.log.Debug("webhook attempt failed", "partner", p.ID, "trigger", id, "attempt", attempt, "outcome", label, "err", err)
+		w.log.Debug("webhook attempt failed", "partner", p.ID, "url", loglimit.URL(p.Webhook.URL), "trigger", id,
+			"attempt", attempt, "outcome", label)
 		_ = m.NakWithDelay(back)
 	}
 	if err := w.kv.Put(ctx, p.ID+"."+id, d); err != nil && ctx.Err() == nil {

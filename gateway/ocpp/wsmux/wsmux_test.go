@@ -1,0 +1,253 @@
+package wsmux
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/telegate/telegate/broker/registry"
+)
+
+const (
+	station = "CP-1"
+	secret  = "station-secret-1"
+)
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// serve starts a profile-1 listener with one registered charger.
+func serve(t *testing.T, cfg Config, m Metrics, log *slog.Logger) (*Server, string) {
+	t.Helper()
+	hash, err := registry.HashSecret([]byte(secret), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.New([]registry.Device{{ID: station, Kind: registry.KindCharger, SecretHash: hash}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.SecurityProfile, cfg.MaxFrameBytes = 1, 64<<10
+	s := New(cfg, reg, m, log)
+	for _, v := range s.virt {
+		go v.Start(0, "")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+		for _, v := range s.virt {
+			v.Stop()
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+// badAuth opens a socket and sends one request with wrong credentials on
+// a keep-alive connection; it returns the socket after reading the 401.
+func badAuth(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte(id + ":wrong"))
+	_, _ = io.WriteString(c, "GET /ocpp/"+id+" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "+auth+"\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bad auth: %d", resp.StatusCode)
+	}
+	return c
+}
+
+// closedByServer waits (at most limit) for the server to close c.
+func closedByServer(c net.Conn, limit time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(limit))
+	_, err := c.Read(make([]byte, 1))
+	ne, isNet := err.(net.Error)
+	return err != nil && !(isNet && ne.Timeout())
+}
+
+func waitOpen(t *testing.T, s *Server, want int) {
+	t.Helper()
+	for i := 0; s.OpenSockets() != want; i++ {
+		if i > 1000 {
+			t.Fatalf("%d open sockets, want %d", s.OpenSockets(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dialCharger(addr string) (*websocket.Conn, error) {
+	h := http.Header{}
+	h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(station+":"+secret)))
+	d := websocket.Dialer{Subprotocols: []string{V16}}
+	c, _, err := d.Dial("ws://"+addr+PathPrefix+station, h)
+	return c, err
+}
+
+// TestIdleUnauthenticatedSocketsClosed: keep-alive sockets that sent a
+// bad-auth request and then wait are closed by the idle timeout (the
+// pre-authentication deadline is far away here).
+func TestIdleUnauthenticatedSocketsClosed(t *testing.T) {
+	s, addr := serve(t, Config{IdleTimeout: 100 * time.Millisecond, ConnectTimeout: time.Hour}, Metrics{}, nil)
+	var conns []net.Conn
+	for range 20 {
+		conns = append(conns, badAuth(t, addr, station))
+	}
+	for i, c := range conns {
+		if !closedByServer(c, 30*time.Second) {
+			t.Fatalf("socket %d still open after the idle timeout", i)
+		}
+		_ = c.Close()
+	}
+	waitOpen(t, s, 0)
+}
+
+// TestPreAuthDeadline: an unauthenticated socket is closed at the
+// connect timeout however it behaves (silent, or requests kept coming
+// within the idle timeout); an authenticated charger's socket is not.
+func TestPreAuthDeadline(t *testing.T) {
+	s, addr := serve(t, Config{IdleTimeout: time.Hour, ConnectTimeout: 300 * time.Millisecond}, Metrics{}, nil)
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ws, err := dialCharger(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	chatty := badAuth(t, addr, station)
+	defer chatty.Close()
+	if !closedByServer(silent, 30*time.Second) {
+		t.Fatal("silent socket still open after the connect timeout")
+	}
+	if !closedByServer(chatty, 30*time.Second) {
+		t.Fatal("socket that failed authentication still open after the connect timeout")
+	}
+	time.Sleep(600 * time.Millisecond) // twice the connect timeout: the charger must stay
+	if _, ok := s.Connected(station); !ok {
+		t.Fatal("authenticated charger closed by the pre-authentication deadline")
+	}
+	if err := ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+		t.Fatalf("authenticated charger socket: %v", err)
+	}
+}
+
+// TestMaxConnections: sockets beyond the cap are closed at accept (and
+// counted); once sockets close, a legitimate charger connects.
+func TestMaxConnections(t *testing.T) {
+	var over atomic.Int64
+	m := Metrics{Connect: func(r string) {
+		if r == "over_capacity" {
+			over.Add(1)
+		}
+	}}
+	s, addr := serve(t, Config{MaxConnections: 5, ConnectTimeout: time.Hour, IdleTimeout: time.Hour}, m, nil)
+	var hold []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold = append(hold, c)
+	}
+	waitOpen(t, s, 5)
+	for i := range 10 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !closedByServer(c, 30*time.Second) {
+			t.Fatalf("socket %d over the cap accepted", i)
+		}
+		_ = c.Close()
+	}
+	if _, err := dialCharger(addr); err == nil {
+		t.Fatal("charger connected over the cap")
+	}
+	if over.Load() != 11 {
+		t.Fatalf("over_capacity counted %d times, want 11", over.Load())
+	}
+	for _, c := range hold {
+		_ = c.Close()
+	}
+	waitOpen(t, s, 0)
+	ws, err := dialCharger(addr)
+	if err != nil {
+		t.Fatalf("legitimate charger after the flood: %v", err)
+	}
+	defer ws.Close()
+	if s.OpenSockets() != 1 {
+		t.Fatalf("%d open sockets, want 1", s.OpenSockets())
+	}
+}
+
+// TestRefusedConnectionLogBounded: 1,000 refused connection attempts
+// (rotating station ids) leave at most a few log lines; the rest are
+// counted.
+func TestRefusedConnectionLogBounded(t *testing.T) {
+	var buf lockedBuf
+	var suppressed atomic.Int64
+	s, addr := serve(t, Config{}, Metrics{LogSuppressed: func() { suppressed.Add(1) }},
+		slog.New(slog.NewJSONHandler(&buf, nil)))
+	_ = s
+	cl := &http.Client{}
+	for i := range 1000 {
+		req, _ := http.NewRequest("GET", "http://"+addr+PathPrefix+"CP-"+strconv.Itoa(i), nil)
+		req.SetBasicAuth("CP-"+strconv.Itoa(i), "wrong")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+	}
+	lines := strings.Count(buf.String(), "\n")
+	if lines > 10 || len(buf.String()) > 4<<10 {
+		t.Fatalf("%d log lines (%d bytes) after 1000 refused connections, want at most 10", lines, len(buf.String()))
+	}
+	if int64(lines)+suppressed.Load() != 1000 {
+		t.Fatalf("%d lines + %d suppressed, want 1000", lines, suppressed.Load())
+	}
+}
