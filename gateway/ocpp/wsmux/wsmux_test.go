@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -99,8 +100,8 @@ func badAuth(t *testing.T, addr, id string) net.Conn {
 func closedByServer(c net.Conn, limit time.Duration) bool {
 	_ = c.SetReadDeadline(time.Now().Add(limit))
 	_, err := c.Read(make([]byte, 1))
-	ne, isNet := err.(net.Error)
-	return err != nil && !(isNet && ne.Timeout())
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 func waitOpen(t *testing.T, s *Server, want int) {
