@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -269,13 +270,18 @@ func TestOCPPMalformedFrames(t *testing.T) {
 		t.Fatalf("flood: %v", err)
 	}
 	conn.Close()
-	body := scrapeMetrics(t, e)
-	for _, want := range []string{`telegate_ocpp_closed_total{reason="rate_limited"} 1`, `telegate_ocpp_closed_total{reason="oversized"} 2`,
-		`telegate_ocpp_callerrors_total{code="NotImplemented",version="ocpp1.6"} 1`, `telegate_ocpp_malformed_total{reason="not_json",version="ocpp2.0.1"} 1`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+	// The close frame can reach the client before the server has counted
+	// the close: poll the counters until they settle.
+	eventually(t, "OCPP counters", func() error {
+		body := scrapeMetrics(t, e)
+		for _, want := range []string{`telegate_ocpp_closed_total{reason="rate_limited"} 1`, `telegate_ocpp_closed_total{reason="oversized"} 2`,
+			`telegate_ocpp_callerrors_total{code="NotImplemented",version="ocpp1.6"} 1`, `telegate_ocpp_malformed_total{reason="not_json",version="ocpp2.0.1"} 1`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("metrics lack %s", want)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // scrapeMetrics renders the gateway's counters as `name{l="v",...} value` lines.
