@@ -96,6 +96,28 @@ func StartNATSCluster(t testing.TB, n int, opts ...NATSClusterOptions) *NATSClus
 		readyTimeout: o.ReadyTimeout,
 	}
 	routeUser, routePassword := "route", randomSecret(t)
+	t.Cleanup(c.shutdownAll)
+	var lastErr error
+	for attempt := range 3 {
+		if attempt > 0 {
+			t.Logf("testenv: NATS cluster start, attempt %d with fresh ports: %v", attempt+1, lastErr)
+		}
+		if lastErr = c.build(n, routeUser, routePassword); lastErr == nil {
+			c.WaitReady()
+			return c
+		}
+		c.shutdownAll()
+	}
+	t.Fatal(lastErr)
+	return nil
+}
+
+// build writes n nodes' configurations on fresh loopback ports and starts
+// them all, returning the first start error (typically a port another
+// process took meanwhile).
+func (c *NATSCluster) build(n int, routeUser, routePassword string) error {
+	t := c.t
+	c.nodes = nil
 	root := t.TempDir()
 	clientAddrs := make([]string, n)
 	routeAddrs := make([]string, n)
@@ -145,14 +167,14 @@ system_account: %s
 		}
 		c.nodes = append(c.nodes, nd)
 	}
-	t.Cleanup(c.shutdownAll)
 	// Start all nodes before waiting for any: a clustered node only
 	// becomes ready once it has routes to a quorum.
 	for i := range c.nodes {
-		c.start(i)
+		if err := c.tryStart(i); err != nil {
+			return err
+		}
 	}
-	c.WaitReady()
-	return c
+	return nil
 }
 
 // Size is the number of nodes.
@@ -347,6 +369,15 @@ func (c *NATSCluster) StreamMsgs(i int, stream string) (msgs uint64, ok bool) {
 
 func (c *NATSCluster) start(i int) {
 	c.t.Helper()
+	if err := c.tryStart(i); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryStart starts node i and waits until it accepts clients. A node whose
+// ports another process took between FreeAddr and the start never becomes
+// ready: the caller may retry with fresh ports.
+func (c *NATSCluster) tryStart(i int) error {
 	nd := c.nodes[i]
 	o, err := server.ProcessConfigFile(nd.cfgPath)
 	if err != nil {
@@ -359,13 +390,14 @@ func (c *NATSCluster) start(i int) {
 		c.t.Fatalf("testenv: nats server %s: %v", nd.name, err)
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(60 * time.Second) { // generous: a loaded CI box
+	if !srv.ReadyForConnections(30 * time.Second) { // generous: a loaded CI box
 		srv.Shutdown()
-		c.t.Fatalf("testenv: nats server %s not accepting clients on %s", nd.name, nd.addr)
+		return fmt.Errorf("testenv: nats server %s not accepting clients on %s", nd.name, nd.addr)
 	}
 	c.mu.Lock()
 	nd.srv = srv
 	c.mu.Unlock()
+	return nil
 }
 
 func (c *NATSCluster) shutdownAll() {
