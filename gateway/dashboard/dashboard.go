@@ -26,8 +26,8 @@ import (
 	"github.com/telegate/telegate/gateway/dashboard/history"
 	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
 	"github.com/telegate/telegate/gateway/dashboard/web"
-	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/sink/live"
+	"github.com/telegate/telegate/internal/loglimit"
 )
 
 // ErrNoUsers is returned by New when no users file is configured.

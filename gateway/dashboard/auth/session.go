@@ -19,7 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telegate/telegate/gateway/loglimit"
+	"github.com/telegate/telegate/internal/loglimit"
 )
 
 // CookieName is the session cookie.

@@ -27,8 +27,8 @@ import (
 
 	"github.com/telegate/telegate/broker/acl"
 	"github.com/telegate/telegate/broker/registry"
-	"github.com/telegate/telegate/gateway/loglimit"
 	"github.com/telegate/telegate/gateway/ocpp/frame"
+	"github.com/telegate/telegate/internal/loglimit"
 )
 
 // Subprotocols served.
