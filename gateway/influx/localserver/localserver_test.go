@@ -88,3 +88,27 @@ func TestLocalInfluxAuth(t *testing.T) {
 		t.Fatalf("EnsureDatabase: %v", err)
 	}
 }
+
+// TestRelativeBinaryPath: `make run` configures `binary: bin/influxd`,
+// relative to the gateway's working directory, while influxd runs in its
+// data directory; the path must still resolve (it did not: "fork/exec
+// bin/influxd: no such file or directory").
+func TestRelativeBinaryPath(t *testing.T) {
+	bin := testenv.RequireInfluxd(t)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, bin)
+	if err != nil || filepath.IsAbs(rel) {
+		t.Skipf("no relative path to %s from %s", bin, wd)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := localserver.StartProcess(ctx, localserver.Config{Binary: rel, Dir: filepath.Join(t.TempDir(), "influxdb"),
+		HTTPAddr: testenv.FreeAddr(t), RPCAddr: testenv.FreeAddr(t)})
+	if err != nil {
+		t.Fatalf("start with relative binary %s: %v", rel, err)
+	}
+	p.Stop()
+}

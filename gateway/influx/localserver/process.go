@@ -115,6 +115,11 @@ func StartProcess(ctx context.Context, cfg Config) (*Process, error) {
 	if err := checkExecutable(cfg.Binary); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBinaryMissing, err)
 	}
+	// The process runs in cfg.Dir, where a relative binary path (the
+	// default bin/influxd) would no longer resolve: make it absolute first.
+	if bin, err := filepath.Abs(cfg.Binary); err == nil {
+		cfg.Binary = bin
+	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
