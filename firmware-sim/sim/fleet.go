@@ -87,7 +87,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer close(f.done)
 
 	cfg := &f.cfg
-	f.log.Info("fleet starting", "broker", cfg.Broker, "vehicles", cfg.Vehicles, "chargers", cfg.Chargers,
+	f.log.Info("fleet starting", "brokers", cfg.Brokers, "vehicles", cfg.Vehicles, "chargers", cfg.Chargers,
 		"telemetry_interval", cfg.TelemetryInterval, "qos", cfg.qos(), "frames", cfg.Frames, "duration", cfg.Duration)
 
 	var bg sync.WaitGroup

@@ -62,7 +62,7 @@ type vehicleDev struct {
 func newVehicle(f *Fleet, index int, vin string) *vehicleDev {
 	seed := f.cfg.Seed*1_000_003 + int64(index)
 	v := &vehicleDev{
-		device:   newDevice(f, vin, KindVehicle, seed),
+		device:   newDevice(f, vin, KindVehicle, index, seed),
 		vin:      vin,
 		ident:    wire.Ident(vin),
 		model:    drivecycle.NewVehicle(drivecycle.NEDC(), seed, time.Now()),
