@@ -634,7 +634,15 @@ func TestFleetFailover(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if s := f.Summary(); s.Acked+s.PublishErrors != s.Sent || s.Unacked != 0 {
+	s := f.Summary()
+	if s.Acked+s.PublishErrors != s.Sent || s.Unacked != 0 {
 		t.Errorf("sent %d acked %d publish errors %d unacked %d", s.Sent, s.Acked, s.PublishErrors, s.Unacked)
+	}
+	var frames uint64
+	for _, n := range f.TelemetrySent() {
+		frames += n
+	}
+	if int64(frames) != s.Topics["telemetry"].Sent {
+		t.Errorf("per-vehicle telemetry frames %d, summary sent %d", frames, s.Topics["telemetry"].Sent)
 	}
 }

@@ -208,7 +208,9 @@ func (v *vehicleDev) telemetry() bool {
 		TimeMs:  time.Now().UnixMilli(),
 		Signals: appendSignals(v.frame.Signals[:0], &s, first, n),
 	}
-	return v.send(topicTelemetry, v.topics[topicTelemetry], &v.frame)
+	ok := v.send(topicTelemetry, v.topics[topicTelemetry], &v.frame)
+	v.f.teleSeq[v.vin].Store(v.seqTelemetry)
+	return ok
 }
 
 func (v *vehicleDev) diag() bool {
