@@ -189,30 +189,29 @@ func checkDTCUnique(t *testing.T, cl *testenv.NATSCluster) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	stop := time.AfterFunc(time.Minute, it.Stop) // bounds a hang; Next then fails
+	defer stop.Stop()
 	seen := map[string]bool{}
 	ids := map[string]bool{}
-	for got := 0; got < want; {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+	for got := 0; got < want; got++ {
+		m, err := it.Next()
 		if err != nil {
+			t.Fatalf("DTC stream: read %d of %d events: %v", got, want, err)
+		}
+		var ev natsbus.Envelope[eventsink.DTCEvent]
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var ev natsbus.Envelope[eventsink.DTCEvent]
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
-				t.Fatal(err)
-			}
-			key := ev.Type + " " + ev.Data.VIN + " " + ev.Data.Code + " " + ev.Data.Status + " " + itoa(ev.Data.ReportSeq)
-			if seen[key] || ids[ev.ID] {
-				t.Fatalf("DTC event on NATS twice: %s (id %s)", key, ev.ID)
-			}
-			seen[key], ids[ev.ID] = true, true
+		key := ev.Type + " " + ev.Data.VIN + " " + ev.Data.Code + " " + ev.Data.Status + " " + itoa(ev.Data.ReportSeq)
+		if seen[key] || ids[ev.ID] {
+			t.Fatalf("DTC event on NATS twice: %s (id %s)", key, ev.ID)
 		}
-		if n == 0 {
-			t.Fatalf("DTC stream: read %d of %d events", got, want)
-		}
-		got += n
+		seen[key], ids[ev.ID] = true, true
 	}
 	return want
 }
