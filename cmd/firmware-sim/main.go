@@ -99,7 +99,8 @@ func (ff *fleetFlags) register(fs *flag.FlagSet, load bool) {
 	if load {
 		interval = 20 * time.Millisecond
 	}
-	fs.StringVar(&c.Broker, "broker", sim.DefaultBroker, "broker URL (tcp://, ssl://, ws://, wss://)")
+	fs.Var(&brokerFlag{list: &c.Brokers}, "broker",
+		"broker URL (tcp://, ssl://, ws://, wss://); several gateway replicas as a comma-separated list or a repeated flag (default "+sim.DefaultBroker+")")
 	fs.IntVar(&c.Vehicles, "vehicles", 10, "number of vehicles")
 	fs.IntVar(&c.Chargers, "chargers", 2, "number of charging stations")
 	fs.StringVar(&c.VINPrefix, "vin-prefix", sim.DefaultVINPrefix, "VIN prefix (VINs are zero-padded to 17 characters)")
@@ -132,6 +133,27 @@ func (ff *fleetFlags) register(fs *flag.FlagSet, load bool) {
 	fs.StringVar(&ff.caFile, "ca-file", "", "PEM CA bundle for ssl:// and wss:// brokers (default: system roots)")
 	fs.StringVar(&ff.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&ff.logJSON, "log-json", false, "log JSON instead of text")
+}
+
+// brokerFlag collects -broker URLs: comma-separated, the flag repeatable.
+type brokerFlag struct {
+	list *[]string // the Config's Brokers, owned by the flag set while parsing
+}
+
+func (b *brokerFlag) String() string {
+	if b.list == nil {
+		return ""
+	}
+	return strings.Join(*b.list, ",")
+}
+
+func (b *brokerFlag) Set(v string) error {
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			*b.list = append(*b.list, u)
+		}
+	}
+	return nil
 }
 
 // config finishes the Config after parsing.

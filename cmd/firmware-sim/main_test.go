@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/telegate/telegate/firmware-sim/sim"
 )
 
 func TestProvisionCommand(t *testing.T) {
@@ -44,5 +48,36 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if code := run([]string{"run", "-vehicles", "1"}, &stdout, &stderr); code != 1 {
 		t.Errorf("missing fleet key: exit %d, want 1", code)
+	}
+}
+
+// TestBrokerFlag: -broker takes a comma-separated list and repeats; the
+// default applies when it is not given.
+func TestBrokerFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "tcp://127.0.0.1:1883"},
+		{[]string{"-broker", "tcp://a:1,tcp://b:1"}, "tcp://a:1,tcp://b:1"},
+		{[]string{"-broker", "tcp://a:1", "-broker", "tcp://c:1"}, "tcp://a:1,tcp://c:1"},
+	} {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		var ff fleetFlags
+		ff.register(fs, false)
+		if err := parse(fs, append([]string{"-fleet-key", "k"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := ff.config(io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := sim.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(f.Config().Brokers, ","); got != tc.want {
+			t.Errorf("%v: brokers %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }

@@ -59,7 +59,7 @@ func TestInflightLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDevice(f, "TGSVS000000000001", KindVehicle, 1)
+	d := newDevice(f, "TGSVS000000000001", KindVehicle, 0, 1)
 	fc := &fakeClient{}
 	d.client = fc
 	go d.collect()
@@ -104,7 +104,7 @@ func TestPublishFailuresCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDevice(f, "TGSVS000000000001", KindVehicle, 1)
+	d := newDevice(f, "TGSVS000000000001", KindVehicle, 0, 1)
 	fc := &fakeClient{}
 	d.client = fc
 	go d.collect()

@@ -50,7 +50,7 @@ var stationPowers = []float64{11e3, 22e3, 50e3, 150e3}
 
 func newCharger(f *Fleet, index int, station string, vins []string) *chargerDev {
 	c := &chargerDev{
-		device:  newDevice(f, station, KindCharger, f.cfg.Seed*1_000_033+int64(index)+7919),
+		device:  newDevice(f, station, KindCharger, index, f.cfg.Seed*1_000_033+int64(index)+7919),
 		station: station,
 		ident:   wire.Ident(station),
 		vins:    vins,

@@ -53,6 +53,7 @@ const (
 	DefaultDrainTimeout      = 10 * time.Second
 	DefaultConnectTimeout    = 10 * time.Second
 	DefaultMaxReconnect      = 10 * time.Second
+	DefaultReconnectJitter   = 500 * time.Millisecond
 )
 
 // VINLength is the length of a vehicle identification number.
@@ -60,7 +61,13 @@ const VINLength = 17
 
 // Config configures a Fleet. Zero fields take the defaults above.
 type Config struct {
-	Broker        string // broker URL: tcp://, ssl://, ws://, wss://; default DefaultBroker
+	Broker string // broker URL: tcp://, ssl://, ws://, wss://; default DefaultBroker
+	// Brokers lists several gateway replicas. Each device tries them in its
+	// own order (BrokerOrder), so a fleet spreads over the replicas and a
+	// device whose replica fails moves to the next one. Broker, if set and
+	// not listed, comes first; after withDefaults Brokers holds the full
+	// list and Broker its first entry.
+	Brokers       []string
 	Vehicles      int    // number of vehicles
 	Chargers      int    // number of charging stations
 	VINPrefix     string // VINs are VINPrefix + zero-padded index to 17 characters
@@ -102,8 +109,12 @@ type Config struct {
 	InflightPerDevice int           // max unacked QoS 1 publishes per device; default 16
 	ConnectTimeout    time.Duration // default 10 s
 	MaxReconnect      time.Duration // max reconnect backoff; default 10 s
-	DrainTimeout      time.Duration // bound on waiting for outstanding acks at the end; default 10 s
-	TLS               *tls.Config   // for ssl:// and wss:// brokers; nil = system defaults
+	// ReconnectJitter bounds the random delay a device waits before each
+	// reconnection attempt, so that the devices of a failed replica do not
+	// all reach the survivors at once; default 500 ms; negative = none.
+	ReconnectJitter time.Duration
+	DrainTimeout    time.Duration // bound on waiting for outstanding acks at the end; default 10 s
+	TLS             *tls.Config   // for ssl:// and wss:// brokers; nil = system defaults
 
 	Progress func(Summary) // called about once per second while running, if set
 	Logger   *slog.Logger  // default slog.Default()
@@ -119,9 +130,8 @@ func (c *Config) qos() byte {
 
 // withDefaults returns a copy of c with defaults applied and validates it.
 func (c Config) withDefaults() (Config, error) {
-	if c.Broker == "" {
-		c.Broker = DefaultBroker
-	}
+	c.Brokers = brokerList(c.Broker, c.Brokers)
+	c.Broker = c.Brokers[0]
 	if c.VINPrefix == "" {
 		c.VINPrefix = DefaultVINPrefix
 	}
@@ -140,6 +150,10 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.DrainTimeout, DefaultDrainTimeout)
 	setDur(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDur(&c.MaxReconnect, DefaultMaxReconnect)
+	setDur(&c.ReconnectJitter, DefaultReconnectJitter)
+	if c.ReconnectJitter < 0 {
+		c.ReconnectJitter = 0
+	}
 	if c.SignalsPerFrame == 0 {
 		c.SignalsPerFrame = len(signalTable)
 	}
@@ -167,6 +181,11 @@ func (c Config) withDefaults() (Config, error) {
 func (c *Config) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, "://") {
+			return bad("broker %q: want a URL such as tcp://host:port", b)
+		}
 	}
 	switch {
 	case c.FleetKey == "":
@@ -203,6 +222,48 @@ func (c *Config) validate() error {
 		return bad("negative timeout")
 	}
 	return nil
+}
+
+// brokerList merges Broker and Brokers into one list without empty or
+// repeated entries: broker first if set; DefaultBroker if both are empty.
+// It never modifies brokers.
+func brokerList(broker string, brokers []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, b := range append([]string{broker}, brokers...) {
+		if b = strings.TrimSpace(b); b != "" && !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{DefaultBroker}
+	}
+	return out
+}
+
+// BrokerOrder returns the order in which device number index (0-based,
+// vehicles and chargers counted separately) tries brokers: the list
+// rotated so that devices start evenly on every replica, and the
+// remaining replicas rotated again by index/len(brokers), so that the
+// devices of one failed replica spread evenly over the survivors instead
+// of all moving to the next one. A device keeps the replica it reached
+// until that connection is lost; paho tries the list from the start on
+// every reconnection attempt.
+func BrokerOrder(brokers []string, index int) []string {
+	n := len(brokers)
+	if n <= 1 {
+		return append([]string(nil), brokers...)
+	}
+	first := index % n
+	out := make([]string, 0, n)
+	out = append(out, brokers[first])
+	rest := n - 1
+	shift := (index / n) % rest
+	for i := 0; i < rest; i++ {
+		out = append(out, brokers[(first+1+(i+shift)%rest)%n])
+	}
+	return out
 }
 
 // validIDPart reports whether s is non-empty and uses only characters that

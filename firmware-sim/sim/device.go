@@ -47,7 +47,9 @@ type device struct {
 	onConnect func(mqtt.Client)
 }
 
-func newDevice(f *Fleet, id, kind string, seed int64) *device {
+// newDevice makes the MQTT side of device number index of its kind; index
+// picks its order of brokers (BrokerOrder).
+func newDevice(f *Fleet, id, kind string, index int, seed int64) *device {
 	d := &device{
 		f:       f,
 		id:      id,
@@ -59,9 +61,13 @@ func newDevice(f *Fleet, id, kind string, seed int64) *device {
 		online:  make(chan struct{}, 1),
 	}
 	cfg := &f.cfg
-	opts := mqtt.NewClientOptions().
-		AddBroker(cfg.Broker).
-		SetClientID(id).
+	opts := mqtt.NewClientOptions()
+	// paho tries the brokers in this order on every (re)connection attempt
+	// and keeps the first that accepts.
+	for _, b := range BrokerOrder(cfg.Brokers, index) {
+		opts.AddBroker(b)
+	}
+	opts.SetClientID(id).
 		SetUsername(id).
 		SetPassword(Secret(cfg.FleetKey, id)).
 		SetProtocolVersion(4). // MQTT 3.1.1
@@ -79,9 +85,7 @@ func newDevice(f *Fleet, id, kind string, seed int64) *device {
 		// reconnect (it reads c.stop unsynchronised).
 		SetOnConnectHandler(d.handleConnect).
 		SetConnectionLostHandler(d.handleLost).
-		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
-			d.log.Debug("reconnecting")
-		})
+		SetReconnectingHandler(d.handleReconnecting)
 	d.store = resumeSafeStore{mqtt.NewMemoryStore()}
 	opts.SetStore(d.store)
 	if cfg.TLS != nil {
@@ -109,6 +113,19 @@ func (d *device) handleConnect(c mqtt.Client) {
 	select {
 	case d.online <- struct{}{}:
 	default:
+	}
+}
+
+// handleReconnecting runs in paho's reconnect goroutine before each
+// reconnection attempt: a random delay up to Config.ReconnectJitter, so
+// that the devices of a failed replica reach the survivors spread out
+// rather than all at once (paho's own backoff, 1 s doubling up to
+// MaxReconnect between failed attempts, has no jitter).
+func (d *device) handleReconnecting(mqtt.Client, *mqtt.ClientOptions) {
+	d.log.Debug("reconnecting")
+	if j := d.f.cfg.ReconnectJitter; j > 0 {
+		// The package-level generator: d.rng belongs to the device's loop.
+		sleep(time.Duration(rand.Int64N(int64(j))), d.f.stop)
 	}
 }
 

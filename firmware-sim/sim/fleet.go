@@ -20,6 +20,10 @@ type Fleet struct {
 	stats    stats
 
 	frames atomic.Int64 // telemetry frames reserved (Config.Frames budget)
+	// teleSeq is each vehicle's last telemetry sequence number published
+	// (frames are numbered 1, 2, ...), by VIN; the map is built by New and
+	// never changes, each counter is written by its vehicle's loop.
+	teleSeq map[string]*atomic.Uint64
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed: stop producing, drain
@@ -49,6 +53,10 @@ func New(cfg Config) (*Fleet, error) {
 		done:    make(chan struct{}),
 	}
 	f.vins, f.stations = deviceIDs(cfg)
+	f.teleSeq = make(map[string]*atomic.Uint64, len(f.vins))
+	for _, vin := range f.vins {
+		f.teleSeq[vin] = new(atomic.Uint64)
+	}
 	return f, nil
 }
 
@@ -87,7 +95,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer close(f.done)
 
 	cfg := &f.cfg
-	f.log.Info("fleet starting", "broker", cfg.Broker, "vehicles", cfg.Vehicles, "chargers", cfg.Chargers,
+	f.log.Info("fleet starting", "brokers", cfg.Brokers, "vehicles", cfg.Vehicles, "chargers", cfg.Chargers,
 		"telemetry_interval", cfg.TelemetryInterval, "qos", cfg.qos(), "frames", cfg.Frames, "duration", cfg.Duration)
 
 	var bg sync.WaitGroup
@@ -201,6 +209,19 @@ func (f *Fleet) Summary() Summary {
 	}
 	f.mu.Unlock()
 	return f.stats.summary(elapsed, f.cfg.Vehicles, f.cfg.Chargers)
+}
+
+// TelemetrySent returns, per VIN, how many telemetry frames the vehicle has
+// published: its frames carry the sequence numbers 1..n. Once Run has
+// returned with nil (nothing unacknowledged) and Summary reports no
+// publish error, every one of them was acknowledged by a broker, which
+// lets a test check exactly what a sink stored.
+func (f *Fleet) TelemetrySent() map[string]uint64 {
+	out := make(map[string]uint64, len(f.teleSeq))
+	for vin, n := range f.teleSeq {
+		out[vin] = n.Load()
+	}
+	return out
 }
 
 // Close stops a running fleet (like cancelling Run's context) and waits for

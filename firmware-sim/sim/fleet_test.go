@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -534,4 +535,114 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestBrokerOrder: devices start evenly on every replica, and the devices
+// of one replica fall back evenly on the others.
+func TestBrokerOrder(t *testing.T) {
+	bs := []string{"tcp://a", "tcp://b", "tcp://c"}
+	first := map[string]int{}
+	second := map[string]map[string]int{}
+	for i := range 60 {
+		o := BrokerOrder(bs, i)
+		if len(o) != 3 || o[0] == o[1] || o[1] == o[2] || o[0] == o[2] {
+			t.Fatalf("device %d: order %v is not a permutation", i, o)
+		}
+		first[o[0]]++
+		if second[o[0]] == nil {
+			second[o[0]] = map[string]int{}
+		}
+		second[o[0]][o[1]]++
+	}
+	for _, b := range bs {
+		if first[b] != 20 || len(second[b]) != 2 {
+			t.Errorf("%s: first for %d devices, fallbacks %v", b, first[b], second[b])
+		}
+		for fb, n := range second[b] {
+			if n != 10 {
+				t.Errorf("%s -> %s: %d devices, want 10", b, fb, n)
+			}
+		}
+	}
+	if got := BrokerOrder([]string{"tcp://a"}, 7); len(got) != 1 || got[0] != "tcp://a" {
+		t.Errorf("single broker: %v", got)
+	}
+}
+
+func TestBrokerListConfig(t *testing.T) {
+	for _, tc := range []struct {
+		broker  string
+		brokers []string
+		want    string
+	}{
+		{"", nil, DefaultBroker},
+		{"tcp://x:1", nil, "tcp://x:1"},
+		{"", []string{"tcp://a:1", " tcp://b:1", "tcp://a:1", ""}, "tcp://a:1,tcp://b:1"},
+		{"tcp://b:1", []string{"tcp://a:1", "tcp://b:1"}, "tcp://b:1,tcp://a:1"},
+	} {
+		c, err := Config{Broker: tc.broker, Brokers: tc.brokers, Vehicles: 1, FleetKey: "k"}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(c.Brokers, ","); got != tc.want || c.Broker != c.Brokers[0] {
+			t.Errorf("%q %q: brokers %q broker %q, want %q", tc.broker, tc.brokers, got, c.Broker, tc.want)
+		}
+	}
+	_, err := Config{Brokers: []string{"localhost:1883"}, Vehicles: 1, FleetKey: "k"}.withDefaults()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("broker without scheme: %v, want ErrInvalidConfig", err)
+	}
+}
+
+// TestFleetFailover runs a fleet over three brokers: the devices spread
+// evenly; when one broker goes away its devices move to the two others,
+// half each, and keep publishing; no publish is left unacknowledged.
+func TestFleetFailover(t *testing.T) {
+	var srvs []*mochi.Server
+	var urls []string
+	for range 3 {
+		srv, addr := startBroker(t, "127.0.0.1:0")
+		srvs = append(srvs, srv)
+		urls = append(urls, "tcp://"+addr)
+	}
+	defer func() { srvs[1].Close(); srvs[2].Close() }() // srvs[0] is closed below
+	clients := func(i int) int64 { return atomic.LoadInt64(&srvs[i].Info.ClientsConnected) }
+	f, err := New(Config{
+		Brokers: urls, Vehicles: 12, FleetKey: "k",
+		TelemetryInterval: 20 * time.Millisecond, MaxReconnect: 500 * time.Millisecond,
+		ReconnectJitter: 100 * time.Millisecond, Logger: discardLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitFor(t, "spread over three brokers", func() bool {
+		return f.Summary().Connected == 12 && clients(0) == 4 && clients(1) == 4 && clients(2) == 4
+	})
+	waitFor(t, "publishing", func() bool { return f.Summary().Acked > 50 })
+	srvs[0].Close()
+	waitFor(t, "moved to the survivors", func() bool {
+		s := f.Summary()
+		return s.ConnectionLosses == 4 && s.Reconnects == 4 && s.Connected == 12 && clients(1) == 6 && clients(2) == 6
+	})
+	before := f.Summary().Topics["telemetry"].Acked
+	waitFor(t, "publishing again", func() bool { return f.Summary().Topics["telemetry"].Acked > before+50 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s := f.Summary()
+	if s.Acked+s.PublishErrors != s.Sent || s.Unacked != 0 {
+		t.Errorf("sent %d acked %d publish errors %d unacked %d", s.Sent, s.Acked, s.PublishErrors, s.Unacked)
+	}
+	var frames uint64
+	for _, n := range f.TelemetrySent() {
+		frames += n
+	}
+	if int64(frames) != s.Topics["telemetry"].Sent {
+		t.Errorf("per-vehicle telemetry frames %d, summary sent %d", frames, s.Topics["telemetry"].Sent)
+	}
 }

@@ -62,7 +62,7 @@ type vehicleDev struct {
 func newVehicle(f *Fleet, index int, vin string) *vehicleDev {
 	seed := f.cfg.Seed*1_000_003 + int64(index)
 	v := &vehicleDev{
-		device:   newDevice(f, vin, KindVehicle, seed),
+		device:   newDevice(f, vin, KindVehicle, index, seed),
 		vin:      vin,
 		ident:    wire.Ident(vin),
 		model:    drivecycle.NewVehicle(drivecycle.NEDC(), seed, time.Now()),
@@ -208,7 +208,9 @@ func (v *vehicleDev) telemetry() bool {
 		TimeMs:  time.Now().UnixMilli(),
 		Signals: appendSignals(v.frame.Signals[:0], &s, first, n),
 	}
-	return v.send(topicTelemetry, v.topics[topicTelemetry], &v.frame)
+	ok := v.send(topicTelemetry, v.topics[topicTelemetry], &v.frame)
+	v.f.teleSeq[v.vin].Store(v.seqTelemetry)
+	return ok
 }
 
 func (v *vehicleDev) diag() bool {
