@@ -45,6 +45,13 @@ type Options struct {
 	JS jetstream.JetStream
 	// Publisher sends MQTT commands to vehicles (the embedded broker).
 	Publisher remotecmd.Publisher
+	// VehicleLocal reports whether a vehicle's MQTT session (ready for
+	// commands) is on this replica (nil: every command goes to Publisher,
+	// a single replica). A command to another vehicle is handed to the
+	// services' dispatcher when Dispatch is set (and JS is not nil), and
+	// refused (409) otherwise.
+	VehicleLocal func(vin string) bool
+	Dispatch     bool
 	// Registerer receives the dashboard's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -110,8 +117,16 @@ func New(o Options) (*Dashboard, error) {
 	if hub == nil {
 		hub = live.New()
 	}
+	sender := remotecmd.NewSender(o.Publisher, o.JS, d.cmds, o.Log)
+	if o.VehicleLocal != nil {
+		var dispatch remotecmd.DispatchFunc
+		if o.Dispatch && o.JS != nil {
+			dispatch = remotecmd.ServicesDispatch(o.JS)
+		}
+		sender.WithCluster(o.VehicleLocal, dispatch)
+	}
 	d.api = api.New(api.Deps{
-		State: d.state, Hist: d.hist, Cmds: d.cmds, Sender: remotecmd.NewSender(o.Publisher, o.JS, d.cmds, o.Log),
+		State: d.state, Hist: d.hist, Cmds: d.cmds, Sender: sender,
 		Hub: hub, Auth: d.auth, Log: o.Log, Ready: d.feed.Ready, Done: d.done, Lookback: o.Config.InitLookback,
 		Limits: api.Limits{MaxRange: o.Config.MaxHistoryRange, MaxPoints: o.Config.MaxPoints,
 			MaxPageSize: o.Config.MaxPageSize, MaxLiveStreams: o.Config.MaxLiveStreams,

@@ -66,7 +66,9 @@ const (
 	// pulls and acknowledges the sinks' consumers on it.
 	RoleIngest = "ingest"
 	// RoleDashboard reads the DTC and VEHICLE streams (ordered consumers),
-	// records commands it sent on vehicle.cmdsent.*, and publishes and
+	// records commands it sent on vehicle.cmdsent.*, hands the commands to
+	// vehicles connected to another replica to the services' dispatcher
+	// (vehicle.cmd.*, publish only), and publishes and
 	// receives live frames on live.* (core NATS).
 	RoleDashboard = "dashboard"
 	// RoleBroker is the MQTT broker's cluster presence: it claims device
@@ -173,7 +175,9 @@ func rolePermissions(role string) (pub, sub []string) {
 			"$KV."+BucketDashboardSessions+".>")
 		// live.{vin}: live frames shared between the replicas' dashboards
 		// (core NATS, gateway/dashboard/livebus).
-		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*", SubjectLive+"*"),
+		// vehicle.cmd.{vin}: commands to a vehicle whose session is on
+		// another replica, handed to the services' dispatcher.
+		return append(p, "$JS.API.INFO", "vehicle.cmdsent.*", PrefixCommand+"*", SubjectLive+"*"),
 			[]string{InboxPrefix(RoleDashboard) + ".>", SubjectLive + "*"}
 	}
 	return nil, nil

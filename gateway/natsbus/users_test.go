@@ -218,6 +218,11 @@ func TestRolePermissions(t *testing.T) {
 	if _, err := dash.js.Publish(ctx, "vehicle.cmdsent.VIN1", []byte("{}")); err != nil {
 		t.Fatalf("dashboard: record sent command: %v", err)
 	}
+	// A command to a vehicle connected to another replica: handed to the
+	// services' dispatcher (its request subject only).
+	if _, err := dash.js.Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
+		t.Fatalf("dashboard: hand a command to the dispatcher: %v", err)
+	}
 	// Live frames between the replicas' dashboards: live.{vin}, core NATS.
 	lsub, err := dash.Conn().SubscribeSync(SubjectLive + "*")
 	if err != nil {
@@ -230,7 +235,7 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("dashboard: live frame: %v", err)
 	}
 	_ = lsub.Unsubscribe()
-	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
+	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
 		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x"} {
 		dash.refused(t, "publish", s)
 	}

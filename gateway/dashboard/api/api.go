@@ -694,6 +694,9 @@ func (a *API) sendCommand(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, remotecmd.ErrUnknownCommand), errors.Is(err, remotecmd.ErrBadParam):
 		result = "invalid"
 		bad(w, "%s", strings.TrimPrefix(err.Error(), "commands: "))
+	case errors.Is(err, remotecmd.ErrOtherReplica):
+		result = "other_replica"
+		auth.WriteError(w, http.StatusConflict, "vehicle connected to another replica (or offline): commands to it need the post-purchase services' dispatcher, which is disabled")
 	case err != nil:
 		result = "publish_failed"
 		auth.WriteError(w, http.StatusBadGateway, "the command could not be published to the vehicle")

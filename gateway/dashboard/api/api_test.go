@@ -141,6 +141,7 @@ type fixture struct {
 	api      *api.API
 	hist     *fakeHistory
 	pub      *fakePublisher
+	sender   *remotecmd.Sender
 	hub      *live.Hub
 	state    *fleetstate.State
 	consent  sync.Map // vin -> true: location_sharing granted
@@ -177,8 +178,9 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { close(f.done) })
 	f.consent.Store(vinShared, true)
 	cmds := remotecmd.NewLog(10)
+	f.sender = remotecmd.NewSender(f.pub, nil, cmds, log)
 	f.api = api.New(api.Deps{
-		State: f.state, Hist: f.hist, Cmds: cmds, Sender: remotecmd.NewSender(f.pub, nil, cmds, log), Hub: f.hub,
+		State: f.state, Hist: f.hist, Cmds: cmds, Sender: f.sender, Hub: f.hub,
 		Auth: auth.NewManager(auth.Config{Now: clock}, users, log), Log: log, Now: clock, Done: f.done,
 		Limits: api.Limits{MaxRange: 7 * 24 * time.Hour, MaxPoints: 1000, MaxPageSize: 100, MaxLiveStreams: 4,
 			MaxLiveStreamsPerUser: 2, MaxSignals: 3},
@@ -587,7 +589,18 @@ func TestAPISendCommand(t *testing.T) {
 	f.pub.mu.Unlock()
 	wantError(t, f.do(request{method: http.MethodPost, path: path, s: op, body: ping}), http.StatusBadGateway, "could not be published")
 
-	for k, want := range map[string]int64{"unknown invalid": 1, "clear_dtc_reminder invalid": 1, "clear_dtc_reminder sent": 1, "ping publish_failed": 1, "ping invalid": 0} {
+	// The vehicle's session is on another replica and the services'
+	// dispatcher is disabled: 409, nothing published.
+	f.pub.mu.Lock()
+	f.pub.err, f.pub.topics = nil, nil
+	f.pub.mu.Unlock()
+	f.sender.WithCluster(func(string) bool { return false }, nil)
+	wantError(t, f.do(request{method: http.MethodPost, path: path, s: op, body: ping}), http.StatusConflict, "vehicle connected to another replica")
+	if n := len(f.pub.topics); n != 0 {
+		t.Fatalf("a command to another replica's vehicle published %d messages", n)
+	}
+
+	for k, want := range map[string]int64{"unknown invalid": 1, "clear_dtc_reminder invalid": 1, "clear_dtc_reminder sent": 1, "ping publish_failed": 1, "ping other_replica": 1, "ping invalid": 0} {
 		name, result, _ := strings.Cut(k, " ")
 		if got := f.count(name, result); got != want {
 			t.Errorf("OnCommand(%s, %s) called %d times, want %d", name, result, got, want)

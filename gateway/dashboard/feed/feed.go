@@ -198,6 +198,9 @@ func (f *Feed) loadOnce(ctx context.Context) error {
 }
 
 func (f *Feed) refreshDTCSeen(ctx context.Context, lookback time.Duration) {
+	if f.hist == nil { // no InfluxDB (as in load)
+		return
+	}
 	codes, err := f.hist.DTCSeen(ctx, "", lookback)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -334,6 +337,7 @@ func (f *Feed) handle(m jetstream.Msg) {
 			User   string          `json:"user"`
 			Source string          `json:"source"`
 			Origin string          `json:"origin"`
+			Status string          `json:"status"`
 		}
 		if json.Unmarshal(env.Data, &d) != nil || d.CmdID == "" {
 			return
@@ -346,8 +350,10 @@ func (f *Feed) handle(m jetstream.Msg) {
 			src = "other"
 		}
 		status := remotecmd.StatusSent // published to the vehicle by the dashboard
-		if !strings.HasPrefix(subj, remotecmd.SubjectPrefix) {
-			status = remotecmd.StatusPending // queued at the services' dispatcher
+		if !strings.HasPrefix(subj, remotecmd.SubjectPrefix) || d.Status == remotecmd.StatusPending {
+			// Queued at the services' dispatcher (its requests, and the
+			// dashboard's commands handed to it for another replica).
+			status = remotecmd.StatusPending
 		}
 		f.cmds.Add(remotecmd.Record{CmdID: d.CmdID, VIN: vin, Name: d.Name, Params: paramMap(d.Params), User: d.User,
 			Source: src, Sent: env.Time.UTC(), Status: status})

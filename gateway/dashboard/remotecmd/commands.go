@@ -8,6 +8,15 @@
 // reads those, to show them in the history, and follows each one to the
 // final state the dispatcher announces on vehicle.cmdresult.{vin}
 // (applied, rejected, failed, expired, superseded).
+//
+// Several gateway replicas: a command to a vehicle whose MQTT session is on
+// this replica is published to this replica's broker (the fast path). One
+// to a vehicle with no session here (connected to another replica, or
+// offline) is handed to the services' dispatcher (vehicle.cmd.{vin}, Origin
+// "dashboard", the dashboard's own cmd id): the replica holding the
+// vehicle's session delivers it once, and its final state comes back on
+// vehicle.cmdresult.{vin} to every replica's history. Without the services
+// such a command is refused with ErrOtherReplica (see WithCluster).
 package remotecmd
 
 import (
@@ -27,6 +36,8 @@ import (
 
 	"github.com/telegate/telegate/decoders/dtc"
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/services/commands"
+	"github.com/telegate/telegate/gateway/services/svc"
 )
 
 // Errors returned by Send.
@@ -34,6 +45,10 @@ var (
 	ErrUnknownCommand = errors.New("commands: unknown command")
 	ErrBadParam       = errors.New("commands: bad parameter")
 	ErrPublish        = errors.New("commands: publish to the vehicle failed")
+	// ErrOtherReplica: the vehicle has no MQTT session on this replica
+	// (connected to another replica, or offline) and no dispatcher is
+	// available to deliver it there (the services are disabled).
+	ErrOtherReplica = errors.New("commands: vehicle connected to another replica")
 )
 
 // Spec describes a command operators may send.
@@ -211,6 +226,29 @@ type Publisher interface {
 	Publish(topic string, payload []byte, qos byte) error
 }
 
+// DispatchFunc hands a command (r: VIN, CmdID, Name, Params) to the
+// services' dispatcher, which delivers it from the replica holding the
+// vehicle's session. ServicesDispatch is the real one.
+type DispatchFunc func(ctx context.Context, r Record, at time.Time) error
+
+// DispatchTTL is how long a command handed to the dispatcher waits for an
+// offline vehicle before it expires (state expired in the history).
+const DispatchTTL = 10 * time.Minute
+
+// ServicesDispatch publishes the command as a services' request
+// (commands.Send on vehicle.cmd.{vin}, Origin "dashboard", the dashboard's
+// cmd id, expiring after DispatchTTL).
+func ServicesDispatch(js jetstream.JetStream) DispatchFunc {
+	return func(ctx context.Context, r Record, at time.Time) error {
+		exp := at.Add(DispatchTTL)
+		req := commands.Request{VIN: r.VIN, CmdID: r.CmdID, Name: r.Name, Origin: "dashboard", ExpiresAt: &exp}
+		for _, k := range sortedKeys(r.Params) {
+			req.Params = append(req.Params, commands.Param{Key: k, Value: r.Params[k]})
+		}
+		return commands.Send(ctx, svc.Publisher{JS: js}, at, req)
+	}
+}
+
 // Sender validates, sends and records commands.
 type Sender struct {
 	pub Publisher
@@ -218,6 +256,26 @@ type Sender struct {
 	log *Log
 	lg  *slog.Logger
 	now func() time.Time
+	// local reports whether a vehicle has its MQTT session on this replica
+	// (nil: always, a single replica); dispatch delivers the others (nil:
+	// refused with ErrOtherReplica). Set once by WithCluster before use.
+	local    func(vin string) bool
+	dispatch DispatchFunc
+}
+
+// WithClock sets the clock of s (sent times, dispatched commands' expiry;
+// default time.Now). Call before the first Send.
+func (s *Sender) WithClock(now func() time.Time) *Sender {
+	s.now = now
+	return s
+}
+
+// WithCluster makes s cluster-aware: a command to a vehicle for which
+// local returns false is handed to dispatch (nil: refused with
+// ErrOtherReplica). Call before the first Send.
+func (s *Sender) WithCluster(local func(vin string) bool, dispatch DispatchFunc) *Sender {
+	s.local, s.dispatch = local, dispatch
+	return s
 }
 
 // NewSender returns a Sender.
@@ -239,6 +297,9 @@ type Event struct {
 	Params map[string]string `json:"params,omitempty"`
 	User   string            `json:"user,omitempty"`
 	Source string            `json:"source,omitempty"`
+	// Status is "pending" for a command handed to the services' dispatcher
+	// (empty: published to the vehicle, "sent").
+	Status string `json:"status,omitempty"`
 }
 
 // Envelope is the JSON envelope of events (docs/data-model.md).
@@ -294,13 +355,11 @@ func (s *Sender) Send(ctx context.Context, vin, name string, params map[string]s
 	}
 	now := s.now().UTC()
 	r := Record{CmdID: newCmdID(), VIN: vin, Name: name, Params: params, User: user, Source: "dashboard", Sent: now, Status: "sent"}
-	cmd := wire.Command{Version: wire.Version, CmdID: r.CmdID, TimeMs: now.UnixMilli(), Name: name}
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
+	if s.local != nil && !s.local(vin) {
+		return s.sendRemote(ctx, r, now)
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	cmd := wire.Command{Version: wire.Version, CmdID: r.CmdID, TimeMs: now.UnixMilli(), Name: name}
+	for _, k := range sortedKeys(params) {
 		cmd.Params = append(cmd.Params, wire.Param{Key: k, Value: params[k]})
 	}
 	payload, err := cmd.MarshalMsg(nil)
@@ -320,11 +379,45 @@ func (s *Sender) Send(ctx context.Context, vin, name string, params map[string]s
 	return r, nil
 }
 
+// sendRemote hands r to the dispatcher: the vehicle has no session here.
+// It is recorded pending (on NATS too, with the operator's name), and the
+// dispatcher's result on vehicle.cmdresult.{vin} closes it.
+func (s *Sender) sendRemote(ctx context.Context, r Record, now time.Time) (Record, error) {
+	if s.dispatch == nil {
+		s.lg.Info("dashboard command refused: vehicle not connected to this replica", "vin", r.VIN, "cmd", r.Name, "user", r.User)
+		return Record{}, ErrOtherReplica
+	}
+	r.Status = StatusPending
+	s.log.Add(r)
+	s.record(ctx, r, now)
+	if err := s.dispatch(ctx, r, now); err != nil {
+		r.Status, r.Reason = StatusPublishFailed, err.Error()
+		s.log.Add(r)
+		s.lg.Error("dashboard command not handed to the dispatcher", "vin", r.VIN, "cmd", r.Name, "cmd_id", r.CmdID, "user", r.User, "err", err)
+		return r, fmt.Errorf("%w: %w", ErrPublish, err)
+	}
+	s.lg.Info("dashboard command handed to the dispatcher", "vin", r.VIN, "cmd", r.Name, "cmd_id", r.CmdID, "user", r.User)
+	return r, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func (s *Sender) record(ctx context.Context, r Record, now time.Time) {
 	if s.js == nil {
 		return
 	}
-	data, _ := json.Marshal(Event{VIN: r.VIN, CmdID: r.CmdID, Name: r.Name, Params: r.Params, User: r.User, Source: r.Source})
+	var status string
+	if r.Status == StatusPending {
+		status = StatusPending
+	}
+	data, _ := json.Marshal(Event{VIN: r.VIN, CmdID: r.CmdID, Name: r.Name, Params: r.Params, User: r.User, Source: r.Source, Status: status})
 	env, _ := json.Marshal(Envelope{V: 1, ID: "cmdsent-" + r.CmdID, Type: "vehicle.cmdsent", Time: now, Source: r.VIN, Data: data})
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
