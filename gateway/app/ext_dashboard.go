@@ -69,8 +69,8 @@ func (a *App) startDashboard(ctx context.Context) error {
 		VINs: vins, Hub: hub, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
 		// A command to a vehicle connected to another replica goes through
 		// the services' dispatcher (started before the dashboard).
-		VehicleLocal: func(vin string) bool { return a.vehicleSession(vin) != "" },
-		Dispatch:     a.ext.services.suite != nil,
+		VehicleLocal:    func(vin string) bool { return a.vehicleSession(vin) != "" },
+		Dispatch:        a.ext.services.suite != nil,
 		LocationAllowed: a.locationConsent,
 		Sessions:        sessions,
 	})
