@@ -67,9 +67,10 @@ func (a *App) startDashboard(ctx context.Context) error {
 			RetentionPolicy: a.ext.influxAuth.ep.QueryRetentionPolicy, AuthScheme: a.ext.influxAuth.ep.QueryAuthScheme,
 			Timeout: c.QueryTimeout},
 		VINs: vins, Hub: hub, JS: nc.JetStream(), Publisher: a.broker, Registerer: a.reg, Log: log,
-		// A command to a vehicle connected to another replica goes through
-		// the services' dispatcher (started before the dashboard).
-		VehicleLocal:    func(vin string) bool { return a.vehicleSession(vin) != "" },
+		// A vehicle whose MQTT client is on this broker gets the command
+		// from it (the fast path, as before); any other goes through the
+		// services' dispatcher (started before the dashboard).
+		VehicleLocal:    a.vehicleOnline,
 		Dispatch:        a.ext.services.suite != nil,
 		LocationAllowed: a.locationConsent,
 		Sessions:        sessions,
