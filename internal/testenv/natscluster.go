@@ -96,7 +96,6 @@ func StartNATSCluster(t testing.TB, n int, opts ...NATSClusterOptions) *NATSClus
 		readyTimeout: o.ReadyTimeout,
 	}
 	routeUser, routePassword := "route", randomSecret(t)
-	t.Cleanup(c.shutdownAll)
 	var lastErr error
 	for attempt := range 3 {
 		if attempt > 0 {
@@ -119,6 +118,9 @@ func (c *NATSCluster) build(n int, routeUser, routePassword string) error {
 	t := c.t
 	c.nodes = nil
 	root := t.TempDir()
+	// Registered after TempDir: cleanups run last-in first-out, so the
+	// servers stop before their store directories are removed.
+	t.Cleanup(c.shutdownAll)
 	clientAddrs := make([]string, n)
 	routeAddrs := make([]string, n)
 	for i := range n {
