@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/telegate/telegate/internal/probe"
 	"io"
 	"net/http"
 	"net/url"
@@ -59,18 +60,18 @@ func startInflux(bin, dir string) (*influxServer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	rpcAddr, err := freeAddr()
+	rpcAddr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	env := append(envWithout("INFLUXDB_"), localserver.Env(httpAddr, rpcAddr, dir)...)
 	u := "http://" + httpAddr
 	p, err := startProc("influxd", bin, []string{"run"}, env, filepath.Join(dir, "influxd.log"), 2*time.Minute,
-		httpReady(u+"/ping", http.StatusNoContent))
+		probe.HTTPReady(u+"/ping", http.StatusNoContent))
 	if err != nil {
 		return nil, err
 	}

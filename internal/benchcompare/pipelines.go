@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/telegate/telegate/internal/probe"
 	"net/http"
 	"os"
 	"os/exec"
@@ -152,7 +153,7 @@ func startAlternative(o Options, dir, influxURL string, iu influx.User, devs []d
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func startGateway(o Options, dir, influxURL string, iu influx.User, devs []devic
 	}
 	var addrs [3]string
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = probe.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -259,7 +260,7 @@ func startGateway(o Options, dir, influxURL string, iu influx.User, devs []devic
 		return nil, err
 	}
 	p, err := startProc("gateway", o.Gateway, []string{"-config", cfgFile}, envWithout("TELEGATE_"),
-		filepath.Join(o.workDir, "gateway.log"), 2*time.Minute, httpReady("http://"+addrs[0]+"/readyz", http.StatusOK))
+		filepath.Join(o.workDir, "gateway.log"), 2*time.Minute, probe.HTTPReady("http://"+addrs[0]+"/readyz", http.StatusOK))
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -118,36 +117,6 @@ func machineBusyTicks() (int64, error) {
 		busy += n
 	}
 	return busy, nil
-}
-
-// freeAddr returns a free loopback host:port.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// httpReady probes url for status want.
-func httpReady(url string, want int) func(context.Context) error {
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			return fmt.Errorf("%s: status %d", url, resp.StatusCode)
-		}
-		return nil
-	}
 }
 
 // tcpReady probes that addr accepts connections.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/telegate/telegate/internal/probe"
 	"net/http"
 	"os"
 	"os/exec"
@@ -148,61 +148,31 @@ func rssBytes(pid int) int64 {
 	return 0
 }
 
-// freeAddr returns a free loopback address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// httpReady returns a readiness probe expecting status want at url.
-func httpReady(url string, want int) func(context.Context) error {
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			return fmt.Errorf("%s: status %d", url, resp.StatusCode)
-		}
-		return nil
-	}
-}
-
 // newInflux prepares an influxd child (started by the caller) in dir.
 func newInflux(bin, dir string) (*child, string, error) {
-	httpAddr, err := freeAddr()
+	httpAddr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	rpcAddr, err := freeAddr()
+	rpcAddr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	env := append(localserver.CleanEnv(), localserver.Env(httpAddr, rpcAddr, dir)...)
 	url := "http://" + httpAddr
 	return &child{name: "influxd", bin: bin, args: []string{"run"}, env: env,
-		logPath: filepath.Join(dir, "influxd.log"), ready: httpReady(url+"/ping", http.StatusNoContent)}, url, nil
+		logPath: filepath.Join(dir, "influxd.log"), ready: probe.HTTPReady(url+"/ping", http.StatusNoContent)}, url, nil
 }
 
 // newGateway prepares a gateway child with its configuration in dir.
 func newGateway(bin, dir, devicesFile, influxURL, credsFile string) (g *child, mqttAddr, httpAddr string, err error) {
-	if mqttAddr, err = freeAddr(); err != nil {
+	if mqttAddr, err = probe.FreeAddr(); err != nil {
 		return nil, "", "", err
 	}
-	if httpAddr, err = freeAddr(); err != nil {
+	if httpAddr, err = probe.FreeAddr(); err != nil {
 		return nil, "", "", err
 	}
-	natsAddr, err := freeAddr()
+	natsAddr, err := probe.FreeAddr()
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -227,7 +197,7 @@ services: {enabled: false}
 		}
 	}
 	return &child{name: "gateway", bin: bin, args: []string{"-config", cfgFile}, env: env,
-		logPath: filepath.Join(dir, "gateway.log"), ready: httpReady("http://"+httpAddr+"/healthz", http.StatusOK)}, mqttAddr, httpAddr, nil
+		logPath: filepath.Join(dir, "gateway.log"), ready: probe.HTTPReady("http://"+httpAddr+"/healthz", http.StatusOK)}, mqttAddr, httpAddr, nil
 }
 
 // moduleRoot walks up from the working directory to go.mod.
