@@ -418,6 +418,22 @@ func (b *Broker) listenerOptions(id, addr string, tc *tls.Config) listener.Optio
 		// Defence in depth in front of mochi's decoder: see docs/broker.md.
 		ValidatePackets: !b.cfg.noPacketGuard,
 		MaxPacketSize:   uint32(b.cfg.MaxPacketSize),
+		CloseClients:    b.closeListenerClients,
+	}
+}
+
+// closeListenerClients disconnects the clients of one listener on Close
+// (MQTT 5: DISCONNECT 0x8B Server shutting down; 3.1.1: the policy hook
+// drops the DISCONNECT and the connection is closed). It replaces mochi's
+// own closer, whose nested read lock on the clients map deadlocks against
+// a client disconnecting at the same moment (see listener.Options).
+// Clients.GetAll takes the lock once and returns a copy.
+func (b *Broker) closeListenerClients(listenerID string) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Listener != listenerID || cl.Closed() {
+			continue
+		}
+		_ = b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
 	}
 }
 

@@ -130,6 +130,15 @@ type Options struct {
 	// MaxPacketSize, if non-zero, is also enforced by the guard (mochi
 	// enforces it too).
 	MaxPacketSize uint32
+	// CloseClients, if set, is called on Close instead of the CloseFn mochi
+	// passes in, to disconnect this listener's clients. The broker sets it:
+	// mochi v2.7.9's CloseFn (Server.closeListenerClients) calls
+	// Clients.GetByListener, which takes the clients' read lock twice (it
+	// calls Len under its own RLock); a client ending at that moment
+	// (Clients.Delete waiting for the write lock) blocks the second RLock
+	// and deadlocks the shutdown for good. Seen in CI as a broker test
+	// hanging 17 minutes in Clients.Delete.
+	CloseClients func(listenerID string)
 }
 
 func (o *Options) normalise() error {
@@ -498,7 +507,7 @@ func isTimeout(err error) bool {
 }
 
 // shutdown marks the core closed, runs stop (which must stop accepting),
-// lets mochi disconnect its clients, closes every remaining socket and
+// disconnects its clients (Options.CloseClients, else mochi's CloseFn), closes every remaining socket and
 // waits for the serving goroutines.
 func (c *core) shutdown(stop func(), closeClients listeners.CloseFn) {
 	c.closeOnce.Do(func() {
@@ -508,7 +517,10 @@ func (c *core) shutdown(stop func(), closeClients listeners.CloseFn) {
 		if stop != nil {
 			stop()
 		}
-		if closeClients != nil {
+		switch {
+		case c.opts.CloseClients != nil:
+			c.opts.CloseClients(c.opts.ID)
+		case closeClients != nil:
 			closeClients(c.opts.ID)
 		}
 		c.mu.Lock()

@@ -198,6 +198,26 @@ func TestCloseClosesPendingConnectionsAndWaits(t *testing.T) {
 	}
 }
 
+// TestCloseUsesCloseClients: with Options.CloseClients set, Close calls it
+// once and never mochi's CloseFn (Server.closeListenerClients, whose nested
+// RLock deadlocks against a concurrent Clients.Delete in mochi v2.7.9).
+func TestCloseUsesCloseClients(t *testing.T) {
+	var got []string
+	l, err := NewTCP(Options{ID: "tcp", Address: "127.0.0.1:0", CloseClients: func(id string) { got = append(got, id) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Init(quiet); err != nil {
+		t.Fatal(err)
+	}
+	mochiCloser := func(string) { t.Error("mochi's CloseFn called although CloseClients is set") }
+	l.Close(mochiCloser)
+	l.Close(mochiCloser)
+	if len(got) != 1 || got[0] != "tcp" {
+		t.Fatalf("CloseClients calls: %q, want [tcp]", got)
+	}
+}
+
 func TestCloseBeforeServe(t *testing.T) {
 	l, err := NewTCP(Options{ID: "tcp", Address: "127.0.0.1:0"})
 	if err != nil {
