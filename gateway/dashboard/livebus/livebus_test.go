@@ -124,9 +124,14 @@ func TestRemoteVehicleInFleetAndLiveStream(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no second live frame on B")
 	}
-	if n := a.b.Stats().Published.Load(); n != 2 {
-		t.Fatalf("published %d", n)
-	}
+	// A counts a frame as published after PublishMsg returns; B may have
+	// handed it to the watch before that.
+	eventually(t, "A published 2", func() error {
+		if n := a.b.Stats().Published.Load(); n != 2 {
+			return fmt.Errorf("published %d", n)
+		}
+		return nil
+	})
 	// A probe still in flight when the snapshot was taken may arrive later:
 	// B must have received at least the two vehicle frames (the watch above
 	// proved which ones crossed).
