@@ -303,12 +303,24 @@ func LoadFile(path string) ([]Partner, error) {
 // Registry holds the partners. Partners from the file are the baseline;
 // partners registered or changed through the API, and availability
 // switches, are stored in the bucket and win.
+//
+// Every replica holds the same view: Run watches the bucket, so a partner
+// registered, changed (a rotated API token or NATS password) or switched
+// sold out through one replica's API takes effect on every replica, and
+// OnChange hooks (API tokens, partner NATS accounts) run there too.
 type Registry struct {
 	kv  svc.KV
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	partners map[string]Partner
+	// file holds the partners of the partners file (read-only after Open):
+	// the baseline a partner falls back to when its bucket key is deleted.
+	file map[string]Partner
+
+	mu       sync.RWMutex       // guards the fields below
+	partners map[string]Partner // effective partners: bucket over file, availability applied
+	stored   map[string]Partner // partners from the bucket (key p.{id}), before availability
+	avail    map[string]bool    // availability switches by "{partner}.{venue}" (key avail.{partner}.{venue})
+	revs     map[string]uint64  // last applied revision per bucket key; older entries are ignored
 	onChange []func()
 }
 
@@ -318,13 +330,18 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, path string
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{kv: kv, log: log, partners: map[string]Partner{}}
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{kv: kv, log: log, file: map[string]Partner{}, partners: map[string]Partner{},
+		stored: map[string]Partner{}, avail: map[string]bool{}, revs: map[string]uint64{}}
 	if path != "" {
 		ps, err := LoadFile(path)
 		if err != nil {
 			return nil, err
 		}
 		for _, p := range ps {
+			r.file[p.ID] = p
 			r.partners[p.ID] = p
 		}
 	}
@@ -333,25 +350,103 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, path string
 		return nil, err
 	}
 	for _, k := range keys {
-		if id, ok := strings.CutPrefix(k, "p."); ok {
-			var p Partner
-			if _, err := kv.Get(ctx, k, &p); err == nil && p.Validate() == nil && p.ID == id {
-				r.partners[id] = p
-			}
+		e, err := kv.B.Get(ctx, k)
+		if err != nil {
+			continue
 		}
-	}
-	for _, k := range keys {
-		if rest, ok := strings.CutPrefix(k, "avail."); ok {
-			pid, vid, _ := strings.Cut(rest, ".")
-			var a struct {
-				Available bool `json:"available"`
-			}
-			if _, err := kv.Get(ctx, k, &a); err == nil {
-				r.setAvailLocked(pid, vid, a.Available)
-			}
-		}
+		r.apply(e)
 	}
 	return r, nil
+}
+
+// Run watches the bucket and applies what other replicas store (and this
+// one's own writes, which are already applied); it calls the OnChange
+// hooks after a partner changed. It returns nil when ctx ends.
+func (r *Registry) Run(ctx context.Context) error {
+	w, err := r.kv.B.WatchAll(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("partners: watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e != nil && r.apply(e) {
+				r.changed()
+			}
+		}
+	}
+}
+
+// apply merges a bucket entry (p.{id}: a partner; avail.{partner}.{venue}:
+// an availability switch) into the view unless an equal or newer revision
+// of its key was applied already. It reports whether a partner (not only
+// an availability) changed, so that the OnChange hooks run.
+func (r *Registry) apply(e jetstream.KeyValueEntry) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := e.Key()
+	if r.revs[key] >= e.Revision() {
+		return false
+	}
+	r.revs[key] = e.Revision()
+	put := e.Operation() == jetstream.KeyValuePut
+	if id, ok := strings.CutPrefix(key, "p."); ok {
+		if !put {
+			delete(r.stored, id)
+			r.refreshLocked(id)
+			return true
+		}
+		var p Partner
+		if err := json.Unmarshal(e.Value(), &p); err != nil || p.Validate() != nil || p.ID != id {
+			r.log.Warn("partner entry in the bucket ignored: invalid", "key", key)
+			return false
+		}
+		r.stored[id] = p
+		r.refreshLocked(id)
+		return true
+	}
+	if rest, ok := strings.CutPrefix(key, "avail."); ok {
+		pid, _, _ := strings.Cut(rest, ".")
+		var a struct {
+			Available bool `json:"available"`
+		}
+		if !put {
+			delete(r.avail, rest)
+		} else if json.Unmarshal(e.Value(), &a) == nil {
+			r.avail[rest] = a.Available
+		}
+		r.refreshLocked(pid)
+	}
+	return false
+}
+
+// refreshLocked recomputes partner id's effective entry: the bucket's
+// version, else the file's, with the availability switches applied.
+func (r *Registry) refreshLocked(id string) {
+	p, ok := r.stored[id]
+	if !ok {
+		p, ok = r.file[id]
+	}
+	if !ok {
+		delete(r.partners, id)
+		return
+	}
+	p.Venues = slices.Clone(p.Venues)
+	for i := range p.Venues {
+		if a, ok := r.avail[id+"."+p.Venues[i].ID]; ok {
+			p.Venues[i].Available = a
+		}
+	}
+	r.partners[id] = p
 }
 
 // OnChange registers f, called after partners or their NATS users change.
@@ -368,22 +463,6 @@ func (r *Registry) changed() {
 	for _, f := range fs {
 		f()
 	}
-}
-
-func (r *Registry) setAvailLocked(pid, vid string, avail bool) bool {
-	p, ok := r.partners[pid]
-	if !ok {
-		return false
-	}
-	p.Venues = slices.Clone(p.Venues)
-	for i := range p.Venues {
-		if p.Venues[i].ID == vid {
-			p.Venues[i].Available = avail
-			r.partners[pid] = p
-			return true
-		}
-	}
-	return false
 }
 
 // Partners returns every partner, sorted by id.
@@ -419,13 +498,28 @@ func (r *Registry) Put(ctx context.Context, p Partner) error {
 		}
 	}
 	r.mu.RUnlock()
-	if err := r.kv.Put(ctx, "p."+p.ID, p); err != nil {
+	if err := r.put(ctx, "p."+p.ID, p); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.partners[p.ID] = p
-	r.mu.Unlock()
 	r.changed()
+	return nil
+}
+
+// put stores v under key and applies the stored entry at once, so this
+// replica reads its own write before the watch delivers it.
+func (r *Registry) put(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.B.Put(ctx, key, b); err != nil {
+		return err
+	}
+	e, err := r.kv.B.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("partners: read back %s: %w", key, err)
+	}
+	r.apply(e)
 	return nil
 }
 
@@ -440,13 +534,7 @@ func (r *Registry) SetAvailability(ctx context.Context, pid, vid string, avail b
 	if !slices.ContainsFunc(p.Venues, func(v Venue) bool { return v.ID == vid }) {
 		return fmt.Errorf("%s/%s: %w", pid, vid, ErrUnknownVenue)
 	}
-	if err := r.kv.Put(ctx, "avail."+pid+"."+vid, map[string]bool{"available": avail}); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.setAvailLocked(pid, vid, avail)
-	r.mu.Unlock()
-	return nil
+	return r.put(ctx, "avail."+pid+"."+vid, map[string]bool{"available": avail})
 }
 
 // Subject is the NATS subject of a partner's triggers.

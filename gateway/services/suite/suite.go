@@ -190,6 +190,7 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 
 	s.group.Go("customers", s.Customers.Run)
 	s.group.Go("profile", s.Profiles.Run)
+	s.group.Go("partners", s.Partners.Run)
 	s.group.Go("profile-feeder", s.Feeder.Run)
 	if s.Dispatcher != nil {
 		s.group.Go("commands", s.Dispatcher.Run)
