@@ -102,8 +102,9 @@ type Manager struct {
 	// verify checks a password (users.Verify; tests count the calls).
 	verify func(name, password string) (User, error)
 
-	// mu guards sessions and attempts. Login throttling stays per
-	// replica (see docs/scaling.md).
+	// mu guards sessions and attempts. With Config.Store the failure
+	// counts are shared by the replicas (failures.go); attempts is this
+	// replica's view and its in-flight reservations.
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]*Session // by hash of the cookie token
 	attempts map[string]*attempts           // throttle keys: "a:" user+client, "s:" client, "u:" user
@@ -201,6 +202,11 @@ func (m *Manager) Login(name, password, client string) (*Session, string, error)
 // login is Login that also says, when throttled, how long to wait.
 func (m *Manager) login(name, password, client string) (*Session, string, time.Duration, error) {
 	now := m.cfg.Now()
+	if m.cfg.Store != nil {
+		if err := m.pullFailures(now, throttleKeys(name, client)); err != nil {
+			return nil, "", 0, err
+		}
+	}
 	keys, wait, ok := m.reserve(now, name, client)
 	if !ok {
 		m.count("throttled")
@@ -209,6 +215,9 @@ func (m *Manager) login(name, password, client string) (*Session, string, time.D
 	u, err := m.verify(name, password)
 	now = m.cfg.Now()
 	m.finish(now, keys, err == nil)
+	if m.cfg.Store != nil {
+		m.pushFailure(now, keys, err == nil)
+	}
 	if err != nil {
 		m.count("bad_credentials")
 		return nil, "", 0, err
@@ -274,11 +283,15 @@ func (m *Manager) count(result string) {
 // throttle keys of one attempt: per (user, client), per client, per user.
 type attemptKeys struct{ pair, source, account string }
 
+func throttleKeys(name, client string) attemptKeys {
+	return attemptKeys{pair: "a:" + name + "\x00" + client, source: "s:" + client, account: "u:" + name}
+}
+
 // reserve decides, atomically with every other attempt, whether an attempt
 // may check a password now and, if so, reserves its slot (inflight). When
 // it may not, wait is how long to wait (Retry-After).
 func (m *Manager) reserve(now time.Time, name, client string) (attemptKeys, time.Duration, bool) {
-	k := attemptKeys{pair: "a:" + name + "\x00" + client, source: "s:" + client, account: "u:" + name}
+	k := throttleKeys(name, client)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.attempts) > 100_000 { // bound memory under a spray of names

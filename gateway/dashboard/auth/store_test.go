@@ -2,11 +2,14 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +152,77 @@ func TestSessionPerUserCapAcrossReplicas(t *testing.T) {
 	}
 	if live != 2 {
 		t.Fatalf("%d live sessions of one user after concurrent logins, want exactly the cap, 2", live)
+	}
+}
+
+// TestLoginThrottleAcrossReplicas: failures are counted once for all
+// replicas. Guesses spread over replicas A and B get one allowance
+// (MaxFailures per user and address), not one per replica: the attempt on B
+// after two failures on A is throttled without a password check; after the
+// backoff one more guess is allowed (on B) and A throttles the next at
+// once; a success clears the pair on both. Concurrent failures on both
+// replicas are all counted (compare-and-set).
+func TestLoginThrottleAcrossReplicas(t *testing.T) {
+	a, b, clk := replicaManagers(t, Config{TTL: time.Hour, MaxFailures: 2, MaxSourceFailures: 1000,
+		MaxAccountFailures: 1000, BaseBackoff: time.Minute})
+	var checksB atomic.Int64
+	realB := b.verify
+	b.verify = func(name, pw string) (User, error) { checksB.Add(1); return realB(name, pw) }
+	const addr = "203.0.113.7"
+	for range 2 {
+		if _, _, err := a.Login("op", "wrong", addr); !errors.Is(err, ErrBadLogin) {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := b.Login("op", "wrong", addr); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("third guess, on B: %v, want throttled", err)
+	}
+	if n := checksB.Load(); n != 0 {
+		t.Fatalf("B checked %d passwords while throttled", n)
+	}
+	clk.add(time.Minute) // the backoff after the 2nd failure has passed
+	if _, _, err := b.Login("op", "wrong", addr); !errors.Is(err, ErrBadLogin) {
+		t.Fatalf("guess after the backoff, on B: %v", err)
+	}
+	if _, _, err := a.Login("op", "op-pass", addr); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("next attempt on A right after B's failure: %v, want throttled", err)
+	}
+	clk.add(2 * time.Minute)
+	if _, _, err := a.Login("op", "op-pass", addr); err != nil {
+		t.Fatalf("right password after the backoff: %v", err)
+	}
+	if _, _, err := b.Login("op", "wrong", addr); !errors.Is(err, ErrBadLogin) {
+		t.Fatalf("after a success the pair starts over on B too: %v", err)
+	}
+
+	// Concurrent failures from one address on both replicas, another user.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		m := a
+		if i%2 == 1 {
+			m = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, _ = m.Login("view", "wrong", "198.51.100."+strconv.Itoa(i))
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := storeCtx()
+	defer cancel()
+	e, err := a.cfg.Store.Get(ctx, failureKey(throttleKeys("view", "").account))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec storedFailures
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Fails != 8 {
+		t.Fatalf("account failures stored: %d, want 8", rec.Fails)
+	}
+	if strings.Contains(string(e.Value()), "view") {
+		t.Fatalf("stored record names the user: %s", e.Value())
 	}
 }
