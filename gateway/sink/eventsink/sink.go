@@ -64,8 +64,8 @@ type processor struct {
 	kinds  Kinds
 	m      *metrics.Metrics
 	log    *slog.Logger
-	cache  map[string]DTCState
-	dirty  map[string]bool
+	cache  map[string]DTCState // DTC states read or computed in the current batch only
+	dirty  map[string]bool     // cache keys to save at the end of the batch
 	out    []outMsg
 	dr     wire.DiagReport
 	cs     wire.ChargingSession
@@ -125,6 +125,12 @@ func (p *processor) Process(ctx context.Context, recs []spool.Record) (int, erro
 
 func (s *processor) process(ctx context.Context, recs []spool.Record) error {
 	s.out = s.out[:0]
+	// The DTC states are read from the store once per batch, never trusted
+	// from an earlier batch: another replica may have handled the vehicle
+	// since (it reconnected there and back), and diffing against this
+	// replica's old view would raise or clear codes wrongly.
+	// TestDTCCacheNotTrustedAcrossBatches.
+	clear(s.cache)
 	var rec record.Record
 	for i := range recs {
 		if err := record.Parse(recs[i].Data, &rec); err != nil {

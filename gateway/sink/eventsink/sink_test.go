@@ -132,3 +132,86 @@ func TestDTCStateSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestDTCCacheNotTrustedAcrossBatches: a vehicle's reports handled by
+// replica A, then B, then A again (it reconnected twice). A must diff its
+// second report against the state B saved, not against its own earlier
+// view: the code B already raised is not raised again.
+func TestDTCCacheNotTrustedAcrossBatches(t *testing.T) {
+	dir := t.TempDir()
+	bus, err := natsbus.Open(context.Background(), natsbus.Config{Settings: natsbus.Settings{Embedded: natsbus.EmbeddedSettings{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats")}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	open := func(name string) *spool.Spool {
+		sp, err := spool.Open(spool.Options{Dir: filepath.Join(dir, name), Consumers: []string{eventsink.ConsumerName}, MaxRecord: 64 << 10, MaxBytes: 1 << 20, SegmentBytes: 64 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sp.Close() })
+		return sp
+	}
+	kv, err := bus.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("never: %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	storedSeq := func() uint64 {
+		st, err := eventsink.KVStore{KV: kv}.Load(context.Background(), vin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Seq
+	}
+
+	// Replica A's sink runs throughout.
+	spA := open("spool-a")
+	cons, err := spA.Consumer(eventsink.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := eventsink.New(cons, bus, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := spA.Append(diag(1, 0x0301)); err != nil {
+		t.Fatal(err)
+	}
+	wait("A saved report 1", func() bool { return storedSeq() == 1 })
+
+	// Report 2 on replica B: P0420 raised there.
+	spB := open("spool-b")
+	if _, err := spB.Append(diag(2, 0x0301, 0x0420)); err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, spB, bus, 2)
+	wait("B saved report 2", func() bool { return storedSeq() == 2 })
+
+	// Report 3 back on A, same codes as report 2: no event (an unchanged
+	// state is not saved); report 4 clears P0301 and is saved.
+	for _, r := range [][]byte{diag(3, 0x0301, 0x0420), diag(4, 0x0420)} {
+		if _, err := spA.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait("A saved report 4", func() bool { return storedSeq() == 4 })
+	if n := streamMsgs(t, bus); n != 3 {
+		t.Fatalf("DTC stream has %d events, want 3 (P0301 raised on A, P0420 raised on B, P0301 cleared on A): A diffed against its stale view", n)
+	}
+}
