@@ -282,42 +282,26 @@ func (d *Dispatcher) openIDs(vin string, expiredBy time.Time) []string {
 // watch mirrors the bucket's open records into d.open and delivers a new
 // pending record if its vehicle is connected here, until ctx ends.
 func (d *Dispatcher) watch(ctx context.Context) error {
-	w, err := d.kv.B.Watch(ctx, "c.>")
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", Bucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
+	return d.kv.Watch(ctx, "c.>", func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			if vin, cmd, ok := splitKey(e.Key()); ok {
+				d.markClosed(vin, cmd)
 			}
-			if e == nil { // initial values done
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				if vin, cmd, ok := splitKey(e.Key()); ok {
-					d.markClosed(vin, cmd)
-				}
-				continue
-			}
-			var rec Record
-			if err := jsonUnmarshal(e.Value(), &rec); err != nil {
-				continue
-			}
-			if !rec.Open() {
-				d.markClosed(rec.VIN, rec.CmdID)
-				continue
-			}
-			d.markOpen(rec)
-			if rec.State == StatePending && d.cfg.Session(rec.VIN) != "" {
-				go d.flush(ctx, rec.VIN)
-			}
+			return
 		}
-	}
+		var rec Record
+		if err := jsonUnmarshal(e.Value(), &rec); err != nil {
+			return
+		}
+		if !rec.Open() {
+			d.markClosed(rec.VIN, rec.CmdID)
+			return
+		}
+		d.markOpen(rec)
+		if rec.State == StatePending && d.cfg.Session(rec.VIN) != "" {
+			go d.flush(ctx, rec.VIN)
+		}
+	})
 }
 
 // splitKey parses c.{vin}.{cmd_id}.

@@ -436,24 +436,7 @@ func (r *Registry) OnWithdraw(h EraseHook) {
 // Run watches the bucket so that changes made by other processes are seen;
 // it returns when ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	w, err := r.kv.B.WatchAll(ctx, jetstream.IncludeHistory())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e != nil {
-				r.apply(e)
-			}
-		}
-	}
+	return r.kv.Watch(ctx, "", r.apply, jetstream.IncludeHistory())
 }
 
 // apply merges a bucket entry into the cache, ignoring stale revisions.

@@ -363,27 +363,11 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, path string
 // one's own writes, which are already applied); it calls the OnChange
 // hooks after a partner changed. It returns nil when ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	w, err := r.kv.B.WatchAll(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
+	return r.kv.Watch(ctx, "", func(e jetstream.KeyValueEntry) {
+		if r.apply(e) {
+			r.changed()
 		}
-		return fmt.Errorf("partners: watch: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e != nil && r.apply(e) {
-				r.changed()
-			}
-		}
-	}
+	})
 }
 
 // apply merges a bucket entry (p.{id}: a partner; avail.{partner}.{venue}:

@@ -180,6 +180,41 @@ func (k KV) Keys(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// Watch runs apply for every entry of the bucket matching keys (a subject
+// filter such as "c.>"; "" for all keys): first the current values, then
+// every change, until ctx ends (it then returns nil). The nil entry that
+// marks the end of the current values is not passed on. A watch that
+// cannot be set up while ctx is live is an error.
+func (k KV) Watch(ctx context.Context, keys string, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
+	var w jetstream.KeyWatcher
+	var err error
+	if keys == "" {
+		w, err = k.B.WatchAll(ctx, opts...)
+	} else {
+		w, err = k.B.Watch(ctx, keys, opts...)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("watch %s: %w", k.B.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e != nil {
+				apply(e)
+			}
+		}
+	}
+}
+
 // Clock returns the current time; tests inject their own.
 type Clock func() time.Time
 
