@@ -90,7 +90,7 @@ type App struct {
 	ready     chan struct{}
 	presence  *presence.Presence // session claims across replicas
 	replica   string             // this process's replica id (presence)
-	reloadNC  *natsbus.Client    // the broker role's connection (presence, reload broadcast)
+	reloadNC  *natsbus.Client    // the broker role's connection (presence claims, reload requests)
 }
 
 // New prepares a gateway for cfg (validated by config.Load; New does not
@@ -278,15 +278,17 @@ func (a *App) deviceKind(id string) string {
 // their sessions.
 //
 // The other replicas sharing this NATS are then told to reload theirs
-// (cluster.registry.reload): each reads its own devices_file, so the file
-// must be the same everywhere (shared volume or config management).
+// (presence.RequestReload, a put into the sessions bucket they watch, so a
+// replica disconnected at that moment gets it on reconnect): each reads
+// its own devices_file, so the file must be the same everywhere (shared
+// volume or config management).
 func (a *App) ReloadDevices() error {
 	if a.broker == nil {
 		return nil
 	}
 	err := a.reloadLocal()
-	if err == nil && a.reloadNC != nil {
-		err = presence.BroadcastReload(a.reloadNC.Conn(), a.replica)
+	if err == nil && a.presence != nil {
+		err = a.presence.RequestReload(context.Background())
 	}
 	return err
 }

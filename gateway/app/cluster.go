@@ -10,8 +10,8 @@ import (
 )
 
 // startPresence adds the session presence hook (a device's stale session
-// on another replica is ended when it connects here) and subscribes to the
-// registry reload broadcast. It is always on: a single replica pays one
+// on another replica is ended when it connects here; a registry reload
+// requested by another replica is applied here). It is always on: a single replica pays one
 // KV put per MQTT connect (docs/benchmarks.md). Call before broker.Start.
 func (a *App) startPresence(ctx context.Context) error {
 	host, _ := os.Hostname()
@@ -29,7 +29,12 @@ func (a *App) startPresence(ctx context.Context) error {
 		return fmt.Errorf("sessions bucket: %w", err)
 	}
 	log := a.log.With("component", "presence")
-	p, err := presence.New(presence.Config{KV: kv, Replica: a.replica, End: a.broker.TakeOver, Log: log})
+	p, err := presence.New(presence.Config{KV: kv, Replica: a.replica, End: a.broker.TakeOver, Log: log,
+		Reload: func() {
+			if err := a.reloadLocal(); err != nil {
+				log.Error("device registry reload (requested by another replica) failed; keeping the previous one", "err", err)
+			}
+		}})
 	if err != nil {
 		return err
 	}
@@ -40,13 +45,6 @@ func (a *App) startPresence(ctx context.Context) error {
 		return err
 	}
 	a.presence = p
-	if _, err := presence.ListenReload(nc.Conn(), a.replica, func() {
-		if err := a.reloadLocal(); err != nil {
-			log.Error("device registry reload (broadcast) failed; keeping the previous one", "err", err)
-		}
-	}, log); err != nil {
-		return err
-	}
 	return nil
 }
 

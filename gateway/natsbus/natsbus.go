@@ -82,10 +82,6 @@ const (
 // offline messages (docs/ocpp.md).
 const OCPPTxnTTL = 7 * 24 * time.Hour
 
-// SubjectRegistryReload is the core NATS subject on which a replica that
-// reloaded its device registry tells the others to reload theirs.
-const SubjectRegistryReload = "cluster.registry.reload"
-
 // SubjectLive is the prefix of the live frames shared between replicas
 // (live.{vin}, core NATS, no persistence; gateway/dashboard/livebus).
 const SubjectLive = "live."

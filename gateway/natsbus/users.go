@@ -73,7 +73,7 @@ const (
 	RoleDashboard = "dashboard"
 	// RoleBroker is the MQTT broker's cluster presence: it claims device
 	// sessions in the sessions bucket, watches the claims of the other
-	// replicas, and sends and receives the registry reload broadcast.
+	// replicas and the registry reload requests (a key of that bucket).
 	RoleBroker = "broker"
 	// RoleOCPP is the OCPP central system: its transaction table (the
 	// ocpp_txn bucket), command results (charging.cmdresult.*, and reading
@@ -121,9 +121,8 @@ func rolePermissions(role string) (pub, sub []string) {
 				"$JS.API.CONSUMER.DELETE." + kv + ".>",
 				"$JS.API.CONSUMER.INFO." + kv + ".>",
 				"$JS.FC." + kv + ".>",
-				SubjectRegistryReload,
 			},
-			[]string{InboxPrefix(RoleBroker) + ".>", SubjectRegistryReload}
+			[]string{InboxPrefix(RoleBroker) + ".>"}
 	case RoleOCPP:
 		kv := "KV_" + BucketOCPPTxn
 		return []string{

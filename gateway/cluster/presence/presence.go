@@ -67,6 +67,9 @@ type Config struct {
 	Timeout time.Duration
 	Now     func() time.Time // clock for Claim.At; default time.Now
 	Log     *slog.Logger
+	// Reload, if set, is called (on the watcher's goroutine) when another
+	// replica requests a device registry reload (RequestReload).
+	Reload func()
 }
 
 // BucketConfig is the sessions bucket's configuration: one value per
@@ -87,7 +90,8 @@ type Stats struct {
 	Claims      atomic.Uint64 // claims written
 	ClaimErrors atomic.Uint64 // claims that could not be written
 	TakenOver   atomic.Uint64 // local sessions ended by a newer foreign claim
-	BadClaims   atomic.Uint64 // bucket values that were not claims
+	BadClaims   atomic.Uint64 // bucket values that were not claims (or not reload requests)
+	Reloads     atomic.Uint64 // registry reloads requested by other replicas
 }
 
 // session is a local session and the revision of its claim.
@@ -200,6 +204,10 @@ func (p *Presence) Close() {
 
 // observe applies one claim seen in the bucket.
 func (p *Presence) observe(key string, rev uint64, val []byte) {
+	if key == ReloadKey {
+		p.observeReload(rev, val)
+		return
+	}
 	var c Claim
 	if err := json.Unmarshal(val, &c); err != nil || c.Replica == "" {
 		p.stats.BadClaims.Add(1)
