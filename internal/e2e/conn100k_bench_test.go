@@ -110,6 +110,7 @@ func BenchmarkIdleConnections100k(b *testing.B) {
 		m0[i] = readGatewayMem(b, gw)
 	}
 
+	avail0 := memAvailable(b)
 	b.ResetTimer()
 	tc := time.Now()
 	kids := make([]*idleClients, k)
@@ -163,6 +164,7 @@ func BenchmarkIdleConnections100k(b *testing.B) {
 		b.Fatalf("the replicas hold %.0f connections, the clients %d", clients, held)
 	}
 
+	hostUsed := float64(avail0 - memAvailable(b))
 	var clientRSS int64
 	for _, kid := range kids {
 		clientRSS += procRSS(b, kid.cmd.Process.Pid)
@@ -194,8 +196,8 @@ func BenchmarkIdleConnections100k(b *testing.B) {
 		held, k, share, (s1.rss-s0.rss)/gib, per/1024, (s2.rss-s0.rss)/gib, perGC/1024, fits(s2.rss-s0.rss))
 	b.Logf("total RSS of the %d replicas: %.2f GiB before connections (%.0f MiB each), %.2f GiB after, %.2f GiB after 3 GCs: %s",
 		k, s0.rss/gib, base/(1<<20), s1.rss/gib, s2.rss/gib, fits(s2.rss))
-	b.Logf("one process at this cost (one baseline + growth after 3 GCs): %.2f GiB; client children hold %.0f MiB RSS in all",
-		(base+s2.rss-s0.rss)/gib, float64(clientRSS)/(1<<20))
+	b.Logf("one process at this cost (one baseline + growth after 3 GCs): %.2f GiB; client children hold %.0f MiB RSS in all; the host's MemAvailable dropped %.2f GiB (both ends' processes and kernel socket memory)",
+		(base+s2.rss-s0.rss)/gib, float64(clientRSS)/(1<<20), hostUsed/gib)
 	b.Logf("replicas (run with -v to see this table whole):\n%s", tbl.String())
 }
 
@@ -205,6 +207,26 @@ func memRow(w io.Writer, name string, m0, m1, m2 gatewayMem) {
 	fmt.Fprintf(w, "| %s | %.0f | %.0f MiB | %.0f MiB | %.0f MiB | %.1f KiB | %.0f / %.0f MiB | %.0f MiB | %.0f | %.0f |\n",
 		name, m2.clients, m0.rss/mib, m1.rss/mib, m2.rss/mib, (m2.rss-m0.rss)/max(m2.clients, 1)/1024,
 		m0.heapInuse/mib, m2.heapInuse/mib, m2.stackInuse/mib, m2.goroutines, m2.fds)
+}
+
+// memAvailable is the host's MemAvailable (/proc/meminfo) in bytes.
+func memAvailable(b *testing.B) int64 {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for l := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no MemAvailable in /proc/meminfo")
+	return 0
 }
 
 func addMem(a, m gatewayMem) gatewayMem {

@@ -26,9 +26,9 @@ import (
 // raised without CAP_SYS_RESOURCE). The gateway holds one fd per connection
 // plus ~60 of its own (listeners, spool segments, embedded NATS store,
 // InfluxDB client); the benchmark process holds the client end of every
-// connection. Runs therefore stay at or below 19,000 connections, and the
-// 100,000 figure is extrapolated from the per-connection cost measured at
-// 5,000 / 10,000 / 19,000 (docs/benchmarks.md "Connections").
+// connection. One gateway process is therefore measured at up to 19,000
+// connections here; BenchmarkIdleConnections100k (conn100k_bench_test.go)
+// holds 100,000 over several replicas and client processes.
 
 // BenchmarkIdleConnections opens b.N authenticated, idle MQTT 3.1.1 device
 // connections (machine-secret hashes, the product's default) to the gateway
@@ -38,7 +38,7 @@ import (
 // connection, the resulting connections per GiB, and the RSS 100,000
 // connections would take at that per-connection cost.
 //
-//	go test -run '^$' -bench IdleConnections -benchtime 19000x -timeout 30m ./internal/e2e/
+//	go test -run '^$' -bench 'IdleConnections$' -benchtime 19000x -timeout 30m ./internal/e2e/
 func BenchmarkIdleConnections(b *testing.B) {
 	in := testenv.StartInflux(b)
 	gw := testenv.StartGateway(b, in, b.N, testenv.GatewayOptions{SecretCost: -1, Pprof: true})
