@@ -8,7 +8,7 @@ PKGS := ./...
 # Packages with end-to-end tests against real InfluxDB / NATS need bin/influxd.
 export INFLUXD := $(BIN)/influxd
 
-.PHONY: all build run test test-short test-dates test-long bench soak influxd chromium generate generate-check lint fuzz clean
+.PHONY: all build run test test-short test-dates test-long bench bench-100k soak influxd chromium generate generate-check lint fuzz clean
 
 all: build
 
@@ -73,7 +73,8 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'EndToEndDurability' -benchtime 100000x -timeout 30m ./internal/e2e/
-	for n in 5000 10000 19000; do $(GO) test -run '^$$' -bench 'IdleConnections' -benchtime $${n}x -timeout 30m ./internal/e2e/ || exit 1; done
+	for n in 5000 10000 19000; do $(GO) test -run '^$$' -bench 'IdleConnections$$' -benchtime $${n}x -timeout 30m ./internal/e2e/ || exit 1; done
+	$(MAKE) bench-100k
 	$(GO) test -run '^$$' -bench 'ActiveVehicles' -benchtime 1x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'VerifyCold/machine' -benchtime 100000x ./broker/registry/
 	$(GO) test -run '^$$' -bench 'VerifyCold/bcrypt10' -benchtime 50x ./broker/registry/
@@ -84,6 +85,9 @@ bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures:
 	$(GO) test -run '^$$' -bench 'Claim' -benchtime 2000x ./gateway/cluster/presence/
 	$(GO) test -run '^$$' -bench 'Drain' -benchtime 1x -timeout 20m ./broker/
 	TELEGATE_E2E_BENCH=1 $(GO) test -run 'TestServicesTriggerLatency' -count=1 -v ./internal/e2e/ | grep -E 'latency|^(ok|FAIL|---)'
+
+bench-100k: build influxd ## 100,000 idle device connections over 6 gateway replicas on a 3-node NATS cluster (~2.5 min, ~5 GiB host memory)
+	$(GO) test -run '^$$' -bench 'IdleConnections100k' -benchtime 1x -v -timeout 45m ./internal/e2e/
 
 soak: build influxd ## gateway under load + periodic faults (InfluxDB outage, kill -9, hostile connections); SOAK_DURATION=2m
 	$(GO) run ./cmd/soak -gateway $(BIN)/gateway -influxd $(BIN)/influxd -duration $(or $(SOAK_DURATION),2m)

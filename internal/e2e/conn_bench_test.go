@@ -26,9 +26,9 @@ import (
 // raised without CAP_SYS_RESOURCE). The gateway holds one fd per connection
 // plus ~60 of its own (listeners, spool segments, embedded NATS store,
 // InfluxDB client); the benchmark process holds the client end of every
-// connection. Runs therefore stay at or below 19,000 connections, and the
-// 100,000 figure is extrapolated from the per-connection cost measured at
-// 5,000 / 10,000 / 19,000 (docs/benchmarks.md "Connections").
+// connection. One gateway process is therefore measured at up to 19,000
+// connections here; BenchmarkIdleConnections100k (conn100k_bench_test.go)
+// holds 100,000 over several replicas and client processes.
 
 // BenchmarkIdleConnections opens b.N authenticated, idle MQTT 3.1.1 device
 // connections (machine-secret hashes, the product's default) to the gateway
@@ -38,7 +38,7 @@ import (
 // connection, the resulting connections per GiB, and the RSS 100,000
 // connections would take at that per-connection cost.
 //
-//	go test -run '^$' -bench IdleConnections -benchtime 19000x -timeout 30m ./internal/e2e/
+//	go test -run '^$' -bench 'IdleConnections$' -benchtime 19000x -timeout 30m ./internal/e2e/
 func BenchmarkIdleConnections(b *testing.B) {
 	in := testenv.StartInflux(b)
 	gw := testenv.StartGateway(b, in, b.N, testenv.GatewayOptions{SecretCost: -1, Pprof: true})
@@ -246,7 +246,10 @@ func saveHeapProfile(b *testing.B, gw *testenv.Gateway, file string) {
 	}
 }
 
-var errBench = errors.New("bench: unexpected packet")
+var (
+	errBench       = errors.New("bench: unexpected packet")
+	errNotAdmitted = errors.New("bench: devices not connected")
+)
 
 // dialFleet connects devices 1..n through 64 concurrent dialers spread over
 // 8 loopback source addresses (127.0.0.2-9; one source address would run
@@ -255,26 +258,49 @@ var errBench = errors.New("bench: unexpected packet")
 // connection. It fails the benchmark if any device is not admitted.
 func dialFleet(b *testing.B, gw *testenv.Gateway, n int, after func(c net.Conn, vin string) error) []net.Conn {
 	b.Helper()
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(gw.MQTTURL, "tcp://"))
+	conns, err := dialDevices(strings.TrimPrefix(gw.MQTTURL, "tcp://"), 1, n, loopbackSources(0, 8), after)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conns
+}
+
+// loopbackSources returns n loopback source addresses starting at
+// 127.0.0.(2+first).
+func loopbackSources(first, n int) []net.IP {
+	ips := make([]net.IP, n)
+	for i := range ips {
+		ips[i] = net.IPv4(127, 0, 0, byte(2+first+i))
+	}
+	return ips
+}
+
+// dialDevices connects devices first..first+n-1 to the broker at addr
+// (host:port) through 64 concurrent dialers spread over the source
+// addresses srcs, each sending CONNECT (keepalive 600 s) with the device's
+// real secret and waiting for CONNACK 0x00, then runs after on the
+// connection. If any device is not admitted it closes every connection and
+// returns an error naming the first failure.
+func dialDevices(addr string, first, n int, srcs []net.IP, after func(c net.Conn, vin string) error) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var (
 		next   atomic.Int64
 		failed atomic.Int64
-		first  atomic.Value
+		firstE atomic.Value
 		wg     sync.WaitGroup
 	)
 	for w := range 64 {
 		wg.Go(func() {
-			d := net.Dialer{Timeout: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+w%8))}}
+			d := net.Dialer{Timeout: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: srcs[w%len(srcs)]}}
 			for {
-				i := int(next.Add(1))
-				if i > n {
+				i := int(next.Add(1)) - 1
+				if i >= n {
 					return
 				}
-				vin := sim.VIN(sim.DefaultVINPrefix, i)
-				c, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+				vin := sim.VIN(sim.DefaultVINPrefix, first+i)
+				c, err := d.Dial("tcp", addr)
 				if err == nil {
-					conns[i-1] = c
+					conns[i] = c
 					_ = c.SetDeadline(time.Now().Add(120 * time.Second))
 					ack := make([]byte, 4)
 					if _, err = c.Write(connectPacket(vin, sim.Secret(testenv.FleetKey, vin), 600)); err == nil {
@@ -290,7 +316,7 @@ func dialFleet(b *testing.B, gw *testenv.Gateway, n int, after func(c net.Conn, 
 				}
 				if err != nil {
 					failed.Add(1)
-					first.CompareAndSwap(nil, fmt.Sprintf("device %d: %v", i, err))
+					firstE.CompareAndSwap(nil, fmt.Sprintf("device %d: %v", first+i, err))
 				}
 			}
 		})
@@ -298,9 +324,9 @@ func dialFleet(b *testing.B, gw *testenv.Gateway, n int, after func(c net.Conn, 
 	wg.Wait()
 	if k := failed.Load(); k > 0 {
 		closeAll(conns)
-		b.Fatalf("%d of %d devices not connected; first: %v", k, n, first.Load())
+		return nil, fmt.Errorf("%w: %d of %d; first: %v", errNotAdmitted, k, n, firstE.Load())
 	}
-	return conns
+	return conns, nil
 }
 
 func closeAll(conns []net.Conn) {
@@ -315,7 +341,7 @@ func closeAll(conns []net.Conn) {
 // the rest from the Go runtime metrics on its /metrics.
 type gatewayMem struct {
 	rss, heapInuse, stackInuse, goSys float64
-	goroutines, fds                   float64
+	goroutines, fds, clients          float64
 }
 
 func readGatewayMem(b *testing.B, gw *testenv.Gateway) gatewayMem {
@@ -348,6 +374,8 @@ func readGatewayMem(b *testing.B, gw *testenv.Gateway) gatewayMem {
 			m.goroutines = v
 		case "process_open_fds":
 			m.fds = v
+		case "telegate_mqtt_clients_connected":
+			m.clients = v
 		}
 	}
 	return m

@@ -77,23 +77,24 @@ type GatewayOptions struct {
 	SecretCost int
 	// Pprof serves /debug/pprof on the operations listener (http.pprof).
 	Pprof bool
+	// DevicesFile is a registry written by WriteRegistry, shared by several
+	// replicas; "" provisions vehicles+1 devices for this gateway alone
+	// (SecretCost picks the hashes).
+	DevicesFile string
 }
 
-// StartGateway provisions devices (vehicles+1, the last for probes)
-// and starts the gateway binary against in.
-func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions) *Gateway {
+// WriteRegistry provisions devices 1..vehicles+1 (the last for probes) of
+// FleetKey with the hashes SecretCost selects (see GatewayOptions) and
+// writes them as a device registry under dir; it returns the file's path.
+// Several StartGateway calls can share it (GatewayOptions.DevicesFile).
+func WriteRegistry(t testing.TB, dir string, vehicles, secretCost int) string {
 	t.Helper()
-	var o GatewayOptions
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	dir := t.TempDir()
 	cost := 4
 	switch {
-	case o.SecretCost < 0:
+	case secretCost < 0:
 		cost = 0 // sim.Provision: machine-secret hashes
-	case o.SecretCost > 0:
-		cost = o.SecretCost
+	case secretCost > 0:
+		cost = secretCost
 	}
 	entries, err := sim.Provision(sim.Config{Vehicles: vehicles + 1, FleetKey: FleetKey}, cost)
 	if err != nil {
@@ -102,6 +103,23 @@ func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions
 	devices := filepath.Join(dir, "devices.yaml")
 	if err := sim.WriteRegistry(devices, entries); err != nil {
 		t.Fatal(err)
+	}
+	return devices
+}
+
+// StartGateway provisions devices (vehicles+1, the last for probes;
+// none when opts.DevicesFile names a registry) and starts the gateway binary
+// against in.
+func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions) *Gateway {
+	t.Helper()
+	var o GatewayOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	dir := t.TempDir()
+	devices := o.DevicesFile
+	if devices == "" {
+		devices = WriteRegistry(t, dir, vehicles, o.SecretCost)
 	}
 	mqttAddr, httpAddr := FreeAddr(t), FreeAddr(t)
 	natsCfg := fmt.Sprintf("{embedded: {addr: %s}}", FreeAddr(t))
