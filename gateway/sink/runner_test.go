@@ -371,3 +371,54 @@ func TestRunnerCommitsPendingBeforeRewind(t *testing.T) {
 		t.Fatalf("lag %d, want 0", lag(sp))
 	}
 }
+
+// TestRunnerLingersAfterSmallBatches: after a batch smaller than
+// LingerRecords the runner waits Linger before reading again; after a
+// full-sized batch it does not.
+func TestRunnerLingersAfterSmallBatches(t *testing.T) {
+	sp, cons := openSpool(t, 5)
+	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}
+	var (
+		mu     sync.Mutex
+		sleeps []time.Duration
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 5, Linger: time.Hour, LingerRecords: 5,
+		Sleep: func(_ context.Context, d time.Duration) bool {
+			mu.Lock()
+			sleeps = append(sleeps, d)
+			mu.Unlock()
+			return true
+		}}, cons, p, nil, nil)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); lag(sp) != 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	n := len(sleeps)
+	mu.Unlock()
+	if n != 0 {
+		t.Fatalf("lingered %d times after a full batch", n)
+	}
+	if _, err := sp.Append(record.Append(nil, record.KindPublish, 1, 6, "vehicles/dev5/telemetry", "dev5", "", []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n = len(sleeps)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantAll(t, p, 6)
+	if !slices.Equal(sleeps, []time.Duration{time.Hour}) {
+		t.Fatalf("waits %v, want one Linger after the batch of 1", sleeps)
+	}
+}
