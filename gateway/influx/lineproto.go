@@ -183,8 +183,84 @@ func (e *Encoder) FieldFloat(key string, v float64) bool {
 	if math.IsNaN(v) || math.IsInf(v, 0) || !e.fieldKey(key) {
 		return false
 	}
-	e.buf = strconv.AppendFloat(e.buf, v, 'g', -1, 64)
+	e.buf = appendFloat(e.buf, v)
 	return true
+}
+
+// Key is a field key checked and escaped once by NewKey, for keys written
+// many times (the FieldKey* methods skip the per-call scan). The zero Key
+// is invalid: the methods skip it.
+type Key struct {
+	esc string // the escaped key followed by '='; "" for the zero Key
+}
+
+// NewKey checks key as a field key (see Encoder for the rules) and escapes
+// it. It reports false if key is not representable.
+func NewKey(key string) (Key, bool) {
+	if !validKey(key) {
+		return Key{}, false
+	}
+	esc, ok := scanName(key, true)
+	if !ok {
+		return Key{}, false
+	}
+	return Key{esc: string(append(appendName(nil, key, esc, true), '='))}, true
+}
+
+// preparedKey is fieldKey for a Key.
+func (e *Encoder) preparedKey(k Key) bool {
+	if (e.state != lineTags && e.state != lineFields) || k.esc == "" {
+		return false
+	}
+	if e.state == lineTags {
+		e.buf = append(e.buf, ' ')
+	} else {
+		e.buf = append(e.buf, ',')
+	}
+	e.buf = append(e.buf, k.esc...)
+	e.state = lineFields
+	return true
+}
+
+// FieldFloatKey is FieldFloat with a prepared key.
+func (e *Encoder) FieldFloatKey(k Key, v float64) bool {
+	if math.IsNaN(v) || math.IsInf(v, 0) || !e.preparedKey(k) {
+		return false
+	}
+	e.buf = appendFloat(e.buf, v)
+	return true
+}
+
+// FieldIntKey is FieldInt with a prepared key.
+func (e *Encoder) FieldIntKey(k Key, v int64) bool {
+	if !e.preparedKey(k) {
+		return false
+	}
+	e.buf = strconv.AppendInt(e.buf, v, 10)
+	e.buf = append(e.buf, 'i')
+	return true
+}
+
+// FieldBoolKey is FieldBool with a prepared key.
+func (e *Encoder) FieldBoolKey(k Key, v bool) bool {
+	if !e.preparedKey(k) {
+		return false
+	}
+	e.buf = strconv.AppendBool(e.buf, v)
+	return true
+}
+
+// appendFloat appends exactly what strconv.AppendFloat(buf, v, 'g', -1, 64)
+// does, faster for integral values of magnitude below 10^6 (many sensor
+// readings): for those 'g' uses %f notation without a fraction, the same
+// digits as AppendInt. Negative zero keeps its "-0".
+func appendFloat(buf []byte, v float64) []byte {
+	if v > -1e6 && v < 1e6 {
+		if i := int64(v); float64(i) == v && (i != 0 || !math.Signbit(v)) {
+			return strconv.AppendInt(buf, i, 10)
+		}
+	}
+	return strconv.AppendFloat(buf, v, 'g', -1, 64)
 }
 
 // FieldInt adds a signed 64-bit integer field (written with the "i" suffix).

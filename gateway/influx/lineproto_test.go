@@ -2,6 +2,7 @@ package influx
 
 import (
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -368,4 +369,72 @@ func BenchmarkEncoderBatch1000(b *testing.B) {
 		}
 	}
 	b.SetBytes(int64(e.Len()))
+}
+
+// TestAppendFloatMatchesStrconv: the integral fast path writes exactly what
+// strconv's shortest 'g' formatting writes, at and around its bounds, for
+// -0 and for non-integral values.
+func TestAppendFloatMatchesStrconv(t *testing.T) {
+	check := func(v float64) {
+		t.Helper()
+		if got, want := string(appendFloat(nil, v)), strconv.FormatFloat(v, 'g', -1, 64); got != want {
+			t.Fatalf("appendFloat(%v) = %q, want %q", v, got, want)
+		}
+	}
+	for _, v := range []float64{0, math.Copysign(0, -1), 1, -1, 999999, -999999, 1e6, -1e6, 1e6 - 0.5,
+		1e6 + 1, 123456, 100000, 1e21, -1e21, 1e22, 0.5, -0.5, 12.5, 1e-5, 5e-324, math.MaxFloat64,
+		math.SmallestNonzeroFloat64, 1 << 53, 1<<53 + 1, -(1 << 62), 9.999999e5, 0.1 + 0.2} {
+		check(v)
+	}
+	for i := -1_100_000; i <= 1_100_000; i += 7 {
+		check(float64(i))
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200_000 {
+		check(math.Float64frombits(r.Uint64()) /* NaN and Inf are never formatted */)
+		check(math.Round(r.NormFloat64() * 1e5))
+		check(r.Float64() * 250)
+	}
+}
+
+// TestKeyMethodsMatchFieldMethods: a prepared Key writes the same bytes as
+// the string-keyed methods, escaping included, and refuses what they refuse.
+func TestKeyMethodsMatchFieldMethods(t *testing.T) {
+	for _, key := range []string{"Vehicle.Speed", "a b", "a,b", "a=b", "°C", `a\b`, "time", "", "a\nb", `a\`} {
+		k, ok := NewKey(key)
+		var a, b Encoder
+		a.Measurement("m")
+		b.Measurement("m")
+		okA := a.FieldFloat(key, 1.5) && a.FieldInt(key, -3) && a.FieldBool(key, true)
+		okB := b.FieldFloatKey(k, 1.5) && b.FieldIntKey(k, -3) && b.FieldBoolKey(k, true)
+		if okA != ok || okB != ok {
+			t.Fatalf("key %q: NewKey %v, string methods %v, Key methods %v", key, ok, okA, okB)
+		}
+		a.EndUnixNano(1e6)
+		b.EndUnixNano(1e6)
+		if string(a.Bytes()) != string(b.Bytes()) {
+			t.Fatalf("key %q: %q with a Key, %q without", key, b.Bytes(), a.Bytes())
+		}
+	}
+	var e Encoder
+	if e.FieldFloatKey(Key{}, 1) || e.Measurement("m") && e.FieldIntKey(Key{}, 1) {
+		t.Fatal("the zero Key was written")
+	}
+	k, _ := NewKey("v")
+	if e.FieldFloatKey(k, math.NaN()) || e.FieldFloatKey(k, math.Inf(1)) {
+		t.Fatal("non-finite value written")
+	}
+	e.Reset()
+	e.Grow(1 << 10)
+	if n := testing.AllocsPerRun(100, func() {
+		e.Reset()
+		e.Measurement("m")
+		e.FieldFloatKey(k, 12.25)
+		e.FieldFloatKey(k, 12)
+		e.FieldIntKey(k, 3)
+		e.FieldBoolKey(k, true)
+		e.EndUnixNano(1)
+	}); n != 0 {
+		t.Fatalf("%v allocations per line with prepared keys", n)
+	}
 }

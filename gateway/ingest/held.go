@@ -109,7 +109,24 @@ func (h *Hook) publishHeld(cl *mqtt.Client, lc *listener.Conn, pk packets.Packet
 	}
 	// Not an error: the PUBACK is held in the connection (heldAcks), and
 	// nothing subscribes to ingest topics.
-	return pk, packets.ErrRejectPacket
+	return heldPacket(pk), nil
+}
+
+// heldPacket is what OnPublish returns for a publish whose PUBACK is held:
+// mochi must neither acknowledge nor forward it. ErrRejectPacket would do
+// that too, but mochi's Hooks.OnPublish then logs the rejection at Debug
+// level with the packet among the arguments, which copies the ~800-byte
+// packet to the heap for every frame whatever the log level. Returned as a
+// QoS 0 publish marked Ignore, mochi's processPublish (v2.7.9) sends no
+// PUBACK, keeps no inflight state, stores no retained message and forwards
+// it to nobody (publishToSubscribers returns at once for Ignore).
+// TestHeldPubacksWaitForCommitAndLeaveTogether fails if mochi acknowledged
+// it, TestHeldPublishIsNotLoggedAsRejected if the rejection were logged.
+func heldPacket(pk packets.Packet) packets.Packet {
+	pk.FixedHeader.Qos = 0
+	pk.FixedHeader.Retain = false
+	pk.Ignore = true
+	return pk
 }
 
 // refuseHeld counts and logs n held publishes that will not be

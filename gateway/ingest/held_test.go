@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,7 +55,11 @@ type heldFixture struct {
 
 // newHeldFixture runs mochi with the product's listener (broker/listener)
 // and the ingest hook over a real spool behind gatedSpool.
-func newHeldFixture(t *testing.T) *heldFixture {
+func newHeldFixture(t *testing.T) *heldFixture { t.Helper(); return newHeldFixtureLog(t, nil) }
+
+// newHeldFixtureLog is newHeldFixture with log as mochi's logger (nil:
+// mochi's default).
+func newHeldFixtureLog(t *testing.T, log *slog.Logger) *heldFixture {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}})
 	if err != nil {
@@ -66,7 +72,11 @@ func newHeldFixture(t *testing.T) *heldFixture {
 	real := ingest.FromSpool(sp, 5*time.Second)
 	g := &gatedSpool{Spool: real, p: real.(ingest.Pipeliner), gate: make(chan struct{})}
 	m := metrics.New(prometheus.NewRegistry())
-	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	opts := &mqtt.Options{InlineClient: true}
+	if log != nil {
+		opts.Logger = log
+	}
+	srv := mqtt.New(opts)
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -257,4 +267,61 @@ func readAllSpool(t *testing.T, cons *spool.Consumer, want int) []spool.Record {
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// debugRecorder is a slog.Handler that keeps the message of every record,
+// Debug level included.
+type debugRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *debugRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *debugRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, rec.Message)
+	r.mu.Unlock()
+	return nil
+}
+func (r *debugRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *debugRecorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *debugRecorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHeldPublishIsNotLoggedAsRejected: a publish whose PUBACK is held is
+// not handed back to mochi as a rejected packet, whose Debug log line boxes
+// the whole packet for every frame; it is still acknowledged exactly once,
+// after the commit.
+func TestHeldPublishIsNotLoggedAsRejected(t *testing.T) {
+	rec := &debugRecorder{}
+	f := newHeldFixtureLog(t, slog.New(rec))
+	close(f.g.gate)
+	c := connect311(t, f.addr)
+	const n = 8
+	if _, err := c.Write(publishes(n)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4*n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pubacks(n)) {
+		t.Fatalf("PUBACKs\n% x\nwant\n% x", got, pubacks(n))
+	}
+	if k := rec.count("publish packet rejected"); k != 0 {
+		t.Fatalf("%d held publishes logged by mochi as rejected", k)
+	}
+	if recs := readAllSpool(t, f.cons, n+1); len(recs) != n+1 {
+		t.Fatalf("%d durable records", len(recs))
+	}
 }

@@ -265,3 +265,160 @@ func TestRunnerStopsWhenSpoolCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// countingSource counts the cursor commits of a spool consumer.
+type countingSource struct {
+	*spool.Consumer
+	mu      sync.Mutex
+	commits int
+}
+
+func (c *countingSource) Commit(next spool.Pos) error {
+	c.mu.Lock()
+	c.commits++
+	c.mu.Unlock()
+	return c.Consumer.Commit(next)
+}
+
+func (c *countingSource) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commits
+}
+
+// frozen is a clock that never moves.
+func frozen() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+// TestRunnerCoalescesCommits: with a CommitInterval, batches processed
+// within the interval are not committed one by one; what was processed is
+// committed when Run stops, none of it skipped or repeated.
+func TestRunnerCoalescesCommits(t *testing.T) {
+	sp, cons := openSpool(t, 10)
+	src := &countingSource{Consumer: cons}
+	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 1, CommitInterval: time.Hour, Now: frozen}, src, p, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); len(p.handled()) < 10 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	wantAll(t, p, 10)
+	if n := src.count(); n != 1 {
+		t.Fatalf("%d commits for 10 batches within the interval, want 1 (the first)", n)
+	}
+	if lag(sp) != 9 {
+		t.Fatalf("lag %d while 9 batches are pending, want 9", lag(sp))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if lag(sp) != 0 || src.count() != 2 {
+		t.Fatalf("after Run: lag %d, %d commits; want 0 and 2 (the pending work committed at stop)", lag(sp), src.count())
+	}
+}
+
+// TestRunnerCommitsPendingWhenIdle: a pending position is committed once
+// no record arrives for the rest of the interval.
+func TestRunnerCommitsPendingWhenIdle(t *testing.T) {
+	sp, cons := openSpool(t, 5)
+	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 1, CommitInterval: 20 * time.Millisecond}, cons, p, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); lag(sp) != 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if lag(sp) != 0 {
+		t.Fatalf("lag %d with Run still going, want 0", lag(sp))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantAll(t, p, 5)
+}
+
+// TestRunnerCommitsPendingBeforeRewind: a failed batch rewinds the
+// consumer; the batches processed before it (pending, not yet committed)
+// are committed first, so they are not replayed.
+func TestRunnerCommitsPendingBeforeRewind(t *testing.T) {
+	sp, cons := openSpool(t, 6)
+	p := &proc{}
+	p.fn = func(call int, _ context.Context, _ []spool.Record) (int, error) {
+		if call == 4 {
+			return 0, errDown
+		}
+		return 0, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 1, CommitInterval: time.Hour, Now: frozen,
+		Sleep: func(context.Context, time.Duration) bool { return true }}, cons, p, nil, nil)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); len(p.handled()) < 6 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantAll(t, p, 6) // a replay of the three batches before the failure would repeat them
+	if lag(sp) != 0 {
+		t.Fatalf("lag %d, want 0", lag(sp))
+	}
+}
+
+// TestRunnerLingersAfterSmallBatches: after a batch smaller than
+// LingerRecords the runner waits Linger before reading again; after a
+// full-sized batch it does not.
+func TestRunnerLingersAfterSmallBatches(t *testing.T) {
+	sp, cons := openSpool(t, 5)
+	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}
+	var (
+		mu     sync.Mutex
+		sleeps []time.Duration
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 5, Linger: time.Hour, LingerRecords: 5,
+		Sleep: func(_ context.Context, d time.Duration) bool {
+			mu.Lock()
+			sleeps = append(sleeps, d)
+			mu.Unlock()
+			return true
+		}}, cons, p, nil, nil)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); lag(sp) != 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	n := len(sleeps)
+	mu.Unlock()
+	if n != 0 {
+		t.Fatalf("lingered %d times after a full batch", n)
+	}
+	if _, err := sp.Append(record.Append(nil, record.KindPublish, 1, 6, "vehicles/dev5/telemetry", "dev5", "", []byte{1})); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n = len(sleeps)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantAll(t, p, 6)
+	if !slices.Equal(sleeps, []time.Duration{time.Hour}) {
+		t.Fatalf("waits %v, want one Linger after the batch of 1", sleeps)
+	}
+}

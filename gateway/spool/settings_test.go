@@ -8,8 +8,8 @@ import (
 // TestSettingsOptions: the settings map onto Open's options, and zero
 // settings leave Open's defaults (normalize) in place.
 func TestSettingsOptions(t *testing.T) {
-	o := Settings{MaxBytes: 2 << 20, SegmentBytes: 128 << 10, SyncDelay: time.Millisecond, AckTimeout: time.Second}.Options()
-	if o.MaxBytes != 2<<20 || o.SegmentBytes != 128<<10 || o.SyncDelay != time.Millisecond {
+	o := Settings{MaxBytes: 2 << 20, SegmentBytes: 128 << 10, SyncDelay: time.Millisecond, SyncRecords: 7, AckTimeout: time.Second}.Options()
+	if o.MaxBytes != 2<<20 || o.SegmentBytes != 128<<10 || o.SyncDelay != time.Millisecond || o.SyncRecords != 7 {
 		t.Fatalf("Options() = %+v", o)
 	}
 	o = Settings{}.Options()

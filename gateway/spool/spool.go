@@ -49,8 +49,14 @@ type Options struct {
 	MaxBytes     int64         // max bytes on disk not yet committed by every consumer; default 1 GiB
 	MaxRecord    int           // default 1 MiB; larger -> ErrTooLarge
 	SyncDelay    time.Duration // optional extra wait to gather a bigger group before fsync; default 0 (syncer runs as soon as it is free, which already groups concurrent writers)
-	NoSync       bool          // tests/benchmarks only: skip fsync
-	Logger       *slog.Logger
+	// SyncRecords, with SyncDelay, makes the wait adaptive: the syncer
+	// waits only while the group holds fewer than SyncRecords records, and
+	// commits as soon as it reaches them (or SyncDelay passed). At high
+	// rates groups are already that large and nobody waits; at moderate
+	// rates one fdatasync covers more records. 0: always wait SyncDelay.
+	SyncRecords int
+	NoSync      bool // tests/benchmarks only: skip fsync
+	Logger      *slog.Logger
 }
 
 func (o Options) normalize() (Options, error) {
@@ -78,6 +84,8 @@ func (o Options) normalize() (Options, error) {
 		return o, fmt.Errorf("%w: MaxBytes %d cannot hold one record of MaxRecord %d", ErrInvalidOptions, o.MaxBytes, o.MaxRecord)
 	case o.SyncDelay < 0:
 		return o, fmt.Errorf("%w: negative SyncDelay", ErrInvalidOptions)
+	case o.SyncRecords < 0:
+		return o, fmt.Errorf("%w: negative SyncRecords", ErrInvalidOptions)
 	case len(o.Consumers) == 0:
 		return o, fmt.Errorf("%w: no consumers (nothing would ever read or retain the spool)", ErrInvalidOptions)
 	}
@@ -148,6 +156,7 @@ type Spool struct {
 	synced   sync.Cond
 	curGen   uint64 // generation collecting appends (starts at 1)
 	curDirty bool   // curGen holds records (or a Sync wants a round)
+	curRecs  int    // records appended to curGen
 	doneGen  uint64 // last generation whose round finished
 	okGen    uint64 // last generation whose round succeeded
 	cons     []*Consumer
@@ -158,6 +167,7 @@ type Spool struct {
 
 	wake       chan struct{} // cap 1: there is a group to commit
 	force      chan struct{} // cap 1: Sync wants the group now (cuts SyncDelay)
+	grown      chan struct{} // cap 1: the group reached SyncRecords (cuts SyncDelay)
 	closing    chan struct{} // closed by Close
 	syncerDone chan struct{}
 	watchDone  chan struct{}
@@ -233,6 +243,7 @@ func Open(opts Options) (*Spool, error) {
 		lock:       lock,
 		wake:       make(chan struct{}, 1),
 		force:      make(chan struct{}, 1),
+		grown:      make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		syncerDone: make(chan struct{}),
 		watchDone:  make(chan struct{}),
@@ -437,6 +448,8 @@ func (s *Spool) write(rec []byte) (Pos, uint64, error) {
 	s.appended++
 	gen, kick := s.curGen, !s.curDirty
 	s.curDirty = true
+	s.curRecs++
+	grown := s.curRecs == s.opts.SyncRecords
 	if removed != nil {
 		s.ops.Add(1)
 	}
@@ -445,6 +458,12 @@ func (s *Spool) write(rec []byte) (Pos, uint64, error) {
 	if kick {
 		select {
 		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	if grown {
+		select {
+		case s.grown <- struct{}{}:
 		default:
 		}
 	}
@@ -535,11 +554,12 @@ func (s *Spool) syncLoop() {
 		case <-s.closing:
 			closing = true
 		}
-		if timer != nil && !closing {
+		if timer != nil && !closing && s.groupWanted() {
 			timer.Reset(s.opts.SyncDelay)
 			select {
 			case <-timer.C:
 			case <-s.force:
+			case <-s.grown:
 			case <-s.closing:
 			}
 			timer.Stop()
@@ -553,6 +573,24 @@ func (s *Spool) syncLoop() {
 	}
 }
 
+// groupWanted reports whether the syncer should wait SyncDelay for the
+// collecting group to grow: always without SyncRecords, else while the
+// group holds fewer records (a signal of s.grown left from an earlier group
+// is dropped first, so it cannot cut this wait short).
+func (s *Spool) groupWanted() bool {
+	if s.opts.SyncRecords <= 0 {
+		return true
+	}
+	select {
+	case <-s.grown:
+	default:
+	}
+	s.mu.Lock()
+	n := s.curRecs
+	s.mu.Unlock()
+	return n < s.opts.SyncRecords
+}
+
 // commitGroup cuts the collecting group, writes and fdatasyncs it, advances
 // the durable position and releases the group's waiters.
 func (s *Spool) commitGroup() {
@@ -564,6 +602,7 @@ func (s *Spool) commitGroup() {
 	gen := s.curGen
 	s.curGen++
 	s.curDirty = false
+	s.curRecs = 0
 	err := s.failErr
 	if err == nil {
 		err = s.flushLocked()

@@ -860,3 +860,47 @@ func TestAppendTimeoutStalledFsync(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSyncRecordsEndsTheDelay: with SyncRecords, a group commit waits for
+// SyncDelay only while the group is smaller; the append that completes the
+// group starts the commit, and an already complete group is not delayed.
+func TestSyncRecordsEndsTheDelay(t *testing.T) {
+	o := opts(t.TempDir())
+	o.SyncDelay = time.Hour // a group below SyncRecords is committed only by Sync or Close
+	o.SyncRecords = 3
+	s := mustOpen(t, o)
+	c := mustConsumer(t, s, "influx")
+	var last Ticket
+	for i := range 2 {
+		tk, err := s.AppendTicket(payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tk
+	}
+	if err := s.WaitTicket(last, time.Now().Add(50*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("2 of 3 records: WaitTicket %v, want the delay still running (ErrTimeout)", err)
+	}
+	nothingToRead(t, c)
+	tk, err := s.AppendTicket(payload(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitTicket(tk, time.Time{}); err != nil { // would block for the hour without SyncRecords
+		t.Fatal(err)
+	}
+	got, _ := readN(t, c, 3, 10, 1<<20)
+	checkPayloads(t, got, 0)
+	// Three more at once: the group is complete before or when the syncer
+	// looks at it.
+	for i := 3; i < 6; i++ {
+		if last, err = s.AppendTicket(payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WaitTicket(last, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = readN(t, c, 3, 10, 1<<20)
+	checkPayloads(t, got, 3)
+}

@@ -87,7 +87,8 @@ func New(cons sink.Source, pub Publisher, store StateStore, kinds Kinds, m *metr
 	}
 	p := &processor{pub: pub, store: store, kinds: kinds, m: m, log: log,
 		cache: map[string]DTCState{}, dirty: map[string]bool{}, ackTTL: 10 * time.Second}
-	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: 2000, BatchBytes: 8 << 20}, cons, p, m, log)
+	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: 2000, BatchBytes: 8 << 20, CommitInterval: sink.DefaultCommitInterval,
+		Linger: sink.DefaultLinger, LingerRecords: sink.DefaultLingerRecords}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 

@@ -224,6 +224,15 @@ func (e *encoder) add(r *record.Record) error {
 	return nil
 }
 
+// signalKeys holds the field key of every catalog signal (its VSS path),
+// checked and escaped once; indexed by signal id.
+var signalKeys = func() (keys [catalog.MaxID + 1]influx.Key) {
+	for _, s := range catalog.All() {
+		keys[s.ID], _ = influx.NewKey(s.Path) // a path that is not a valid key stays the zero Key: never written
+	}
+	return keys
+}()
+
 // signal writes one catalog signal as a field named by its VSS path,
 // skipping (and counting) unknown ids and out-of-range values.
 func (e *encoder) signal(s wire.Signal) {
@@ -236,13 +245,14 @@ func (e *encoder) signal(s wire.Signal) {
 		e.invalidRange++
 		return
 	}
+	k := signalKeys[s.ID]
 	switch d.Type {
 	case catalog.Int:
-		e.enc.FieldInt(d.Path, int64(s.Value))
+		e.enc.FieldIntKey(k, int64(s.Value))
 	case catalog.Bool:
-		e.enc.FieldBool(d.Path, s.Value != 0)
+		e.enc.FieldBoolKey(k, s.Value != 0)
 	default:
-		e.enc.FieldFloat(d.Path, s.Value)
+		e.enc.FieldFloatKey(k, s.Value)
 	}
 }
 

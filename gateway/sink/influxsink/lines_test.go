@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/decoders/catalog"
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/influx"
 	"github.com/telegate/telegate/gateway/sink/live"
 	"github.com/telegate/telegate/gateway/spool/record"
 )
@@ -151,3 +153,34 @@ func BenchmarkEncodeTelemetryRecord(b *testing.B) {
 }
 
 var _ = wire.Version
+
+// TestSignalKeysCoverTheCatalog: every catalog signal has a prepared key, and
+// a signal is written exactly as the string-keyed methods write its path.
+func TestSignalKeysCoverTheCatalog(t *testing.T) {
+	for _, d := range catalog.All() {
+		for _, v := range []float64{d.Min, d.Max, (d.Min + d.Max) / 2, d.Min + (d.Max-d.Min)*0.3371} {
+			if !d.Valid(v) {
+				continue
+			}
+			var e encoder
+			e.enc.Measurement("m")
+			e.signal(wire.Signal{ID: d.ID, Value: v})
+			var ref influx.Encoder
+			ref.Measurement("m")
+			switch d.Type {
+			case catalog.Int:
+				ref.FieldInt(d.Path, int64(v))
+			case catalog.Bool:
+				ref.FieldBool(d.Path, v != 0)
+			default:
+				ref.FieldFloat(d.Path, v)
+			}
+			if !e.enc.EndUnixNano(1) || !ref.EndUnixNano(1) {
+				t.Fatalf("signal %d (%s) = %v: no line", d.ID, d.Path, v)
+			}
+			if got, want := string(e.enc.Bytes()), string(ref.Bytes()); got != want {
+				t.Fatalf("signal %d = %v: %q, want %q", d.ID, v, got, want)
+			}
+		}
+	}
+}

@@ -89,7 +89,8 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 	}
 	p := &processor{cfg: cfg, w: w, m: m, log: log, now: time.Now}
 	p.enc.enc.Precision = time.Nanosecond // must match the writer's precision
-	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes)}, cons, p, m, log)
+	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes), CommitInterval: sink.DefaultCommitInterval,
+		Linger: sink.DefaultLinger, LingerRecords: sink.DefaultLingerRecords}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 
