@@ -10,7 +10,8 @@ import (
 )
 
 // startPresence adds the session presence hook (a device's stale session
-// on another replica is ended when it connects here; a registry reload
+// on another replica is ended when it connects here; startOCPP claims
+// charging station sockets through it too; a registry reload
 // requested by another replica is applied here). It is always on: a single replica pays one
 // KV put per MQTT connect (docs/benchmarks.md). Call before broker.Start.
 func (a *App) startPresence(ctx context.Context) error {

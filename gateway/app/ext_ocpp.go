@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/telegate/telegate/gateway/cluster/presence"
 	"github.com/telegate/telegate/gateway/dashboard/auth"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/natsbus"
@@ -71,6 +72,15 @@ func (a *App) startOCPP() error {
 	if err != nil {
 		central.Close()
 		return err
+	}
+	// A station's socket is claimed in the sessions bucket like an MQTT
+	// session (presence.OCPPKey, through the broker role's connection):
+	// its reconnect to another replica closes the stale socket here. The
+	// presence hook always runs (started with the broker, before OCPP).
+	if p := a.presence; p != nil {
+		mux.OnSession = func(id string, closed func() bool, end func()) func() {
+			return p.Claim(presence.OCPPKey(id), closed, end)
+		}
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

@@ -66,7 +66,8 @@ var Streams = []StreamSpec{
 const (
 	BucketDTCState = "dtc_state"
 	// BucketSessions holds which replica has each device's MQTT session
-	// (gateway/cluster/presence; 24h TTL, one value per key).
+	// and each charging station's OCPP socket (gateway/cluster/presence;
+	// 24h TTL, one value per key).
 	BucketSessions = "sessions"
 	// BucketDashboardSessions is auth.SessionBucket (declared by the
 	// dashboard's startup through the gateway's user).

@@ -87,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_connects_total",
 			Help: "OCPP WebSocket connection attempts by result."}, []string{"result"}),
 		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_closed_total",
-			Help: "OCPP connections closed, by reason (oversized, rate_limited, revoked, panic, replaced, peer, shutdown)."}, []string{"reason"}),
+			Help: "OCPP connections closed, by reason (oversized, rate_limited, revoked, panic, replaced, taken_over, peer, shutdown)."}, []string{"reason"}),
 		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_malformed_total",
 			Help: "OCPP frames refused by the frame pre-check, by version and reason."}, []string{"version", "reason"}),
 		CallErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_callerrors_total",

@@ -2,11 +2,14 @@ package ocpp_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	ocpp16 "github.com/lorenzodonini/ocpp-go/ocpp1.6"
 	"github.com/lorenzodonini/ocpp-go/ocpp1.6/core"
 	types16 "github.com/lorenzodonini/ocpp-go/ocpp1.6/types"
@@ -280,5 +283,71 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 			t.Fatal("condition not reached")
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// A station's half-open socket on replica A (held open and silent by a raw
+// client) and its reconnect to replica B: B's claim in the sessions bucket
+// makes A close its socket (1008 "taken over by another replica"), A no
+// longer lists the station while B does, and a command sent through A
+// reaches the station on B.
+func TestStationTakeoverAcrossReplicas(t *testing.T) {
+	const st = "CS-TAKE"
+	start := replicas(t, st)
+	a, b := start(0), start(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(st+":"+ocpptest.Secret(st))))
+	d := websocket.Dialer{Subprotocols: []string{"ocpp1.6"}, HandshakeTimeout: 10 * time.Second}
+	stale, _, err := d.DialContext(ctx, a.URL+"/"+st, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	waitFor(t, ctx, func() bool { return a.Presence.Stats().Claims.Load() == 1 })
+
+	station, err := simocpp.New(simocpp.Config{URL: b.URL, ID: st, Version: simocpp.V16, Secret: ocpptest.Secret(st),
+		Seed: 7, ChargeEvery: -1, MeterInterval: time.Second, Retry: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = station.Run(runCtx)
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	// The stale socket gets the close frame (bounded wait, not a timing claim).
+	_ = stale.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, _, err = stale.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "taken over by another replica" {
+		t.Fatalf("stale socket on A: %v, want close 1008 taken over by another replica", err)
+	}
+	waitFor(t, ctx, func() bool { _, ok := a.Central.Mux.Connected(st); return !ok })
+	if _, ok := b.Central.Mux.Connected(st); !ok {
+		t.Fatal("B lost the station's new socket")
+	}
+	if a.Presence.Stats().TakenOver.Load() != 1 || b.Presence.Stats().TakenOver.Load() != 0 {
+		t.Fatalf("taken over: A %d, B %d", a.Presence.Stats().TakenOver.Load(), b.Presence.Stats().TakenOver.Load())
+	}
+	var res ocpp.CommandResult
+	waitFor(t, ctx, func() bool {
+		res, err = a.Central.Send(ctx, st, ocpp.Command{Action: "reset"})
+		return !errors.Is(err, ocpp.ErrOffline)
+	})
+	if err != nil || res.Status != "Accepted" || res.Station != st {
+		t.Fatalf("reset sent through A: %+v %v", res, err)
+	}
+	if _, ok := b.Central.Mux.Connected(st); !ok {
+		waitFor(t, ctx, func() bool { _, ok := b.Central.Mux.Connected(st); return ok }) // the reset reboots the station onto B
+	}
+	if _, ok := a.Central.Mux.Connected(st); ok {
+		t.Fatal("A holds the station again")
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/telegate/telegate/broker/registry"
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/cluster/presence"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/ocpp"
@@ -40,8 +41,10 @@ type Options struct {
 	Dir             string           // spool directory (default: a test temp dir)
 	Log             *slog.Logger
 	// NATS, when set, makes the central system cluster-wide
-	// (Central.UseNATS): the ocpp_txn bucket and the CHARGING stream must
-	// exist on it (DeclareNATS).
+	// (Central.UseNATS) and claims every station socket in the sessions
+	// bucket (a presence.Presence, as the gateway does): the ocpp_txn and
+	// sessions buckets and the CHARGING stream must exist on it
+	// (DeclareNATS).
 	NATS *nats.Conn
 }
 
@@ -60,9 +63,12 @@ type Rec struct {
 type Harness struct {
 	Central *ocpp.Central
 	Mux     *wsmux.Server
-	Reg     *prometheus.Registry
-	Addr    string
-	URL     string // ws(s)://addr/ocpp (append /{id})
+	// Presence claims the station sockets across replicas (Options.NATS
+	// only; nil without).
+	Presence *presence.Presence
+	Reg      *prometheus.Registry
+	Addr     string
+	URL      string // ws(s)://addr/ocpp (append /{id})
 	// mu guards recs and waiters.
 	mu      sync.Mutex
 	recs    []Rec
@@ -186,6 +192,9 @@ func Start(t testing.TB, o Options) *Harness {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err = h.Central.UseNATS(ctx, o.NATS, js)
+		if err == nil {
+			h.Presence, err = startPresence(ctx, js, h.Mux, o.Log)
+		}
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -212,6 +221,9 @@ func Start(t testing.TB, o Options) *Harness {
 			h.Mux.Close()
 			_ = ln.Close()
 			<-done
+			if h.Presence != nil {
+				h.Presence.Close()
+			}
 			h.Central.Close()
 			_ = sp.Close()
 		})
@@ -220,12 +232,33 @@ func Start(t testing.TB, o Options) *Harness {
 	return h
 }
 
+// startPresence watches the sessions bucket and claims every station
+// socket of mux there, as the gateway does (gateway/app).
+func startPresence(ctx context.Context, js jetstream.JetStream, mux *wsmux.Server, log *slog.Logger) (*presence.Presence, error) {
+	kv, err := js.KeyValue(ctx, presence.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	p, err := presence.New(presence.Config{KV: kv, Replica: presence.NewReplicaID("ocpptest"), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Start(ctx); err != nil {
+		return nil, err
+	}
+	mux.OnSession = func(id string, closed func() bool, end func()) func() {
+		return p.Claim(presence.OCPPKey(id), closed, end)
+	}
+	return p, nil
+}
+
 // Stop stops the central system (a gateway "restart" when another harness
 // then starts on the same NATS bucket). Idempotent; also run at test end.
 func (h *Harness) Stop() { h.stop() }
 
 // DeclareNATS declares what UseNATS needs, as natsbus does for the
-// gateway: the CHARGING stream and the ocpp_txn bucket, with replicas.
+// gateway: the CHARGING stream and the ocpp_txn and sessions buckets, with
+// replicas.
 func DeclareNATS(t testing.TB, js jetstream.JetStream, replicas int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -236,6 +269,9 @@ func DeclareNATS(t testing.TB, js jetstream.JetStream, replicas int) {
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: natsbus.BucketOCPPTxn, Storage: jetstream.FileStorage,
 		Replicas: replicas, History: 1, TTL: natsbus.OCPPTxnTTL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, presence.BucketConfig(replicas)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,6 +9,10 @@
 // session ends that session (Ender: DISCONNECT 0x8E Session taken over for
 // MQTT 5, connection closed for 3.1.1).
 //
+// Other connections claim the same way through Claim, under keys of their
+// own: an OCPP charging station's WebSocket under OCPPKey(station id),
+// ended by the OCPP listener (gateway/ocpp/wsmux Server.OnSession).
+//
 // Order: the newest claim wins, and "newest" is the bucket's revision
 // (the stream sequence, one total order for the whole cluster), never a
 // clock. A local session remembers the revision of its own claim and is
@@ -59,8 +63,10 @@ type Claim struct {
 type Config struct {
 	KV      jetstream.KeyValue // the sessions bucket (BucketConfig)
 	Replica string             // this replica's id, unique per process (NewReplicaID)
-	// End ends a local session taken over by another replica
-	// (broker.Broker.TakeOver).
+	// End ends a local MQTT session taken over by another replica
+	// (broker.Broker.TakeOver). Required when the Presence is added to a
+	// broker as its hook (Init refuses it otherwise); a Presence serving
+	// only Claim may leave it nil.
 	End func(cl *mqtt.Client)
 	// Timeout bounds one claim write; default 2s. A failed claim leaves
 	// the session running (counted in Stats.ClaimErrors).
@@ -94,12 +100,19 @@ type Stats struct {
 	Reloads     atomic.Uint64 // registry reloads requested by other replicas
 }
 
-// session is a local session and the revision of its claim.
+// session is a local session (MQTT client or another connection that
+// called Claim) and the revision of its claim.
 type session struct {
-	cl    *mqtt.Client
-	nonce string
-	rev   uint64
+	owner  any         // *mqtt.Client, or the *holder of a Claim: identity for the release
+	id     string      // for logs
+	closed func() bool // whether the connection is already gone
+	end    func()      // ends the connection (taken over)
+	nonce  string
+	rev    uint64
 }
+
+// holder identifies one Claim call (its release forgets only its own session).
+type holder struct{ _ byte }
 
 // Presence is the mochi hook (OnSessionEstablished, OnDisconnect) and the
 // bucket watcher of one replica.
@@ -123,8 +136,8 @@ type Presence struct {
 
 // New returns a Presence; Start begins watching.
 func New(cfg Config) (*Presence, error) {
-	if cfg.KV == nil || cfg.Replica == "" || cfg.End == nil {
-		return nil, fmt.Errorf("%w: KV, Replica and End are required", ErrConfig)
+	if cfg.KV == nil || cfg.Replica == "" {
+		return nil, fmt.Errorf("%w: KV and Replica are required", ErrConfig)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
@@ -155,6 +168,14 @@ func (p *Presence) Stats() *Stats { return &p.stats }
 
 // ID is the hook's id.
 func (p *Presence) ID() string { return "telegate-presence" }
+
+// Init refuses to serve as a broker hook without Config.End.
+func (p *Presence) Init(any) error {
+	if p.cfg.End == nil {
+		return fmt.Errorf("%w: End is required for the broker hook", ErrConfig)
+	}
+	return nil
+}
 
 // Provides declares the hook's events.
 func (p *Presence) Provides(e byte) bool {
@@ -237,9 +258,9 @@ func (p *Presence) observe(key string, rev uint64, val []byte) {
 
 func (p *Presence) takeOver(s session, by Claim, rev uint64) {
 	p.stats.TakenOver.Add(1)
-	p.log.Info("session taken over by another replica", "client", s.cl.ID, "by_replica", by.Replica,
+	p.log.Info("session taken over by another replica", "client", s.id, "by_replica", by.Replica,
 		"revision", rev, "own_revision", s.rev)
-	p.cfg.End(s.cl)
+	s.end()
 }
 
 // OnSessionEstablished writes the claim of a new local session.
@@ -247,8 +268,33 @@ func (p *Presence) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
-	key := Key(cl.ID)
+	p.claim(Key(cl.ID), session{owner: cl, id: cl.ID, closed: cl.Closed, end: func() { p.cfg.End(cl) }})
+}
+
+// Claim claims key (OCPPKey for a charging station) for a local connection
+// other than an MQTT session, as OnSessionEstablished does for one: it
+// writes the claim (blocking up to Config.Timeout) and, from then on until
+// release, calls end once if another replica claims key later (by bucket
+// revision). closed reports whether the connection is already gone (then
+// nothing is written). end runs on the watcher's goroutine (or on the
+// caller's, when a newer claim arrived while this one was written) and
+// must not block. Call release when the connection ends; the claim stays in the
+// bucket, as an MQTT session's does.
+func (p *Presence) Claim(key string, closed func() bool, end func()) (release func()) {
+	h := &holder{}
+	p.claim(key, session{owner: h, id: key, closed: closed, end: end})
+	return func() { p.forget(key, h) }
+}
+
+// OCPPKey is the bucket key of an OCPP charging station's claim: "o." and
+// Key(id). It never equals an MQTT client's key (plain keys hold no '.',
+// encoded ones start "x.") nor ReloadKey.
+func OCPPKey(id string) string { return "o." + Key(id) }
+
+// claim writes the claim of the local session s under key.
+func (p *Presence) claim(key string, s session) {
 	nonce := randomHex(8)
+	s.nonce = nonce
 	val, _ := json.Marshal(Claim{Replica: p.cfg.Replica, Nonce: nonce, At: p.cfg.Now().UTC()})
 	p.mu.Lock()
 	p.writing[key]++
@@ -256,7 +302,7 @@ func (p *Presence) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
 	var rev uint64
 	var err error
-	if !cl.Closed() {
+	if !s.closed() {
 		rev, err = p.cfg.KV.Put(ctx, key, val)
 	}
 	cancel()
@@ -273,21 +319,23 @@ func (p *Presence) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	case seen > rev:
 		takeOver = true // a newer foreign claim arrived while writing
 	default:
-		if cur, ok := p.local[key]; !ok || cur.rev < rev || cur.cl.Closed() {
-			p.local[key] = session{cl: cl, nonce: nonce, rev: rev}
+		if cur, ok := p.local[key]; !ok || cur.rev < rev || cur.closed() {
+			s.rev = rev
+			p.local[key] = s
 		}
 	}
 	p.mu.Unlock()
 	if err != nil {
 		p.stats.ClaimErrors.Add(1)
-		p.log.Warn("session claim not written; a stale session elsewhere is not ended", "client", cl.ID, "err", err)
+		p.log.Warn("session claim not written; a stale session elsewhere is not ended", "client", s.id, "err", err)
 		return
 	}
 	if rev != 0 {
 		p.stats.Claims.Add(1)
 	}
 	if takeOver {
-		p.takeOver(session{cl: cl, nonce: nonce, rev: rev}, Claim{Replica: "?"}, seen)
+		s.rev = rev
+		p.takeOver(s, Claim{Replica: "?"}, seen)
 	}
 }
 
@@ -295,9 +343,13 @@ func (p *Presence) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // another replica may already have replaced it); claims expire with the
 // bucket's TTL.
 func (p *Presence) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	key := Key(cl.ID)
+	p.forget(Key(cl.ID), cl)
+}
+
+// forget drops key's local session if owner still holds it.
+func (p *Presence) forget(key string, owner any) {
 	p.mu.Lock()
-	if s, ok := p.local[key]; ok && s.cl == cl {
+	if s, ok := p.local[key]; ok && s.owner == owner {
 		delete(p.local, key)
 	}
 	p.mu.Unlock()

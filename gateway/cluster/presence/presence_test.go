@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,5 +291,104 @@ func TestKey(t *testing.T) {
 	}
 	if !bytes.Equal([]byte(Key("")), []byte("x.")) {
 		t.Errorf("Key(\"\") = %q", Key(""))
+	}
+}
+
+// station is a non-MQTT connection holding a claim (as an OCPP socket does).
+type station struct {
+	closed  atomic.Bool
+	ended   chan struct{}
+	release func()
+}
+
+func claimStation(t *testing.T, p *Presence, key string) *station {
+	t.Helper()
+	s := &station{ended: make(chan struct{})}
+	before := p.Stats().Claims.Load()
+	s.release = p.Claim(key, s.closed.Load, func() {
+		if s.closed.CompareAndSwap(false, true) {
+			close(s.ended)
+		}
+	})
+	if p.Stats().Claims.Load() != before+1 {
+		t.Fatal("claim not written")
+	}
+	return s
+}
+
+func (s *station) isEnded() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestClaimAcrossReplicas: the generic Claim (an OCPP station's socket):
+// a newer claim by replica B ends A's holder, not B's; a late older claim
+// does not end B's; a released holder is not ended by a newer claim; a
+// Presence without End serves Claim but refuses to be a broker hook.
+func TestClaimAcrossReplicas(t *testing.T) {
+	c := testenv.StartNATSCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kvA, err := c.JetStream(t, 0).CreateOrUpdateKeyValue(ctx, BucketConfig(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvB, err := c.JetStream(t, 1).KeyValue(ctx, Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(name string, kv jetstream.KeyValue) *Presence {
+		p, err := New(Config{KV: kv, Replica: NewReplicaID(name), Log: logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	a, b := start("a", kvA), start("b", kvB)
+	if err := a.Init(nil); !errors.Is(err, ErrConfig) {
+		t.Fatalf("Init without End: %v, want ErrConfig", err)
+	}
+	key := OCPPKey("CS-01")
+
+	onA := claimStation(t, a, key)
+	onB := claimStation(t, b, key)
+	eventually(t, "A's holder ended", onA.isEnded)
+	if onB.isEnded() || a.Stats().TakenOver.Load() != 1 || b.Stats().TakenOver.Load() != 0 {
+		t.Fatalf("B ended %v; taken over A %d B %d", onB.isEnded(), a.Stats().TakenOver.Load(), b.Stats().TakenOver.Load())
+	}
+	onA.release() // after the takeover: nothing left to forget
+
+	b.mu.Lock()
+	own := b.local[key].rev
+	b.mu.Unlock()
+	stale, _ := json.Marshal(Claim{Replica: "z-old", Nonce: "n"})
+	b.observe(key, own-1, stale)
+	if onB.isEnded() {
+		t.Fatal("an older claim ended B's holder")
+	}
+	onB.release()
+	b.observe(key, own+1, stale)
+	if onB.isEnded() || b.Stats().TakenOver.Load() != 0 {
+		t.Fatal("a released holder was ended")
+	}
+	// An MQTT session of a client id "CS-01" is another key.
+	if Key("CS-01") == key {
+		t.Fatal("OCPP and MQTT keys collide")
+	}
+}
+
+func TestOCPPKey(t *testing.T) {
+	for id, want := range map[string]string{"CS-01": "o.CS-01", "a.b": "o.x.YS5i"} {
+		if got := OCPPKey(id); got != want || got == ReloadKey {
+			t.Errorf("OCPPKey(%q) = %q, want %q", id, got, want)
+		}
 	}
 }

@@ -81,7 +81,7 @@ type Config struct {
 // Metrics are the counters the listener feeds (all optional).
 type Metrics struct {
 	Connect   func(result string)             // ok, bad_credentials, unknown_station, bad_cert, bad_path, bad_subprotocol
-	Closed    func(reason string)             // oversized, rate_limited, revoked, panic, replaced, ...
+	Closed    func(reason string)             // oversized, rate_limited, revoked, panic, replaced, taken_over, ...
 	Malformed func(version, reason string)    // frame pre-check failures
 	CallError func(version, code string)      // every CALLERROR written
 	Message   func(version, action string)    // every accepted CALL
@@ -115,6 +115,16 @@ type Server struct {
 	// point's id after it connected and after it disconnected; Connected
 	// then tells which.
 	OnConnChange func(id string)
+	// OnSession, when set (before Serve), is called with a charge point's
+	// id once its socket is registered (after OnConnChange; its first
+	// frame is read after OnSession returns). closed reports whether the
+	// socket is already gone; end closes it with a policy-violation close
+	// frame, reason "taken over by another replica" (counted as
+	// Closed("taken_over")), and never touches a newer socket of the id.
+	// The returned release is called when the socket's disconnect is
+	// handled. The gateway claims the station in the cluster's sessions
+	// bucket here (presence.Presence.Claim).
+	OnSession func(id string, closed func() bool, end func()) (release func())
 }
 
 // New returns a listener authenticating against reg.
@@ -350,6 +360,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if s.OnConnChange != nil {
 		s.OnConnChange(id)
 	}
+	if s.OnSession != nil {
+		c.release = s.OnSession(id, c.closed.Load, c.takenOver)
+	}
 	go c.readLoop()
 }
 
@@ -468,6 +481,17 @@ type Conn struct {
 	// wmu serialises writes (gorilla allows one writer).
 	wmu       sync.Mutex
 	closeOnce sync.Once
+	// closed is set when the socket is closed (by either side).
+	closed atomic.Bool
+	// release is Server.OnSession's result, set before readLoop starts.
+	release func()
+}
+
+// takenOver closes the socket because another replica holds the charge
+// point's newer connection. It does not block (the presence watcher calls
+// it); readLoop then cleans up, leaving a newer socket of the id alone.
+func (c *Conn) takenOver() {
+	go c.close(websocket.ClosePolicyViolation, "taken over by another replica", "taken_over")
 }
 
 // ID is the charge point id.
@@ -499,6 +523,7 @@ func (c *Conn) write(b []byte) error {
 // close sends a close frame and closes the socket; readLoop then cleans up.
 func (c *Conn) close(code int, text, reason string) {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		c.s.m.Closed(reason)
 		c.wmu.Lock()
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
@@ -513,7 +538,10 @@ func (c *Conn) readLoop() {
 			c.s.log.Error("OCPP connection handler panicked; connection closed", "station", c.id, "panic", fmt.Sprint(p))
 			c.close(websocket.CloseInternalServerErr, "internal error", "panic")
 		}
-		c.closeOnce.Do(func() { c.s.m.Closed("peer"); _ = c.ws.Close() })
+		c.closeOnce.Do(func() { c.closed.Store(true); c.s.m.Closed("peer"); _ = c.ws.Close() })
+		if c.release != nil {
+			c.release()
+		}
 		c.s.mu.Lock()
 		if c.s.conns[c.id] == c {
 			delete(c.s.conns, c.id)

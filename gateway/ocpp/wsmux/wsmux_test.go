@@ -42,6 +42,12 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 // serve starts a profile-1 listener with one registered charger.
 func serve(t *testing.T, cfg Config, m Metrics, log *slog.Logger) (*Server, string) {
 	t.Helper()
+	return serveWith(t, cfg, m, log, nil)
+}
+
+// serveWith is serve with setup run on the Server before Serve.
+func serveWith(t *testing.T, cfg Config, m Metrics, log *slog.Logger, setup func(*Server)) (*Server, string) {
+	t.Helper()
 	hash, err := registry.HashSecret([]byte(secret), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +61,9 @@ func serve(t *testing.T, cfg Config, m Metrics, log *slog.Logger) (*Server, stri
 	}
 	cfg.SecurityProfile, cfg.MaxFrameBytes = 1, 64<<10
 	s := New(cfg, reg, m, log)
+	if setup != nil {
+		setup(s)
+	}
 	for _, v := range s.virt {
 		go v.Start(0, "")
 	}
@@ -250,5 +259,91 @@ func TestRefusedConnectionLogBounded(t *testing.T) {
 	}
 	if int64(lines)+suppressed.Load() != 1000 {
 		t.Fatalf("%d lines + %d suppressed, want 1000", lines, suppressed.Load())
+	}
+}
+
+// TestOnSessionTakenOver: every socket is handed to OnSession; its end
+// closes that socket with 1008 "taken over by another replica" (counted
+// taken_over) and releases it; a late end of a socket already replaced
+// locally leaves the newer one connected.
+func TestOnSessionTakenOver(t *testing.T) {
+	type sess struct {
+		closed   func() bool
+		end      func()
+		released atomic.Bool
+	}
+	var mu sync.Mutex
+	var sessions []*sess
+	var takenOver atomic.Int64
+	m := Metrics{Closed: func(r string) {
+		if r == "taken_over" {
+			takenOver.Add(1)
+		}
+	}}
+	s, addr := serveWith(t, Config{}, m, nil, func(s *Server) {
+		s.OnSession = func(id string, closed func() bool, end func()) func() {
+			ss := &sess{closed: closed, end: end}
+			mu.Lock()
+			sessions = append(sessions, ss)
+			mu.Unlock()
+			return func() { ss.released.Store(true) }
+		}
+	})
+	get := func(i int) *sess {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			n := len(sessions)
+			mu.Unlock()
+			if n > i {
+				mu.Lock()
+				defer mu.Unlock()
+				return sessions[i]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("OnSession not called for socket %d", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("never: %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	first, err := dialCharger(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	s1 := get(0)
+	second, err := dialCharger(addr) // replaces first on this replica
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	s2 := get(1)
+	eventually("first socket released", func() bool { return s1.released.Load() && s1.closed() })
+	s1.end() // a late takeover of the replaced socket
+	if _, ok := s.Connected(station); !ok || s2.closed() || takenOver.Load() != 0 {
+		t.Fatal("ending the replaced socket touched the newer one")
+	}
+
+	s2.end()
+	_ = second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = second.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "taken over by another replica" {
+		t.Fatalf("got %v, want close 1008 taken over by another replica", err)
+	}
+	eventually("second socket released", func() bool { _, ok := s.Connected(station); return s2.released.Load() && !ok })
+	if !s2.closed() || takenOver.Load() != 1 {
+		t.Fatalf("closed %v, taken_over counted %d", s2.closed(), takenOver.Load())
 	}
 }
