@@ -610,8 +610,11 @@ func (b *Broker) revalidate() int {
 		}
 		b.log.Info("session ended: credentials no longer accepted", "client", cl.ID, "remote", cl.Net.Remote)
 		b.forget(cl.ID, cl)
-		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
+		// Counted before the DISCONNECT: whoever sees the session end
+		// (the device, a test) then also sees the count (the expiry timer
+		// runs this concurrently with them).
 		b.stats.Revoked.Add(1)
+		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
 		ended++
 	}
 	return ended

@@ -238,9 +238,13 @@ func TestCloseBeforeServe(t *testing.T) {
 	}
 }
 
+// TestWebSocketListener: the connect deadlines are seconds, not a few
+// hundred ms: each upgrade below is legitimate and must complete within it
+// on a loaded CI box under -race.
 func TestWebSocketListener(t *testing.T) {
 	st := new(Stats)
-	w, err := NewWebSocket(Options{ID: "ws", Address: "127.0.0.1:0", ConnectTimeout: 200 * time.Millisecond, Stats: st})
+	const connectTimeout = 3 * time.Second
+	w, err := NewWebSocket(Options{ID: "ws", Address: "127.0.0.1:0", ConnectTimeout: connectTimeout, Stats: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +313,7 @@ func TestWebSocketListener(t *testing.T) {
 	eventually(t, "plain HTTP socket released", func() bool { return st.Open.Load() == 0 })
 
 	// Upgraded but silent: the deadline is re-armed after the upgrade.
-	w2, err := NewWebSocket(Options{ID: "ws2", Address: "127.0.0.1:0", ConnectTimeout: 100 * time.Millisecond, Stats: st})
+	w2, err := NewWebSocket(Options{ID: "ws2", Address: "127.0.0.1:0", ConnectTimeout: connectTimeout, Stats: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -233,12 +232,17 @@ func (g *Gateway) Log() string {
 	return string(out)
 }
 
-// FreeAddr returns a free loopback address (host:port).
+// FreeAddr returns a free loopback address (host:port) for a server the
+// test starts next (often another process, which binds it a second or so
+// later). Like influxd's, it is below the kernel's ephemeral range when
+// possible (freeAddr): a port-0 address could meanwhile become the local
+// port of any outgoing connection or port-0 listener of the tests running
+// in parallel (go test ./... runs packages at once), and the server would
+// then fail to start with "address already in use".
 func FreeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addr := freeAddr()
+	if addr == "127.0.0.1:0" {
+		t.Fatal("testenv: no free loopback port")
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }

@@ -392,18 +392,37 @@ func (i *Influx) logTail() string {
 	return localserver.Tail(b)
 }
 
+// handedOut holds the low ports freeAddr returned in this process, so that
+// two addresses picked before their servers bind them (a cluster's nodes,
+// a gateway's MQTT, HTTP and NATS ports) never coincide.
+var handedOut struct {
+	mu    sync.Mutex // guards ports
+	ports map[int]bool
+}
+
 // freeAddr returns a free loopback address. It prefers a random port below
 // the kernel's ephemeral range, which neither outgoing connections nor
-// listeners on port 0 (other tests on this machine) can take while influxd
-// starts; it falls back to a kernel-chosen port.
+// listeners on port 0 (other tests on this machine) can take while the
+// server (influxd, a gateway, a NATS node) starts; it falls back to a
+// kernel-chosen port.
 func freeAddr() string {
 	lo := ephemeralLow()
 	const lowPort = 20000
 	if lo-lowPort >= 1000 {
+		handedOut.mu.Lock()
+		defer handedOut.mu.Unlock()
+		if handedOut.ports == nil {
+			handedOut.ports = make(map[int]bool)
+		}
 		for range 50 {
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lowPort+rand.IntN(lo-lowPort)))
+			port := lowPort + rand.IntN(lo-lowPort)
+			if handedOut.ports[port] {
+				continue
+			}
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			if l, err := net.Listen("tcp", addr); err == nil {
 				_ = l.Close()
+				handedOut.ports[port] = true
 				return addr
 			}
 		}

@@ -30,6 +30,38 @@ type env struct {
 	c     *testenv.NATSCluster
 	clk   *testenv.ManualClock
 	nodes int
+	busy  atomic.Int64 // lease and ticker KV operations in flight (busyKV)
+}
+
+// busyKV is the real KV bucket, counting the operations in flight: step
+// does not run the manual clock (~30 manual seconds per real second) while
+// one is, so that a renewal taking 100 ms of real time on a loaded box is
+// not taken for a holder that stopped renewing.
+type busyKV struct {
+	jetstream.KeyValue
+	busy *atomic.Int64
+}
+
+func (k busyKV) track() func() { k.busy.Add(1); return func() { k.busy.Add(-1) } }
+
+func (k busyKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	defer k.track()()
+	return k.KeyValue.Get(ctx, key)
+}
+
+func (k busyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	defer k.track()()
+	return k.KeyValue.Create(ctx, key, value, opts...)
+}
+
+func (k busyKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	defer k.track()()
+	return k.KeyValue.Update(ctx, key, value, revision)
+}
+
+func (k busyKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	defer k.track()()
+	return k.KeyValue.Delete(ctx, key, opts...)
 }
 
 // topologies runs f on a single JetStream server (R1 bucket) and on a
@@ -73,7 +105,7 @@ func (e *env) conn(t *testing.T, i int) (*nats.Conn, jetstream.KeyValue) {
 
 func (e *env) lease(t *testing.T, kv jetstream.KeyValue, holder string) *lease.Lease {
 	t.Helper()
-	l, err := lease.New(kv, "scheduler", holder, ttl, e.clk)
+	l, err := lease.New(busyKV{KeyValue: kv, busy: &e.busy}, "scheduler", holder, ttl, e.clk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,14 +114,18 @@ func (e *env) lease(t *testing.T, kv jetstream.KeyValue, holder string) *lease.L
 
 // step advances the manual clock by d at a time, pausing briefly so the
 // goroutines under test react, until cond holds or limit (real time) runs
-// out. It returns whether cond held.
+// out. It returns whether cond held. The clock stands still while a lease
+// or ticker KV operation is in flight (busyKV): manual time measures the
+// lease's logic, not the machine's speed.
 func (e *env) step(d time.Duration, limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return true
 		}
-		e.clk.Advance(d)
+		if e.busy.Load() == 0 {
+			e.clk.Advance(d)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return cond()
@@ -158,9 +194,29 @@ func TestRunOneLeader(t *testing.T) {
 				})
 			}()
 		}
-		// Run for 5 ttl periods.
+		// Run for 5 ttl periods. The clock runs ~30 manual seconds per real
+		// second: it is held from when a renewal is due (ttl/3 after the
+		// last one, plus a margin) until that renewal shows in the bucket,
+		// so that a renewal slow in real time (a loaded CI box, a quorum
+		// commit) is not taken for a holder that stopped renewing.
+		_, kvW := e.conn(t, 0)
+		key := lease.KeyPrefix + "scheduler"
+		var rev uint64
+		var seenAt time.Time
 		end := e.clk.Now().Add(5 * ttl)
-		e.step(ttl/20, 30*time.Second, func() bool { return !e.clk.Now().Before(end) })
+		deadline := time.Now().Add(30 * time.Second)
+		for e.clk.Now().Before(end) {
+			if time.Now().After(deadline) {
+				t.Fatalf("5 ttl periods not reached (lease revision %d)", rev)
+			}
+			if en, err := kvW.Get(ctx, key); err == nil && en.Revision() != rev {
+				rev, seenAt = en.Revision(), e.clk.Now()
+			}
+			if rev != 0 && e.clk.Now().Before(seenAt.Add(ttl/3+ttl/10)) {
+				e.clk.Advance(ttl / 20)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		cancel()
 		wg.Wait()
 		mu.Lock()

@@ -58,7 +58,7 @@ func (ty *tally) doneThrough(n uint64) bool {
 
 func (e *env) ticker(t *testing.T, kv jetstream.KeyValue, holder string) *lease.Ticker {
 	t.Helper()
-	tk, err := lease.NewTicker(kv, "daily", holder, sched, e.clk, lease.WithRetryEvery(time.Second))
+	tk, err := lease.NewTicker(busyKV{KeyValue: kv, busy: &e.busy}, "daily", holder, sched, e.clk, lease.WithRetryEvery(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
