@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -317,7 +318,10 @@ type authState struct {
 	base     *server.Options // server options without auth
 	creds    Credentials
 	partners []PartnerAccount
-	limits   PartnerLimits
+	// partnersSet: SetPartners has applied partners once (until then the
+	// server runs with none and the first call always reloads).
+	partnersSet bool
+	limits      PartnerLimits
 }
 
 // SetPartners replaces the partner accounts of the embedded server at run
@@ -331,6 +335,12 @@ func (b *Bus) SetPartners(parts []PartnerAccount) error {
 	b.auth.mu.Lock()
 	defer b.auth.mu.Unlock()
 	prev := b.auth.partners
+	if b.auth.partnersSet && reflect.DeepEqual(prev, parts) {
+		// Nothing changed: a reload would still re-register every
+		// account and could drop a partner connecting right now (several
+		// replicas' hooks, or a registry write and its watch, both ask).
+		return nil
+	}
 	b.auth.partners = parts
 	o, err := b.auth.options()
 	if err != nil {
@@ -353,6 +363,7 @@ func (b *Bus) SetPartners(parts []PartnerAccount) error {
 		b.auth.partners = prev
 		return fmt.Errorf("natsbus: reload accounts: %w", err)
 	}
+	b.auth.partnersSet = true
 	if fresh {
 		// nats-server (v2.15) creates an account that first appears in a
 		// reload without subscribing its service imports; a second reload

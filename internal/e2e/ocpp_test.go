@@ -242,6 +242,17 @@ func TestOCPPMalformedFrames(t *testing.T) {
 			t.Fatalf("%s oversized: %v", proto, err)
 		}
 		conn.Close()
+		// gorilla/websocket writes the 1009 close frame itself before the
+		// server's read loop sees the error and counts the close: wait for
+		// the count, or the next connection of this station could replace
+		// the old socket first and have it counted as "replaced".
+		want := fmt.Sprintf(`telegate_ocpp_closed_total{reason="oversized"} %d`, map[bool]int{false: 1, true: 2}[v201])
+		eventually(t, "oversized close counted", func() error {
+			if !strings.Contains(scrapeMetrics(t, e), want) {
+				return fmt.Errorf("metrics lack %s", want)
+			}
+			return nil
+		})
 	}
 	// Flood: closed with 1008.
 	conn, _, err := dialOCPP(e, st, st, sim.Secret(fleetKey, st), "ocpp1.6")

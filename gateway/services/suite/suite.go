@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,6 +93,8 @@ type Suite struct {
 	deps  Deps
 	log   *slog.Logger
 	group *svc.Group
+
+	changeMu sync.Mutex // serialises partnersChanged
 }
 
 // Start builds and starts every service.
@@ -207,6 +210,11 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 // partnersChanged refreshes API tokens, partner NATS consumers (created
 // before the accounts that read them) and partner NATS accounts.
 func (s *Suite) partnersChanged() {
+	// Called by the API's write and by the registry's watch (and on other
+	// replicas): one at a time, so consumers, tokens and accounts are
+	// applied in order.
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := s.NATS.Ensure(ctx); err != nil {
 		s.log.Error("partner NATS consumers not created", "err", err)
