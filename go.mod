@@ -8,6 +8,7 @@ require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/influxdata/influxdb-client-go/v2 v2.14.0
+	github.com/lorenzodonini/ocpp-go v0.19.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -35,7 +36,6 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/leodido/go-urn v1.2.4 // indirect
-	github.com/lorenzodonini/ocpp-go v0.19.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -58,3 +58,8 @@ require (
 )
 
 tool github.com/tinylib/msgp
+
+// mochi-mqtt v2.7.9 with two lock fixes (Inflight.NextImmediate and
+// Clients.GetByListener took their read lock twice and could deadlock
+// against a waiting writer): see internal/third_party/mochi/README.md.
+replace github.com/mochi-mqtt/server/v2 => ./internal/third_party/mochi
