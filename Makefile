@@ -27,7 +27,7 @@ run: build influxd ## start InfluxDB, the gateway (broker + embedded NATS) and a
 
 test: influxd chromium lint generate-check ## every test, race detector on, real InfluxDB, NATS and Chromium
 	$(GO) test -race -count=1 -timeout 18m $(PKGS)
-	cd internal/third_party/mochi && $(GO) test -race -count=1 -timeout 5m ./...
+	cd internal/third_party/mochi && $(GO) test -race -count=1 -timeout 5m . ./packets/... ./hooks/... ./mempool/... ./system/...
 
 test-short: ## unit tests only (go test -short): no InfluxDB, no Chromium; tests that need them skip
 	$(GO) test -short -count=1 $(PKGS)

@@ -363,30 +363,36 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
-	var err error
-
 	for {
 		if cl.Closed() {
 			return nil
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
-		if err != nil {
+		var fh packets.FixedHeader // telegate: on the stack, was new() per packet
+		if err := cl.ReadFixedHeader(&fh); err != nil {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
+		if err := cl.readAndHandle(&fh, packetHandler); err != nil {
 			return err
 		}
 	}
+}
+
+// readAndHandle reads the rest of the packet fh starts and hands it to
+// packetHandler. telegate: a separate function, not inlined, so that the
+// packet value (about 800 bytes) is on the stack only while a packet is
+// handled, not while Read waits for the next one (see attachClient).
+//
+//go:noinline
+func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
