@@ -74,6 +74,9 @@ func Stages(traces io.Reader) ([]Stage, time.Duration, error) {
 		if !strings.HasPrefix(line, " ") || len(f) == 0 {
 			continue
 		}
+		if value == 0 && strings.HasSuffix(f[0], ":") {
+			continue // a pprof label of the sample ("stream:  VEHICLE", set by nats-server)
+		}
 		if len(f) >= 2 && value == 0 {
 			d, err := time.ParseDuration(strings.Replace(f[0], "µs", "us", 1))
 			if err != nil {

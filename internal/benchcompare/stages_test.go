@@ -33,6 +33,8 @@ Type: cpu
              github.com/telegate/telegate/gateway/spool.(*Consumer).Commit
              github.com/telegate/telegate/gateway/eventsink.(*Sink).Run
 -----------+-------------------------------------------------------
+    stream:  VEHICLE
+   account:  GATEWAY
       20ms   runtime.scanobject
              runtime.gcBgMarkWorker
 -----------+-------------------------------------------------------
@@ -42,7 +44,8 @@ Type: cpu
 `
 
 // TestStages: samples land in the stage of the first matching rule; a
-// PUBACK written by the spool's notifier counts as PUBACK write.
+// PUBACK written by the spool's notifier counts as PUBACK write; a
+// sample's pprof labels (nats-server sets some) are skipped.
 func TestStages(t *testing.T) {
 	st, total, err := Stages(strings.NewReader(sampleTraces))
 	if err != nil {
