@@ -177,7 +177,7 @@ type Conn struct {
 	// wbuf (guarded by wmu) is where held writes are gathered with the
 	// next write, so that they leave in one write(2).
 	wbuf []byte
-	// async is held when it can be released by another goroutine
+	// async is held again when another goroutine can release it
 	// (AsyncHeld) and the socket allows writes that never block (nbw);
 	// both set by SetHeld, then read-only.
 	async AsyncHeld
