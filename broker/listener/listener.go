@@ -179,6 +179,14 @@ type Conn struct {
 	// wbuf (guarded by wmu) is where held writes are gathered with the
 	// next write, so that they leave in one write(2).
 	wbuf []byte
+	// async is held again when another goroutine can release it
+	// (AsyncHeld) and the socket allows writes that never block (nbw);
+	// both set by SetHeld, then read-only.
+	async AsyncHeld
+	nbw   *nbWriter
+	// pending (guarded by wmu) is the part of a ReleaseHeld write that
+	// the socket did not take at once: it goes out before anything else.
+	pending []byte
 }
 
 // Held holds writes back until they may go out: the PUBACKs of frames
@@ -192,12 +200,86 @@ type Held interface {
 	Flush(dst []byte) ([]byte, error)
 }
 
+// AsyncHeld is a Held whose writes another goroutine can release, so that
+// the connection's reader need not wait for them before it reads.
+type AsyncHeld interface {
+	Held
+	// Later arranges for Conn.ReleaseHeld to be called once the held
+	// writes may go out. false: it cannot (or they may go out now), and
+	// the reader flushes them itself.
+	Later() bool
+	// Release appends to dst the held writes that may go out now,
+	// without waiting. An error drops them, as for Flush.
+	Release(dst []byte) ([]byte, error)
+}
+
 // SetHeld installs h. It must be called by the goroutine that reads the
-// connection (mochi's read loop, in a hook), at most once.
+// connection (mochi's read loop, in a hook), at most once. If h is an
+// AsyncHeld and the connection is a plain TCP socket, the reader no
+// longer waits for held writes before reading: they are written by
+// ReleaseHeld.
 func (c *Conn) SetHeld(h Held) {
 	c.wmu.Lock()
 	c.held = h
+	if a, ok := h.(AsyncHeld); ok {
+		if c.nbw = newNBWriter(c.Conn); c.nbw != nil {
+			c.async = a
+		}
+	}
 	c.wmu.Unlock()
+}
+
+// ReleaseHeld writes what the AsyncHeld releases (Release), from a
+// goroutine other than the reader, without ever blocking on the socket or
+// on another writer: if a write is in progress, or the socket does not
+// take every byte at once, a goroutine finishes the job.
+func (c *Conn) ReleaseHeld() {
+	if c.async == nil {
+		return
+	}
+	if !c.wmu.TryLock() {
+		go c.releaseBlocking()
+		return
+	}
+	defer c.wmu.Unlock()
+	if c.writesClosed || len(c.pending) > 0 {
+		// With pending bytes a releaseBlocking is on its way: it waits
+		// for wmu and releases these too.
+		return
+	}
+	buf, err := c.async.Release(c.wbuf[:0])
+	if err != nil || len(buf) == 0 {
+		return
+	}
+	n := c.nbw.write(buf)
+	if n < len(buf) && n >= 0 {
+		c.pending = append(c.pending[:0], buf[n:]...)
+		go c.releaseBlocking()
+	}
+	if cap(buf) <= maxHeldBuf {
+		c.wbuf = buf[:0]
+	}
+}
+
+// releaseBlocking is ReleaseHeld for when it may block: it waits for wmu
+// and writes pending bytes and what the AsyncHeld releases.
+func (c *Conn) releaseBlocking() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writesClosed {
+		return
+	}
+	buf, err := c.async.Release(append(c.wbuf[:0], c.pending...))
+	c.pending = c.pending[:0]
+	if err != nil {
+		return
+	}
+	if len(buf) > 0 {
+		_, _ = c.Conn.Write(buf)
+	}
+	if cap(buf) <= maxHeldBuf {
+		c.wbuf = buf[:0]
+	}
 }
 
 // Held returns what SetHeld installed, or nil. Only the goroutine that
@@ -207,7 +289,8 @@ func (c *Conn) Held() Held { return c.held }
 // writeHeldLocked writes what c.held releases, in one write, followed by p.
 // Called with wmu held.
 func (c *Conn) writeHeldLocked(p []byte) (int, error) {
-	buf, err := c.held.Flush(c.wbuf[:0])
+	buf, err := c.held.Flush(append(c.wbuf[:0], c.pending...))
+	c.pending = c.pending[:0]
 	if err != nil {
 		return 0, err
 	}
@@ -304,7 +387,7 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 // violation ends the stream with an error wrapping ErrProtocolViolation
 // before the offending packet is complete.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.held != nil {
+	if c.held != nil && (c.async == nil || !c.async.Later()) {
 		if err := c.releaseHeld(); err != nil {
 			return 0, err
 		}

@@ -69,4 +69,27 @@ func TestHeldPathAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("%v allocations per hold+release", n)
 	}
+	// The notified path: the PUBACKs of the commits that finished leave,
+	// in order, the newer ones stay held.
+	tk := uint64(1)
+	if n := testing.AllocsPerRun(200, func() {
+		q.add(tk, 7, now)
+		q.add(tk+1, 8, now)
+		q.mu.Lock()
+		q.done = tk
+		q.mu.Unlock()
+		var err error
+		if out, err = q.Release(out[:0]); err != nil || len(out) != 4 || out[3] != 7 {
+			t.Fatalf("release: % x, %v", out, err)
+		}
+		q.mu.Lock()
+		q.done = tk + 1
+		q.mu.Unlock()
+		if out, err = q.Release(out[:0]); err != nil || len(out) != 4 || out[3] != 8 {
+			t.Fatalf("release: % x, %v", out, err)
+		}
+		tk += 2
+	}); n != 0 {
+		t.Fatalf("%v allocations per hold+notified release", n)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/telegate/telegate/broker/listener"
 	"github.com/telegate/telegate/gateway/ingest/topics"
+	"github.com/telegate/telegate/gateway/spool"
 )
 
 // Pipeliner is implemented by a Spool that lets a connection's QoS 1
@@ -26,6 +27,18 @@ type Pipeliner interface {
 	WaitTicket(t uint64, appended time.Time) error
 }
 
+// AsyncPipeliner is a Pipeliner that can also tell when a commit has
+// finished, so that a connection's reader need not wait for it: the spool's
+// notifier goroutine writes the held PUBACKs (listener.AsyncHeld).
+type AsyncPipeliner interface {
+	Pipeliner
+	// NotifyTicket arranges for n.Durable to be called once the commit
+	// of t has finished, or with an error wrapping ErrTimeout once the
+	// ack timeout (counted from appended) has passed. false: the commit
+	// has already finished (nothing registered).
+	NotifyTicket(t uint64, appended time.Time, n spool.Notifier) bool
+}
+
 // heldAcks holds the PUBACKs of one MQTT 3.1.1 connection's QoS 1
 // publishes whose group commit is still running. mochi's read loop keeps
 // reading the packets it has already buffered meanwhile; before it would
@@ -40,11 +53,23 @@ type Pipeliner interface {
 type heldAcks struct {
 	h  *Hook
 	cl *mqtt.Client
+	lc *listener.Conn
 
-	mu     sync.Mutex // guards the fields below: OnPublish adds, Flush takes
+	mu     sync.Mutex // guards the fields below: OnPublish adds, Flush and Release take
 	ticket uint64     // newest ticket held
 	since  time.Time  // when the oldest held record was appended
 	acks   []byte     // encoded PUBACKs, 4 bytes each
+	marks  []heldMark // one per ticket among the held PUBACKs, oldest first
+	noted  uint64     // newest ticket registered with NotifyTicket
+	done   uint64     // newest ticket whose commit succeeded (Durable)
+	err    error      // a failed or late commit (Durable): the held PUBACKs are refused
+}
+
+// heldMark ends the held PUBACKs of one ticket.
+type heldMark struct {
+	t     uint64
+	end   int       // offset in acks after this ticket's PUBACKs
+	since time.Time // when its first record was appended
 }
 
 // maxHeldAcks bounds the PUBACKs one connection holds: beyond it OnPublish
@@ -62,27 +87,112 @@ func (q *heldAcks) add(t uint64, id uint16, now time.Time) bool {
 	}
 	q.ticket = t
 	q.acks = append(q.acks, byte(packets.Puback<<4), 2, byte(id>>8), byte(id))
+	if k := len(q.marks); k == 0 || q.marks[k-1].t != t {
+		q.marks = append(q.marks, heldMark{t: t, since: now})
+	}
+	q.marks[len(q.marks)-1].end = len(q.acks)
 	return len(q.acks) >= 4*maxHeldAcks
 }
 
-// Flush implements listener.Held.
+// Flush implements listener.Held: it waits for the newest ticket and
+// releases every held PUBACK.
 func (q *heldAcks) Flush(dst []byte) ([]byte, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.acks) == 0 {
 		return dst, nil
 	}
+	if q.err != nil {
+		return dst, q.refuseLocked(q.err)
+	}
 	n := len(q.acks) / 4
 	err := q.h.pipe.WaitTicket(q.ticket, q.since)
 	q.h.m.AppendDur.Observe(time.Since(q.since).Seconds())
 	if err != nil {
-		q.acks = q.acks[:0]
-		q.h.refuseHeld(q.cl, n, err)
-		return dst, err
+		return dst, q.refuseLocked(err)
 	}
 	q.h.spooled[1].Add(float64(n))
 	dst = append(dst, q.acks...)
 	q.acks = q.acks[:0]
+	q.marks = q.marks[:0]
+	return dst, nil
+}
+
+// refuseLocked drops every held PUBACK and disconnects the client.
+func (q *heldAcks) refuseLocked(err error) error {
+	n := len(q.acks) / 4
+	q.acks = q.acks[:0]
+	q.marks = q.marks[:0]
+	q.err = nil
+	q.h.refuseHeld(q.cl, n, err)
+	return err
+}
+
+// Later implements listener.AsyncHeld: the spool's notifier calls Durable
+// once the newest held ticket's commit has finished.
+func (q *heldAcks) Later() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.h.async == nil:
+		return false // the reader flushes (Flush)
+	case len(q.acks) == 0 || q.noted >= q.ticket:
+		return true
+	case q.done >= q.ticket:
+		return false // durable already: the reader writes them now
+	case !q.h.async.NotifyTicket(q.ticket, q.since, q):
+		return false
+	}
+	q.noted = q.ticket
+	return true
+}
+
+// Durable implements spool.Notifier (via NotifyTicket): it records the
+// outcome of t's commit and has the connection write what it releases.
+func (q *heldAcks) Durable(t spool.Ticket, err error) {
+	q.mu.Lock()
+	switch {
+	case err == nil:
+		q.done = max(q.done, uint64(t))
+	case len(q.marks) > 0 && q.marks[0].t <= uint64(t) && q.err == nil:
+		// Held PUBACKs depend on this commit: refuse them.
+		q.err = mapSpoolErr(err)
+	}
+	q.mu.Unlock()
+	q.lc.ReleaseHeld()
+}
+
+// Release implements listener.AsyncHeld: it releases, without waiting, the
+// held PUBACKs whose commit has succeeded (a prefix, in publish order), or
+// refuses them all after a failed or late commit.
+func (q *heldAcks) Release(dst []byte) ([]byte, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.acks) == 0 {
+		return dst, nil
+	}
+	if q.err != nil {
+		return dst, q.refuseLocked(q.err)
+	}
+	k := 0
+	for k < len(q.marks) && q.marks[k].t <= q.done {
+		k++
+	}
+	if k == 0 {
+		return dst, nil
+	}
+	end := q.marks[k-1].end
+	q.h.m.AppendDur.Observe(time.Since(q.since).Seconds())
+	q.h.spooled[1].Add(float64(end / 4))
+	dst = append(dst, q.acks[:end]...)
+	q.acks = q.acks[:copy(q.acks, q.acks[end:])]
+	q.marks = q.marks[:copy(q.marks, q.marks[k:])]
+	for i := range q.marks {
+		q.marks[i].end -= end
+	}
+	if len(q.marks) > 0 {
+		q.since = q.marks[0].since
+	}
 	return dst, nil
 }
 
@@ -91,7 +201,7 @@ func (q *heldAcks) Flush(dst []byte) ([]byte, error) {
 func (h *Hook) publishHeld(cl *mqtt.Client, lc *listener.Conn, pk packets.Packet, class topics.Class, id string) (packets.Packet, error) {
 	q, _ := lc.Held().(*heldAcks)
 	if q == nil {
-		q = &heldAcks{h: h, cl: cl, acks: make([]byte, 0, 64)}
+		q = &heldAcks{h: h, cl: cl, lc: lc, acks: make([]byte, 0, 64), marks: make([]heldMark, 0, 4)}
 		lc.SetHeld(q)
 	}
 	bp := h.bufs.Get().(*[]byte)

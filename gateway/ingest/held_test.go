@@ -45,6 +45,54 @@ func (g *gatedSpool) WaitTicket(t uint64, appended time.Time) error {
 	return g.p.WaitTicket(t, appended)
 }
 
+// asyncGatedSpool is gatedSpool for the path where the reader does not
+// wait (ingest.AsyncPipeliner): the spool's notification of a finished
+// commit waits for gate first (or reports fail).
+type asyncGatedSpool struct {
+	*gatedSpool
+	a ingest.AsyncPipeliner
+}
+
+func (g asyncGatedSpool) NotifyTicket(t uint64, appended time.Time, n spool.Notifier) bool {
+	g.waits.Add(1)
+	gn := gateNote{g.gatedSpool, n}
+	if !g.a.NotifyTicket(t, appended, gn) {
+		select {
+		case <-g.gate:
+			return false // finished, and so it is for the test too
+		default:
+			go gn.Durable(spool.Ticket(t), nil) // finished, but not until gate
+		}
+	}
+	return true
+}
+
+type gateNote struct {
+	g *gatedSpool
+	n spool.Notifier
+}
+
+func (gn gateNote) Durable(t spool.Ticket, err error) {
+	<-gn.g.gate
+	if gn.g.fail != nil {
+		err = gn.g.fail
+	}
+	gn.n.Durable(t, err)
+}
+
+// heldModes runs a held-PUBACK test with the reader waiting for the commit
+// (sync: a spool without notifications, or a TLS or WebSocket connection)
+// and with the spool's notifier writing the PUBACKs (async).
+func heldModes(t *testing.T, test func(t *testing.T, async bool)) {
+	for _, async := range []bool{false, true} {
+		name := "sync"
+		if async {
+			name = "async"
+		}
+		t.Run(name, func(t *testing.T) { test(t, async) })
+	}
+}
+
 type heldFixture struct {
 	sp   *spool.Spool
 	cons *spool.Consumer
@@ -55,11 +103,14 @@ type heldFixture struct {
 
 // newHeldFixture runs mochi with the product's listener (broker/listener)
 // and the ingest hook over a real spool behind gatedSpool.
-func newHeldFixture(t *testing.T) *heldFixture { t.Helper(); return newHeldFixtureLog(t, nil) }
+func newHeldFixture(t *testing.T, async bool) *heldFixture {
+	t.Helper()
+	return newHeldFixtureLog(t, nil, async)
+}
 
 // newHeldFixtureLog is newHeldFixture with log as mochi's logger (nil:
 // mochi's default).
-func newHeldFixtureLog(t *testing.T, log *slog.Logger) *heldFixture {
+func newHeldFixtureLog(t *testing.T, log *slog.Logger, async bool) *heldFixture {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}})
 	if err != nil {
@@ -71,6 +122,10 @@ func newHeldFixtureLog(t *testing.T, log *slog.Logger) *heldFixture {
 	}
 	real := ingest.FromSpool(sp, 5*time.Second)
 	g := &gatedSpool{Spool: real, p: real.(ingest.Pipeliner), gate: make(chan struct{})}
+	var hs ingest.Spool = g
+	if async {
+		hs = asyncGatedSpool{g, real.(ingest.AsyncPipeliner)}
+	}
 	m := metrics.New(prometheus.NewRegistry())
 	opts := &mqtt.Options{InlineClient: true}
 	if log != nil {
@@ -80,7 +135,7 @@ func newHeldFixtureLog(t *testing.T, log *slog.Logger) *heldFixture {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	h := ingest.New(g, ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
+	h := ingest.New(hs, ingest.NewValidator(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, nil), m, nil)
 	h.SetServer(srv)
 	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
@@ -167,7 +222,11 @@ func pubacks(n int) []byte {
 // other; no PUBACK leaves before the commit wait returned, and then all of
 // them leave, in order, after one wait for the newest ticket.
 func TestHeldPubacksWaitForCommitAndLeaveTogether(t *testing.T) {
-	f := newHeldFixture(t)
+	heldModes(t, testHeldPubacksWaitForCommitAndLeaveTogether)
+}
+
+func testHeldPubacksWaitForCommitAndLeaveTogether(t *testing.T, async bool) {
+	f := newHeldFixture(t, async)
 	c := connect311(t, f.addr)
 	const n = 16
 	if _, err := c.Write(publishes(n)); err != nil {
@@ -202,8 +261,10 @@ func TestHeldPubacksWaitForCommitAndLeaveTogether(t *testing.T) {
 
 // TestHeldPubacksBeforeDisconnect: publishes followed at once by DISCONNECT
 // still get their PUBACKs.
-func TestHeldPubacksBeforeDisconnect(t *testing.T) {
-	f := newHeldFixture(t)
+func TestHeldPubacksBeforeDisconnect(t *testing.T) { heldModes(t, testHeldPubacksBeforeDisconnect) }
+
+func testHeldPubacksBeforeDisconnect(t *testing.T, async bool) {
+	f := newHeldFixture(t, async)
 	close(f.g.gate)
 	c := connect311(t, f.addr)
 	const n = 8
@@ -223,7 +284,11 @@ func TestHeldPubacksBeforeDisconnect(t *testing.T) {
 // timeout), the 3.1.1 client is disconnected without any PUBACK and the
 // refusals are counted.
 func TestHeldPubacksRefusedOnCommitFailure(t *testing.T) {
-	f := newHeldFixture(t)
+	heldModes(t, testHeldPubacksRefusedOnCommitFailure)
+}
+
+func testHeldPubacksRefusedOnCommitFailure(t *testing.T, async bool) {
+	f := newHeldFixture(t, async)
 	f.g.fail = fmt.Errorf("%w: test", ingest.ErrSpoolTimeout)
 	close(f.g.gate)
 	c := connect311(t, f.addr)
@@ -303,8 +368,12 @@ func (r *debugRecorder) count(msg string) int {
 // the whole packet for every frame; it is still acknowledged exactly once,
 // after the commit.
 func TestHeldPublishIsNotLoggedAsRejected(t *testing.T) {
+	heldModes(t, testHeldPublishIsNotLoggedAsRejected)
+}
+
+func testHeldPublishIsNotLoggedAsRejected(t *testing.T, async bool) {
 	rec := &debugRecorder{}
-	f := newHeldFixtureLog(t, slog.New(rec))
+	f := newHeldFixtureLog(t, slog.New(rec), async)
 	close(f.g.gate)
 	c := connect311(t, f.addr)
 	const n = 8
@@ -323,5 +392,52 @@ func TestHeldPublishIsNotLoggedAsRejected(t *testing.T) {
 	}
 	if recs := readAllSpool(t, f.cons, n+1); len(recs) != n+1 {
 		t.Fatalf("%d durable records", len(recs))
+	}
+}
+
+// TestHeldPubacksReaderKeepsReading: with the spool's notifications, the
+// connection's reader does not wait for a commit: publishes that arrive
+// while the first ones' PUBACKs are held are appended at once, and every
+// PUBACK still leaves only after its commit, in publish order.
+func TestHeldPubacksReaderKeepsReading(t *testing.T) {
+	f := newHeldFixture(t, true)
+	c := connect311(t, f.addr)
+	a0 := f.sp.Stats().Appended
+	all := publishes(8)
+	first := publishes(4)
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	waitAppended(t, f.sp, a0+4)
+	if _, err := c.Write(all[len(first):]); err != nil {
+		t.Fatal(err)
+	}
+	// The first four are still held (the notification waits for gate),
+	// yet the reader appends the next four.
+	waitAppended(t, f.sp, a0+8)
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	var one [1]byte
+	if k, err := c.Read(one[:]); k != 0 || err == nil {
+		t.Fatalf("PUBACK byte %#x before the commit was notified", one[0])
+	}
+	close(f.g.gate)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 4*8)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pubacks(8)) {
+		t.Fatalf("PUBACKs\n% x\nwant\n% x", got, pubacks(8))
+	}
+}
+
+func waitAppended(t *testing.T, sp *spool.Spool, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for sp.Stats().Appended < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records appended, want %d: the reader is waiting", sp.Stats().Appended, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

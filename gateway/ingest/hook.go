@@ -57,7 +57,8 @@ type Spool interface {
 type Hook struct {
 	mqtt.HookBase
 	spool Spool
-	pipe  Pipeliner // spool's, when it has one: 3.1.1 QoS 1 PUBACKs are held (heldAcks)
+	pipe  Pipeliner      // spool's, when it has one: 3.1.1 QoS 1 PUBACKs are held (heldAcks)
+	async AsyncPipeliner // pipe, when it can notify: held PUBACKs are written without the reader waiting
 	val   *Validator
 	m     *metrics.Metrics
 	log   *slog.Logger
@@ -90,6 +91,7 @@ func New(sp Spool, val *Validator, m *metrics.Metrics, log *slog.Logger) *Hook {
 	}
 	h := &Hook{spool: sp, val: val, m: m, log: log}
 	h.pipe, _ = sp.(Pipeliner)
+	h.async, _ = sp.(AsyncPipeliner)
 	h.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	for _, c := range topics.Classes() {
 		h.received[c] = m.Received.WithLabelValues(c.String())

@@ -45,6 +45,15 @@ func (sa spoolAdapter) WaitTicket(t uint64, appended time.Time) error {
 	return mapSpoolErr(sa.s.WaitTicket(spool.Ticket(t), deadline))
 }
 
+// NotifyTicket implements AsyncPipeliner.
+func (sa spoolAdapter) NotifyTicket(t uint64, appended time.Time, n spool.Notifier) bool {
+	var deadline time.Time
+	if sa.timeout > 0 {
+		deadline = appended.Add(sa.timeout)
+	}
+	return sa.s.NotifyTicket(spool.Ticket(t), deadline, n)
+}
+
 func mapSpoolErr(err error) error {
 	switch {
 	case err == nil:

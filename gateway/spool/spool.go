@@ -173,7 +173,14 @@ type Spool struct {
 	watchDone  chan struct{}
 	// timedWaiters counts AppendTimeout calls waiting for a group commit.
 	timedWaiters int
-	ops          sync.WaitGroup // file I/O outside mu (reads, commits, deletions)
+	// notes (guarded by mu) are the NotifyTicket registrations whose
+	// commit has not finished; due (guarded by mu) the ones finished or
+	// timed out and not yet delivered by notifyLoop, woken by notifyWake.
+	notes      []note
+	due        []note
+	notifyWake chan struct{} // cap 1
+	notifyDone chan struct{}
+	ops        sync.WaitGroup // file I/O outside mu (reads, commits, deletions)
 
 	// testHookBeforeSync, when set, runs in the syncer after a group has been
 	// cut and before its fdatasync.
@@ -247,6 +254,8 @@ func Open(opts Options) (*Spool, error) {
 		closing:    make(chan struct{}),
 		syncerDone: make(chan struct{}),
 		watchDone:  make(chan struct{}),
+		notifyWake: make(chan struct{}, 1),
+		notifyDone: make(chan struct{}),
 		curGen:     1,
 	}
 	s.synced.L = &s.mu
@@ -256,6 +265,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	go s.syncLoop()
 	go s.watchdog()
+	go s.notifyLoop()
 	return s, nil
 }
 
@@ -335,6 +345,88 @@ func (s *Spool) waitUntil(gen uint64, deadline time.Time, d time.Duration) error
 	return nil
 }
 
+// Notifier is told by NotifyTicket that a group commit has finished.
+type Notifier interface {
+	// Durable reports the outcome of the commit of t (nil: every record
+	// appended up to t is durable), or an error wrapping ErrTimeout when
+	// the deadline given to NotifyTicket passed first. It runs on the
+	// spool's notifier goroutine, one call at a time, and must neither
+	// block nor call the spool's waiting methods (Append, WaitTicket,
+	// Sync, Close): every later notification waits for it.
+	Durable(t Ticket, err error)
+}
+
+// note is one NotifyTicket registration.
+type note struct {
+	gen      uint64
+	deadline time.Time // zero: none
+	n        Notifier
+	err      error // set when due
+}
+
+// NotifyTicket arranges for n.Durable to be called once the group commit
+// of t has finished, so that the caller need not wait for it (WaitTicket).
+// With a non-zero deadline, n.Durable is called with an error wrapping
+// ErrTimeout if the commit has not finished by then (checked by the
+// watchdog, so up to 25 ms late). It reports false, and registers
+// nothing, when the commit of t has already finished: WaitTicket then
+// returns its outcome at once.
+func (s *Spool) NotifyTicket(t Ticket, deadline time.Time, n Notifier) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.doneGen >= uint64(t) {
+		return false
+	}
+	s.notes = append(s.notes, note{gen: uint64(t), deadline: deadline, n: n})
+	return true
+}
+
+// expireNotesLocked hands the registrations whose deadline passed to
+// notifyLoop with ErrTimeout.
+func (s *Spool) expireNotesLocked(now time.Time) {
+	kept := s.notes[:0]
+	for _, n := range s.notes {
+		if n.deadline.IsZero() || now.Before(n.deadline) {
+			kept = append(kept, n)
+			continue
+		}
+		n.err = fmt.Errorf("%w at deadline", ErrTimeout)
+		s.due = append(s.due, n)
+	}
+	if len(kept) == len(s.notes) {
+		return
+	}
+	clear(s.notes[len(kept):])
+	s.notes = kept
+	s.kickNotifyLocked()
+}
+
+// notifyLoop delivers due notifications outside the spool's lock, so that
+// the syncer goes on with the next group commit meanwhile. It ends after
+// the syncer, once the final commit's notifications are delivered.
+func (s *Spool) notifyLoop() {
+	defer close(s.notifyDone)
+	var batch []note // owned by this goroutine
+	for {
+		stop := false
+		select {
+		case <-s.notifyWake:
+		case <-s.syncerDone:
+			stop = true
+		}
+		s.mu.Lock()
+		batch, s.due = s.due, batch[:0]
+		s.mu.Unlock()
+		for _, n := range batch {
+			n.n.Durable(Ticket(n.gen), n.err)
+		}
+		clear(batch)
+		if stop {
+			return
+		}
+	}
+}
+
 // watchdog wakes timed waiters periodically so that they can notice their
 // deadline while the syncer is stuck in an fsync.
 func (s *Spool) watchdog() {
@@ -349,6 +441,9 @@ func (s *Spool) watchdog() {
 			s.mu.Lock()
 			if s.timedWaiters > 0 {
 				s.synced.Broadcast()
+			}
+			if len(s.notes) > 0 {
+				s.expireNotesLocked(time.Now())
 			}
 			s.mu.Unlock()
 		}
@@ -608,8 +703,7 @@ func (s *Spool) commitGroup() {
 		err = s.flushLocked()
 	}
 	if err != nil {
-		s.doneGen = gen
-		s.synced.Broadcast()
+		s.finishLocked(gen)
 		s.mu.Unlock()
 		return
 	}
@@ -649,9 +743,40 @@ func (s *Spool) commitGroup() {
 			}
 		}
 	}
+	s.finishLocked(gen)
+	s.mu.Unlock()
+}
+
+// finishLocked records that the round of gen finished (okGen and failErr
+// already set), wakes its waiters and hands its notifications to
+// notifyLoop.
+func (s *Spool) finishLocked(gen uint64) {
 	s.doneGen = gen
 	s.synced.Broadcast()
-	s.mu.Unlock()
+	if len(s.notes) == 0 {
+		return
+	}
+	kept := s.notes[:0]
+	for _, n := range s.notes {
+		if n.gen > gen {
+			kept = append(kept, n)
+			continue
+		}
+		if n.gen > s.okGen {
+			n.err = s.failErr
+		}
+		s.due = append(s.due, n)
+	}
+	clear(s.notes[len(kept):])
+	s.notes = kept
+	s.kickNotifyLocked()
+}
+
+func (s *Spool) kickNotifyLocked() {
+	select {
+	case s.notifyWake <- struct{}{}:
+	default:
+	}
 }
 
 // Sync starts a group commit now (cutting SyncDelay short) and waits until
@@ -790,6 +915,7 @@ func (s *Spool) Close() error {
 
 	<-s.syncerDone
 	<-s.watchDone
+	<-s.notifyDone
 	s.ops.Wait()
 
 	s.mu.Lock()

@@ -904,3 +904,95 @@ func TestSyncRecordsEndsTheDelay(t *testing.T) {
 	got, _ = readN(t, c, 3, 10, 1<<20)
 	checkPayloads(t, got, 3)
 }
+
+// noteRecorder is a Notifier that forwards each call on a channel.
+type noteRecorder chan noteCall
+
+type noteCall struct {
+	t   Ticket
+	err error
+}
+
+func (r noteRecorder) Durable(t Ticket, err error) { r <- noteCall{t, err} }
+
+// TestNotifyTicketAfterCommit: a registered ticket is notified only once
+// its group commit has finished, with nil; a finished ticket is not
+// registered (false).
+func TestNotifyTicketAfterCommit(t *testing.T) {
+	s := mustOpen(t, opts(t.TempDir()))
+	release := make(chan struct{})
+	var once sync.Once
+	s.testHookBeforeSync = func() { once.Do(func() { <-release }) }
+	tk, err := s.AppendTicket([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := make(noteRecorder, 4)
+	if !s.NotifyTicket(tk, time.Time{}, rec) {
+		t.Fatal("ticket of a running commit not registered")
+	}
+	select {
+	case c := <-rec:
+		t.Fatalf("notified %+v before the fdatasync", c)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if c := <-rec; c.t != tk || c.err != nil {
+		t.Fatalf("notified %+v, want ticket %d, nil", c, tk)
+	}
+	if s.Stats().Durable.Less(Pos{Seg: 1, Off: segHeaderSize + frameHeaderSize + 1}) {
+		t.Fatal("notified before the record was durable")
+	}
+	if s.NotifyTicket(tk, time.Time{}, rec) {
+		t.Fatal("finished ticket registered")
+	}
+}
+
+// TestNotifyTicketTimesOut: a commit that does not finish by the deadline
+// is notified with ErrTimeout (by the watchdog), once.
+func TestNotifyTicketTimesOut(t *testing.T) {
+	s := mustOpen(t, opts(t.TempDir()))
+	release := make(chan struct{})
+	var once sync.Once
+	s.testHookBeforeSync = func() { once.Do(func() { <-release }) }
+	defer close(release)
+	tk, err := s.AppendTicket([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := make(noteRecorder, 4)
+	if !s.NotifyTicket(tk, time.Now().Add(-time.Millisecond), rec) {
+		t.Fatal("not registered")
+	}
+	if c := <-rec; c.t != tk || !errors.Is(c.err, ErrTimeout) {
+		t.Fatalf("notified %+v, want ticket %d, ErrTimeout", c, tk)
+	}
+}
+
+// TestNotifyTicketAtClose: registrations pending at Close are notified by
+// its final commit.
+func TestNotifyTicketAtClose(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), Consumers: []string{"c"}, SyncDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := s.AppendTicket([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := make(noteRecorder, 4)
+	if !s.NotifyTicket(tk, time.Time{}, rec) {
+		t.Fatal("not registered")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-rec:
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+	default:
+		t.Fatal("not notified by Close")
+	}
+}

@@ -26,8 +26,10 @@ var stageRules = []struct {
 	{"sink cursor commits (fsync)", []string{"spool.(*Consumer).Commit"}},
 	{"event sink (NATS JetStream, embedded server)", []string{"gateway/eventsink.", "sink/eventsink.", "gateway/natsbus.", "nats-io/nats-server", "nats-io/nats.go"}},
 	{"GC", []string{"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"}},
+	// Before the spool: held PUBACKs are also written from the spool's
+	// notifier goroutine (spool.(*Spool).notifyLoop → Conn.ReleaseHeld).
+	{"PUBACK write", []string{"(*Client).WritePacket", "listener.(*Conn).writeHeldLocked", "listener.(*Conn).ReleaseHeld", "listener.(*Conn).releaseBlocking"}},
 	{"spool append and fsync", []string{"spool.(*Spool)", "spool.fdatasync"}},
-	{"PUBACK write", []string{"(*Client).WritePacket", "listener.(*Conn).writeHeldLocked"}},
 	{"decode (msgpack)", []string{"decoders/wire."}},
 	{"validation", []string{"gateway/ingest.(*Validator)"}},
 	{"spool read (influx sink)", []string{"spool.(*Consumer)"}},
@@ -71,6 +73,9 @@ func Stages(traces io.Reader) ([]Stage, time.Duration, error) {
 		f := strings.Fields(line)
 		if !strings.HasPrefix(line, " ") || len(f) == 0 {
 			continue
+		}
+		if value == 0 && strings.HasSuffix(f[0], ":") {
+			continue // a pprof label of the sample ("stream:  VEHICLE", set by nats-server)
 		}
 		if len(f) >= 2 && value == 0 {
 			d, err := time.ParseDuration(strings.Replace(f[0], "µs", "us", 1))

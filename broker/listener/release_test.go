@@ -1,0 +1,72 @@
+package listener
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// blobHeld is an AsyncHeld that releases blob once.
+type blobHeld struct {
+	mu   sync.Mutex
+	blob []byte
+}
+
+func (h *blobHeld) Flush(dst []byte) ([]byte, error) { return h.Release(dst) }
+func (h *blobHeld) Later() bool                      { return true }
+func (h *blobHeld) Release(dst []byte) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	dst = append(dst, h.blob...)
+	h.blob = nil
+	return dst, nil
+}
+
+// TestReleaseHeldNeverBlocks: ReleaseHeld runs on the spool's notifier
+// goroutine, shared by every connection, so a client that does not read
+// must not stall it. What the socket does not take at once is written by
+// another goroutine, ahead of any later write.
+func TestReleaseHeldNeverBlocks(t *testing.T) {
+	blob := bytes.Repeat([]byte("0123456789abcdef"), 2<<20) // 32 MiB: more than the socket buffers hold
+	conns := make(chan *Conn, 1)
+	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
+		lc := c.(*Conn)
+		lc.SetHeld(&blobHeld{blob: blob}) // by the reader, as the ingest hook does
+		conns <- lc
+		return readAll("", c)
+	})
+	client := dial(t, l.Address())
+	lc := <-conns
+	if lc.async == nil {
+		t.Fatal("plain TCP connection without the non-blocking release")
+	}
+	done := make(chan struct{})
+	go func() {
+		lc.ReleaseHeld()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("ReleaseHeld blocked on a client that does not read")
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := lc.Write([]byte("tail"))
+		wrote <- err
+	}()
+	got := make([]byte, len(blob)+4)
+	client.SetReadDeadline(time.Now().Add(wait))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(blob)], blob) || string(got[len(blob):]) != "tail" {
+		t.Fatal("released bytes out of order or corrupted")
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
