@@ -107,7 +107,7 @@ func (c *countingWriter) Write(ctx context.Context, b []byte) error {
 // concurrentSink returns a spool holding testFrames telemetry frames and a
 // sink writing them to srv with the given concurrency, plus the position
 // at which each frame starts.
-func concurrentSink(t *testing.T, srv *writeServer, conc int) (*spool.Spool, *spool.Consumer, *Sink, *countingWriter, []spool.Pos) {
+func concurrentSink(t *testing.T, srv *writeServer, conc int, cfgs ...Config) (*spool.Spool, *spool.Consumer, *Sink, *countingWriter, []spool.Pos) {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{ConsumerName}, MaxRecord: 64 << 10, SegmentBytes: 1 << 20})
 	if err != nil {
@@ -131,7 +131,12 @@ func concurrentSink(t *testing.T, srv *writeServer, conc int) (*spool.Spool, *sp
 		t.Fatal(err)
 	}
 	cw := &countingWriter{w: iw}
-	s := New(Config{Settings: Settings{BatchLines: perBatch, WriteConcurrency: conc}}, cons, cw, metrics.New(prometheus.NewRegistry()), nil)
+	cfg := Config{Settings: Settings{BatchLines: perBatch}}
+	if len(cfgs) > 0 {
+		cfg = cfgs[0]
+	}
+	cfg.WriteConcurrency = conc
+	s := New(cfg, cons, cw, metrics.New(prometheus.NewRegistry()), nil)
 	return sp, cons, s, cw, pos
 }
 
@@ -144,32 +149,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestTwoWritesInFlight: with WriteConcurrency 2, the second batch is sent
-// while the server still holds the first; the cursor stays before the
-// first batch until it is written.
+// TestTwoWritesInFlight: with WriteConcurrency 2, a second batch is sent
+// while the server still holds the first, and the cursor stays before the
+// first batch until it is written: batches of BatchLines records, and one
+// read split into batches at the body cap.
 func TestTwoWritesInFlight(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"batch_lines", Config{Settings: Settings{BatchLines: perBatch}}},
+		{"body_cap", Config{Settings: Settings{BatchLines: testFrames}, MaxBodyBytes: 512}},
+	} {
+		t.Run(c.name, func(t *testing.T) { testTwoWritesInFlight(t, c.cfg) })
+	}
+}
+
+func testTwoWritesInFlight(t *testing.T, cfg Config) {
 	second := make(chan struct{})
 	var once sync.Once
+	var requests atomic.Int32
 	var cons *spool.Consumer
 	var pos []spool.Pos
 	var passed atomic.Bool
 	srv := newWriteServer(t, func(r *http.Request, batch int) int {
-		switch batch {
-		case 0:
-			select { // held until the second batch arrives
+		if requests.Add(1) == 1 {
+			select { // held until a second write arrives
 			case <-second:
 			case <-time.After(20 * time.Second):
-				return http.StatusServiceUnavailable // only one write in flight: fails below
+				return http.StatusServiceUnavailable // one write at a time: maxIn < 2 below
 			}
 			if pos[0].Less(cons.Committed()) {
 				passed.Store(true)
 			}
-		case 1:
-			once.Do(func() { close(second) })
+			return http.StatusNoContent
 		}
+		once.Do(func() { close(second) })
 		return http.StatusNoContent
 	})
-	sp, c, s, _, p := concurrentSink(t, srv, 2)
+	sp, c, s, _, p := concurrentSink(t, srv, 2, cfg)
 	cons, pos = c, p
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -189,6 +207,9 @@ func TestTwoWritesInFlight(t *testing.T) {
 	}
 	if passed.Load() {
 		t.Fatal("the cursor moved while the first batch was held")
+	}
+	if len(srv.order) < 3 {
+		t.Fatalf("%d writes, want several", len(srv.order))
 	}
 }
 

@@ -154,13 +154,14 @@ func (p *processor) Reset() {
 }
 
 // Process implements sink.Processor: encode (once per batch) and start the
-// write, returning how many records the batch covers. With
-// WriteConcurrency 1 the write is done when Process returns; otherwise
-// Process returns once a write slot is free, and reports a failed earlier
-// batch as its error (after waiting for every write in flight): the
-// runner offers the records from the cursor again, and the batches kept
-// here are retried, in order, one at a time, before anything new is
-// written.
+// writes, returning how many records they cover: all of recs (split into
+// several batches at the body cap), or one kept batch offered again. With
+// WriteConcurrency 1 the writes are done when Process returns; otherwise
+// Process returns once the last batch has a write slot, and reports a
+// failed earlier batch as its error (after waiting for every write in
+// flight): the runner offers the records from the cursor again, and the
+// batches kept here are retried, in order, one at a time, before anything
+// new is written.
 func (p *processor) Process(ctx context.Context, recs []spool.Record) (int, error) {
 	p.collect()
 	if p.count > 0 {
@@ -180,36 +181,33 @@ func (p *processor) Process(ctx context.Context, recs []spool.Record) (int, erro
 			return 0, p.fail(b.err)
 		}
 	}
-	for p.count == len(p.slots) {
-		b := p.at(0)
-		p.wait(b)
-		if b.state == stateFailed {
-			return 0, p.fail(b.err)
+	// Records past the body cap go into the next batch (and write slot),
+	// so that every record offered is accepted.
+	total := 0
+	for total < len(recs) {
+		for p.count == len(p.slots) {
+			b := p.at(0)
+			p.wait(b)
+			if b.state == stateFailed {
+				return 0, p.fail(b.err)
+			}
+			p.pop()
 		}
-		p.pop()
-	}
-	b := p.at(p.count)
-	p.count++
-	n := p.encode(b, recs)
-	if len(p.slots) == 1 {
-		if err := p.write(ctx, b); err != nil {
-			b.state, b.err = stateFailed, err
-			return 0, p.fail(err)
+		b := p.at(p.count)
+		p.count++
+		total += p.encode(b, recs[total:])
+		if len(p.slots) == 1 {
+			if err := p.write(ctx, b); err != nil {
+				b.state, b.err = stateFailed, err
+				return 0, p.fail(err)
+			}
+			b.state = stateDone
+			continue
 		}
-		b.state = stateDone
-		return n, nil
+		b.state = stateInFlight
+		go func() { b.res <- p.write(ctx, b) }()
 	}
-	b.state = stateInFlight
-	go func() { b.res <- p.write(ctx, b) }()
-	if n < len(recs) {
-		// The runner reads the rest again after committing up to this
-		// batch's end: everything must be written by then.
-		if err := p.Wait(); err != nil {
-			return 0, err
-		}
-		// Done reports up to this batch, and the runner commits it.
-	}
-	return n, nil
+	return total, nil
 }
 
 // retry handles the oldest kept batch offered again: written already
