@@ -28,8 +28,10 @@ const ConsumerName = "influx"
 type Config struct {
 	Settings
 	// MaxBodyBytes caps the encoded line protocol of one write (default
-	// 8 MiB; InfluxDB 1.8 refuses bodies over 25 MB with 413). Records past
-	// the cap are re-read for the next write.
+	// 16 MiB; InfluxDB 1.8 refuses bodies over 25 MB with 413). Records past
+	// the cap go into the next write. The default holds a full default
+	// batch (5 000 frames of 32 signals, about 9.5 MB), so that reads are
+	// not split into a full and a small write.
 	MaxBodyBytes int
 	// EnsureDB, if set, is called when a write reports that the database
 	// does not exist (e.g. InfluxDB was down at start-up, or was wiped).
@@ -103,7 +105,7 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 		cfg.BatchBytes = d.BatchBytes
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 8 << 20
+		cfg.MaxBodyBytes = 16 << 20
 	}
 	if log == nil {
 		log = slog.Default()
