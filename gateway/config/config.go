@@ -104,7 +104,8 @@ type Influx struct {
 	RetentionPolicy string `yaml:"retention_policy"`
 	// CreateDatabase creates the database at start-up (InfluxDB 1.x only).
 	CreateDatabase bool `yaml:"create_database"`
-	// BatchLines, BatchBytes: the sink's (influxsink.Settings).
+	// BatchLines, BatchBytes, WriteConcurrency: the sink's
+	// (influxsink.Settings).
 	influxsink.Settings `yaml:",inline"`
 	// Timeout bounds each InfluxDB request (default influx.DefaultTimeout).
 	Timeout time.Duration `yaml:"timeout"`
@@ -334,6 +335,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Influx.BatchLines < 1 || c.Influx.BatchBytes < 4096 {
 		bad("influx.batch_lines", "batch_lines must be ≥ 1 and batch_bytes ≥ 4 KiB")
+	}
+	if c.Influx.WriteConcurrency < 1 || c.Influx.WriteConcurrency > 64 {
+		bad("influx.write_concurrency", "must be 1 to 64")
 	}
 	if c.Influx.Timeout <= 0 {
 		bad("influx.timeout", "must be positive")

@@ -253,4 +253,13 @@ func TestComponentSections(t *testing.T) {
 		!strings.Contains(err.Error(), "influx.batch_lines: batch_lines must be ≥ 1") {
 		t.Fatalf("influx.batch_lines=0: err = %v, want the key named", err)
 	}
+	for _, v := range []string{"0", "65"} {
+		if _, err := Load("", nil, []string{"influx.write_concurrency=" + v}); err == nil ||
+			!strings.Contains(err.Error(), "influx.write_concurrency: must be 1 to 64") {
+			t.Fatalf("influx.write_concurrency=%s: err = %v, want the key named", v, err)
+		}
+	}
+	if c, err := Load("", nil, []string{"influx.write_concurrency=1"}); err != nil || c.Influx.WriteConcurrency != 1 {
+		t.Fatalf("influx.write_concurrency=1: %v, %+v", err, c.Influx.Settings)
+	}
 }

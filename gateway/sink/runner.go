@@ -11,6 +11,11 @@
 // record is available for IdleWait, and commits it; it stops early,
 // uncommitted, when its ctx ends. Abandoned work is replayed at the next
 // start, so Processors must be idempotent.
+//
+// A Processor that also implements Pipeline (the InfluxDB sink) keeps
+// writes in flight after Process returned: the runner then commits the
+// cursor only up to Pipeline.Done, waits for the writes in flight when the
+// spool is idle (Wait), and before a rewind or Run's return (Reset).
 package sink
 
 import (
@@ -50,6 +55,25 @@ type Processor interface {
 	// Reset drops state a failed or abandoned batch may have left ahead of
 	// what was committed (caches of downstream state).
 	Reset()
+}
+
+// Pipeline is an optional Processor extension for processors that keep
+// work in flight after Process returned. Process's n then counts the
+// records it accepted, and the cursor is committed only up to Done: the end
+// of the newest accepted batch that, with every earlier one, is done. A
+// batch that failed is reported by a later Process (or by Wait) as a
+// retryable error; the runner commits what is done, rewinds, and offers the
+// records from the cursor again, in order. Reset waits for the work in
+// flight. All methods are called from the runner's goroutine.
+type Pipeline interface {
+	// Done returns the end of the newest batch done with every earlier
+	// one, and whether it advanced since the last call.
+	Done() (next spool.Pos, ok bool)
+	// Busy reports whether accepted work is not yet reported by Done.
+	Busy() bool
+	// Wait waits for the work in flight and returns the error of the
+	// oldest failed batch (nil: everything accepted is done).
+	Wait() error
 }
 
 // Source is what a Runner reads: a spool consumer (*spool.Consumer), or a
@@ -117,6 +141,7 @@ type Runner struct {
 	cfg  Config
 	cons Source
 	p    Processor
+	pipe Pipeline // p, if it pipelines (else nil)
 	m    *metrics.Metrics
 	log  *slog.Logger
 
@@ -155,7 +180,8 @@ func NewRunner(cfg Config, cons Source, p Processor, m *metrics.Metrics, log *sl
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{cfg: cfg, cons: cons, p: p, m: m, log: log}
+	pipe, _ := p.(Pipeline)
+	return &Runner{cfg: cfg, cons: cons, p: p, pipe: pipe, m: m, log: log}
 }
 
 // Health is nil while the sink makes progress, or the error it is
@@ -189,6 +215,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 		case errors.Is(err, spool.ErrClosed):
+			r.p.Reset() // waits for the writes in flight
 			return nil
 		case ctx.Err() != nil:
 			r.abandon()
@@ -213,11 +240,25 @@ func (r *Runner) Drain(ctx context.Context) error {
 		switch {
 		case err == nil:
 		case errors.Is(err, spool.ErrClosed):
+			r.p.Reset() // waits for the writes in flight
 			return nil
 		case ctx.Err() != nil:
 			r.abandon()
 			return fmt.Errorf("%w: %w", ErrDrainCut, ctx.Err())
 		case errors.Is(err, errIdle):
+			if r.busy() {
+				// Writes still in flight: wait for them, commit, and
+				// look again (a failed one is read again).
+				if err := r.settle(ctx); err != nil {
+					if errors.Is(err, spool.ErrClosed) {
+						r.p.Reset()
+						return nil
+					}
+					r.abandon()
+					return fmt.Errorf("%w: %w", ErrDrainCut, err)
+				}
+				continue
+			}
 			if r.hasPending {
 				if err := r.commit(ctx, r.pending); err != nil {
 					if errors.Is(err, spool.ErrClosed) {
@@ -245,10 +286,16 @@ func (r *Runner) step(readCtx, ctx context.Context) error {
 		}
 	}
 	rctx := readCtx
-	if r.hasPending {
+	busy := r.busy()
+	if r.hasPending || busy {
 		wait := r.cfg.CommitInterval - r.cfg.Now().Sub(r.lastCommit)
-		if wait <= 0 {
+		if wait <= 0 && r.hasPending {
 			return r.commit(ctx, r.pending)
+		}
+		if wait <= 0 {
+			// Writes in flight and nothing to commit yet: look again
+			// after a commit interval at most.
+			wait = max(r.cfg.CommitInterval, DefaultLinger)
 		}
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithTimeout(readCtx, wait)
@@ -262,8 +309,11 @@ func (r *Runner) step(readCtx, ctx context.Context) error {
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case r.hasPending && readCtx.Err() == nil && rctx.Err() != nil:
+		case (r.hasPending || busy) && readCtx.Err() == nil && rctx.Err() != nil:
 			// No record for the rest of the commit interval.
+			if busy {
+				return r.settle(ctx)
+			}
 			return r.commit(ctx, r.pending)
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			return errIdle
@@ -284,18 +334,48 @@ func (r *Runner) step(readCtx, ctx context.Context) error {
 	if n <= 0 || n > len(r.recs) {
 		n = len(r.recs) // a Processor bug must not loop or panic
 	}
-	next := r.recs[n-1].Next
+	next, done := r.recs[n-1].Next, true
+	if r.pipe != nil {
+		// Commit only what is written (the rest is in flight).
+		next, done = r.pipe.Done()
+	}
 	r.linger = r.cfg.Linger > 0 && len(r.recs) < r.cfg.LingerRecords
-	if n == len(r.recs) && r.cfg.CommitInterval > 0 && r.cfg.Now().Sub(r.lastCommit) < r.cfg.CommitInterval {
+	switch {
+	case !done: // nothing new is written yet: nothing to commit
+	case n == len(r.recs) && r.cfg.CommitInterval > 0 && r.cfg.Now().Sub(r.lastCommit) < r.cfg.CommitInterval:
 		r.pending, r.hasPending = next, true // committed later (see the package comment)
-	} else if err := r.commit(ctx, next); err != nil {
-		return err
+	default:
+		if err := r.commit(ctx, next); err != nil {
+			return err
+		}
 	}
 	if n < len(r.recs) {
 		r.cons.Rewind() // the rest is read again for the next batch
 	}
 	r.attempt = 0
 	r.setHealth(nil)
+	return nil
+}
+
+// busy reports whether a Pipeline has work not yet committed.
+func (r *Runner) busy() bool { return r.pipe != nil && r.pipe.Busy() }
+
+// settle waits for a Pipeline's writes in flight and commits what they
+// finished. A failed write is handled like a failed Process: rewind, Reset
+// and back off (nil then; the records are read again). Otherwise nil, or
+// commit's error.
+func (r *Runner) settle(ctx context.Context) error {
+	if err := r.pipe.Wait(); err != nil {
+		r.rewind()
+		r.p.Reset()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return r.retry(ctx, "processing a batch failed; retrying it", err)
+	}
+	if next, ok := r.pipe.Done(); ok {
+		return r.commit(ctx, next)
+	}
 	return nil
 }
 
@@ -326,6 +406,11 @@ func (r *Runner) commit(ctx context.Context, next spool.Pos) error {
 // committing the processed ones still pending (one attempt: if it fails,
 // they are offered again too, which replays are allowed to do).
 func (r *Runner) rewind() {
+	if r.pipe != nil {
+		if next, ok := r.pipe.Done(); ok {
+			r.pending, r.hasPending = next, true
+		}
+	}
 	if r.hasPending {
 		r.hasPending = false
 		if err := r.cons.Commit(r.pending); err == nil {

@@ -292,6 +292,9 @@ func runGateway(ctx context.Context, o Options, in *influxServer, devs []device)
 	if sum, n := gw.metric("telegate_influx_batch_lines_sum"), gw.metric("telegate_influx_batch_lines_count"); n > 0 {
 		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f InfluxDB writes, %.0f lines per write on average\n", n, sum/n)
 	}
+	if sum := gw.metric("telegate_influx_write_seconds_sum"); sum > 0 && r.Elapsed > 0 {
+		fmt.Fprintf(o.Log, "bench-compare: gateway: InfluxDB writes took %.1f s in all, %.2f in flight on average over the run\n", sum, sum/r.Elapsed.Seconds())
+	}
 	if recs, syncs := gw.metric("telegate_spool_appended_records_total"), gw.metric("telegate_spool_group_commits_total"); syncs > 0 {
 		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f spool group commits, %.1f records per commit\n", syncs, recs/syncs)
 	}

@@ -12,11 +12,16 @@ type Settings struct {
 	BatchLines int `yaml:"batch_lines"`
 	// BatchBytes is the most spool bytes read per write.
 	BatchBytes bytesize.Size `yaml:"batch_bytes"`
+	// WriteConcurrency is the most writes in flight at once (1: one write
+	// at a time). InfluxDB 1.8 parses a write request on one core, so two
+	// or more let it use more. The spool cursor still advances in order:
+	// only past batches that, with every earlier one, were written.
+	WriteConcurrency int `yaml:"write_concurrency"`
 }
 
-// DefaultSettings are the sink's defaults (influx.batch_lines and
-// influx.batch_bytes of the gateway's config.Default()); New applies them
-// to zero fields.
+// DefaultSettings are the sink's defaults (influx.batch_lines,
+// influx.batch_bytes and influx.write_concurrency of the gateway's
+// config.Default()); New applies them to zero fields.
 func DefaultSettings() Settings {
-	return Settings{BatchLines: 5000, BatchBytes: 4 << 20}
+	return Settings{BatchLines: 5000, BatchBytes: 4 << 20, WriteConcurrency: 2}
 }
