@@ -291,6 +291,9 @@ func (l *Lease) Renew(ctx context.Context) error {
 		return err
 	}
 	nrev, err := l.kv.Update(ctx, l.key, val, rev)
+	if kvstate.IsConflict(err) {
+		nrev, err = l.recheck(ctx, val, rev, token, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -311,6 +314,37 @@ func (l *Lease) Renew(ctx context.Context) error {
 	}
 	l.validUntil = now.Add(l.ttl - l.guard)
 	return nil
+}
+
+// recheck runs after a renewal was refused as a conflict (cause). A
+// clustered stream also refuses a write with "wrong last sequence" while
+// another write to the same key is still being committed, even when the
+// expected revision is right; and a renewal whose answer was lost may have
+// landed. So the key is read again: still at rev and ours, the renewal is
+// tried once more; ours at a newer revision with this tenure's token, that
+// write landed and is adopted; anything else is a lost lease (cause).
+func (l *Lease) recheck(ctx context.Context, val []byte, rev, token uint64, cause error) (uint64, error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if err != nil {
+		return 0, cause
+	}
+	var r record
+	if json.Unmarshal(e.Value(), &r) != nil || r.Holder != l.holder {
+		return 0, cause
+	}
+	switch {
+	case e.Revision() == rev:
+		select {
+		case <-ctx.Done():
+			return 0, cause
+		case <-time.After(20 * time.Millisecond): // let the other write commit
+		}
+		return l.kv.Update(ctx, l.key, val, rev)
+	case e.Revision() > rev && r.Token == token:
+		return e.Revision(), nil
+	default:
+		return 0, cause
+	}
 }
 
 // Release gives the lease up: it deletes the key at the holder's revision,

@@ -507,3 +507,46 @@ func TestRunReturnsWorkErrorAndReleases(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 }
+
+// TestRenewWhileContendersRead: the holder renews again and again while
+// contenders on the other nodes keep trying to acquire (reads, and creates
+// when a node's read is behind). A clustered stream refuses a write whose
+// subject has another write in flight with "wrong last sequence" even when
+// the expected revision is right; the holder must not take that for a lost
+// lease.
+func TestRenewWhileContendersRead(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := bg(t)
+	_, kvA := e.conn(t, 0)
+	a := e.lease(t, kvA, "a")
+	if _, err := a.TryAcquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, h := range []string{"b", "c"} {
+		_, kv := e.conn(t, i+1)
+		l := e.lease(t, kv, h)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := l.TryAcquire(ctx); !errors.Is(err, lease.ErrHeld) {
+					t.Errorf("contender %s: %v, want ErrHeld", h, err)
+					return
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 300 {
+		if err := a.Renew(ctx); err != nil {
+			t.Fatalf("renewal %d: %v", i, err)
+		}
+	}
+}
