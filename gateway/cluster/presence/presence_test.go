@@ -92,18 +92,24 @@ func startReplica(t testing.TB, name string, kv jetstream.KeyValue) replica {
 // replicas) and replicas A and B connected to different nodes.
 func twoReplicas(t *testing.T) (a, b replica) {
 	t.Helper()
-	c := testenv.StartNATSCluster(t, 3)
+	kvA, kvB := sessionBuckets(t, testenv.StartNATSCluster(t, 3))
+	return startReplica(t, "a", kvA), startReplica(t, "b", kvB)
+}
+
+// sessionBuckets creates the sessions bucket (3 replicas) on cluster c and
+// opens it through connections to nodes 0 and 1.
+func sessionBuckets(t *testing.T, c *testenv.NATSCluster) (kvA, kvB jetstream.KeyValue) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kvA, err := c.JetStream(t, 0).CreateOrUpdateKeyValue(ctx, BucketConfig(3))
-	if err != nil {
+	var err error
+	if kvA, err = c.JetStream(t, 0).CreateOrUpdateKeyValue(ctx, BucketConfig(3)); err != nil {
 		t.Fatal(err)
 	}
-	kvB, err := c.JetStream(t, 1).KeyValue(ctx, Bucket)
-	if err != nil {
+	if kvB, err = c.JetStream(t, 1).KeyValue(ctx, Bucket); err != nil {
 		t.Fatal(err)
 	}
-	return startReplica(t, "a", kvA), startReplica(t, "b", kvB)
+	return kvA, kvB
 }
 
 // --- raw MQTT ---
@@ -330,17 +336,9 @@ func (s *station) isEnded() bool {
 // does not end B's; a released holder is not ended by a newer claim; a
 // Presence without End serves Claim but refuses to be a broker hook.
 func TestClaimAcrossReplicas(t *testing.T) {
-	c := testenv.StartNATSCluster(t, 3)
+	kvA, kvB := sessionBuckets(t, testenv.StartNATSCluster(t, 3))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kvA, err := c.JetStream(t, 0).CreateOrUpdateKeyValue(ctx, BucketConfig(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kvB, err := c.JetStream(t, 1).KeyValue(ctx, Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := func(name string, kv jetstream.KeyValue) *Presence {
 		p, err := New(Config{KV: kv, Replica: NewReplicaID(name), Log: logger()})
 		if err != nil {

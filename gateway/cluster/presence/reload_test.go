@@ -37,14 +37,7 @@ func TestRegistryReloadRequest(t *testing.T) {
 	c := testenv.StartNATSCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kvA, err := c.JetStream(t, 0).CreateOrUpdateKeyValue(ctx, BucketConfig(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kvB, err := c.JetStream(t, 1).KeyValue(ctx, Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kvA, kvB := sessionBuckets(t, c)
 	// C knows node 2 only: stopping node 2 cuts it off from NATS.
 	ncC, err := nats.Connect(c.URL(2), nats.UserInfo(c.User, c.Password), nats.MaxReconnects(-1), nats.IgnoreDiscoveredServers(),
 		nats.ReconnectWait(50*time.Millisecond))
