@@ -5,15 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/telegate/telegate/broker"
-	"github.com/telegate/telegate/broker/registry"
-	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/dashboard/feed"
 	"github.com/telegate/telegate/gateway/dashboard/fleetstate"
 	"github.com/telegate/telegate/gateway/dashboard/remotecmd"
@@ -31,79 +26,16 @@ const (
 
 func startBroker(t *testing.T) *broker.Broker {
 	t.Helper()
-	h, err := registry.HashSecret([]byte(clusterSecret), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.New([]registry.Device{{ID: clusterVIN, Kind: registry.KindVehicle, SecretHash: h}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := broker.DefaultConfig()
-	cfg.TCPAddr, cfg.WSAddr = "127.0.0.1:0", ""
-	b, err := broker.New(cfg, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return svctest.StartBroker(t, clusterVIN, clusterSecret)
 }
 
-// brokerSession is the gateway's app.vehicleSession on one broker.
 func brokerSession(name string, b *broker.Broker) func(string) string {
-	return func(vin string) string {
-		cl, ok := b.Server().Clients.Get(vin)
-		if !ok || cl.Closed() {
-			return ""
-		}
-		for f := range cl.State.Subscriptions.GetAll() {
-			if strings.HasPrefix(f, "vehicles/"+vin+"/cmd/") {
-				return fmt.Sprintf("%s/%s/%p", name, cl.Net.Remote, cl)
-			}
-		}
-		return ""
-	}
+	return svctest.BrokerSession(name, b)
 }
 
-// vehicle is a real MQTT client counting the commands it receives.
-type vehicle struct {
-	mu   sync.Mutex
-	recv map[string]int // cmd id → deliveries; guarded by mu
-}
-
-func connectVehicle(t *testing.T, b *broker.Broker) *vehicle {
+func connectVehicle(t *testing.T, b *broker.Broker) *svctest.Vehicle {
 	t.Helper()
-	v := &vehicle{recv: map[string]int{}}
-	o := paho.NewClientOptions().AddBroker("tcp://" + b.Addr(broker.ListenerTCP)).SetClientID(clusterVIN).
-		SetUsername(clusterVIN).SetPassword(clusterSecret).SetCleanSession(true).SetAutoReconnect(false)
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	tok := c.Subscribe("vehicles/"+clusterVIN+"/cmd/#", 1, func(_ paho.Client, m paho.Message) {
-		var cmd wire.Command
-		if err := wire.DecodeCommand(m.Payload(), &cmd); err != nil {
-			t.Errorf("command: %v", err)
-			return
-		}
-		v.mu.Lock()
-		v.recv[cmd.CmdID]++
-		v.mu.Unlock()
-	})
-	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(0) })
-	return v
-}
-
-func (v *vehicle) count(id string) int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.recv[id]
+	return svctest.ConnectVehicle(t, b, clusterVIN, clusterSecret)
 }
 
 // replica is one gateway replica: a real broker, the services' dispatcher
@@ -180,7 +112,7 @@ func TestDashboardCommandReachesVehicleOnAnotherReplica(t *testing.T) {
 		t.Fatalf("status %q, want pending", rec.Status)
 	}
 	svctest.Eventually(t, "delivered on B", func() error {
-		if n := onB.count(rec.CmdID); n != 1 {
+		if n := onB.Count(rec.CmdID); n != 1 {
 			return fmt.Errorf("received %d times", n)
 		}
 		return nil
@@ -217,7 +149,7 @@ func TestDashboardCommandReachesVehicleOnAnotherReplica(t *testing.T) {
 		t.Fatalf("send from B: %+v %v", local, err)
 	}
 	svctest.Eventually(t, "fast path on B", func() error {
-		if n := onB.count(local.CmdID); n != 1 {
+		if n := onB.Count(local.CmdID); n != 1 {
 			return fmt.Errorf("received %d times", n)
 		}
 		return nil
@@ -242,7 +174,7 @@ func TestDashboardCommandReachesVehicleOnAnotherReplica(t *testing.T) {
 		t.Fatalf("dispatcher published %d times, want 1", n)
 	}
 	for _, id := range []string{rec.CmdID, local.CmdID} {
-		if n := onB.count(id); n != 1 {
+		if n := onB.Count(id); n != 1 {
 			t.Fatalf("%s received %d times", id, n)
 		}
 	}

@@ -9,12 +9,9 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 
 	"github.com/telegate/telegate/broker"
-	"github.com/telegate/telegate/broker/registry"
-	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/svc"
@@ -27,84 +24,18 @@ const (
 	clusterSecret = "secret-cmd"
 )
 
-// startBroker starts a real MQTT broker that knows clusterVIN.
 func startBroker(t *testing.T) *broker.Broker {
 	t.Helper()
-	h, err := registry.HashSecret([]byte(clusterSecret), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.New([]registry.Device{{ID: clusterVIN, Kind: registry.KindVehicle, SecretHash: h}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := broker.DefaultConfig()
-	cfg.TCPAddr, cfg.WSAddr = "127.0.0.1:0", ""
-	b, err := broker.New(cfg, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return svctest.StartBroker(t, clusterVIN, clusterSecret)
 }
 
-// brokerSession is the gateway's session test (app.vehicleSession): the
-// vehicle's live client on this broker, subscribed to its commands.
 func brokerSession(name string, b *broker.Broker) func(string) string {
-	return func(vin string) string {
-		cl, ok := b.Server().Clients.Get(vin)
-		if !ok || cl.Closed() {
-			return ""
-		}
-		for f := range cl.State.Subscriptions.GetAll() {
-			if strings.HasPrefix(f, "vehicles/"+vin+"/cmd/") {
-				return fmt.Sprintf("%s/%s/%p", name, cl.Net.Remote, cl)
-			}
-		}
-		return ""
-	}
+	return svctest.BrokerSession(name, b)
 }
 
-// vehicle is a real MQTT client that counts the commands it receives.
-type vehicle struct {
-	c    paho.Client
-	mu   sync.Mutex
-	recv map[string]int // cmd id → deliveries; guarded by mu
-}
-
-func connectVehicle(t *testing.T, b *broker.Broker) *vehicle {
+func connectVehicle(t *testing.T, b *broker.Broker) *svctest.Vehicle {
 	t.Helper()
-	v := &vehicle{recv: map[string]int{}}
-	o := paho.NewClientOptions().AddBroker("tcp://" + b.Addr(broker.ListenerTCP)).SetClientID(clusterVIN).
-		SetUsername(clusterVIN).SetPassword(clusterSecret).SetCleanSession(true).SetAutoReconnect(false)
-	v.c = paho.NewClient(o)
-	if tok := v.c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	tok := v.c.Subscribe("vehicles/"+clusterVIN+"/cmd/#", 1, func(_ paho.Client, m paho.Message) {
-		var c wire.Command
-		if err := wire.DecodeCommand(m.Payload(), &c); err != nil {
-			t.Errorf("command: %v", err)
-			return
-		}
-		v.mu.Lock()
-		v.recv[c.CmdID]++
-		v.mu.Unlock()
-	})
-	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { v.c.Disconnect(0) })
-	return v
-}
-
-func (v *vehicle) count(id string) int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.recv[id]
+	return svctest.ConnectVehicle(t, b, clusterVIN, clusterSecret)
 }
 
 // TestDeliveryFollowsTheVehicleAcrossReplicas: two gateway replicas (a
@@ -181,7 +112,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 	}
 	for _, id := range first {
 		svctest.Eventually(t, "delivered on A: "+id, func() error {
-			if n := onA.count(id); n != 1 {
+			if n := onA.Count(id); n != 1 {
 				return fmt.Errorf("received %d times", n)
 			}
 			return nil
@@ -199,7 +130,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 	}
 
 	// 2. Offline: six commands wait.
-	onA.c.Disconnect(0)
+	onA.C.Disconnect(0)
 	svctest.Eventually(t, "session on A gone", func() error {
 		if s := brokerSession("a", brA)(clusterVIN); s != "" {
 			return fmt.Errorf("still %s", s)
@@ -229,7 +160,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 	}
 	for _, id := range second {
 		svctest.Eventually(t, "delivered on B: "+id, func() error {
-			if n := onB.count(id); n != 1 {
+			if n := onB.Count(id); n != 1 {
 				return fmt.Errorf("received %d times", n)
 			}
 			return nil
@@ -244,7 +175,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 			}
 			return nil
 		})
-		if n := onA.count(id); n != 0 {
+		if n := onA.Count(id); n != 0 {
 			t.Fatalf("%s reached the old connection on A %d times", id, n)
 		}
 	}
@@ -267,7 +198,7 @@ func TestDeliveryFollowsTheVehicleAcrossReplicas(t *testing.T) {
 		return nil
 	})
 	for _, id := range append(first, second...) {
-		if n := onA.count(id) + onB.count(id); n != 1 {
+		if n := onA.Count(id) + onB.Count(id); n != 1 {
 			t.Fatalf("%s received %d times", id, n)
 		}
 	}
