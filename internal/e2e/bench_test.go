@@ -97,6 +97,9 @@ func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOption
 	}
 	o.ExtraCfg += os.Getenv("TELEGATE_BENCH_GATEWAY_CFG")
 	o.Pprof = o.Pprof || os.Getenv("TELEGATE_BENCH_CPUPROFILE") != ""
+	// TELEGATE_BENCH_GATEWAY_ENV: space-separated variables for the gateway
+	// process only, e.g. "GOMAXPROCS=1 GOGC=200".
+	o.Env = append(o.Env, strings.Fields(os.Getenv("TELEGATE_BENCH_GATEWAY_ENV"))...)
 	gw := testenv.StartGateway(b, in, vehicles, o)
 	external := o.NATSURL != ""
 

@@ -58,6 +58,7 @@ type Gateway struct {
 	DataDir string
 	// PID of the running process (0 when stopped).
 	PID  int
+	env  []string // GatewayOptions.Env
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -80,6 +81,9 @@ type GatewayOptions struct {
 	// replicas; "" provisions vehicles+1 devices for this gateway alone
 	// (SecretCost picks the hashes).
 	DevicesFile string
+	// Env is added to the gateway process's environment (e.g.
+	// "GOGC=200"), after the test process's own variables.
+	Env []string
 }
 
 // WriteRegistry provisions devices 1..vehicles+1 (the last for probes) of
@@ -139,7 +143,7 @@ dashboard: {enabled: false}
 services: {enabled: false}
 %s`, filepath.Join(dir, "data"), devices, httpAddr, o.Pprof, mqttAddr, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
 	g := &Gateway{t: t, bin: GatewayBinary(t), cfgFile: filepath.Join(dir, "gateway.yaml"), logPath: filepath.Join(dir, "gateway.log"),
-		HTTPAddr: httpAddr, MQTTURL: "tcp://" + mqttAddr, DataDir: filepath.Join(dir, "data")}
+		HTTPAddr: httpAddr, MQTTURL: "tcp://" + mqttAddr, DataDir: filepath.Join(dir, "data"), env: o.Env}
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +172,7 @@ func (g *Gateway) Start() {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, g.env...)
 	logf, err := os.OpenFile(g.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		g.t.Fatal(err)
