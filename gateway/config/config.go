@@ -327,6 +327,15 @@ func (c *Config) Validate() error {
 	if c.Spool.AckTimeout <= 0 {
 		bad("spool.ack_timeout", "must be positive")
 	}
+	if c.Spool.SyncDelay < 0 || c.Spool.SyncDelay > time.Second {
+		bad("spool.sync_delay", "must be 0 to 1s (it adds to every PUBACK's latency)")
+	}
+	if c.Spool.SyncRecords < 0 {
+		bad("spool.sync_records", "must be ≥ 0")
+	}
+	if c.Spool.SyncMinRate < 0 || c.Spool.SyncMinRate != c.Spool.SyncMinRate {
+		bad("spool.sync_min_rate", "must be ≥ 0 records/s")
+	}
 	if !strings.HasPrefix(c.Influx.URL, "http://") && !strings.HasPrefix(c.Influx.URL, "https://") {
 		bad("influx.url", "must be an http(s) URL")
 	}

@@ -49,6 +49,8 @@ func TestBadFiles(t *testing.T) {
 		"wrong_type.yaml":               {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
 		"zero_keepalive.yaml":           {ErrInvalid, "config: invalid value: mqtt.max_keepalive: must be 1s..65535s"},
 		"receive_maximum_overflow.yaml": {ErrInvalid, "line 2: cannot unmarshal !!int `70000` into uint16"},
+		"long_sync_delay.yaml":          {ErrInvalid, "config: invalid value: spool.sync_delay: must be 0 to 1s"},
+		"negative_sync_rate.yaml":       {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {

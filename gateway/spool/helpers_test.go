@@ -166,3 +166,11 @@ func (l *logBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// rateFromTest reads the syncer's rate estimate: call it only while the
+// syncer is idle (after a WaitTicket returned and before the next append).
+func (s *Spool) rateFromTest() float64 {
+	s.mu.Lock() // orders this read after the syncer's last update for the race detector
+	defer s.mu.Unlock()
+	return s.rate
+}

@@ -10,14 +10,17 @@ import (
 const DefaultAckTimeout = 5 * time.Second
 
 // Group commit defaults of the gateway (Settings; Open's own defaults stay
-// 0, no wait): a group smaller than 32 records waits up to 2 ms to grow.
-// At moderate rates (500 vehicles at 10 Hz) one fdatasync then covers
-// several times more records, for at most 2 ms more PUBACK latency; at
-// saturation groups are already larger and nobody waits. See
-// docs/benchmarks.md, "Second optimisation pass (issue 11)".
+// 0, no wait): while records arrive at 250/s or more, a group smaller than
+// 64 records waits up to 8 ms to grow. At moderate rates (500 vehicles at
+// 10 Hz) one fdatasync then covers about 50 records instead of 17, for at
+// most 8 ms more PUBACK latency; below 250 records/s a wait would gather
+// almost nothing, so there is none; at saturation groups are already
+// larger and nobody waits. See docs/benchmarks.md, "Fourth optimisation
+// pass (issue 11)".
 const (
-	DefaultSyncDelay   = 2 * time.Millisecond
-	DefaultSyncRecords = 32
+	DefaultSyncDelay   = 8 * time.Millisecond
+	DefaultSyncRecords = 64
+	DefaultSyncMinRate = 250
 )
 
 // Settings are the spool's operator settings: the gateway's `spool`
@@ -36,6 +39,9 @@ type Settings struct {
 	// records, and skips it when the group already does
 	// (Options.SyncRecords): 0 makes SyncDelay a fixed wait.
 	SyncRecords int `yaml:"sync_records"`
+	// SyncMinRate (records per second) skips that wait while records
+	// arrive more slowly (Options.SyncMinRate): 0 waits at any rate.
+	SyncMinRate float64 `yaml:"sync_min_rate"`
 	// AckTimeout bounds how long a QoS 1 publish waits for its group commit
 	// before it is refused (never acknowledged) with "unspecified error":
 	// the producers' AppendTimeout argument (gateway/ingest.FromSpool; in
@@ -51,6 +57,7 @@ func DefaultSettings() Settings {
 		SegmentBytes: DefaultSegmentBytes,
 		SyncDelay:    DefaultSyncDelay,
 		SyncRecords:  DefaultSyncRecords,
+		SyncMinRate:  DefaultSyncMinRate,
 		AckTimeout:   DefaultAckTimeout,
 	}
 }
@@ -58,5 +65,6 @@ func DefaultSettings() Settings {
 // Options are the Open options these settings give (zero sizes take
 // Open's defaults); the caller adds Dir, Consumers, MaxRecord and Logger.
 func (s Settings) Options() Options {
-	return Options{SegmentBytes: int64(s.SegmentBytes), MaxBytes: int64(s.MaxBytes), SyncDelay: s.SyncDelay, SyncRecords: s.SyncRecords}
+	return Options{SegmentBytes: int64(s.SegmentBytes), MaxBytes: int64(s.MaxBytes), SyncDelay: s.SyncDelay,
+		SyncRecords: s.SyncRecords, SyncMinRate: s.SyncMinRate}
 }

@@ -55,8 +55,16 @@ type Options struct {
 	// rates groups are already that large and nobody waits; at moderate
 	// rates one fdatasync covers more records. 0: always wait SyncDelay.
 	SyncRecords int
+	// SyncMinRate (records per second), with SyncDelay, skips the wait
+	// while records arrive more slowly: waiting would then delay the
+	// PUBACKs without gathering more records into the fdatasync. The rate
+	// is estimated by the syncer from its recent group commits (no clock
+	// read per append). 0: wait whatever the rate.
+	SyncMinRate float64
 	NoSync      bool // tests/benchmarks only: skip fsync
 	Logger      *slog.Logger
+
+	clock func() time.Time // tests only: the syncer's clock; nil = time.Now
 }
 
 func (o Options) normalize() (Options, error) {
@@ -75,6 +83,9 @@ func (o Options) normalize() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.clock == nil {
+		o.clock = time.Now
+	}
 	switch {
 	case o.SegmentBytes <= segHeaderSize:
 		return o, fmt.Errorf("%w: SegmentBytes %d must exceed %d", ErrInvalidOptions, o.SegmentBytes, segHeaderSize)
@@ -86,6 +97,8 @@ func (o Options) normalize() (Options, error) {
 		return o, fmt.Errorf("%w: negative SyncDelay", ErrInvalidOptions)
 	case o.SyncRecords < 0:
 		return o, fmt.Errorf("%w: negative SyncRecords", ErrInvalidOptions)
+	case o.SyncMinRate < 0 || o.SyncMinRate != o.SyncMinRate:
+		return o, fmt.Errorf("%w: SyncMinRate must be ≥ 0", ErrInvalidOptions)
 	case len(o.Consumers) == 0:
 		return o, fmt.Errorf("%w: no consumers (nothing would ever read or retain the spool)", ErrInvalidOptions)
 	}
@@ -165,9 +178,15 @@ type Spool struct {
 	appended, syncs, full uint64
 	truncated             int64
 
-	wake       chan struct{} // cap 1: there is a group to commit
-	force      chan struct{} // cap 1: Sync wants the group now (cuts SyncDelay)
-	grown      chan struct{} // cap 1: the group reached SyncRecords (cuts SyncDelay)
+	wake  chan struct{} // cap 1: there is a group to commit
+	force chan struct{} // cap 1: Sync wants the group now (cuts SyncDelay)
+	grown chan struct{} // cap 1: the group reached SyncRecords (cuts SyncDelay)
+	// rate (records per second, a moving average over group commits) and
+	// lastCut (when the previous group was cut) are written by the syncer
+	// goroutine with mu held (observeLocked) and read by it without; they
+	// decide whether SyncMinRate allows a wait.
+	rate       float64
+	lastCut    time.Time
 	closing    chan struct{} // closed by Close
 	syncerDone chan struct{}
 	watchDone  chan struct{}
@@ -649,7 +668,7 @@ func (s *Spool) syncLoop() {
 		case <-s.closing:
 			closing = true
 		}
-		if timer != nil && !closing && s.groupWanted() {
+		if timer != nil && !closing && s.rateWanted() && s.groupWanted() {
 			timer.Reset(s.opts.SyncDelay)
 			select {
 			case <-timer.C:
@@ -666,6 +685,32 @@ func (s *Spool) syncLoop() {
 			return
 		}
 	}
+}
+
+// rateWanted reports whether records arrive fast enough for a wait
+// (Options.SyncMinRate). Syncer goroutine only.
+func (s *Spool) rateWanted() bool {
+	return s.opts.SyncMinRate <= 0 || s.rate >= s.opts.SyncMinRate
+}
+
+// rateWeight is the weight of the newest group in the rate average: the
+// estimate follows a change of load within a few group commits.
+const rateWeight = 0.25
+
+// observeLocked updates the arrival rate with a group of n records cut now.
+// Syncer goroutine only (commitGroup), with mu held so that tests can read
+// the estimate.
+func (s *Spool) observeLocked(n int) {
+	if s.opts.SyncMinRate <= 0 || n == 0 {
+		return
+	}
+	now := s.opts.clock()
+	if !s.lastCut.IsZero() {
+		if d := now.Sub(s.lastCut).Seconds(); d > 0 {
+			s.rate += rateWeight * (float64(n)/d - s.rate)
+		}
+	}
+	s.lastCut = now
 }
 
 // groupWanted reports whether the syncer should wait SyncDelay for the
@@ -697,6 +742,7 @@ func (s *Spool) commitGroup() {
 	gen := s.curGen
 	s.curGen++
 	s.curDirty = false
+	s.observeLocked(s.curRecs)
 	s.curRecs = 0
 	err := s.failErr
 	if err == nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -994,5 +995,60 @@ func TestNotifyTicketAtClose(t *testing.T) {
 		}
 	default:
 		t.Fatal("not notified by Close")
+	}
+}
+
+// TestSyncMinRateSkipsTheWaitWhenSlow: with SyncMinRate, the syncer waits
+// SyncDelay only once its estimate of the arrival rate (from the group
+// commits, on the syncer's clock) reaches the minimum. Slow records are
+// committed at once despite an hour's SyncDelay; after a fast run the next
+// small group waits.
+func TestSyncMinRateSkipsTheWaitWhenSlow(t *testing.T) {
+	var now atomic.Int64 // the syncer's clock, in ns
+	o := opts(t.TempDir())
+	o.SyncDelay = time.Hour // a wait ends only by Sync or Close
+	o.SyncRecords = 1000
+	o.SyncMinRate = 100
+	o.clock = func() time.Time { return time.Unix(0, now.Load()) }
+	s := mustOpen(t, o)
+	mustConsumer(t, s, "influx")
+	appendAt := func(i int, step time.Duration) Ticket {
+		t.Helper()
+		now.Add(int64(step))
+		tk, err := s.AppendTicket(payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	// One record a second: below the minimum, never a wait (each commit
+	// would otherwise take the hour).
+	for i := range 3 {
+		if err := s.WaitTicket(appendAt(i, time.Second), time.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("slow record %d: %v, want it committed without the delay", i, err)
+		}
+	}
+	// One record per millisecond: the estimate climbs past 100/s (the
+	// average weighs each new group by 1/4).
+	i := 3
+	for s.rateFromTest() < o.SyncMinRate {
+		if i > 40 {
+			t.Fatalf("rate estimate %.1f/s after %d records at 1000/s", s.rateFromTest(), i-3)
+		}
+		if err := s.WaitTicket(appendAt(i, time.Millisecond), time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	// Now a group smaller than SyncRecords waits for the delay.
+	tk := appendAt(i, time.Millisecond)
+	if err := s.WaitTicket(tk, time.Now().Add(50*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("fast: WaitTicket %v, want the delay running (ErrTimeout)", err)
+	}
+	if err := s.Sync(); err != nil { // cuts the delay
+		t.Fatal(err)
+	}
+	if err := s.WaitTicket(tk, time.Time{}); err != nil {
+		t.Fatal(err)
 	}
 }
