@@ -473,6 +473,13 @@ type rawConn struct {
 	net.Conn
 	owner *core
 	once  sync.Once
+
+	// dmu guards rd and wd, the read and write deadlines (deadline.go);
+	// taken by whoever sets a deadline and by a read or write whose
+	// deadline fired.
+	dmu    sync.Mutex
+	rd, wd deadlines
+	rearms int // fired deadlines that were re-armed (for tests); guarded by dmu
 }
 
 func (r *rawConn) Close() error {
@@ -526,7 +533,7 @@ func (c *core) admit(nc net.Conn) *rawConn {
 	c.mu.Unlock()
 	c.opts.Stats.Accepted.Add(1)
 	c.opts.Stats.Open.Add(1)
-	_ = nc.SetDeadline(time.Now().Add(c.opts.ConnectTimeout))
+	_ = r.SetDeadline(time.Now().Add(c.opts.ConnectTimeout))
 	return r
 }
 
