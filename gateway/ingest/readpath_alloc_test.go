@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -84,4 +85,33 @@ func TestHeldReadPathAllocatesNothing(t *testing.T) {
 			t.Fatalf("%d publish records, want %d", got, len(pkts))
 		}
 	})
+}
+
+// BenchmarkHeldReadPath is TestHeldReadPathAllocatesNothing's frame as a
+// benchmark, one frame in flight (sync mode: the reader waits for the
+// commit), on a spool that does not fsync so that ns/op is the CPU path.
+func BenchmarkHeldReadPath(b *testing.B) {
+	f := newHeldFixtureSpool(b, slog.New(slog.DiscardHandler), false, spool.Options{NoSync: true})
+	close(f.g.gate)
+	c := connect311(b, f.addr)
+	_ = c.SetDeadline(time.Time{})
+	const ring = 1000
+	all := publishes(ring)
+	var pkts [][]byte
+	for len(all) > 0 {
+		n := 2 + int(all[1])
+		pkts, all = append(pkts, all[:n]), all[n:]
+	}
+	ack := make([]byte, 4)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := c.Write(pkts[i%ring]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, ack); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }
