@@ -1,8 +1,15 @@
 package listener
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"testing"
 	"time"
@@ -123,8 +130,9 @@ func TestWriteDeadlineRearmed(t *testing.T) {
 
 // keepaliveEstablish mimics mochi's read loop: before every read it moves
 // the deadline to now + ka (Client.refreshDeadline). It reports the error
-// that ended the loop and how long after the last refresh it came.
-func keepaliveEstablish(ka time.Duration, out chan<- [2]any) func(string, net.Conn) error {
+// that ended the loop, how long after the last refresh it came and how
+// many fired deadlines were re-armed.
+func keepaliveEstablish(ka time.Duration, out chan<- [3]any) func(string, net.Conn) error {
 	return func(_ string, c net.Conn) error {
 		c.(*Conn).MarkEstablished()
 		var b [1]byte
@@ -133,11 +141,11 @@ func keepaliveEstablish(ka time.Duration, out chan<- [2]any) func(string, net.Co
 			last = time.Now()
 			_ = c.SetDeadline(last.Add(ka))
 			if _, err := c.Read(b[:]); err != nil {
-				out <- [2]any{err, time.Since(last)}
+				out <- [3]any{err, time.Since(last), c.(*Conn).raw.rearmCount()}
 				return err
 			}
 			if _, err := c.Write(b[:]); err != nil { // echo: the refresh happened
-				out <- [2]any{err, time.Since(last)}
+				out <- [3]any{err, time.Since(last), c.(*Conn).raw.rearmCount()}
 				return err
 			}
 		}
@@ -146,14 +154,25 @@ func keepaliveEstablish(ka time.Duration, out chan<- [2]any) func(string, net.Co
 
 // startKeepalive serves keepaliveEstablish over TCP or WebSocket and
 // returns a function that dials a client.
-func startKeepalive(t *testing.T, proto string, ka time.Duration, out chan<- [2]any) func() (send func() error, close func()) {
+func startKeepalive(t *testing.T, proto string, ka time.Duration, out chan<- [3]any) func() (send func() error, close func()) {
 	t.Helper()
 	est := keepaliveEstablish(ka, out)
 	switch proto {
-	case "tcp":
-		l := startTCP(t, Options{}, est)
+	case "tcp", "tls":
+		var srvTLS, cliTLS *tls.Config
+		if proto == "tls" {
+			srvTLS, cliTLS = selfSigned(t)
+		}
+		l := startTCP(t, Options{TLSConfig: srvTLS}, est)
 		return func() (func() error, func()) {
 			c := dial(t, l.Address())
+			if cliTLS != nil {
+				tc := tls.Client(c, cliTLS)
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tc
+			}
 			_ = c.SetDeadline(time.Time{})
 			var b [1]byte
 			return func() error {
@@ -199,10 +218,10 @@ func startKeepalive(t *testing.T, proto string, ka time.Duration, out chan<- [2]
 // TCP and WebSocket (whose reader cannot survive a timeout: the re-arm
 // must happen below it).
 func TestKeepaliveSendingClientStaysConnected(t *testing.T) {
-	for _, proto := range []string{"tcp", "ws"} {
+	for _, proto := range []string{"tcp", "tls", "ws"} {
 		t.Run(proto, func(t *testing.T) {
 			const ka = time.Second
-			out := make(chan [2]any, 1)
+			out := make(chan [3]any, 1)
 			send, closeFn := startKeepalive(t, proto, ka, out)()
 			start := time.Now()
 			for n := 0; time.Since(start) < 5*ka/2; n++ {
@@ -217,6 +236,14 @@ func TestKeepaliveSendingClientStaysConnected(t *testing.T) {
 			default:
 			}
 			closeFn()
+			select {
+			case got := <-out:
+				if got[2].(int) == 0 {
+					t.Fatal("the first deadline armed never fired: nothing was coalesced")
+				}
+			case <-time.After(wait):
+				t.Fatal("server never saw the close")
+			}
 		})
 	}
 }
@@ -224,10 +251,10 @@ func TestKeepaliveSendingClientStaysConnected(t *testing.T) {
 // A client that goes silent after a few packets is still disconnected by
 // the timeout, and not before the last deadline asked for.
 func TestKeepaliveSilentClientDisconnected(t *testing.T) {
-	for _, proto := range []string{"tcp", "ws"} {
+	for _, proto := range []string{"tcp", "tls", "ws"} {
 		t.Run(proto, func(t *testing.T) {
 			const ka = 150 * time.Millisecond
-			out := make(chan [2]any, 1)
+			out := make(chan [3]any, 1)
 			send, _ := startKeepalive(t, proto, ka, out)()
 			for n := range 5 {
 				if err := send(); err != nil {
@@ -282,4 +309,35 @@ func BenchmarkSetDeadline(b *testing.B) {
 			})
 		}
 	}
+}
+
+// selfSigned returns a server TLS config with a fresh self-signed
+// certificate for 127.0.0.1 and a client config that trusts only it.
+func selfSigned(t *testing.T) (srv, cli *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 }
