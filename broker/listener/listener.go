@@ -16,7 +16,11 @@
 //     CONNECT, and waits for their goroutines, so shutdown is prompt and
 //     leak-free;
 //   - counters (Stats) for accepted, refused and timed-out connections and
-//     recovered panics.
+//     recovered panics;
+//   - cheap deadline refreshes: mochi moves the keepalive deadline before
+//     every packet; the socket's timers are only touched when a deadline
+//     moves earlier, and a socket still times out exactly when the last
+//     deadline asked for expires (deadline.go).
 package listener
 
 import (
