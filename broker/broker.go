@@ -277,6 +277,12 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		Logger:                   b.log,
 		SysTopicResendInterval:   60,
 		InlineClient:             true, // for Publish (cloud-to-device commands)
+		// The body of an ignored 3.1.1 publish (the ingest hook's held
+		// QoS 1 path) serves the next packet: no allocation per frame.
+		// Safe because no hook keeps a publish's strings or slices
+		// (policy, ingest, presence; see AddHook) and the log filter
+		// formats records at once (its rate-limit keys are client ids).
+		ReuseIgnoredPublishBody: true,
 	})
 	b.stats.info = b.server.Info
 	if err := b.server.AddHook(&policy{b: b}, nil); err != nil {
@@ -319,6 +325,13 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 // Note that mochi calls OnConnect before authentication, and calls
 // OnPublish for server-side publishes too (cl.Net.Inline is true for
 // those).
+//
+// A hook must not keep pk.TopicName, pk.Payload or any other string or
+// slice of a device's PUBLISH after its OnPacketRead, OnPublish or
+// OnPacketProcessed returns (copy what it keeps): the broker runs mochi
+// with ReuseIgnoredPublishBody, so the body of a 3.1.1 publish that
+// OnPublish returned ignored (the ingest hook's held QoS 1 path) is read
+// over by a later packet. A hook providing OnPublished turns that off.
 func (b *Broker) AddHook(h mqtt.Hook, config any) error {
 	if h == nil {
 		return fmt.Errorf("%w: nil hook", ErrConfig)

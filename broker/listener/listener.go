@@ -16,7 +16,11 @@
 //     CONNECT, and waits for their goroutines, so shutdown is prompt and
 //     leak-free;
 //   - counters (Stats) for accepted, refused and timed-out connections and
-//     recovered panics.
+//     recovered panics;
+//   - cheap deadline refreshes: mochi moves the keepalive deadline before
+//     every packet; the socket's timers are only touched when a deadline
+//     moves earlier, and a socket still times out exactly when the last
+//     deadline asked for expires (deadline.go).
 package listener
 
 import (
@@ -473,6 +477,13 @@ type rawConn struct {
 	net.Conn
 	owner *core
 	once  sync.Once
+
+	// dmu guards rd and wd, the read and write deadlines (deadline.go);
+	// taken by whoever sets a deadline and by a read or write whose
+	// deadline fired.
+	dmu    sync.Mutex
+	rd, wd deadlines
+	rearms int // fired deadlines that were re-armed (for tests); guarded by dmu
 }
 
 func (r *rawConn) Close() error {
@@ -526,7 +537,7 @@ func (c *core) admit(nc net.Conn) *rawConn {
 	c.mu.Unlock()
 	c.opts.Stats.Accepted.Add(1)
 	c.opts.Stats.Open.Add(1)
-	_ = nc.SetDeadline(time.Now().Add(c.opts.ConnectTimeout))
+	_ = r.SetDeadline(time.Now().Add(c.opts.ConnectTimeout))
 	return r
 }
 

@@ -55,6 +55,13 @@ type asyncGatedSpool struct {
 
 func (g asyncGatedSpool) NotifyTicket(t uint64, appended time.Time, n spool.Notifier) bool {
 	g.waits.Add(1)
+	select {
+	case <-g.gate:
+		if g.fail == nil { // the gate is open: the real notifier (no allocation)
+			return g.a.NotifyTicket(t, appended, n)
+		}
+	default:
+	}
 	gn := gateNote{g.gatedSpool, n}
 	if !g.a.NotifyTicket(t, appended, gn) {
 		select {
@@ -103,16 +110,24 @@ type heldFixture struct {
 
 // newHeldFixture runs mochi with the product's listener (broker/listener)
 // and the ingest hook over a real spool behind gatedSpool.
-func newHeldFixture(t *testing.T, async bool) *heldFixture {
+func newHeldFixture(t testing.TB, async bool) *heldFixture {
 	t.Helper()
 	return newHeldFixtureLog(t, nil, async)
 }
 
 // newHeldFixtureLog is newHeldFixture with log as mochi's logger (nil:
 // mochi's default).
-func newHeldFixtureLog(t *testing.T, log *slog.Logger, async bool) *heldFixture {
+func newHeldFixtureLog(t testing.TB, log *slog.Logger, async bool) *heldFixture {
 	t.Helper()
-	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Consumers: []string{"c"}})
+	return newHeldFixtureSpool(t, log, async, spool.Options{})
+}
+
+// newHeldFixtureSpool is newHeldFixtureLog with the spool's options (its
+// directory and consumer are set here).
+func newHeldFixtureSpool(t testing.TB, log *slog.Logger, async bool, so spool.Options) *heldFixture {
+	t.Helper()
+	so.Dir, so.Consumers = t.TempDir(), []string{"c"}
+	sp, err := spool.Open(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +142,9 @@ func newHeldFixtureLog(t *testing.T, log *slog.Logger, async bool) *heldFixture 
 		hs = asyncGatedSpool{g, real.(ingest.AsyncPipeliner)}
 	}
 	m := metrics.New(prometheus.NewRegistry())
-	opts := &mqtt.Options{InlineClient: true}
+	// As the broker runs mochi (broker.New): the body of a held publish
+	// serves the next packet.
+	opts := &mqtt.Options{InlineClient: true, ReuseIgnoredPublishBody: true}
 	if log != nil {
 		opts.Logger = log
 	}
@@ -163,7 +180,7 @@ func newHeldFixtureLog(t *testing.T, log *slog.Logger, async bool) *heldFixture 
 }
 
 // connect311 opens a raw MQTT 3.1.1 connection as vin.
-func connect311(t *testing.T, addr string) net.Conn {
+func connect311(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {

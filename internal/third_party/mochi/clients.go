@@ -157,6 +157,14 @@ type ClientState struct {
 	outboundQty     int32                // number of messages currently in the outbound queue
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
+	// telegate: body is the pooled buffer (publishBodies) the PUBLISH
+	// being handled was read into, nil if its body was allocated; bodyFree
+	// is set by processPublish when that packet kept nothing of it, so
+	// readAndHandle returns it to the pool. Both belong to the client's
+	// read goroutine (processPublish runs there for a non-inline client;
+	// InjectPacket with a live device client would race and is not used).
+	body     *[]byte
+	bodyFree bool
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -388,11 +396,49 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 //go:noinline
 func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
 	pk, err := cl.ReadPacket(fh)
-	if err != nil {
-		return err
+	if err == nil {
+		err = packetHandler(cl, pk) // Process inbound packet.
 	}
+	// telegate: a pooled body goes back only if the packet was proven
+	// to keep nothing of it (see Options.ReuseIgnoredPublishBody).
+	if b := cl.State.body; b != nil {
+		if cl.State.bodyFree && err == nil {
+			publishBodies.Put(b)
+		}
+		cl.State.body, cl.State.bodyFree = nil, false
+	}
+	return err
+}
 
-	return packetHandler(cl, pk) // Process inbound packet.
+// telegate: publishBodies holds the bodies of ignored PUBLISH packets for
+// the next ones (Options.ReuseIgnoredPublishBody), as *[]byte.
+var publishBodies sync.Pool
+
+// Bodies up to maxPooledBody bytes are pooled; a new one has at least
+// minPooledBody bytes of capacity so that a pool of them fits most.
+const (
+	maxPooledBody = 8 << 10
+	minPooledBody = 512
+)
+
+// readBody returns the buffer for the body of the packet fh starts: a
+// pooled one for a PUBLISH that may turn out to keep nothing of it
+// (recorded in cl.State.body), else a fresh one. telegate patch.
+func (cl *Client) readBody(fh *packets.FixedHeader) []byte {
+	n := fh.Remaining
+	if fh.Type != packets.Publish || n > maxPooledBody || !cl.ops.options.ReuseIgnoredPublishBody ||
+		cl.Properties.ProtocolVersion >= 5 || cl.Net.Inline {
+		return make([]byte, n)
+	}
+	b, _ := publishBodies.Get().(*[]byte)
+	if b == nil {
+		b = new([]byte)
+	}
+	if cap(*b) < n {
+		*b = make([]byte, n, max(n, minPooledBody))
+	}
+	cl.State.body = b
+	return (*b)[:n]
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
@@ -473,17 +519,17 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion // inherit client protocol version for decoding
 	pk.FixedHeader = *fh
-	p := make([]byte, pk.FixedHeader.Remaining)
-	n, err := io.ReadFull(cl.Net.bconn, p)
+	// telegate: read straight into the buffer the packet decodes from
+	// (upstream read into one and decoded from a copy of it: two
+	// allocations); it is fresh unless the packet may be proven to keep
+	// nothing of it (readBody).
+	px := cl.readBody(fh)
+	n, err := io.ReadFull(cl.Net.bconn, px)
 	if err != nil {
 		return pk, err
 	}
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
-
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)

@@ -129,6 +129,19 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// ReuseIgnoredPublishBody (telegate patch) lets the body of a PUBLISH
+	// serve a later packet when nothing can have kept it: a packet from an
+	// MQTT 3.1.1 / 3.1 client (no properties, no topic aliases), not
+	// inline, that the OnPublish hooks returned with Ignore set, QoS 0 and
+	// no retain flag (mochi then neither acknowledges, stores, retains nor
+	// forwards it), when no hook provides OnPublished and handling it
+	// returned no error. pk.TopicName, pk.Payload and every other slice or
+	// string of the packet point into that body. Set it only if no hook
+	// keeps any of them after its OnPacketRead, OnPublish or
+	// OnPacketProcessed returns (copies are fine; a log handler that
+	// formats a record later counts as keeping it).
+	ReuseIgnoredPublishBody bool `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -967,6 +980,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// When it publishes a package with a qos > 0, the server treats
 	// the package as qos=0, and the client receives it as qos=1 or 2.
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		// telegate: an ignored QoS 0 publish without retain is kept by
+		// nothing here (publishToSubscribers returns at once); with no
+		// OnPublished hook its pooled body may serve the next packet
+		// (Options.ReuseIgnoredPublishBody).
+		if pk.Ignore && !pk.FixedHeader.Retain && cl.State.body != nil && !cl.Net.Inline && !s.hooks.Provides(OnPublished) {
+			cl.State.bodyFree = true
+		}
 		s.publishToSubscribers(pk)
 		s.hooks.OnPublished(cl, pk)
 		return nil
