@@ -38,6 +38,10 @@ import (
 // segment name, so recovery deletes a leftover one).
 const spareName = "next-segment.tmp"
 
+// testHookPreallocate, when set (tests only, never concurrently with a
+// spool), runs first in preallocate; an error it returns is preallocate's.
+var testHookPreallocate func(f *os.File) error
+
 // zeroBlock is what preallocate writes (read only).
 var zeroBlock = make([]byte, 256<<10)
 
@@ -47,6 +51,11 @@ var zeroBlock = make([]byte, 256<<10)
 func preallocate(f *os.File, from, to int64, noSync bool) error {
 	if to <= from {
 		return nil
+	}
+	if testHookPreallocate != nil {
+		if err := testHookPreallocate(f); err != nil {
+			return err
+		}
 	}
 	if noSync {
 		return f.Truncate(to)
