@@ -368,3 +368,50 @@ func TestPreallocHeaderlessLastSegment(t *testing.T) {
 	s.Close()
 	reopenAppendReopen(t, dir, 20, 0)
 }
+
+// TestNoSpaceOnRealDevice runs the spool with real fsync on a small file
+// system given by SPOOL_FULL_DIR (skipped without it), e.g. as root:
+//
+//	mount -t tmpfs -o size=1m tmpfs /mnt/full
+//	SPOOL_FULL_DIR=/mnt/full go test -run NoSpaceOnRealDevice -v ./gateway/spool/
+//
+// The disk fills at a segment creation: ErrFull, nothing lost, and appends
+// resume once the consumers' commits have deleted segments.
+func TestNoSpaceOnRealDevice(t *testing.T) {
+	root := os.Getenv("SPOOL_FULL_DIR")
+	if root == "" {
+		t.Skip("SPOOL_FULL_DIR (a small file system) not set")
+	}
+	dir, err := os.MkdirTemp(root, "spool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o := Options{Dir: dir, Consumers: []string{"influx"}, SegmentBytes: 256 << 10, MaxBytes: 1 << 30, Logger: quiet}
+	s := mustOpen(t, o)
+	i := 0
+	for ; ; i++ {
+		if _, err := s.Append(payload(i)); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatalf("Append %d: %v, want ErrFull", i, err)
+			}
+			t.Logf("after %d records: %v", i, err)
+			break
+		}
+	}
+	st := s.Stats()
+	t.Logf("stats: segments %d, bytes %d, disk bytes %d, full %d", st.Segments, st.Bytes, st.DiskBytes, st.Full)
+	c := mustConsumer(t, s, "influx")
+	got, next := readN(t, c, i, 1000, 1<<20)
+	checkPayloads(t, got, 0)
+	if err := c.Commit(next); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, i, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, o)
+	got, _ = readN(t, mustConsumer(t, s, "influx"), 10, 1000, 1<<20)
+	checkPayloads(t, got, i)
+}
