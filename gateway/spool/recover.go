@@ -18,8 +18,16 @@ import (
 //   - Every record of every segment is verified (length and CRC-32C).
 //   - Only the last segment may end with a torn write: a roll-over fsyncs
 //     the old segment before the next one is created. In the last segment,
-//     everything from the first invalid frame on is truncated (and logged):
-//     it was never covered by a completed fsync, so never acknowledged.
+//     everything from the first invalid frame on is cut (and logged): it was
+//     never covered by a completed fsync, so never acknowledged.
+//   - The last segment may be preallocated (prealloc.go): a file of exactly
+//     SegmentBytes whose valid frames are followed by zeros. Those zeros are
+//     space never written: not counted as cut, not logged. Non-zero bytes
+//     before them (a torn frame, garbage) are overwritten with zeros and
+//     fsynced, the file keeping its length, so that nothing of them can
+//     reappear after the records appended next. A last segment of any other
+//     length is truncated at its data end as before. Either way appends go
+//     on at the data end, and the last segment is preallocated again.
 //   - A last segment shorter than its header, or whose header is all zeros,
 //     was created by a roll-over that did not reach its fsync: it is
 //     reinitialized empty.
@@ -49,6 +57,7 @@ type cursorLoad struct {
 type scanned struct {
 	seg      *segment
 	noHeader bool
+	torn     int64 // noHeader: the bytes reinitSegment reports as cut (tornBytes)
 }
 
 func (s *Spool) recover() (err error) {
@@ -77,6 +86,10 @@ func (s *Spool) recover() (err error) {
 		}
 	}
 	slices.Sort(seqs)
+	// A next segment file prepared but not renamed before a crash or Close.
+	if err := os.Remove(filepath.Join(o.Dir, spareName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 
 	// Segments before every cursor were consumed; their deletion did not
 	// reach the disk before a crash.
@@ -135,7 +148,7 @@ func (s *Spool) recover() (err error) {
 				drop = append(drop, seg)
 				continue
 			}
-			if err := s.reinitSegment(seg, prevEnd); err != nil {
+			if err := s.reinitSegment(seg, prevEnd, sc.torn); err != nil {
 				return err
 			}
 		}
@@ -171,9 +184,12 @@ func (s *Spool) recover() (err error) {
 		}
 		seg := &segment{seq: seq, f: f}
 		s.segs = append(s.segs, seg)
-		if err := s.reinitSegment(seg, first); err != nil {
+		if err := s.reinitSegment(seg, first, 0); err != nil {
 			return err
 		}
+	}
+	if err := s.preallocActive(); err != nil {
+		return err
 	}
 	for i, seg := range s.segs {
 		if i > 0 {
@@ -267,8 +283,9 @@ func (s *Spool) scanSegment(br *bufio.Reader, seq uint64, last bool, loads []*cu
 	}
 	if size < segHeaderSize || allZero(hdr) {
 		sc.noHeader = true
-		seg.size = size
-		return sc, nil
+		seg.size, seg.alloc = size, size
+		sc.torn, err = s.tornBytes(f, 0, size)
+		return sc, err
 	}
 	hseq, first, reason := parseSegHeader(hdr)
 	if reason == "" && hseq != seq {
@@ -295,7 +312,7 @@ func (s *Spool) scanSegment(br *bufio.Reader, seq uint64, last bool, loads []*cu
 	if err != nil {
 		return sc, fmt.Errorf("spool: scan %s: %w", path, err)
 	}
-	seg.size, seg.recs = end, n
+	seg.size, seg.alloc, seg.recs = end, size, n
 	if bad != "" {
 		if !last {
 			return sc, &CorruptError{File: path, Pos: Pos{Seg: seq, Off: end}, Reason: bad}
@@ -310,17 +327,58 @@ func (s *Spool) scanSegment(br *bufio.Reader, seq uint64, last bool, loads []*cu
 					Reason: bad + " (a consumer committed past it: not a torn tail)"}
 			}
 		}
-		if err := f.Truncate(end); err != nil {
+		torn, err := s.tornBytes(f, end, size)
+		if err != nil {
+			return sc, err
+		}
+		if size == s.opts.SegmentBytes {
+			// Preallocated: zeros after the data are space never
+			// written. Overwrite what a torn write left before them.
+			if torn == 0 {
+				return sc, nil
+			}
+			err = writeZeros(f, end, end+torn)
+		} else {
+			err = f.Truncate(end)
+			seg.alloc = end
+		}
+		if err != nil {
 			return sc, err
 		}
 		if err := fdatasync(f); err != nil {
 			return sc, err
 		}
-		s.truncated += size - end
+		s.truncated += torn
 		s.log.Warn("spool: truncated torn tail of the last segment",
-			"file", path, "offset", end, "bytes", size-end, "reason", bad, "records_kept", n)
+			"file", path, "offset", end, "bytes", torn, "reason", bad, "records_kept", n)
 	}
 	return sc, nil
+}
+
+// preallocActive extends the active segment file to SegmentBytes
+// (preallocate). Without the disk space it stays as long as its data, and
+// the next append rolls over to a new segment, whose creation reports
+// ErrFull while the disk is full: the spool still opens, so that the
+// consumers can drain it (and free the space).
+func (s *Spool) preallocActive() error {
+	a := s.active()
+	if a.alloc >= s.opts.SegmentBytes {
+		return nil
+	}
+	err := preallocate(a.f, a.alloc, s.opts.SegmentBytes, s.opts.NoSync)
+	if err == nil {
+		a.alloc = s.opts.SegmentBytes
+		return nil
+	}
+	if !isNoSpace(err) {
+		return fmt.Errorf("spool: preallocate %s: %w", a.f.Name(), err)
+	}
+	if terr := a.f.Truncate(a.alloc); terr != nil {
+		return fmt.Errorf("spool: preallocate %s: %w (and truncate back: %w)", a.f.Name(), err, terr)
+	}
+	s.log.Warn("spool: no disk space to preallocate the active segment; appends get ErrFull until a new segment fits",
+		"file", a.f.Name(), "bytes", s.opts.SegmentBytes, "err", err)
+	return nil
 }
 
 // scanFrames verifies the frames of a segment file of the given size. It
@@ -368,11 +426,12 @@ func scanFrames(br *bufio.Reader, f *os.File, size int64, at func(off int64, n u
 	}
 }
 
-// reinitSegment makes seg an empty segment whose first record is first.
-func (s *Spool) reinitSegment(seg *segment, first uint64) error {
-	if seg.size > 0 {
-		s.truncated += seg.size
-		s.log.Warn("spool: reinitialized last segment without a valid header", "file", seg.f.Name(), "bytes", seg.size)
+// reinitSegment makes seg an empty segment whose first record is first;
+// torn is the number of bytes it reports as cut (tornBytes of the file).
+func (s *Spool) reinitSegment(seg *segment, first uint64, torn int64) error {
+	if torn > 0 {
+		s.truncated += torn
+		s.log.Warn("spool: reinitialized last segment without a valid header", "file", seg.f.Name(), "bytes", torn)
 	}
 	if err := seg.f.Truncate(0); err != nil {
 		return err
@@ -388,7 +447,7 @@ func (s *Spool) reinitSegment(seg *segment, first uint64) error {
 			return err
 		}
 	}
-	seg.size, seg.firstRec, seg.recs = segHeaderSize, first, 0
+	seg.size, seg.alloc, seg.firstRec, seg.recs = segHeaderSize, segHeaderSize, first, 0
 	return nil
 }
 

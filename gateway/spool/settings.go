@@ -31,7 +31,9 @@ type Settings struct {
 	// MaxBytes bounds the bytes on disk not yet committed by every
 	// consumer; full: Append fails with ErrFull (QoS 1 refused, 0x97).
 	MaxBytes bytesize.Size `yaml:"max_bytes"`
-	// SegmentBytes is the segment roll-over size.
+	// SegmentBytes is the segment roll-over size, and the length the
+	// active segment file is preallocated to (README.md, Preallocation):
+	// the disk holds up to two of them beyond the data.
 	SegmentBytes bytesize.Size `yaml:"segment_bytes"`
 	// SyncDelay is an extra wait to grow a group commit (Options.SyncDelay).
 	SyncDelay time.Duration `yaml:"sync_delay"`

@@ -136,6 +136,7 @@ type segment struct {
 	seq      uint64
 	f        *os.File
 	size     int64  // logical size: header + frames, including bytes still in Spool.wbuf
+	alloc    int64  // length of the file: size plus the preallocated, not yet written tail (see prealloc.go)
 	base     int64  // record bytes (frames) in all earlier segments since Open
 	firstRec uint64 // number of the first record
 	recs     uint64 // records in the segment
@@ -162,6 +163,9 @@ type Spool struct {
 	nextRec  uint64 // number of the next record to append
 	durable  Pos    // everything before durable is fsynced; readers stop here
 	dirDirty bool   // a segment was created since the last directory fsync
+	// spare is non-nil while the next segment file (spareName) is being
+	// prepared or is ready; it receives the preparation's outcome once.
+	spare chan error
 
 	// Group commit. Records appended while curGen is collecting are made
 	// durable by one fdatasync; waiters sleep on synced until doneGen
@@ -208,7 +212,8 @@ type Spool struct {
 
 // Stats is a snapshot of the spool's state.
 type Stats struct {
-	Bytes        int64  // size of all segment files, headers and bytes buffered for the next write included
+	Bytes        int64  // data in the segment files: headers and frames, bytes buffered for the next write included
+	DiskBytes    int64  // length of the segment files: Bytes plus the preallocated tail of the active segment and the next segment file being prepared
 	PendingBytes int64  // record bytes not yet committed by the slowest consumer; limited by MaxBytes
 	Segments     int    // segment files
 	Appended     uint64 // records appended since Open
@@ -538,7 +543,10 @@ func (s *Spool) write(rec []byte) (Pos, uint64, error) {
 		return Pos{}, 0, ErrFull
 	}
 	var removed []*segment
-	if a := s.active(); a.size > segHeaderSize && a.size+frame > s.opts.SegmentBytes {
+	// A segment that could not be preallocated at Open rolls over too, so
+	// that appends go to a preallocated file (or get ErrFull while the disk
+	// is full).
+	if a := s.active(); a.size > segHeaderSize && (a.size+frame > s.opts.SegmentBytes || a.alloc < s.opts.SegmentBytes) {
 		if err := s.rollLocked(); err != nil {
 			s.mu.Unlock()
 			return Pos{}, 0, err
@@ -556,7 +564,11 @@ func (s *Spool) write(rec []byte) (Pos, uint64, error) {
 	s.wbuf = appendFrameHeader(s.wbuf, len(rec), crc)
 	s.wbuf = append(s.wbuf, rec...)
 	a.size += frame
+	a.alloc = max(a.alloc, a.size) // a record larger than SegmentBytes extends the file
 	a.recs++
+	if s.spare == nil && a.size > s.opts.SegmentBytes/2 {
+		s.startSpareLocked()
+	}
 	s.writeAbs += frame
 	s.nextRec++
 	s.appended++
@@ -619,13 +631,27 @@ func (s *Spool) failLocked(err error) error {
 	return s.failErr
 }
 
-// rollLocked seals the active segment and starts the next one. The sealed
-// segment is fsynced before its successor is created, so every segment but
-// the last is complete on disk: only the last one can have a torn tail.
+// rollLocked seals the active segment and starts the next one. The next
+// file is made ready first (preallocated, see takeSpareLocked): if the disk
+// is full, nothing changes. The sealed segment is truncated to its data end
+// and fsynced before its successor exists, so every segment but the last is
+// complete on disk and ends with its last frame: only the last one can have
+// a torn tail or preallocated zeros.
 func (s *Spool) rollLocked() error {
 	old := s.active()
+	if err := s.takeSpareLocked(); err != nil {
+		// Nothing was lost: the old segment stays active and the next
+		// append retries the roll-over.
+		return err
+	}
 	if err := s.flushLocked(); err != nil {
 		return err
+	}
+	if old.alloc > old.size {
+		if err := old.f.Truncate(old.size); err != nil {
+			return s.failLocked(fmt.Errorf("truncate %s: %w", old.f.Name(), err))
+		}
+		old.alloc = old.size
 	}
 	if !s.opts.NoSync {
 		if err := fdatasync(old.f); err != nil {
@@ -633,16 +659,21 @@ func (s *Spool) rollLocked() error {
 		}
 	}
 	seq := old.seq + 1
-	f, err := os.OpenFile(filepath.Join(s.opts.Dir, segName(seq)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	path := filepath.Join(s.opts.Dir, segName(seq))
+	if err := os.Rename(filepath.Join(s.opts.Dir, spareName), path); err != nil {
+		return fmt.Errorf("spool: create segment: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		// Nothing was lost: the old segment stays active and the next
-		// append retries the roll-over.
+		// The renamed file has no header yet: the next roll-over
+		// replaces it, and recovery deletes or reinitializes it.
 		return fmt.Errorf("spool: create segment: %w", err)
 	}
 	s.segs = append(s.segs, &segment{
 		seq:      seq,
 		f:        f,
 		size:     segHeaderSize,
+		alloc:    s.opts.SegmentBytes,
 		base:     old.abs(old.size),
 		firstRec: s.nextRec,
 	})
@@ -932,6 +963,10 @@ func (s *Spool) Stats() Stats {
 	}
 	for _, seg := range s.segs {
 		st.Bytes += seg.size
+		st.DiskBytes += max(seg.alloc, seg.size)
+	}
+	if s.spare != nil {
+		st.DiskBytes += s.opts.SegmentBytes
 	}
 	for i, c := range s.cons {
 		st.Consumers[i] = ConsumerStats{
@@ -966,6 +1001,10 @@ func (s *Spool) Close() error {
 
 	s.mu.Lock()
 	err := s.failErr
+	s.removeSpare()
+	if err == nil {
+		s.trimActive()
+	}
 	s.mu.Unlock()
 	if cerr := s.closeFiles(); err == nil {
 		err = cerr
