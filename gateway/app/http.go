@@ -141,7 +141,8 @@ func (a *App) registerGauges() {
 	g := func(name, help string, f func() float64) {
 		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "telegate", Name: name, Help: help}, f))
 	}
-	g("spool_bytes", "Bytes of spool segments on disk.", func() float64 { return float64(a.spool.Stats().Bytes) })
+	g("spool_bytes", "Bytes of spool segments written (data and headers).", func() float64 { return float64(a.spool.Stats().Bytes) })
+	g("spool_disk_bytes", "Length of the spool's segment files on disk, preallocated space included.", func() float64 { return float64(a.spool.Stats().DiskBytes) })
 	g("spool_pending_bytes", "Spool bytes not yet committed by every consumer.", func() float64 { return float64(a.spool.Stats().PendingBytes) })
 	g("spool_max_bytes", "Configured spool capacity.", func() float64 { return float64(a.cfg.Spool.MaxBytes) })
 	g("spool_segments", "Spool segment files.", func() float64 { return float64(a.spool.Stats().Segments) })
