@@ -254,7 +254,7 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	if !cl.Net.Inline {
 		st = h.b.connOf(cl)
 	}
-	pk, err := h.checkPublish(cl, pk, st)
+	err := h.checkPublish(cl, &pk, st) // by pointer: a Packet is 800 bytes
 	if err != nil || cl.Net.Inline {
 		return pk, err
 	}
@@ -274,7 +274,7 @@ func (h *policy) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, _ error) 
 
 // checkPublish is OnPacketRead's check of a PUBLISH; st is the client's
 // state (nil for the inline client or an untracked one).
-func (h *policy) checkPublish(cl *mqtt.Client, pk packets.Packet, st *connState) (packets.Packet, error) {
+func (h *policy) checkPublish(cl *mqtt.Client, pk *packets.Packet, st *connState) error {
 	if pk.FixedHeader.Qos == 2 {
 		// QoS 2 is not offered (Maximum QoS 1). mochi would downgrade the
 		// publish and answer PUBACK, which is no valid QoS 2 flow: the
@@ -289,7 +289,7 @@ func (h *policy) checkPublish(cl *mqtt.Client, pk packets.Packet, st *connState)
 		} else {
 			cl.Stop(packets.ErrQosNotSupported)
 		}
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Retain && cl.Properties.ProtocolVersion == 5 {
 		// Retain Available is 0 in the CONNACK [MQTT-3.2.2-14]. (3.1.1
@@ -298,7 +298,7 @@ func (h *policy) checkPublish(cl *mqtt.Client, pk packets.Packet, st *connState)
 		h.b.log.Info("publish refused: retain not supported, disconnecting", "client", cl.ID,
 			"topic", pk.TopicName, "size", len(pk.Payload))
 		_ = h.b.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if cl.Properties.ProtocolVersion == 5 {
 		alias := pk.Properties.TopicAlias
@@ -311,13 +311,13 @@ func (h *policy) checkPublish(cl *mqtt.Client, pk packets.Packet, st *connState)
 		// protocol error, which mochi would pass on as topic "".
 		h.b.log.Debug("publish with unknown topic alias, disconnecting", "client", cl.ID)
 		_ = h.b.server.DisconnectClient(cl, packets.ErrTopicAliasInvalid)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1 && !utf8.Valid(pk.Payload) {
 		// The client declared UTF-8 text but sent something else.
 		h.b.log.Debug("publish payload is not the UTF-8 it claims, disconnecting", "client", cl.ID)
 		_ = h.b.server.DisconnectClient(cl, packets.ErrPayloadFormatInvalid)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if !st.validPublishTopic(pk.TopicName) {
 		h.b.stats.ACLDeniedPublish.Add(1)
@@ -325,9 +325,9 @@ func (h *policy) checkPublish(cl *mqtt.Client, pk packets.Packet, st *connState)
 		if cl.Properties.ProtocolVersion == 5 {
 			_ = h.b.server.DisconnectClient(cl, packets.ErrTopicNameInvalid)
 		}
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
-	return pk, nil
+	return nil
 }
 
 // OnPacketEncode withholds DISCONNECT from MQTT 3.1.1 clients and
