@@ -206,7 +206,8 @@ type Broker struct {
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
 
-	drain drainState // Drain and the publish hand-off tracking (drain.go)
+	drain drainState // Drain's switch (drain.go)
+	conns sync.Map   // *mqtt.Client -> *connState, per established connection (connstate.go)
 }
 
 // authRecord is how a device's current session proved its identity: the

@@ -15,13 +15,12 @@ import (
 // when its context ended; they were then closed without waiting further.
 var ErrDrainTimeout = errors.New("broker: drain did not finish in time")
 
-// drainState is the broker's draining switch and the per-client publish
+// drainState is the broker's draining switch. The per-client publish
 // hand-off tracking that lets Drain close a connection only between two
-// publishes. Owned by drain.go.
+// publishes is each connection's connState.handoff (Broker.conns). Owned
+// by drain.go.
 type drainState struct {
-	mu      sync.Mutex // guards on and clients
-	on      bool
-	clients map[*mqtt.Client]*handoff
+	on atomic.Bool // Drain was called; set once, before Drain visits the clients
 }
 
 // handoff tracks one client's publish being handed to the hooks (ingest
@@ -35,9 +34,7 @@ type handoff struct {
 
 // Draining reports whether Drain was called.
 func (b *Broker) Draining() bool {
-	b.drain.mu.Lock()
-	defer b.drain.mu.Unlock()
-	return b.drain.on
+	return b.drain.on.Load()
 }
 
 // Drain takes the replica out of service: new CONNECTs are refused (MQTT
@@ -55,9 +52,7 @@ func (b *Broker) Draining() bool {
 // closed at once). The listeners stay open so that a device reaching this
 // replica is told to use another one; Close ends them.
 func (b *Broker) Drain(ctx context.Context) (int, error) {
-	b.drain.mu.Lock()
-	b.drain.on = true
-	b.drain.mu.Unlock()
+	b.drain.on.Store(true)
 	b.log.Info("draining: refusing new connections, disconnecting clients", "connected", b.Connected())
 	n := 0
 	for _, cl := range b.server.Clients.GetAll() {
@@ -114,25 +109,17 @@ func (b *Broker) disconnectForDrain(cl *mqtt.Client, h *handoff) {
 	cl.Stop(packets.ErrUseAnotherServer)
 }
 
+// handoffOf returns cl's hand-off record, or nil if cl is not tracked.
 func (b *Broker) handoffOf(cl *mqtt.Client) *handoff {
-	b.drain.mu.Lock()
-	defer b.drain.mu.Unlock()
-	return b.drain.clients[cl]
+	if st := b.connOf(cl); st != nil {
+		return &st.handoff
+	}
+	return nil
 }
 
 // handoffFor returns cl's hand-off record, creating it if needed.
 func (b *Broker) handoffFor(cl *mqtt.Client) *handoff {
-	b.drain.mu.Lock()
-	defer b.drain.mu.Unlock()
-	h, ok := b.drain.clients[cl]
-	if !ok {
-		if b.drain.clients == nil {
-			b.drain.clients = make(map[*mqtt.Client]*handoff)
-		}
-		h = &handoff{}
-		b.drain.clients[cl] = h
-	}
-	return h
+	return &b.connFor(cl).handoff
 }
 
 // trackClient starts the hand-off tracking of an established session.
@@ -145,35 +132,35 @@ func (b *Broker) trackClient(cl *mqtt.Client) {
 }
 
 func (b *Broker) untrackClient(cl *mqtt.Client) {
-	b.drain.mu.Lock()
-	delete(b.drain.clients, cl)
-	b.drain.mu.Unlock()
+	b.conns.Delete(cl)
 }
 
-// beginPublish marks cl busy with a publish; false when draining (the
-// publish must not be processed and the client is disconnected).
-func (b *Broker) beginPublish(cl *mqtt.Client) bool {
-	b.drain.mu.Lock()
-	on, h := b.drain.on, b.drain.clients[cl]
-	b.drain.mu.Unlock()
-	if h == nil {
-		return !on
+// beginPublish marks cl (state st, nil if untracked) busy with a publish;
+// false when draining (the publish must not be processed and the client is
+// disconnected). No broker-wide lock: the draining switch is read under
+// the client's own hand-off lock, and Drain sets it before it takes that
+// lock, so either this publish sees it or Drain sees the publish busy.
+func (b *Broker) beginPublish(st *connState) bool {
+	if st == nil {
+		return !b.drain.on.Load()
 	}
+	h := &st.handoff
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if on {
+	if b.drain.on.Load() {
 		return false
 	}
 	h.busy = true
 	return true
 }
 
-// endPublish clears cl's busy mark and runs a disconnect Drain deferred.
-func (b *Broker) endPublish(cl *mqtt.Client) {
-	h := b.handoffOf(cl)
-	if h == nil {
+// endPublish clears the busy mark of cl (state st, nil if untracked) and
+// runs a disconnect Drain deferred.
+func (b *Broker) endPublish(cl *mqtt.Client, st *connState) {
+	if st == nil {
 		return
 	}
+	h := &st.handoff
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.busy = false

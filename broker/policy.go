@@ -205,14 +205,18 @@ func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // identity is the client id, which OnConnectAuthenticate bound to the
 // registry; a device removed or disabled since is denied everything.
 func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	d, ok := h.b.reg.Lookup(cl.ID)
-	if ok && !d.Disabled {
-		if write && acl.CanPublish(d.Kind, d.ID, topic) {
+	if write {
+		// mochi checks a publish on the client's read goroutine: the
+		// client's state (and its verdict cache) is its own there.
+		var st *connState
+		if !cl.Net.Inline {
+			st = h.b.connOf(cl)
+		}
+		if h.b.canPublish(st, cl.ID, topic) {
 			return true
 		}
-		if !write && acl.CanSubscribe(d.Kind, d.ID, topic) {
-			return true
-		}
+	} else if d, ok := h.b.reg.Lookup(cl.ID); ok && !d.Disabled && acl.CanSubscribe(d.Kind, d.ID, topic) {
+		return true
 	}
 	if write {
 		h.b.stats.ACLDeniedPublish.Add(1)
@@ -243,11 +247,18 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // While the broker drains, a PUBLISH is not processed: the client is
 // disconnected with 0x9C Use another server instead (drain.go).
 func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	pk, err := h.checkPacketRead(cl, pk)
-	if err != nil || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	var st *connState
+	if !cl.Net.Inline {
+		st = h.b.connOf(cl)
+	}
+	err := h.checkPublish(cl, &pk, st) // by pointer: a Packet is 800 bytes
+	if err != nil || cl.Net.Inline {
 		return pk, err
 	}
-	if !h.b.beginPublish(cl) {
+	if !h.b.beginPublish(st) {
 		h.b.disconnectForDrain(cl, h.b.handoffFor(cl))
 		return pk, packets.ErrRejectPacket
 	}
@@ -256,15 +267,14 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 
 // OnPacketProcessed ends the publish hand-off begun in OnPacketRead.
 func (h *policy) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, _ error) {
-	if pk.FixedHeader.Type == packets.Publish {
-		h.b.endPublish(cl)
+	if pk.FixedHeader.Type == packets.Publish && !cl.Net.Inline {
+		h.b.endPublish(cl, h.b.connOf(cl))
 	}
 }
 
-func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type != packets.Publish {
-		return pk, nil
-	}
+// checkPublish is OnPacketRead's check of a PUBLISH; st is the client's
+// state (nil for the inline client or an untracked one).
+func (h *policy) checkPublish(cl *mqtt.Client, pk *packets.Packet, st *connState) error {
 	if pk.FixedHeader.Qos == 2 {
 		// QoS 2 is not offered (Maximum QoS 1). mochi would downgrade the
 		// publish and answer PUBACK, which is no valid QoS 2 flow: the
@@ -279,7 +289,7 @@ func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		} else {
 			cl.Stop(packets.ErrQosNotSupported)
 		}
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Retain && cl.Properties.ProtocolVersion == 5 {
 		// Retain Available is 0 in the CONNACK [MQTT-3.2.2-14]. (3.1.1
@@ -288,7 +298,7 @@ func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		h.b.log.Info("publish refused: retain not supported, disconnecting", "client", cl.ID,
 			"topic", pk.TopicName, "size", len(pk.Payload))
 		_ = h.b.server.DisconnectClient(cl, packets.ErrRetainNotSupported)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if cl.Properties.ProtocolVersion == 5 {
 		alias := pk.Properties.TopicAlias
@@ -301,23 +311,23 @@ func (h *policy) checkPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		// protocol error, which mochi would pass on as topic "".
 		h.b.log.Debug("publish with unknown topic alias, disconnecting", "client", cl.ID)
 		_ = h.b.server.DisconnectClient(cl, packets.ErrTopicAliasInvalid)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
 	if pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1 && !utf8.Valid(pk.Payload) {
 		// The client declared UTF-8 text but sent something else.
 		h.b.log.Debug("publish payload is not the UTF-8 it claims, disconnecting", "client", cl.ID)
 		_ = h.b.server.DisconnectClient(cl, packets.ErrPayloadFormatInvalid)
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
-	if !mqtt.IsValidFilter(pk.TopicName, true) {
+	if !st.validPublishTopic(pk.TopicName) {
 		h.b.stats.ACLDeniedPublish.Add(1)
 		h.b.log.Debug("publish to invalid topic, disconnecting", "client", cl.ID, "topic", pk.TopicName)
 		if cl.Properties.ProtocolVersion == 5 {
 			_ = h.b.server.DisconnectClient(cl, packets.ErrTopicNameInvalid)
 		}
-		return pk, packets.ErrRejectPacket
+		return packets.ErrRejectPacket
 	}
-	return pk, nil
+	return nil
 }
 
 // OnPacketEncode withholds DISCONNECT from MQTT 3.1.1 clients and
@@ -437,7 +447,7 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		return pk, nil
 	}
 	pk.FixedHeader.Retain = false
-	if h.b.rates.get(cl.ID).Allow() {
+	if h.b.limiter(h.b.connOf(cl), cl.ID).Allow() {
 		return pk, nil
 	}
 	h.b.stats.RateLimited.Add(1)
@@ -491,10 +501,14 @@ func (b *Broker) afterPanic(conn net.Conn, _ any) {
 
 // limiters holds one token bucket per connected device id.
 type limiters struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards m
 	m     map[string]*rate.Limiter
 	limit rate.Limit
 	burst int
+	// epoch grows (under mu) whenever a limiter is dropped from m: a
+	// limiter a connection remembered (connState.lim) is m's as long as
+	// the epoch has not changed since it was read.
+	epoch atomic.Uint64
 }
 
 func newLimiters(perSecond float64, burst int) *limiters {
@@ -522,7 +536,10 @@ func (l *limiters) release(id string, keep bool) {
 		return
 	}
 	l.mu.Lock()
-	delete(l.m, id)
+	if _, ok := l.m[id]; ok {
+		delete(l.m, id)
+		l.epoch.Add(1)
+	}
 	l.mu.Unlock()
 }
 

@@ -222,7 +222,8 @@ type cacheEntries [2]cacheEntry
 type Registry struct {
 	path   string
 	table  atomic.Pointer[table]
-	reload sync.Mutex // serialises Reload
+	gen    atomic.Uint64 // Generation; bumped by Reload after it replaces table
+	reload sync.Mutex    // serialises Reload
 
 	mu    sync.Mutex // guards cache
 	cache map[string]cacheEntries
@@ -262,6 +263,7 @@ func New(devices []Device) (*Registry, error) {
 		return nil, fmt.Errorf("registry: cache key: %w", err)
 	}
 	r.table.Store(&t)
+	r.gen.Store(1)
 	return r, nil
 }
 
@@ -273,6 +275,14 @@ func (r *Registry) Lookup(id string) (Device, bool) {
 	d, ok := (*r.table.Load())[id]
 	return d, ok
 }
+
+// Generation identifies the device table in force: it starts at 1 and
+// grows each time Reload replaces the table. A value derived from Lookup
+// (e.g. an ACL verdict) may be cached under the generation read before the
+// Lookup, and used while Generation still returns it: the table it came
+// from is then the current one (or was replaced a moment ago, by a Reload
+// that has not returned yet).
+func (r *Registry) Generation() uint64 { return r.gen.Load() }
 
 // Len returns the number of registered devices.
 func (r *Registry) Len() int { return len(*r.table.Load()) }
@@ -420,6 +430,7 @@ func (r *Registry) Reload() (Changes, error) {
 
 	r.mu.Lock()
 	r.table.Store(&next)
+	r.gen.Add(1) // after the Store: see Generation
 	for id, entries := range r.cache {
 		d, ok := next[id]
 		for i, e := range entries {

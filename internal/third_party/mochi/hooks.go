@@ -123,11 +123,32 @@ type HookOptions struct {
 
 // Hooks is a slice of Hook interfaces to be called in sequence.
 type Hooks struct {
-	Log        *slog.Logger   // a logger for the hook (from the server)
-	internal   atomic.Value   // a slice of []Hook
-	wg         sync.WaitGroup // a waitgroup for syncing hook shutdown
-	qty        int64          // the number of hooks in use
-	sync.Mutex                // a mutex for locking when adding hooks
+	Log      *slog.Logger   // a logger for the hook (from the server)
+	internal atomic.Value   // a slice of []Hook
+	wg       sync.WaitGroup // a waitgroup for syncing hook shutdown
+	qty      int64          // the number of hooks in use
+	// telegate: per event, the hooks that provide it, in the order they
+	// were added; rebuilt by Add (under the mutex), read without a lock.
+	byEvent    atomic.Pointer[hookTable]
+	sync.Mutex // a mutex for locking when adding hooks
+}
+
+// hookTable lists, per event byte, the hooks whose Provides(event) was
+// true when they were added (telegate patch: Provides is taken to be
+// static per hook, see README.md).
+type hookTable [numHookEvents][]Hook
+
+// numHookEvents is the number of event bytes above (SetOptions..StoredSysInfo).
+const numHookEvents = int(StoredSysInfo) + 1
+
+// provided returns the hooks providing event e, in the order they were
+// added (telegate patch: was a loop over GetAll calling Provides on each).
+func (h *Hooks) provided(e byte) []Hook {
+	t := h.byEvent.Load()
+	if t == nil || int(e) >= numHookEvents {
+		return nil
+	}
+	return t[e]
 }
 
 // Len returns the number of hooks added.
@@ -137,8 +158,16 @@ func (h *Hooks) Len() int64 {
 
 // Provides returns true if any one hook provides any of the requested hook methods.
 func (h *Hooks) Provides(b ...byte) bool {
-	for _, hook := range h.GetAll() {
-		for _, hb := range b {
+	// telegate: answered from the per-event table; an event byte outside
+	// the table asks the hooks, as upstream does for every byte.
+	for _, hb := range b {
+		if int(hb) < numHookEvents {
+			if len(h.provided(hb)) > 0 {
+				return true
+			}
+			continue
+		}
+		for _, hook := range h.GetAll() {
 			if hook.Provides(hb) {
 				return true
 			}
@@ -165,10 +194,25 @@ func (h *Hooks) Add(hook Hook, config any) error {
 
 	i = append(i, hook)
 	h.internal.Store(i)
+	h.byEvent.Store(buildHookTable(i)) // telegate: precomputed dispatch
 	atomic.AddInt64(&h.qty, 1)
 	h.wg.Add(1)
 
 	return nil
+}
+
+// buildHookTable asks every hook once per event whether it provides it
+// (telegate patch).
+func buildHookTable(hooks []Hook) *hookTable {
+	t := new(hookTable)
+	for e := range t {
+		for _, hook := range hooks {
+			if hook.Provides(byte(e)) {
+				t[e] = append(t[e], hook)
+			}
+		}
+	}
+	return t
 }
 
 // GetAll returns a slice of all the hooks.
@@ -199,39 +243,31 @@ func (h *Hooks) Stop() {
 
 // OnSysInfoTick is called when the $SYS topic values are published out.
 func (h *Hooks) OnSysInfoTick(sys *system.Info) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSysInfoTick) {
-			hook.OnSysInfoTick(sys)
-		}
+	for _, hook := range h.provided(OnSysInfoTick) { // telegate: was GetAll + hook.Provides
+		hook.OnSysInfoTick(sys)
 	}
 }
 
 // OnStarted is called when the server has successfully started.
 func (h *Hooks) OnStarted() {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnStarted) {
-			hook.OnStarted()
-		}
+	for _, hook := range h.provided(OnStarted) { // telegate: was GetAll + hook.Provides
+		hook.OnStarted()
 	}
 }
 
 // OnStopped is called when the server has successfully stopped.
 func (h *Hooks) OnStopped() {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnStopped) {
-			hook.OnStopped()
-		}
+	for _, hook := range h.provided(OnStopped) { // telegate: was GetAll + hook.Provides
+		hook.OnStopped()
 	}
 }
 
 // OnConnect is called when a new client connects, and may return a packets.Code as an error to halt the connection.
 func (h *Hooks) OnConnect(cl *Client, pk packets.Packet) error {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnConnect) {
-			err := hook.OnConnect(cl, pk)
-			if err != nil {
-				return err
-			}
+	for _, hook := range h.provided(OnConnect) { // telegate: was GetAll + hook.Provides
+		err := hook.OnConnect(cl, pk)
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -240,46 +276,38 @@ func (h *Hooks) OnConnect(cl *Client, pk packets.Packet) error {
 // OnSessionEstablish is called right after a new client connects and authenticates and right before
 // the session is established and CONNACK is sent.
 func (h *Hooks) OnSessionEstablish(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSessionEstablish) {
-			hook.OnSessionEstablish(cl, pk)
-		}
+	for _, hook := range h.provided(OnSessionEstablish) { // telegate: was GetAll + hook.Provides
+		hook.OnSessionEstablish(cl, pk)
 	}
 }
 
 // OnSessionEstablished is called when a new client establishes a session (after OnConnect).
 func (h *Hooks) OnSessionEstablished(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSessionEstablished) {
-			hook.OnSessionEstablished(cl, pk)
-		}
+	for _, hook := range h.provided(OnSessionEstablished) { // telegate: was GetAll + hook.Provides
+		hook.OnSessionEstablished(cl, pk)
 	}
 }
 
 // OnDisconnect is called when a client is disconnected for any reason.
 func (h *Hooks) OnDisconnect(cl *Client, err error, expire bool) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnDisconnect) {
-			hook.OnDisconnect(cl, err, expire)
-		}
+	for _, hook := range h.provided(OnDisconnect) { // telegate: was GetAll + hook.Provides
+		hook.OnDisconnect(cl, err, expire)
 	}
 }
 
 // OnPacketRead is called when a packet is received from a client.
 func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet, err error) {
 	pkx = pk
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPacketRead) {
-			npk, err := hook.OnPacketRead(cl, pkx)
-			if err != nil && errors.Is(err, packets.ErrRejectPacket) {
-				h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)
-				return pk, err
-			} else if err != nil {
-				continue
-			}
-
-			pkx = npk
+	for _, hook := range h.provided(OnPacketRead) { // telegate: was GetAll + hook.Provides
+		npk, err := hook.OnPacketRead(cl, pkx)
+		if err != nil && errors.Is(err, packets.ErrRejectPacket) {
+			h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)
+			return pk, err
+		} else if err != nil {
+			continue
 		}
+
+		pkx = npk
 	}
 
 	return
@@ -289,15 +317,13 @@ func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet,
 // to create their own auth packet handling mechanisms.
 func (h *Hooks) OnAuthPacket(cl *Client, pk packets.Packet) (pkx packets.Packet, err error) {
 	pkx = pk
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnAuthPacket) {
-			npk, err := hook.OnAuthPacket(cl, pkx)
-			if err != nil {
-				return pk, err
-			}
-
-			pkx = npk
+	for _, hook := range h.provided(OnAuthPacket) { // telegate: was GetAll + hook.Provides
+		npk, err := hook.OnAuthPacket(cl, pkx)
+		if err != nil {
+			return pk, err
 		}
+
+		pkx = npk
 	}
 
 	return
@@ -305,10 +331,8 @@ func (h *Hooks) OnAuthPacket(cl *Client, pk packets.Packet) (pkx packets.Packet,
 
 // OnPacketEncode is called immediately before a packet is encoded to be sent to a client.
 func (h *Hooks) OnPacketEncode(cl *Client, pk packets.Packet) packets.Packet {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPacketEncode) {
-			pk = hook.OnPacketEncode(cl, pk)
-		}
+	for _, hook := range h.provided(OnPacketEncode) { // telegate: was GetAll + hook.Provides
+		pk = hook.OnPacketEncode(cl, pk)
 	}
 
 	return pk
@@ -316,20 +340,16 @@ func (h *Hooks) OnPacketEncode(cl *Client, pk packets.Packet) packets.Packet {
 
 // OnPacketProcessed is called when a packet has been received and successfully handled by the broker.
 func (h *Hooks) OnPacketProcessed(cl *Client, pk packets.Packet, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPacketProcessed) {
-			hook.OnPacketProcessed(cl, pk, err)
-		}
+	for _, hook := range h.provided(OnPacketProcessed) { // telegate: was GetAll + hook.Provides
+		hook.OnPacketProcessed(cl, pk, err)
 	}
 }
 
 // OnPacketSent is called when a packet has been sent to a client. It takes a bytes parameter
 // containing the bytes sent.
 func (h *Hooks) OnPacketSent(cl *Client, pk packets.Packet, b []byte) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPacketSent) {
-			hook.OnPacketSent(cl, pk, b)
-		}
+	for _, hook := range h.provided(OnPacketSent) { // telegate: was GetAll + hook.Provides
+		hook.OnPacketSent(cl, pk, b)
 	}
 }
 
@@ -338,20 +358,16 @@ func (h *Hooks) OnPacketSent(cl *Client, pk packets.Packet, b []byte) {
 // before the packet is processed. The return values of the hook methods are passed-through
 // in the order the hooks were attached.
 func (h *Hooks) OnSubscribe(cl *Client, pk packets.Packet) packets.Packet {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSubscribe) {
-			pk = hook.OnSubscribe(cl, pk)
-		}
+	for _, hook := range h.provided(OnSubscribe) { // telegate: was GetAll + hook.Provides
+		pk = hook.OnSubscribe(cl, pk)
 	}
 	return pk
 }
 
 // OnSubscribed is called when a client subscribes to one or more filters.
 func (h *Hooks) OnSubscribed(cl *Client, pk packets.Packet, reasonCodes []byte) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSubscribed) {
-			hook.OnSubscribed(cl, pk, reasonCodes)
-		}
+	for _, hook := range h.provided(OnSubscribed) { // telegate: was GetAll + hook.Provides
+		hook.OnSubscribed(cl, pk, reasonCodes)
 	}
 }
 
@@ -360,10 +376,8 @@ func (h *Hooks) OnSubscribed(cl *Client, pk packets.Packet, reasonCodes []byte) 
 // remove or add clients to a publish to subscribers process, or to select the subscriber for a shared
 // group in a custom manner (such as based on client id, ip, etc).
 func (h *Hooks) OnSelectSubscribers(subs *Subscribers, pk packets.Packet) *Subscribers {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnSelectSubscribers) {
-			subs = hook.OnSelectSubscribers(subs, pk)
-		}
+	for _, hook := range h.provided(OnSelectSubscribers) { // telegate: was GetAll + hook.Provides
+		subs = hook.OnSelectSubscribers(subs, pk)
 	}
 	return subs
 }
@@ -373,20 +387,16 @@ func (h *Hooks) OnSelectSubscribers(subs *Subscribers, pk packets.Packet) *Subsc
 // before the packet is processed. The return values of the hook methods are passed-through
 // in the order the hooks were attached.
 func (h *Hooks) OnUnsubscribe(cl *Client, pk packets.Packet) packets.Packet {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnUnsubscribe) {
-			pk = hook.OnUnsubscribe(cl, pk)
-		}
+	for _, hook := range h.provided(OnUnsubscribe) { // telegate: was GetAll + hook.Provides
+		pk = hook.OnUnsubscribe(cl, pk)
 	}
 	return pk
 }
 
 // OnUnsubscribed is called when a client unsubscribes from one or more filters.
 func (h *Hooks) OnUnsubscribed(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnUnsubscribed) {
-			hook.OnUnsubscribed(cl, pk)
-		}
+	for _, hook := range h.provided(OnUnsubscribed) { // telegate: was GetAll + hook.Provides
+		hook.OnUnsubscribed(cl, pk)
 	}
 }
 
@@ -395,27 +405,25 @@ func (h *Hooks) OnUnsubscribed(cl *Client, pk packets.Packet) {
 // The return values of the hook methods are passed-through in the order the hooks were attached.
 func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, err error) {
 	pkx = pk
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPublish) {
-			npk, err := hook.OnPublish(cl, pkx)
-			if err != nil {
-				if errors.Is(err, packets.ErrRejectPacket) {
-					h.Log.Debug("publish packet rejected",
-						"error", err,
-						"hook", hook.ID(),
-						"packet", pkx)
-					return pk, err
-				} else if errors.Is(err, packets.CodeSuccessIgnore) {
-					return pk, err
-				}
-				h.Log.Error("publish packet error",
+	for _, hook := range h.provided(OnPublish) { // telegate: was GetAll + hook.Provides
+		npk, err := hook.OnPublish(cl, pkx)
+		if err != nil {
+			if errors.Is(err, packets.ErrRejectPacket) {
+				h.Log.Debug("publish packet rejected",
 					"error", err,
 					"hook", hook.ID(),
 					"packet", pkx)
 				return pk, err
+			} else if errors.Is(err, packets.CodeSuccessIgnore) {
+				return pk, err
 			}
-			pkx = npk
+			h.Log.Error("publish packet error",
+				"error", err,
+				"hook", hook.ID(),
+				"packet", pkx)
+			return pk, err
 		}
+		pkx = npk
 	}
 
 	return
@@ -423,38 +431,30 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 
 // OnPublished is called when a client has published a message to subscribers.
 func (h *Hooks) OnPublished(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPublished) {
-			hook.OnPublished(cl, pk)
-		}
+	for _, hook := range h.provided(OnPublished) { // telegate: was GetAll + hook.Provides
+		hook.OnPublished(cl, pk)
 	}
 }
 
 // OnPublishDropped is called when a message to a client was dropped instead of delivered
 // such as when a client is too slow to respond.
 func (h *Hooks) OnPublishDropped(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPublishDropped) {
-			hook.OnPublishDropped(cl, pk)
-		}
+	for _, hook := range h.provided(OnPublishDropped) { // telegate: was GetAll + hook.Provides
+		hook.OnPublishDropped(cl, pk)
 	}
 }
 
 // OnRetainMessage is called then a published message is retained.
 func (h *Hooks) OnRetainMessage(cl *Client, pk packets.Packet, r int64) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnRetainMessage) {
-			hook.OnRetainMessage(cl, pk, r)
-		}
+	for _, hook := range h.provided(OnRetainMessage) { // telegate: was GetAll + hook.Provides
+		hook.OnRetainMessage(cl, pk, r)
 	}
 }
 
 // OnRetainPublished is called when a retained message is published.
 func (h *Hooks) OnRetainPublished(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnRetainPublished) {
-			hook.OnRetainPublished(cl, pk)
-		}
+	for _, hook := range h.provided(OnRetainPublished) { // telegate: was GetAll + hook.Provides
+		hook.OnRetainPublished(cl, pk)
 	}
 }
 
@@ -462,10 +462,8 @@ func (h *Hooks) OnRetainPublished(cl *Client, pk packets.Packet) {
 // In other words, this method is called when a new inflight message is created or resent.
 // It is typically used to store a new inflight message.
 func (h *Hooks) OnQosPublish(cl *Client, pk packets.Packet, sent int64, resends int) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnQosPublish) {
-			hook.OnQosPublish(cl, pk, sent, resends)
-		}
+	for _, hook := range h.provided(OnQosPublish) { // telegate: was GetAll + hook.Provides
+		hook.OnQosPublish(cl, pk, sent, resends)
 	}
 }
 
@@ -473,10 +471,8 @@ func (h *Hooks) OnQosPublish(cl *Client, pk packets.Packet, sent int64, resends 
 // In other words, when an inflight message is resolved.
 // It is typically used to delete an inflight message from a store.
 func (h *Hooks) OnQosComplete(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnQosComplete) {
-			hook.OnQosComplete(cl, pk)
-		}
+	for _, hook := range h.provided(OnQosComplete) { // telegate: was GetAll + hook.Provides
+		hook.OnQosComplete(cl, pk)
 	}
 }
 
@@ -484,20 +480,16 @@ func (h *Hooks) OnQosComplete(cl *Client, pk packets.Packet) {
 // an inflight message expires or is abandoned. It is typically used to delete an
 // inflight message from a store.
 func (h *Hooks) OnQosDropped(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnQosDropped) {
-			hook.OnQosDropped(cl, pk)
-		}
+	for _, hook := range h.provided(OnQosDropped) { // telegate: was GetAll + hook.Provides
+		hook.OnQosDropped(cl, pk)
 	}
 }
 
 // OnPacketIDExhausted is called when the client runs out of unused packet ids to
 // assign to a packet.
 func (h *Hooks) OnPacketIDExhausted(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnPacketIDExhausted) {
-			hook.OnPacketIDExhausted(cl, pk)
-		}
+	for _, hook := range h.provided(OnPacketIDExhausted) { // telegate: was GetAll + hook.Provides
+		hook.OnPacketIDExhausted(cl, pk)
 	}
 }
 
@@ -506,18 +498,16 @@ func (h *Hooks) OnPacketIDExhausted(cl *Client, pk packets.Packet) {
 // published. The return values of the hook methods are passed-through in the order
 // the hooks were attached.
 func (h *Hooks) OnWill(cl *Client, will Will) Will {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnWill) {
-			mlwt, err := hook.OnWill(cl, will)
-			if err != nil {
-				h.Log.Error("parse will error",
-					"error", err,
-					"hook", hook.ID(),
-					"will", will)
-				continue
-			}
-			will = mlwt
+	for _, hook := range h.provided(OnWill) { // telegate: was GetAll + hook.Provides
+		mlwt, err := hook.OnWill(cl, will)
+		if err != nil {
+			h.Log.Error("parse will error",
+				"error", err,
+				"hook", hook.ID(),
+				"will", will)
+			continue
 		}
+		will = mlwt
 	}
 
 	return will
@@ -525,45 +515,37 @@ func (h *Hooks) OnWill(cl *Client, will Will) Will {
 
 // OnWillSent is called when an LWT message has been issued from a disconnecting client.
 func (h *Hooks) OnWillSent(cl *Client, pk packets.Packet) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnWillSent) {
-			hook.OnWillSent(cl, pk)
-		}
+	for _, hook := range h.provided(OnWillSent) { // telegate: was GetAll + hook.Provides
+		hook.OnWillSent(cl, pk)
 	}
 }
 
 // OnClientExpired is called when a client session has expired and should be deleted.
 func (h *Hooks) OnClientExpired(cl *Client) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnClientExpired) {
-			hook.OnClientExpired(cl)
-		}
+	for _, hook := range h.provided(OnClientExpired) { // telegate: was GetAll + hook.Provides
+		hook.OnClientExpired(cl)
 	}
 }
 
 // OnRetainedExpired is called when a retained message has expired and should be deleted.
 func (h *Hooks) OnRetainedExpired(filter string) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnRetainedExpired) {
-			hook.OnRetainedExpired(filter)
-		}
+	for _, hook := range h.provided(OnRetainedExpired) { // telegate: was GetAll + hook.Provides
+		hook.OnRetainedExpired(filter)
 	}
 }
 
 // StoredClients returns all clients, e.g. from a persistent store, is used to
 // populate the server clients list before start.
 func (h *Hooks) StoredClients() (v []storage.Client, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(StoredClients) {
-			v, err := hook.StoredClients()
-			if err != nil {
-				h.Log.Error("failed to load clients", "error", err, "hook", hook.ID())
-				return v, err
-			}
+	for _, hook := range h.provided(StoredClients) { // telegate: was GetAll + hook.Provides
+		v, err := hook.StoredClients()
+		if err != nil {
+			h.Log.Error("failed to load clients", "error", err, "hook", hook.ID())
+			return v, err
+		}
 
-			if len(v) > 0 {
-				return v, nil
-			}
+		if len(v) > 0 {
+			return v, nil
 		}
 	}
 
@@ -573,17 +555,15 @@ func (h *Hooks) StoredClients() (v []storage.Client, err error) {
 // StoredSubscriptions returns all subcriptions, e.g. from a persistent store, and is
 // used to populate the server subscriptions list before start.
 func (h *Hooks) StoredSubscriptions() (v []storage.Subscription, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(StoredSubscriptions) {
-			v, err := hook.StoredSubscriptions()
-			if err != nil {
-				h.Log.Error("failed to load subscriptions", "error", err, "hook", hook.ID())
-				return v, err
-			}
+	for _, hook := range h.provided(StoredSubscriptions) { // telegate: was GetAll + hook.Provides
+		v, err := hook.StoredSubscriptions()
+		if err != nil {
+			h.Log.Error("failed to load subscriptions", "error", err, "hook", hook.ID())
+			return v, err
+		}
 
-			if len(v) > 0 {
-				return v, nil
-			}
+		if len(v) > 0 {
+			return v, nil
 		}
 	}
 
@@ -593,17 +573,15 @@ func (h *Hooks) StoredSubscriptions() (v []storage.Subscription, err error) {
 // StoredInflightMessages returns all inflight messages, e.g. from a persistent store,
 // and is used to populate the restored clients with inflight messages before start.
 func (h *Hooks) StoredInflightMessages() (v []storage.Message, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(StoredInflightMessages) {
-			v, err := hook.StoredInflightMessages()
-			if err != nil {
-				h.Log.Error("failed to load inflight messages", "error", err, "hook", hook.ID())
-				return v, err
-			}
+	for _, hook := range h.provided(StoredInflightMessages) { // telegate: was GetAll + hook.Provides
+		v, err := hook.StoredInflightMessages()
+		if err != nil {
+			h.Log.Error("failed to load inflight messages", "error", err, "hook", hook.ID())
+			return v, err
+		}
 
-			if len(v) > 0 {
-				return v, nil
-			}
+		if len(v) > 0 {
+			return v, nil
 		}
 	}
 
@@ -613,17 +591,15 @@ func (h *Hooks) StoredInflightMessages() (v []storage.Message, err error) {
 // StoredRetainedMessages returns all retained messages, e.g. from a persistent store,
 // and is used to populate the server topics with retained messages before start.
 func (h *Hooks) StoredRetainedMessages() (v []storage.Message, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(StoredRetainedMessages) {
-			v, err := hook.StoredRetainedMessages()
-			if err != nil {
-				h.Log.Error("failed to load retained messages", "error", err, "hook", hook.ID())
-				return v, err
-			}
+	for _, hook := range h.provided(StoredRetainedMessages) { // telegate: was GetAll + hook.Provides
+		v, err := hook.StoredRetainedMessages()
+		if err != nil {
+			h.Log.Error("failed to load retained messages", "error", err, "hook", hook.ID())
+			return v, err
+		}
 
-			if len(v) > 0 {
-				return v, nil
-			}
+		if len(v) > 0 {
+			return v, nil
 		}
 	}
 
@@ -632,17 +608,15 @@ func (h *Hooks) StoredRetainedMessages() (v []storage.Message, err error) {
 
 // StoredSysInfo returns a set of system info values.
 func (h *Hooks) StoredSysInfo() (v storage.SystemInfo, err error) {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(StoredSysInfo) {
-			v, err := hook.StoredSysInfo()
-			if err != nil {
-				h.Log.Error("failed to load $SYS info", "error", err, "hook", hook.ID())
-				return v, err
-			}
+	for _, hook := range h.provided(StoredSysInfo) { // telegate: was GetAll + hook.Provides
+		v, err := hook.StoredSysInfo()
+		if err != nil {
+			h.Log.Error("failed to load $SYS info", "error", err, "hook", hook.ID())
+			return v, err
+		}
 
-			if v.Version != "" {
-				return v, nil
-			}
+		if v.Version != "" {
+			return v, nil
 		}
 	}
 
@@ -654,11 +628,9 @@ func (h *Hooks) StoredSysInfo() (v storage.SystemInfo, err error) {
 // server (see hooks/auth/allow_all or basic). It can be used in custom hooks to
 // check connecting users against an existing user database.
 func (h *Hooks) OnConnectAuthenticate(cl *Client, pk packets.Packet) bool {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnConnectAuthenticate) {
-			if ok := hook.OnConnectAuthenticate(cl, pk); ok {
-				return true
-			}
+	for _, hook := range h.provided(OnConnectAuthenticate) { // telegate: was GetAll + hook.Provides
+		if ok := hook.OnConnectAuthenticate(cl, pk); ok {
+			return true
 		}
 	}
 
@@ -670,11 +642,9 @@ func (h *Hooks) OnConnectAuthenticate(cl *Client, pk packets.Packet) bool {
 // (see hooks/auth/allow_all or basic). It can be used in custom hooks to
 // check publishing and subscribing users against an existing permissions or roles database.
 func (h *Hooks) OnACLCheck(cl *Client, topic string, write bool) bool {
-	for _, hook := range h.GetAll() {
-		if hook.Provides(OnACLCheck) {
-			if ok := hook.OnACLCheck(cl, topic, write); ok {
-				return true
-			}
+	for _, hook := range h.provided(OnACLCheck) { // telegate: was GetAll + hook.Provides
+		if ok := hook.OnACLCheck(cl, topic, write); ok {
+			return true
 		}
 	}
 
