@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -189,7 +190,7 @@ func sanitizeAttr(a slog.Attr) (slog.Attr, string) {
 	case slog.KindString:
 		s := clip(v.String())
 		if a.Key == "client" {
-			return slog.String(a.Key, s), v.String()
+			return slog.String(a.Key, s), strings.Clone(v.String()) // may become a map key
 		}
 		return slog.String(a.Key, s), ""
 	case slog.KindGroup:
@@ -247,10 +248,12 @@ func packetTypeName(t byte) string {
 }
 
 // clip shortens s to at most maxLogString bytes on a rune boundary and
-// says how long it was.
+// says how long it was. The result is always a copy: a topic may point into
+// a packet body the broker reuses for the next packet
+// (ReuseIgnoredPublishBody), and a handler may keep the record.
 func clip(s string) string {
 	if len(s) <= maxLogString {
-		return s
+		return strings.Clone(s)
 	}
 	cut := maxLogString
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
