@@ -140,6 +140,22 @@ func (r *rawConn) Write(p []byte) (int, error) {
 	}
 }
 
+// rearmWrite is Write's re-arm for writers that bypass it (nbWriter): after
+// a write deadline error it arms the later deadline wanted meanwhile and
+// reports whether the write may go on.
+func (r *rawConn) rearmWrite() bool {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	t, again := r.wd.retry()
+	if again && r.Conn.SetWriteDeadline(t) != nil {
+		return false // closed
+	}
+	if again {
+		r.rearms++
+	}
+	return again
+}
+
 // isDeadlineErr reports a timeout of the socket's deadline.
 func isDeadlineErr(err error) bool {
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -256,6 +256,12 @@ func (c *Conn) ReleaseHeld() {
 		return
 	}
 	n := c.nbw.write(buf)
+	if n < 0 {
+		// The acknowledgements are lost with this socket: close it, so
+		// that the device reconnects and resends instead of waiting for
+		// them (the reader ends on the closed socket).
+		_ = c.Conn.Close()
+	}
 	if n < len(buf) && n >= 0 {
 		c.pending = append(c.pending[:0], buf[n:]...)
 		go c.releaseBlocking()
@@ -279,7 +285,9 @@ func (c *Conn) releaseBlocking() {
 		return
 	}
 	if len(buf) > 0 {
-		_, _ = c.Conn.Write(buf)
+		if _, err := c.Conn.Write(buf); err != nil {
+			_ = c.Conn.Close() // as in ReleaseHeld: never acks lost on a live socket
+		}
 	}
 	if cap(buf) <= maxHeldBuf {
 		c.wbuf = buf[:0]

@@ -12,6 +12,7 @@ import (
 // that a write allocates nothing.
 type nbWriter struct {
 	rc  syscall.RawConn
+	dl  *rawConn // the socket's deadline coalescing (nil: none): see write
 	buf []byte
 	n   int
 	fn  func(fd uintptr) bool
@@ -20,7 +21,8 @@ type nbWriter struct {
 // newNBWriter returns a writer for a plain TCP socket (as the TCP listener
 // hands it to Conn: a *rawConn), or nil.
 func newNBWriter(c net.Conn) *nbWriter {
-	if r, ok := c.(*rawConn); ok {
+	r, ok := c.(*rawConn)
+	if ok {
 		c = r.Conn
 	}
 	tc, ok := c.(*net.TCPConn)
@@ -31,7 +33,7 @@ func newNBWriter(c net.Conn) *nbWriter {
 	if err != nil {
 		return nil
 	}
-	w := &nbWriter{rc: rc}
+	w := &nbWriter{rc: rc, dl: r}
 	w.fn = w.do
 	return w
 }
@@ -50,11 +52,21 @@ func (w *nbWriter) do(fd uintptr) bool {
 }
 
 // write writes what the socket takes of b at once: the count, or -1 when
-// the socket failed (closed or reset: the reader sees that too).
+// the socket failed (closed, reset, or its write deadline really passed).
+// The raw write bypasses rawConn.Write, so it re-arms a coalesced write
+// deadline here the same way: a deadline that fired while a later one was
+// wanted is moved to that one and the write goes on.
 func (w *nbWriter) write(b []byte) int {
 	w.buf = b
-	if err := w.rc.Write(w.fn); err != nil {
-		w.n = -1
+	for {
+		err := w.rc.Write(w.fn)
+		if err == nil {
+			break
+		}
+		if w.dl == nil || !isDeadlineErr(err) || !w.dl.rearmWrite() {
+			w.n = -1
+			break
+		}
 	}
 	w.buf = nil
 	return w.n

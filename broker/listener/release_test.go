@@ -70,3 +70,66 @@ func TestReleaseHeldNeverBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReleaseHeldAfterCoalescedDeadline: mochi pushes the keepalive
+// deadline later on every packet, and rawConn only records a later
+// deadline until the armed one fires. The notifier's raw write must then
+// re-arm and write, as rawConn.Write does: before, once the deadline armed
+// at connect time had passed, every released PUBACK failed with a timeout
+// and was dropped on a live connection, and the device waited for ever
+// (the paced benchmark stalled after its first keepalive period).
+func TestReleaseHeldAfterCoalescedDeadline(t *testing.T) {
+	conns := make(chan *Conn, 1)
+	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
+		lc := c.(*Conn)
+		conns <- lc
+		return readAll("", c)
+	})
+	client := dial(t, l.Address())
+	lc := <-conns
+	armed := time.Now().Add(50 * time.Millisecond)
+	if err := lc.SetDeadline(armed); err != nil { // armed on the socket
+		t.Fatal(err)
+	}
+	if err := lc.SetDeadline(time.Now().Add(time.Hour)); err != nil { // only recorded
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(armed) + 20*time.Millisecond) // the armed deadline passes
+	h := &blobHeld{blob: []byte("puback")}
+	lc.SetHeld(h)
+	if lc.async == nil {
+		t.Fatal("plain TCP connection without the non-blocking release")
+	}
+	lc.ReleaseHeld()
+	got := make([]byte, 6)
+	client.SetReadDeadline(time.Now().Add(wait))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "puback" {
+		t.Fatalf("released bytes: %q, %v", got, err)
+	}
+}
+
+// TestReleaseHeldFailureClosesConnection: a release the socket refuses
+// (here: a write deadline that has really passed) cannot be retried, so
+// the connection is closed: the device reconnects and resends instead of
+// waiting for ever for acknowledgements that were dropped.
+func TestReleaseHeldFailureClosesConnection(t *testing.T) {
+	conns := make(chan *Conn, 1)
+	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
+		lc := c.(*Conn)
+		conns <- lc
+		return readAll("", c)
+	})
+	client := dial(t, l.Address())
+	lc := <-conns
+	if err := lc.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	lc.SetHeld(&blobHeld{blob: []byte("puback")})
+	lc.ReleaseHeld()
+	client.SetReadDeadline(time.Now().Add(wait))
+	if n, err := client.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("read %d bytes, want the connection closed", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("connection left open after a failed release")
+	}
+}
