@@ -117,14 +117,12 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 // Pubcomp). A flow of one side must not replace or delete an entry of the
 // other: setInbound and deleteInbound leave outbound entries alone.
 
-// isInbound reports whether an inflight entry belongs to a flow the client
-// started (the server's PUBACK, PUBREC or PUBCOMP to it).
-func isInbound(pk packets.Packet) bool {
-	switch pk.FixedHeader.Type {
-	case packets.Puback, packets.Pubrec, packets.Pubcomp:
-		return true
-	}
-	return false
+// isOutbound reports whether an inflight entry belongs to a flow the
+// server started: its PUBLISH to the client, awaiting PUBACK or PUBREC, or
+// its PUBREL, awaiting PUBCOMP. Every other entry (the server's PUBACK,
+// PUBREC or PUBCOMP to the client) is inbound.
+func isOutbound(pk packets.Packet) bool {
+	return pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel
 }
 
 // setInbound stores m, the server's answer to a client's PUBLISH or PUBREL,
@@ -135,7 +133,7 @@ func (i *Inflight) setInbound(m packets.Packet) (stored, added bool) {
 	defer i.Unlock()
 
 	old, ok := i.internal[m.PacketID]
-	if ok && !isInbound(old) {
+	if ok && isOutbound(old) {
 		return false, false
 	}
 	i.internal[m.PacketID] = m
@@ -148,7 +146,7 @@ func (i *Inflight) deleteInbound(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	if m, ok := i.internal[id]; !ok || !isInbound(m) {
+	if m, ok := i.internal[id]; !ok || isOutbound(m) {
 		return false
 	}
 	delete(i.internal, id)

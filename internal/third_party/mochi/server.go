@@ -948,7 +948,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			// to the client with the same id stays inflight (inflight.go).
 			// A QoS 2 publish cannot be tracked under that id: it is refused
 			// like one whose id is in use.
-			if !isInbound(pki) && pk.FixedHeader.Qos == 2 {
+			if isOutbound(pki) && pk.FixedHeader.Qos == 2 {
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
@@ -1270,7 +1270,7 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 	// telegate: a PUBREL continues the client's own QoS 2 publish; an
 	// outbound entry with the same id is not its flow (inflight.go).
-	if pki, ok := cl.State.Inflight.Get(pk.PacketID); !ok || !isInbound(pki) { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); !ok || isOutbound(pki) { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
@@ -1319,7 +1319,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
 	// telegate: only the client's own flows use its packet ids; the
 	// server's publish to it with the same id does not (inflight.go).
-	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && isInbound(pki) {
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && !isOutbound(pki) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1395,7 +1395,7 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
 	// telegate: only the client's own flows use its packet ids; the
 	// server's publish to it with the same id does not (inflight.go).
-	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && isInbound(pki) {
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && !isOutbound(pki) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
