@@ -108,6 +108,51 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// telegate: the map is keyed by packet id alone, but it holds two
+// independent numberings (MQTT 5 2.2.1, MQTT 3.1.1 2.3.1: "Client and
+// Server pairs can participate in concurrent message exchanges using the
+// same Packet Identifiers"): the server's QoS 1/2 publishes to the client
+// (entries of type Publish, then Pubrel after the client's PUBREC) and the
+// server's answers to the client's QoS 1/2 publishes (Puback, Pubrec,
+// Pubcomp). A flow of one side must not replace or delete an entry of the
+// other: setInbound and deleteInbound leave outbound entries alone.
+
+// isOutbound reports whether an inflight entry belongs to a flow the
+// server started: its PUBLISH to the client, awaiting PUBACK or PUBREC, or
+// its PUBREL, awaiting PUBCOMP. Every other entry (the server's PUBACK,
+// PUBREC or PUBCOMP to the client) is inbound.
+func isOutbound(pk packets.Packet) bool {
+	return pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel
+}
+
+// setInbound stores m, the server's answer to a client's PUBLISH or PUBREL,
+// unless an outbound entry holds its packet id (then the outbound entry is
+// kept and m is not stored). stored: m was stored; added: the id was free.
+func (i *Inflight) setInbound(m packets.Packet) (stored, added bool) {
+	i.Lock()
+	defer i.Unlock()
+
+	old, ok := i.internal[m.PacketID]
+	if ok && isOutbound(old) {
+		return false, false
+	}
+	i.internal[m.PacketID] = m
+	return true, !ok
+}
+
+// deleteInbound removes the entry with packet id id if it is an inbound
+// one. Returns true if it did.
+func (i *Inflight) deleteInbound(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+
+	if m, ok := i.internal[id]; !ok || isOutbound(m) {
+		return false
+	}
+	delete(i.internal, id)
+	return true
+}
+
 // Delete removes an in-flight message from the map. Returns true if the message existed.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()

@@ -943,7 +943,16 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+			// telegate: only an inbound entry (the server's answer to an
+			// earlier publish of the client) goes; the server's own publish
+			// to the client with the same id stays inflight (inflight.go).
+			// A QoS 2 publish cannot be tracked under that id: it is refused
+			// like one whose id is in use.
+			if isOutbound(pki) && pk.FixedHeader.Qos == 2 {
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				return cl.WritePacket(ack)
+			}
+			if ok := cl.State.Inflight.deleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
 				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
@@ -998,7 +1007,16 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	if ok := cl.State.Inflight.Set(ack); ok {
+	// telegate: the ack is not stored over the server's own publish to the
+	// client with the same id (inflight.go); a QoS 1 publish is then
+	// acknowledged untracked, a QoS 2 one (the id was taken since the check
+	// above) refused.
+	stored, added := cl.State.Inflight.setInbound(ack)
+	if !stored && pk.FixedHeader.Qos == 2 {
+		cl.State.Inflight.IncreaseReceiveQuota()
+		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse))
+	}
+	if added {
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
@@ -1009,11 +1027,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
+		if ok := stored && cl.State.Inflight.deleteInbound(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
-		s.hooks.OnQosComplete(cl, ack)
+		if stored {
+			s.hooks.OnQosComplete(cl, ack)
+		}
 	}
 
 	s.publishToSubscribers(pk)
@@ -1248,7 +1268,9 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	// telegate: a PUBREL continues the client's own QoS 2 publish; an
+	// outbound entry with the same id is not its flow (inflight.go).
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); !ok || isOutbound(pki) { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
@@ -1295,7 +1317,9 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	// telegate: only the client's own flows use its packet ids; the
+	// server's publish to it with the same id does not (inflight.go).
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && !isOutbound(pki) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1369,7 +1393,9 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	// telegate: only the client's own flows use its packet ids; the
+	// server's publish to it with the same id does not (inflight.go).
+	if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok && !isOutbound(pki) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 

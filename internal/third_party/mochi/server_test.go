@@ -1774,7 +1774,10 @@ func TestServerProcessPacketPublishQos0(t *testing.T) {
 func TestServerProcessPacketPublishQos1PacketIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	// telegate: was Type Publish, the server's own publish with that id,
+	// which the client's publish must not delete (zz_telegate_packetid_test.go);
+	// a left-over inbound entry still goes.
+	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Puback}})
 	atomic.StoreInt64(&s.Info.Inflight, 1)
 
 	go func() {
@@ -2801,7 +2804,10 @@ func TestServerProcessPacketSubscribePacketIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	// telegate: was Type Publish, the server's own publish with that id,
+	// which does not make the client's id in use (zz_telegate_packetid_test.go);
+	// the client's own QoS 2 publish awaiting PUBREL does.
+	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
 
 	pkx := *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMqtt5).Packet
 	pkx.PacketID = 15
@@ -3052,7 +3058,10 @@ func TestServerProcessPacketUnsubscribePackedIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Publish}})
+	// telegate: was Type Publish, the server's own publish with that id,
+	// which does not make the client's id in use (zz_telegate_packetid_test.go);
+	// the client's own QoS 2 publish awaiting PUBREL does.
+	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Unsubscribe].Get(packets.TUnsubscribeMqtt5).Packet)
 		require.NoError(t, err)
