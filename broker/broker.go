@@ -206,8 +206,7 @@ type Broker struct {
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
 
-	drain drainState // Drain's switch (drain.go)
-	conns sync.Map   // *mqtt.Client -> *connState, per established connection (connstate.go)
+	drain drainState // Drain's switch (drain.go); per-connection state is in each mqtt.Client's Ext slot (connstate.go)
 }
 
 // authRecord is how a device's current session proved its identity: the
