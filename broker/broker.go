@@ -357,6 +357,15 @@ func (h *extraHook) Provides(e byte) bool {
 	return h.Hook.Provides(e)
 }
 
+// WantsPacketRead passes on the wrapped hook's mqtt.PacketReadFilter: a
+// hook without one sees every packet type.
+func (h *extraHook) WantsPacketRead(t byte) bool {
+	if f, ok := h.Hook.(mqtt.PacketReadFilter); ok {
+		return f.WantsPacketRead(t)
+	}
+	return true
+}
+
 // Start opens the configured listeners and starts serving. It does not
 // block. On error, sockets opened so far are closed; call Close anyway.
 func (b *Broker) Start() error {

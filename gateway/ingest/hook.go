@@ -110,6 +110,11 @@ func (h *Hook) Provides(b byte) bool {
 		b == mqtt.OnPacketRead
 }
 
+// WantsPacketRead implements mqtt.PacketReadFilter: OnPacketRead acts on
+// DISCONNECT only, so mochi does not call it (and copy the packet in and
+// out) for every PUBLISH.
+func (h *Hook) WantsPacketRead(t byte) bool { return t == packets.Disconnect }
+
 // OnPacketRead releases the held PUBACKs (heldAcks) before mochi handles a
 // DISCONNECT, which closes the connection without writing anything: a
 // client that disconnects right after its publishes still gets the PUBACKs

@@ -580,7 +580,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 		return pk, err
 	}
 
-	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	if cl.ops.hooks.WantsPacketRead(pk.FixedHeader.Type) { // telegate: no packet copies when no hook wants this type
+		pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	}
 	return
 }
 
