@@ -206,8 +206,7 @@ type Broker struct {
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
 
-	drain drainState // Drain's switch (drain.go)
-	conns sync.Map   // *mqtt.Client -> *connState, per established connection (connstate.go)
+	drain drainState // Drain's switch (drain.go); per-connection state is in each mqtt.Client's Ext slot (connstate.go)
 }
 
 // authRecord is how a device's current session proved its identity: the
@@ -356,6 +355,15 @@ func (h *extraHook) Provides(e byte) bool {
 		return false
 	}
 	return h.Hook.Provides(e)
+}
+
+// WantsPacketRead passes on the wrapped hook's mqtt.PacketReadFilter: a
+// hook without one sees every packet type.
+func (h *extraHook) WantsPacketRead(t byte) bool {
+	if f, ok := h.Hook.(mqtt.PacketReadFilter); ok {
+		return f.WantsPacketRead(t)
+	}
+	return true
 }
 
 // Start opens the configured listeners and starts serving. It does not

@@ -11,8 +11,8 @@ import (
 
 // connState is the broker's state for one connection (one *mqtt.Client),
 // from its established session (OnSessionEstablished) to its disconnect,
-// found with one lock-free lookup in Broker.conns instead of broker-wide
-// locks and maps on every packet. Owned by connstate.go.
+// kept in the client's Ext slot (connOf: one atomic load) instead of
+// broker-wide locks and maps on every packet. Owned by connstate.go.
 type connState struct {
 	handoff handoff // Drain bookkeeping (drain.go); has its own lock
 
@@ -38,21 +38,36 @@ type connState struct {
 }
 
 // connOf returns cl's state, or nil if cl is not tracked (inline client,
-// not yet established, or gone).
+// not yet established, or gone). The state lives in the client's own
+// slot (mochi Client.Ext, an atomic.Value holding a *connState): one
+// atomic load, safe from any goroutine, instead of a map lookup hashing
+// the client pointer on every hook call.
 func (b *Broker) connOf(cl *mqtt.Client) *connState {
-	if v, ok := b.conns.Load(cl); ok {
-		return v.(*connState)
-	}
-	return nil
+	st, _ := cl.Ext.Load().(*connState)
+	return st
 }
 
-// connFor returns cl's state, creating it if needed.
+// connFor returns cl's state, creating it if needed. It may race with
+// itself (the client's read goroutine establishing the session against
+// Drain): the first state stored wins and both callers get it.
 func (b *Broker) connFor(cl *mqtt.Client) *connState {
-	if st := b.connOf(cl); st != nil {
-		return st
+	for {
+		old := cl.Ext.Load()
+		if st, _ := old.(*connState); st != nil {
+			return st
+		}
+		st := &connState{}
+		if cl.Ext.CompareAndSwap(old, st) {
+			return st
+		}
 	}
-	v, _ := b.conns.LoadOrStore(cl, &connState{})
-	return v.(*connState)
+}
+
+// dropConn forgets cl's state (on disconnect): a typed nil, as Client.Ext
+// holds *connState values only. A takeover's new connection is a new
+// *mqtt.Client with its own, empty slot.
+func (b *Broker) dropConn(cl *mqtt.Client) {
+	cl.Ext.Store((*connState)(nil))
 }
 
 // validPublishTopic is mqtt.IsValidFilter(topic, true), remembered for the

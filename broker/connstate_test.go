@@ -200,3 +200,62 @@ func TestTopicCachesCopyTheTopic(t *testing.T) {
 		t.Fatal("wildcard topic name accepted from the cache")
 	}
 }
+
+// The connection state lives in the mochi client's own slot (Client.Ext),
+// not in a broker-wide map: a session takeover's new *mqtt.Client gets a
+// fresh state, the replaced client's state is dropped when it disconnects,
+// and so is the new one's.
+func TestConnStateInClientSlot(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	c1, _ := rawConnect(t, b.Addr(ListenerTCP), vin1)
+	old, st1 := trackedClient(t, b, vin1)
+	if v, _ := old.Ext.Load().(*connState); v != st1 || st1 == nil {
+		t.Fatalf("Ext holds %v, want the connection's state %p", old.Ext.Load(), st1)
+	}
+	c2, _ := rawConnect(t, b.Addr(ListenerTCP), vin1) // takeover
+	waitEOF(t, c1)
+	var cl *mqtt.Client
+	eventually(t, "new connection tracked", func() bool {
+		c, ok := b.server.Clients.Get(vin1)
+		if ok && c != old && b.connOf(c) != nil {
+			cl = c
+			return true
+		}
+		return false
+	})
+	if st2 := b.connOf(cl); st2 == st1 {
+		t.Fatal("takeover's new client shares the old client's state")
+	}
+	eventually(t, "old client's state dropped", func() bool { return b.connOf(old) == nil })
+	_ = c2.Close()
+	eventually(t, "new client's state dropped", func() bool { return b.connOf(cl) == nil })
+}
+
+// connFor called at once from several goroutines (the read goroutine
+// establishing the session, Drain) creates one state, which all get.
+func TestConnForCreatesOneState(t *testing.T) {
+	b := &Broker{}
+	for range 50 {
+		cl := &mqtt.Client{}
+		if b.connOf(cl) != nil {
+			t.Fatal("fresh client has a state")
+		}
+		got := make(chan *connState, 4)
+		for range 4 {
+			go func() { got <- b.connFor(cl) }()
+		}
+		first := <-got
+		for range 3 {
+			if st := <-got; st != first {
+				t.Fatal("connFor created two states for one client")
+			}
+		}
+		b.dropConn(cl)
+		if b.connOf(cl) != nil {
+			t.Fatal("dropped state still found")
+		}
+		if st := b.connFor(cl); st == nil || st == first {
+			t.Fatal("connFor after dropConn did not create a new state")
+		}
+	}
+}

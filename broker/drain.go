@@ -17,7 +17,7 @@ var ErrDrainTimeout = errors.New("broker: drain did not finish in time")
 
 // drainState is the broker's draining switch. The per-client publish
 // hand-off tracking that lets Drain close a connection only between two
-// publishes is each connection's connState.handoff (Broker.conns). Owned
+// publishes is each connection's connState.handoff (connstate.go). Owned
 // by drain.go.
 type drainState struct {
 	on atomic.Bool // Drain was called; set once, before Drain visits the clients
@@ -132,7 +132,7 @@ func (b *Broker) trackClient(cl *mqtt.Client) {
 }
 
 func (b *Broker) untrackClient(cl *mqtt.Client) {
-	b.conns.Delete(cl)
+	b.dropConn(cl)
 }
 
 // beginPublish marks cl (state st, nil if untracked) busy with a publish;

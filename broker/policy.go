@@ -48,6 +48,11 @@ func (h *policy) Provides(e byte) bool {
 	return false
 }
 
+// WantsPacketRead implements mqtt.PacketReadFilter: OnPacketRead acts on
+// PUBLISH only, so mochi does not call it (and copy the packet in and
+// out) for other packets.
+func (h *policy) WantsPacketRead(t byte) bool { return t == packets.Publish }
+
 // OnConnect runs right after the CONNECT packet was read, before
 // authentication. It marks the socket as past the connect phase and clamps
 // the keepalive: mochi disables all deadlines for keepalive 0, so such a

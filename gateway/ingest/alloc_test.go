@@ -44,7 +44,7 @@ func TestHeldPathAllocatesNothing(t *testing.T) {
 	}
 	buf := make([]byte, 0, 2048)
 	if n := testing.AllocsPerRun(200, func() {
-		rec, dead := h.encode(buf[:0], class, id, vin, topic, payload, 1)
+		rec, dead := h.encode(buf[:0], class, id, vin, topic, payload, 1, 1)
 		if dead {
 			t.Fatal("frame dead-lettered")
 		}

@@ -204,15 +204,20 @@ func (h *Hook) publishHeld(cl *mqtt.Client, lc *listener.Conn, pk packets.Packet
 		q = &heldAcks{h: h, cl: cl, lc: lc, acks: make([]byte, 0, 64), marks: make([]heldMark, 0, 4)}
 		lc.SetHeld(q)
 	}
+	// One clock read per frame: the record's receive time is also when
+	// the held PUBACK's wait starts (heldAcks.since, from which the ack
+	// timeout and the append duration count, as they count from before
+	// Append on the path that waits in OnPublish).
+	now := time.Now()
 	bp := h.bufs.Get().(*[]byte)
-	rec, _ := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, 1)
+	rec, _ := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, 1, now.UnixNano())
 	t, err := h.pipe.AppendTicket(rec)
 	*bp = rec
 	h.bufs.Put(bp)
 	if err != nil {
 		return h.refuse(cl, pk, false, err)
 	}
-	if q.add(t, pk.PacketID, time.Now()) {
+	if q.add(t, pk.PacketID, now) {
 		if _, err := lc.Write(nil); err != nil {
 			return pk, packets.ErrRejectPacket
 		}

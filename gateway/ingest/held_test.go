@@ -22,6 +22,7 @@ import (
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/spool"
+	"github.com/telegate/telegate/gateway/spool/record"
 )
 
 // gatedSpool is the real spool adapter whose WaitTicket waits for gate
@@ -32,12 +33,14 @@ type gatedSpool struct {
 	gate  chan struct{}
 	fail  error
 	waits atomic.Int32
+	since atomic.Int64 // appended of the last WaitTicket (Unix ns)
 }
 
 func (g *gatedSpool) AppendTicket(rec []byte) (uint64, error) { return g.p.AppendTicket(rec) }
 
 func (g *gatedSpool) WaitTicket(t uint64, appended time.Time) error {
 	g.waits.Add(1)
+	g.since.Store(appended.UnixNano())
 	<-g.gate
 	if g.fail != nil {
 		return g.fail
@@ -456,5 +459,32 @@ func waitAppended(t *testing.T, sp *spool.Spool, n uint64) {
 			t.Fatalf("%d records appended, want %d: the reader is waiting", sp.Stats().Appended, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHeldWaitCountsFromReceiveTime: a held publish reads the clock once:
+// the wait for its commit (ack timeout, append duration) counts from the
+// receive time in its spool record.
+func TestHeldWaitCountsFromReceiveTime(t *testing.T) {
+	f := newHeldFixture(t, false)
+	close(f.g.gate)
+	c := connect311(t, f.addr)
+	if _, err := c.Write(publishes(1)); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || !bytes.Equal(ack, pubacks(1)) {
+		t.Fatalf("got % x (%v), want PUBACK", ack, err)
+	}
+	recs := readAllSpool(t, f.cons, 2) // the connect record and the frame
+	var rec record.Record
+	if err := record.Parse(append([]byte(nil), recs[1].Data...), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Kind != record.KindPublish {
+		t.Fatalf("record kind %d", rec.Kind)
+	}
+	if got := f.g.since.Load(); got != rec.RecvNs {
+		t.Fatalf("wait counted from %d, record received at %d", got, rec.RecvNs)
 	}
 }

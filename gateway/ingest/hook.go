@@ -110,6 +110,11 @@ func (h *Hook) Provides(b byte) bool {
 		b == mqtt.OnPacketRead
 }
 
+// WantsPacketRead implements mqtt.PacketReadFilter: OnPacketRead acts on
+// DISCONNECT only, so mochi does not call it (and copy the packet in and
+// out) for every PUBLISH.
+func (h *Hook) WantsPacketRead(t byte) bool { return t == packets.Disconnect }
+
 // OnPacketRead releases the held PUBACKs (heldAcks) before mochi handles a
 // DISCONNECT, which closes the connection without writing anything: a
 // client that disconnects right after its publishes still gets the PUBACKs
@@ -142,7 +147,7 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 		h.log.Info("Will of a revoked device dropped", "client", cl.ID, "topic", pk.TopicName)
 		return
 	}
-	rec, _ := h.encode(nil, class, id, cl.ID, pk.TopicName, pk.Payload, 0)
+	rec, _ := h.encode(nil, class, id, cl.ID, pk.TopicName, pk.Payload, 0, time.Now().UnixNano())
 	if err := h.spool.AppendAsync(rec); err != nil {
 		h.m.Dropped.WithLabelValues("will_not_spooled").Inc()
 		h.log.Warn("Will message not spooled", "client", cl.ID, "err", err)
@@ -170,7 +175,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 
 	bp := h.bufs.Get().(*[]byte)
-	rec, deadLetter := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, qos)
+	rec, deadLetter := h.encode((*bp)[:0], class, id, cl.ID, pk.TopicName, pk.Payload, qos, time.Now().UnixNano())
 	var err error
 	if qos == 0 {
 		err = h.spool.AppendAsync(rec)
@@ -196,7 +201,8 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // record to dst: a publish record, or a dead letter whose reason is the
 // rejection label and detail (reject.AppendReason) when the payload is
 // invalid (deadLetter true). The same label is the metric's reason.
-func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, payload []byte, qos byte) (rec []byte, deadLetter bool) {
+// recvNs is the record's receive time (Unix ns).
+func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, payload []byte, qos byte, recvNs int64) (rec []byte, deadLetter bool) {
 	h.received[class].Inc()
 	kind := record.KindPublish
 	var reason string
@@ -209,7 +215,7 @@ func (h *Hook) encode(dst []byte, class topics.Class, id, client, topic string, 
 	} else {
 		h.decoded[class].Inc()
 	}
-	return record.Append(dst, kind, qos, time.Now().UnixNano(), topic, client, reason, payload), kind == record.KindDeadLetter
+	return record.Append(dst, kind, qos, recvNs, topic, client, reason, payload), kind == record.KindDeadLetter
 }
 
 // refusal is the metric reason and the MQTT 5 reason code for a spool error.

@@ -495,3 +495,20 @@ func TestWillOfRevokedDeviceDropped(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The hook's OnPacketRead acts on DISCONNECT only (held PUBACKs, see
+// TestHeldPubacksBeforeDisconnect): through mqtt.PacketReadFilter mochi
+// calls it for DISCONNECT and no other packet type, sparing the copies of
+// the packet into and out of it on every PUBLISH.
+func TestHookReadsDisconnectOnly(t *testing.T) {
+	var h mqtt.Hook = &ingest.Hook{}
+	f, ok := h.(mqtt.PacketReadFilter)
+	if !ok {
+		t.Fatal("ingest.Hook does not implement mqtt.PacketReadFilter")
+	}
+	for pt := byte(0); pt < 16; pt++ {
+		if got := f.WantsPacketRead(pt); got != (pt == packets.Disconnect) {
+			t.Fatalf("WantsPacketRead(%d) = %v", pt, got)
+		}
+	}
+}

@@ -109,6 +109,16 @@ type Client struct {
 	ID           string           // the client id.
 	ops          *ops             // ops provides a reference to server ops.
 	sync.RWMutex                  // mutex
+
+	// telegate: Ext is a slot owned by the embedding application, which
+	// keeps its per-connection state there instead of in a map keyed by
+	// *Client (one lookup less per hook call). mochi never reads or writes
+	// it. It is an atomic.Value so that the application may set it on the
+	// client's read goroutine (e.g. in OnSessionEstablished) and read it
+	// from any goroutine without a lock; the application must store values
+	// of one concrete type only (atomic.Value panics otherwise). A session
+	// takeover creates a new *Client, whose Ext starts empty.
+	Ext atomic.Value
 }
 
 // ClientConnection contains the connection transport and metadata for the client.
@@ -570,7 +580,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 		return pk, err
 	}
 
-	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	if cl.ops.hooks.WantsPacketRead(pk.FixedHeader.Type) { // telegate: no packet copies when no hook wants this type
+		pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	}
 	return
 }
 

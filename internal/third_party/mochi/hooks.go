@@ -136,7 +136,25 @@ type Hooks struct {
 // hookTable lists, per event byte, the hooks whose Provides(event) was
 // true when they were added (telegate patch: Provides is taken to be
 // static per hook, see README.md).
-type hookTable [numHookEvents][]Hook
+type hookTable struct {
+	ev [numHookEvents][]Hook
+	// read lists, per packet type (the fixed header's 4 type bits), the
+	// OnPacketRead hooks that want packets of that type: every hook
+	// providing OnPacketRead, less those whose PacketReadFilter declines
+	// the type (telegate patch).
+	read [16][]Hook
+}
+
+// PacketReadFilter is an optional interface of a Hook that provides
+// OnPacketRead (telegate patch). WantsPacketRead(t) reports whether the
+// hook's OnPacketRead needs to see packets of type t (packets.Connect ..
+// packets.Auth); when false, mochi does not call it for that type, which
+// spares two copies of the 800-byte packets.Packet per hook and packet.
+// Like Provides it is asked once per type when the hook is added, never
+// again. A hook without this interface sees every packet, as upstream.
+type PacketReadFilter interface {
+	WantsPacketRead(packetType byte) bool
+}
 
 // numHookEvents is the number of event bytes above (SetOptions..StoredSysInfo).
 const numHookEvents = int(StoredSysInfo) + 1
@@ -148,7 +166,24 @@ func (h *Hooks) provided(e byte) []Hook {
 	if t == nil || int(e) >= numHookEvents {
 		return nil
 	}
-	return t[e]
+	return t.ev[e]
+}
+
+// readers returns the OnPacketRead hooks that want packets of type
+// packetType, in the order they were added (telegate patch).
+func (h *Hooks) readers(packetType byte) []Hook {
+	t := h.byEvent.Load()
+	if t == nil {
+		return nil
+	}
+	return t.read[packetType&0x0f]
+}
+
+// WantsPacketRead reports whether any hook's OnPacketRead is called for a
+// packet of type packetType (telegate patch): Client.ReadPacket skips
+// Hooks.OnPacketRead, and its packet copies, when none is.
+func (h *Hooks) WantsPacketRead(packetType byte) bool {
+	return len(h.readers(packetType)) > 0
 }
 
 // Len returns the number of hooks added.
@@ -205,10 +240,18 @@ func (h *Hooks) Add(hook Hook, config any) error {
 // (telegate patch).
 func buildHookTable(hooks []Hook) *hookTable {
 	t := new(hookTable)
-	for e := range t {
+	for e := range t.ev {
 		for _, hook := range hooks {
 			if hook.Provides(byte(e)) {
-				t[e] = append(t[e], hook)
+				t.ev[e] = append(t.ev[e], hook)
+			}
+		}
+	}
+	for _, hook := range t.ev[OnPacketRead] {
+		f, ok := hook.(PacketReadFilter)
+		for pt := range t.read {
+			if !ok || f.WantsPacketRead(byte(pt)) {
+				t.read[pt] = append(t.read[pt], hook)
 			}
 		}
 	}
@@ -298,7 +341,7 @@ func (h *Hooks) OnDisconnect(cl *Client, err error, expire bool) {
 // OnPacketRead is called when a packet is received from a client.
 func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet, err error) {
 	pkx = pk
-	for _, hook := range h.provided(OnPacketRead) { // telegate: was GetAll + hook.Provides
+	for _, hook := range h.readers(pk.FixedHeader.Type) { // telegate: was GetAll + hook.Provides; per packet type (PacketReadFilter)
 		npk, err := hook.OnPacketRead(cl, pkx)
 		if err != nil && errors.Is(err, packets.ErrRejectPacket) {
 			h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)

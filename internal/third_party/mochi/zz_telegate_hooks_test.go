@@ -3,6 +3,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -135,17 +136,29 @@ func TestTelegateHooksProvidesAggregate(t *testing.T) {
 // BenchmarkTelegateHooksPublish runs the hook dispatch of one inbound QoS 1
 // PUBLISH with the gateway's hook set: a policy-like hook providing ten
 // events, then two extra hooks (ingest: 5 events, presence: 2).
+// With filtered=true the policy and ingest hooks implement
+// PacketReadFilter as the gateway's do (PUBLISH and DISCONNECT only).
 func BenchmarkTelegateHooksPublish(b *testing.B) {
+	for _, filtered := range []bool{false, true} {
+		b.Run(fmt.Sprintf("filtered=%v", filtered), func(b *testing.B) { benchHooksPublish(b, filtered) })
+	}
+}
+
+func benchHooksPublish(b *testing.B, filtered bool) {
 	var log []string
 	h := newTelegateHooks()
-	for _, hk := range []*eventHook{
+	for i, hk := range []*eventHook{
 		{id: "policy", events: []byte{OnConnect, OnConnectAuthenticate, OnSessionEstablished, OnACLCheck,
 			OnPacketRead, OnPacketEncode, OnPublish, OnPacketProcessed, OnDisconnect, OnSubscribe}},
 		{id: "ingest", events: []byte{OnPublish, OnSessionEstablished, OnDisconnect, OnWillSent, OnPacketRead}},
 		{id: "presence", events: []byte{OnSessionEstablished, OnDisconnect}},
 	} {
 		hk.log = &log
-		if err := h.Add(&benchHook{hk}, nil); err != nil {
+		var add Hook = &benchHook{hk}
+		if filtered && i < 2 {
+			add = &filteredBenchHook{benchHook{hk}, []byte{packets.Publish, packets.Disconnect}[i]}
+		}
+		if err := h.Add(add, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -164,6 +177,14 @@ func BenchmarkTelegateHooksPublish(b *testing.B) {
 		h.OnPacketProcessed(cl, p, nil)
 	}
 }
+
+// filteredBenchHook is a benchHook whose OnPacketRead wants one packet type.
+type filteredBenchHook struct {
+	benchHook
+	want byte
+}
+
+func (h *filteredBenchHook) WantsPacketRead(t byte) bool { return t == h.want }
 
 // benchHook is an eventHook whose handlers record nothing.
 type benchHook struct{ *eventHook }
