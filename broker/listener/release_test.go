@@ -2,6 +2,7 @@ package listener
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -129,7 +130,7 @@ func TestReleaseHeldFailureClosesConnection(t *testing.T) {
 	client.SetReadDeadline(time.Now().Add(wait))
 	if n, err := client.Read(make([]byte, 16)); err == nil {
 		t.Fatalf("read %d bytes, want the connection closed", n)
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("connection left open after a failed release")
 	}
 }

@@ -176,7 +176,9 @@ func (s *Spool) removeSpare() {
 	if s.spare == nil {
 		return
 	}
-	<-s.spare // Close has waited for the preparation (s.ops)
+	if err := <-s.spare; err != nil { // Close has waited for the preparation (s.ops)
+		s.log.Debug("spool: spare segment file was not prepared", "err", err) // a file it left is removed below
+	}
 	s.spare = nil
 	if err := os.Remove(filepath.Join(s.opts.Dir, spareName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("spool: delete spare segment file", "err", err)
