@@ -119,7 +119,7 @@ type Scheduler struct {
 	// one per missed tick (a day's outage is 8 640 ticks of 10 s).
 	behind atomic.Int64
 	lmu    sync.RWMutex
-	lats      map[string]float64 // last known latitude per VIN
+	lats   map[string]float64 // last known latitude per VIN
 }
 
 // NewScheduler opens the features bucket.
