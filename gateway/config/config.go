@@ -329,6 +329,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Spool.SyncDelay < 0 || c.Spool.SyncDelay > time.Second {
 		bad("spool.sync_delay", "must be 0 to 1s (it adds to every PUBACK's latency)")
+	} else if c.Spool.AckTimeout > 0 && c.Spool.SyncDelay >= c.Spool.AckTimeout {
+		bad("spool.sync_delay", "must be shorter than spool.ack_timeout (a publish waiting for the delay would be refused)")
 	}
 	if c.Spool.SyncRecords < 0 {
 		bad("spool.sync_records", "must be ≥ 0")

@@ -39,18 +39,19 @@ func TestBadFiles(t *testing.T) {
 		is  error
 		msg string
 	}{
-		"bad_duration.yaml":             {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
-		"bad_level.yaml":                {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
-		"bad_size.yaml":                 {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
-		"bad_url.yaml":                  {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
-		"tiny_packet.yaml":              {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
-		"tls_without_cert.yaml":         {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
-		"unknown_key.yaml":              {ErrUnknownKey, "line 2: field urll not found"},
-		"wrong_type.yaml":               {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
-		"zero_keepalive.yaml":           {ErrInvalid, "config: invalid value: mqtt.max_keepalive: must be 1s..65535s"},
-		"receive_maximum_overflow.yaml": {ErrInvalid, "line 2: cannot unmarshal !!int `70000` into uint16"},
-		"long_sync_delay.yaml":          {ErrInvalid, "config: invalid value: spool.sync_delay: must be 0 to 1s"},
-		"negative_sync_rate.yaml":       {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
+		"bad_duration.yaml":                {ErrInvalid, "line 2: cannot unmarshal !!str `forever` into time.Duration"},
+		"bad_level.yaml":                   {ErrInvalid, "config: invalid value: log_level: want debug, info, warn or error"},
+		"bad_size.yaml":                    {ErrInvalid, `config: invalid value: line 2: invalid size: "lots"`},
+		"bad_url.yaml":                     {ErrInvalid, "config: invalid value: influx.url: must be an http(s) URL"},
+		"tiny_packet.yaml":                 {ErrInvalid, "config: invalid value: mqtt.max_packet_size: must be between 256 B and 256 MiB"},
+		"tls_without_cert.yaml":            {ErrInvalid, "config: invalid value: mqtt.tls_addr: needs tls_cert_file and tls_key_file"},
+		"unknown_key.yaml":                 {ErrUnknownKey, "line 2: field urll not found"},
+		"wrong_type.yaml":                  {ErrInvalid, "line 1: cannot unmarshal !!seq into"},
+		"zero_keepalive.yaml":              {ErrInvalid, "config: invalid value: mqtt.max_keepalive: must be 1s..65535s"},
+		"receive_maximum_overflow.yaml":    {ErrInvalid, "line 2: cannot unmarshal !!int `70000` into uint16"},
+		"long_sync_delay.yaml":             {ErrInvalid, "config: invalid value: spool.sync_delay: must be 0 to 1s"},
+		"negative_sync_rate.yaml":          {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
+		"sync_delay_over_ack_timeout.yaml": {ErrInvalid, "config: invalid value: spool.sync_delay: must be shorter than spool.ack_timeout"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {

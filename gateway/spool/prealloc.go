@@ -158,7 +158,10 @@ func (s *Spool) takeSpareLocked() error {
 	var err error
 	if ch != nil {
 		err = <-ch
-	} else {
+	}
+	if ch == nil || err != nil {
+		// None prepared, or the background preparation failed (perhaps
+		// on a disk that consumers have freed since): prepare it now.
 		err = s.prepareSpare()
 	}
 	switch {

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // preallocSegment is the SegmentBytes of the preallocation tests: small, so
@@ -414,4 +416,61 @@ func TestNoSpaceOnRealDevice(t *testing.T) {
 	s = mustOpen(t, o)
 	got, _ = readN(t, mustConsumer(t, s, "influx"), 10, 1000, 1<<20)
 	checkPayloads(t, got, i)
+}
+
+// TestPreallocSpareRetriedAfterSpaceFreed: the next segment is prepared in
+// the background at half the active one; if that failed for lack of space
+// and space was freed before the roll-over, the roll-over prepares it again
+// instead of reporting the old failure (one publish refused with space
+// available).
+func TestPreallocSpareRetriedAfterSpaceFreed(t *testing.T) {
+	var noSpace atomic.Bool
+	failed := make(chan struct{}, 1)
+	testHookPreallocate = func(f *os.File) error {
+		if noSpace.Load() {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return nil
+	}
+	t.Cleanup(func() { testHookPreallocate = nil })
+
+	s := mustOpen(t, preallocOpts(t.TempDir()))
+	noSpace.Store(true)
+	i := 0
+	for ; ; i++ { // up to the start of the background preparation
+		if _, err := s.Append(payload(i)); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		s.mu.Lock()
+		started := s.spare != nil
+		s.mu.Unlock()
+		if started {
+			break
+		}
+	}
+	select { // which fails
+	case <-failed:
+	case <-time.After(time.Minute):
+		t.Fatal("the background preparation did not run")
+	}
+	noSpace.Store(false) // consumers freed space meanwhile
+	for i++; ; i++ {
+		p, err := s.Append(payload(i))
+		if err != nil {
+			t.Fatalf("Append %d after space was freed: %v", i, err)
+		}
+		if p.Seg > 1 {
+			break
+		}
+	}
+	if st := s.Stats(); st.Full != 0 {
+		t.Fatalf("Full = %d, want 0", st.Full)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
