@@ -413,6 +413,12 @@ func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) e
 	// to keep nothing of it (see Options.ReuseIgnoredPublishBody).
 	if b := cl.State.body; b != nil {
 		if cl.State.bodyFree && err == nil {
+			if poisonPooledBodies {
+				full := (*b)[:cap(*b)]
+				for i := range full {
+					full[i] = 0xA5
+				}
+			}
 			publishBodies.Put(b)
 		}
 		cl.State.body, cl.State.bodyFree = nil, false

@@ -1,0 +1,6 @@
+//go:build !race
+
+package mqtt
+
+// telegate: see telegate_poison_race.go.
+const poisonPooledBodies = false
