@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Preallocation.
@@ -161,8 +162,21 @@ func (s *Spool) takeSpareLocked() error {
 	}
 	if ch == nil || err != nil {
 		// None prepared, or the background preparation failed (perhaps
-		// on a disk that consumers have freed since): prepare it now.
-		err = s.prepareSpare()
+		// on a disk that consumers have freed since): prepare it now,
+		// under s.mu. After a failure for lack of space, at most once a
+		// second: on a filesystem without fallocate a failed attempt
+		// writes zeros until the disk is full, and every append of a full
+		// spool would repeat it.
+		now := s.opts.clock()
+		if s.spareErr != nil && now.Sub(s.spareFailed) < time.Second {
+			err = s.spareErr
+		} else {
+			err = s.prepareSpare()
+			s.spareErr, s.spareFailed = nil, time.Time{}
+			if err != nil && isNoSpace(err) {
+				s.spareErr, s.spareFailed = err, now
+			}
+		}
 	}
 	switch {
 	case err == nil:

@@ -298,6 +298,8 @@ func TestPreallocNoSpace(t *testing.T) {
 
 	dir := t.TempDir()
 	o := preallocOpts(dir)
+	var now atomic.Int64 // the spool's clock (ns): it spaces the retries of a full disk
+	o.clock = func() time.Time { return time.Unix(0, now.Load()) }
 	s := mustOpen(t, o)
 	noSpace = true
 	var ps []Pos
@@ -322,6 +324,13 @@ func TestPreallocNoSpace(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	noSpace = false
+	// Within a second of the failure the roll-over does not try again
+	// (on a filesystem without fallocate each try writes zeros until the
+	// disk is full); after it, it does.
+	if _, err := s.Append(payload(i)); !errors.Is(err, ErrFull) {
+		t.Fatalf("Append within a second of the failure: %v, want ErrFull without a new attempt", err)
+	}
+	now.Add(int64(time.Second))
 	appendN(t, s, i, 5)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -335,6 +344,7 @@ func TestPreallocNoSpace(t *testing.T) {
 	got, _ := readN(t, mustConsumer(t, s, "influx"), i+5, 1000, 1<<20)
 	checkPayloads(t, got, 0)
 	noSpace = false
+	now.Add(int64(time.Second))
 	appendN(t, s, i+5, 1)
 	s.Close()
 	reopenAndCheckOpts(t, o, i+6)
@@ -389,7 +399,9 @@ func TestNoSpaceOnRealDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	o := Options{Dir: dir, Consumers: []string{"influx"}, SegmentBytes: 256 << 10, MaxBytes: 1 << 30, Logger: quiet}
+	var now atomic.Int64 // the spool's clock (ns): it spaces the retries of a full disk
+	o := Options{Dir: dir, Consumers: []string{"influx"}, SegmentBytes: 256 << 10, MaxBytes: 1 << 30, Logger: quiet,
+		clock: func() time.Time { return time.Unix(0, now.Load()) }}
 	s := mustOpen(t, o)
 	i := 0
 	for ; ; i++ {
@@ -409,6 +421,7 @@ func TestNoSpaceOnRealDevice(t *testing.T) {
 	if err := c.Commit(next); err != nil {
 		t.Fatal(err)
 	}
+	now.Add(int64(time.Second)) // the next roll-over tries again
 	appendN(t, s, i, 10)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

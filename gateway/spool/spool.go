@@ -189,11 +189,16 @@ type Spool struct {
 	// lastCut (when the previous group was cut) are written by the syncer
 	// goroutine with mu held (observeLocked) and read by it without; they
 	// decide whether SyncMinRate allows a wait.
-	rate       float64
-	lastCut    time.Time
-	closing    chan struct{} // closed by Close
-	syncerDone chan struct{}
-	watchDone  chan struct{}
+	rate    float64
+	lastCut time.Time
+	// spareErr and spareFailed (guarded by mu): the last failure for lack
+	// of space of preparing the next segment at a roll-over, and when
+	// (takeSpareLocked retries at most once a second).
+	spareErr    error
+	spareFailed time.Time
+	closing     chan struct{} // closed by Close
+	syncerDone  chan struct{}
+	watchDone   chan struct{}
 	// timedWaiters counts AppendTimeout calls waiting for a group commit.
 	timedWaiters int
 	// notes (guarded by mu) are the NotifyTicket registrations whose
