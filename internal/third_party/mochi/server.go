@@ -901,6 +901,18 @@ func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 	return nil
 }
 
+// refuseQos2IDInUse refuses a QoS 2 PUBLISH whose packet id the server's
+// own publish to the client holds (telegate patch). MQTT 5: PUBREC 0x91. An
+// MQTT 3.1.1 PUBREC has no reason code and would tell the client the
+// message was accepted, so the connection is closed instead: the client
+// sends it again after reconnecting.
+func (s *Server) refuseQos2IDInUse(cl *Client, pk packets.Packet) error {
+	if cl.Properties.ProtocolVersion < 5 {
+		return packets.ErrPacketIdentifierInUse
+	}
+	return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse))
+}
+
 // processPublish processes a Publish packet.
 func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
@@ -949,8 +961,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			// A QoS 2 publish cannot be tracked under that id: it is refused
 			// like one whose id is in use.
 			if isOutbound(pki) && pk.FixedHeader.Qos == 2 {
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
-				return cl.WritePacket(ack)
+				return s.refuseQos2IDInUse(cl, pk)
 			}
 			if ok := cl.State.Inflight.deleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
 				atomic.AddInt64(&s.Info.Inflight, -1)
@@ -1014,7 +1025,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	stored, added := cl.State.Inflight.setInbound(ack)
 	if !stored && pk.FixedHeader.Qos == 2 {
 		cl.State.Inflight.IncreaseReceiveQuota()
-		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse))
+		return s.refuseQos2IDInUse(cl, pk)
 	}
 	if added {
 		atomic.AddInt64(&s.Info.Inflight, 1)

@@ -224,3 +224,32 @@ func TestTelegateInboundQos2KeepsOutboundWithSameID(t *testing.T) {
 		t.Fatalf("%d inflight at the end, want 0", n)
 	}
 }
+
+// TestTelegateInboundQos2KeepsOutboundWithSameID311: the same collision
+// from an MQTT 3.1.1 client, whose PUBREC has no reason code (it would read
+// as "accepted" and the message would be lost): the connection is closed
+// without a PUBREC, and the server's publish stays inflight for the resumed
+// session.
+func TestTelegateInboundQos2KeepsOutboundWithSameID311(t *testing.T) {
+	s, addr := pidServer(t)
+	c := dialRaw(t, addr)
+	c.send(0x10, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x00, 0, 60, 0, 2, 'c', '3') // clean session 0
+	c.expect(0x20, 0, 0)
+	c.send(0x82, append([]byte{0, 1}, subscribeCmd...)...)
+	c.expect(0x90, 0, 1, 1)
+	if err := s.Publish("cmd/x", []byte("go"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, id := c.readCommand()
+	c.send(0x34, 0, 4, 'u', 'p', '/', 'x', byte(id>>8), byte(id), 'v')
+	if f, err := c.r.ReadByte(); err == nil {
+		t.Fatalf("got a packet %02x, want the connection closed", f)
+	}
+	cl, ok := s.Clients.Get("c3")
+	if !ok {
+		t.Fatal("session gone")
+	}
+	if pki, ok := cl.State.Inflight.Get(id); !ok || pki.FixedHeader.Type != packets.Publish {
+		t.Fatalf("inflight %d = %v %+v, want the server's publish", id, ok, pki.FixedHeader)
+	}
+}
