@@ -75,6 +75,9 @@ generate-check: ## fail if committed generated code is stale
 bench: build influxd ## micro-benchmarks and the end-to-end benchmarks (figures: docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./decoders/... ./gateway/influx/ ./gateway/sink/influxsink/ ./gateway/spool/record/ ./gateway/ingest/topics/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./gateway/spool/
+	$(GO) test -run '^$$' -bench 'PublishQoS1|PolicyPublishPath' -benchmem ./broker/
+	$(GO) test -run '^$$' -bench . -benchmem ./broker/listener/ ./gateway/ingest/
+	cd internal/third_party/mochi && $(GO) test -run '^$$' -bench Telegate -benchmem .
 	$(GO) test -run '^$$' -bench 'EndToEndQoS1' -benchtime 150000x -timeout 30m ./internal/e2e/
 	$(GO) test -run '^$$' -bench 'EndToEndDurability' -benchtime 100000x -timeout 30m ./internal/e2e/
 	for n in 5000 10000 19000; do $(GO) test -run '^$$' -bench 'IdleConnections$$' -benchtime $${n}x -timeout 30m ./internal/e2e/ || exit 1; done
