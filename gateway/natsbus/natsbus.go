@@ -133,11 +133,53 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.declare(ctx); err != nil {
+	if err := b.declareRetrying(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// Declaring the streams and buckets at start retries what a cluster answers
+// while it settles (a node restarting, a leader being elected: requests
+// time out or get "JetStream system temporarily unavailable"), for up to
+// declareFor, so that a replica starting meanwhile does not exit. A
+// permanent answer (a conflicting stream, no permission) fails at once.
+const declareFor = 90 * time.Second
+
+// declareAttempt bounds each attempt (a variable for tests).
+var declareAttempt = 15 * time.Second
+
+func (b *Bus) declareRetrying(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, declareFor)
+	defer cancel()
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, declareAttempt)
+		err := b.declare(actx)
+		acancel()
+		if err == nil || !transientJSError(err) || ctx.Err() != nil {
+			return err
+		}
+		b.log.Warn("natsbus: declaring streams failed; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// transientJSError reports an error a JetStream cluster gives while it
+// settles: a timeout, no responders, or a 503 ("temporarily unavailable").
+func transientJSError(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream (file store)
