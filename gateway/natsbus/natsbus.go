@@ -142,9 +142,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 
 // Declaring the streams and buckets at start retries what a cluster answers
 // while it settles (a node restarting, a leader being elected: requests
-// time out or get "JetStream system temporarily unavailable"), for up to
-// declareFor, so that a replica starting meanwhile does not exit. A
-// permanent answer (a conflicting stream, no permission) fails at once.
+// time out, get "JetStream system temporarily unavailable" or "no suitable
+// peers for placement"), for up to declareFor, so that a replica starting
+// meanwhile does not exit. A permanent answer (a conflicting stream, no
+// permission) fails at once.
 const declareFor = 90 * time.Second
 
 // declareAttempt bounds each attempt (a variable for tests).
@@ -171,15 +172,20 @@ func (b *Bus) declareRetrying(ctx context.Context) error {
 	}
 }
 
+// jsErrNoPeers is JetStream's "no suitable peers for placement" (a
+// replicated stream or bucket created while a node is offline).
+const jsErrNoPeers = 10005
+
 // transientJSError reports an error a JetStream cluster gives while it
-// settles: a timeout, no responders, or a 503 ("temporarily unavailable").
+// settles: a timeout, no responders, a 503 ("temporarily unavailable"), or
+// no peers for placement (a node is offline).
 func transientJSError(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return true
 	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 503
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jsErrNoPeers)
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream (file store)
