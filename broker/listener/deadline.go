@@ -100,16 +100,7 @@ func (r *rawConn) Read(p []byte) (int, error) {
 		if n > 0 || err == nil || !isDeadlineErr(err) {
 			return n, err
 		}
-		r.dmu.Lock()
-		t, again := r.rd.retry()
-		if again && r.Conn.SetReadDeadline(t) != nil {
-			again = false // closed
-		}
-		if again {
-			r.rearms++
-		}
-		r.dmu.Unlock()
-		if !again {
+		if !r.rearm(&r.rd, r.Conn.SetReadDeadline) {
 			return 0, err
 		}
 	}
@@ -125,16 +116,7 @@ func (r *rawConn) Write(p []byte) (int, error) {
 		if err == nil || !isDeadlineErr(err) {
 			return done, err
 		}
-		r.dmu.Lock()
-		t, again := r.wd.retry()
-		if again && r.Conn.SetWriteDeadline(t) != nil {
-			again = false // closed
-		}
-		if again {
-			r.rearms++
-		}
-		r.dmu.Unlock()
-		if !again {
+		if !r.rearm(&r.wd, r.Conn.SetWriteDeadline) {
 			return done, err
 		}
 	}
@@ -143,11 +125,16 @@ func (r *rawConn) Write(p []byte) (int, error) {
 // rearmWrite is Write's re-arm for writers that bypass it (nbWriter): after
 // a write deadline error it arms the later deadline wanted meanwhile and
 // reports whether the write may go on.
-func (r *rawConn) rearmWrite() bool {
+func (r *rawConn) rearmWrite() bool { return r.rearm(&r.wd, r.Conn.SetWriteDeadline) }
+
+// rearm, after d's armed deadline fired, arms the later one wanted
+// meanwhile with set and reports whether the operation may go on (false:
+// the deadline really passed, or the socket is closed).
+func (r *rawConn) rearm(d *deadlines, set func(time.Time) error) bool {
 	r.dmu.Lock()
 	defer r.dmu.Unlock()
-	t, again := r.wd.retry()
-	if again && r.Conn.SetWriteDeadline(t) != nil {
+	t, again := d.retry()
+	if again && set(t) != nil {
 		return false // closed
 	}
 	if again {

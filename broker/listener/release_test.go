@@ -80,14 +80,7 @@ func TestReleaseHeldNeverBlocks(t *testing.T) {
 // and was dropped on a live connection, and the device waited for ever
 // (the paced benchmark stalled after its first keepalive period).
 func TestReleaseHeldAfterCoalescedDeadline(t *testing.T) {
-	conns := make(chan *Conn, 1)
-	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
-		lc := c.(*Conn)
-		conns <- lc
-		return readAll("", c)
-	})
-	client := dial(t, l.Address())
-	lc := <-conns
+	lc, client := acceptedConn(t, &blobHeld{blob: []byte("puback")})
 	armed := time.Now().Add(50 * time.Millisecond)
 	if err := lc.SetDeadline(armed); err != nil { // armed on the socket
 		t.Fatal(err)
@@ -96,8 +89,6 @@ func TestReleaseHeldAfterCoalescedDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Until(armed) + 20*time.Millisecond) // the armed deadline passes
-	h := &blobHeld{blob: []byte("puback")}
-	lc.SetHeld(h)
 	if lc.async == nil {
 		t.Fatal("plain TCP connection without the non-blocking release")
 	}
@@ -114,18 +105,10 @@ func TestReleaseHeldAfterCoalescedDeadline(t *testing.T) {
 // the connection is closed: the device reconnects and resends instead of
 // waiting for ever for acknowledgements that were dropped.
 func TestReleaseHeldFailureClosesConnection(t *testing.T) {
-	conns := make(chan *Conn, 1)
-	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
-		lc := c.(*Conn)
-		conns <- lc
-		return readAll("", c)
-	})
-	client := dial(t, l.Address())
-	lc := <-conns
+	lc, client := acceptedConn(t, &blobHeld{blob: []byte("puback")})
 	if err := lc.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	lc.SetHeld(&blobHeld{blob: []byte("puback")})
 	lc.ReleaseHeld()
 	client.SetReadDeadline(time.Now().Add(wait))
 	if n, err := client.Read(make([]byte, 16)); err == nil {
@@ -133,4 +116,18 @@ func TestReleaseHeldFailureClosesConnection(t *testing.T) {
 	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("connection left open after a failed release")
 	}
+}
+
+// acceptedConn returns the listener's side of a plain TCP connection
+// (holding h, read until it closes) and the client's.
+func acceptedConn(t *testing.T, h Held) (*Conn, net.Conn) {
+	t.Helper()
+	conns := make(chan *Conn, 1)
+	l := startTCP(t, Options{}, func(_ string, c net.Conn) error {
+		c.(*Conn).SetHeld(h) // by the reader, as the ingest hook does
+		conns <- c.(*Conn)
+		return readAll("", c)
+	})
+	client := dial(t, l.Address())
+	return <-conns, client
 }

@@ -9,25 +9,7 @@ import (
 // fdatasync flushes the file's data and the metadata needed to read it back
 // (its size), which is all the spool needs and cheaper than fsync.
 func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = syscall.Fdatasync(int(fd))
-			if serr != syscall.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
-	}
-	return nil
+	return onFD(f, "fdatasync", syscall.Fdatasync)
 }
 
 // reserve allocates the blocks of f's first n bytes (fallocate, mode 0:
@@ -35,6 +17,16 @@ func fdatasync(f *os.File) error {
 // anything is written. A file system without fallocate is not an error:
 // preallocate's zeros reserve the blocks there.
 func reserve(f *os.File, n int64) error {
+	err := onFD(f, "fallocate", func(fd int) error { return syscall.Fallocate(fd, 0, 0, n) })
+	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
+		return nil // no fallocate here (filesystem, seccomp, gVisor): the zeros written next reserve the blocks
+	}
+	return err
+}
+
+// onFD runs call on f's descriptor, again while it fails with EINTR; its
+// error comes back as an *os.PathError naming op and the file.
+func onFD(f *os.File, op string, call func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -42,19 +34,15 @@ func reserve(f *os.File, n int64) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			serr = syscall.Fallocate(int(fd), 0, 0, n)
-			if serr != syscall.EINTR {
+			if serr = call(int(fd)); !errors.Is(serr, syscall.EINTR) {
 				return
 			}
 		}
 	}); err != nil {
 		return err
 	}
-	if serr == syscall.EOPNOTSUPP || serr == syscall.ENOSYS {
-		return nil // no fallocate here (filesystem, seccomp, gVisor): the zeros written next reserve the blocks
-	}
 	if serr != nil {
-		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: serr}
+		return &os.PathError{Op: op, Path: f.Name(), Err: serr}
 	}
 	return nil
 }
