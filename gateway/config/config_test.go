@@ -52,6 +52,7 @@ func TestBadFiles(t *testing.T) {
 		"long_sync_delay.yaml":             {ErrInvalid, "config: invalid value: spool.sync_delay: must be 0 to 1s"},
 		"negative_sync_rate.yaml":          {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
 		"sync_delay_over_ack_timeout.yaml": {ErrInvalid, "config: invalid value: spool.sync_delay: must be shorter than spool.ack_timeout"},
+		"long_linger.yaml":                 {ErrInvalid, "config: invalid value: influx.linger: must be between 1ms and 1s"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {
@@ -129,8 +130,8 @@ func TestFullValues(t *testing.T) {
 	if c.MQTT.MaxPacketSize != 32<<10 || c.MQTT.ConnectTimeout != 5*time.Second || c.Spool.MaxBytes != 2<<30 {
 		t.Fatalf("values not decoded: %+v", c.MQTT)
 	}
-	if c.Influx.Bucket() != "fleet" || c.NATS.Replicas != 3 {
-		t.Fatalf("bucket %q replicas %d", c.Influx.Bucket(), c.NATS.Replicas)
+	if c.Influx.Bucket() != "fleet" || c.NATS.Replicas != 3 || c.Influx.Linger != 25*time.Millisecond {
+		t.Fatalf("bucket %q replicas %d linger %v", c.Influx.Bucket(), c.NATS.Replicas, c.Influx.Linger)
 	}
 	// Defaults survive for keys the file does not mention.
 	if c.MQTT.RatePerDevice != Default().MQTT.RatePerDevice {

@@ -1,6 +1,11 @@
 package influxsink
 
-import "github.com/telegate/telegate/internal/bytesize"
+import (
+	"time"
+
+	"github.com/telegate/telegate/gateway/sink"
+	"github.com/telegate/telegate/internal/bytesize"
+)
 
 // Settings are the sink's operator settings: the batch keys of the
 // gateway's `influx` configuration section (gateway/config inlines this
@@ -17,11 +22,20 @@ type Settings struct {
 	// or more let it use more. The spool cursor still advances in order:
 	// only past batches that, with every earlier one, were written.
 	WriteConcurrency int `yaml:"write_concurrency"`
+	// Linger is how long the sink lets records accumulate after a small
+	// read (fewer than sink.DefaultLingerRecords records) before the next
+	// one: at moderate rates one write then carries several group
+	// commits. A stored record becomes queryable up to Linger later;
+	// a longer Linger costs less CPU per frame (docs/operations.md).
+	Linger time.Duration `yaml:"linger"`
 }
 
 // DefaultSettings are the sink's defaults (influx.batch_lines,
-// influx.batch_bytes and influx.write_concurrency of the gateway's
-// config.Default()); New applies them to zero fields.
+// influx.batch_bytes, influx.write_concurrency and influx.linger of the
+// gateway's config.Default()); New applies them to zero fields.
 func DefaultSettings() Settings {
-	return Settings{BatchLines: 5000, BatchBytes: 4 << 20, WriteConcurrency: 2}
+	return Settings{BatchLines: 5000, BatchBytes: 4 << 20, WriteConcurrency: 2, Linger: sink.DefaultLinger}
 }
+
+// MaxLinger bounds influx.linger.
+const MaxLinger = time.Second

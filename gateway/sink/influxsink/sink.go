@@ -116,6 +116,9 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 	if cfg.WriteConcurrency <= 0 {
 		cfg.WriteConcurrency = d.WriteConcurrency
 	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = d.Linger
+	}
 	p := &processor{cfg: cfg, w: w, m: m, log: log, now: time.Now, slots: make([]*batch, cfg.WriteConcurrency)}
 	for i := range p.slots {
 		b := &batch{res: make(chan error, 1)}
@@ -123,7 +126,7 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 		p.slots[i] = b
 	}
 	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes), CommitInterval: sink.DefaultCommitInterval,
-		Linger: sink.DefaultLinger, LingerRecords: sink.DefaultLingerRecords}, cons, p, m, log)
+		Linger: cfg.Linger, LingerRecords: sink.DefaultLingerRecords}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 
