@@ -105,6 +105,10 @@ type Config struct {
 	// noPacketGuard turns the listeners' packet guard off; only tests use
 	// it, to show what reaches mochi without it.
 	noPacketGuard bool
+	// now is the clock of credential validity (client certificates in the
+	// TLS handshake and in live sessions, previous secrets' expiry); nil:
+	// time.Now. Only tests set it.
+	now func() time.Time
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -200,8 +204,13 @@ type Broker struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	expiry  *time.Timer // fires at the next previous_valid_until; guarded by mu
-	closeMu sync.Mutex  // serialises Close
+	expiry  *time.Timer // fires at the next credential expiry (expiryAt); guarded by mu
+	// expiryAt is when expiry fires: the earliest previous_valid_until or
+	// live session's client certificate expiry still ahead (zero: none
+	// armed); guarded by mu.
+	expiryAt time.Time
+	now      func() time.Time // cfg.now or time.Now
+	closeMu  sync.Mutex       // serialises Close
 
 	authMu sync.Mutex
 	auth   map[string]authRecord // per device id: how its live session authenticated
@@ -211,11 +220,13 @@ type Broker struct {
 
 // authRecord is how a device's current session proved its identity: the
 // bcrypt hash its secret matched, or a client certificate without a
-// password.
+// password; certUntil is when the session's client certificate (with its
+// chain) stops being valid (zero: no certificate).
 type authRecord struct {
-	cl   *mqtt.Client
-	hash string
-	cert bool
+	cl        *mqtt.Client
+	hash      string
+	cert      bool
+	certUntil time.Time
 }
 
 // New builds a broker. It validates cfg, loads the TLS material and
@@ -237,6 +248,10 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		limit: listener.NewLimit(cfg.MaxConnections),
 		rates: newLimiters(cfg.RatePerDevice, cfg.Burst),
 		auth:  make(map[string]authRecord),
+		now:   cfg.now,
+	}
+	if b.now == nil {
+		b.now = time.Now
 	}
 	// One filter for the broker's and mochi's lines: no payload bytes,
 	// bounded strings, per-client rate limit (logfilter.go).
@@ -246,6 +261,9 @@ func New(cfg Config, reg *registry.Registry, log *slog.Logger) (*Broker, error) 
 		if err != nil {
 			return nil, err
 		}
+		// The handshake checks the client certificate's validity on the
+		// same clock as the live sessions' expiry (revalidate).
+		tc.Time = b.now
 		b.tls = tc
 	}
 
@@ -596,11 +614,21 @@ func (b *Broker) Reload() error {
 }
 
 // recordAuth remembers how cl authenticated (hash "" and cert true for a
-// client certificate without password).
-func (b *Broker) recordAuth(cl *mqtt.Client, hash string, cert bool) {
+// client certificate without password; certUntil: the client
+// certificate's expiry, zero without one). A certificate expiring before
+// the armed expiry timer re-arms it, so the session ends when it expires.
+func (b *Broker) recordAuth(cl *mqtt.Client, hash string, cert bool, certUntil time.Time) {
 	b.authMu.Lock()
-	b.auth[cl.ID] = authRecord{cl: cl, hash: hash, cert: cert}
+	b.auth[cl.ID] = authRecord{cl: cl, hash: hash, cert: cert, certUntil: certUntil}
 	b.authMu.Unlock()
+	if certUntil.IsZero() {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started && (b.expiryAt.IsZero() || certUntil.Before(b.expiryAt)) {
+		b.scheduleExpiryLocked()
+	}
 }
 
 // forget drops the auth record of id, or only cl's if cl is not nil.
@@ -612,12 +640,12 @@ func (b *Broker) forget(id string, cl ...*mqtt.Client) {
 	}
 }
 
-// revalidate ends every live session whose credentials the registry no
-// longer accepts (device gone or disabled, or its secret's hash neither the
-// current nor a still-valid previous one). Stored sessions are kept. It
-// returns the number of sessions ended.
+// revalidate ends every live session whose credentials are no longer
+// accepted (device gone or disabled, its secret's hash neither the current
+// nor a still-valid previous one, or its client certificate expired).
+// Stored sessions are kept. It returns the number of sessions ended.
 func (b *Broker) revalidate() int {
-	now := time.Now()
+	now := b.now()
 	ended := 0
 	for _, cl := range b.server.Clients.GetAll() {
 		if cl.Net.Inline || cl.Closed() {
@@ -627,7 +655,8 @@ func (b *Broker) revalidate() int {
 		b.authMu.Lock()
 		rec, known := b.auth[cl.ID]
 		b.authMu.Unlock()
-		if ok && !d.Disabled && known && rec.cl == cl && (rec.cert || d.Accepts(rec.hash, now)) {
+		certOK := rec.certUntil.IsZero() || now.Before(rec.certUntil)
+		if ok && !d.Disabled && known && rec.cl == cl && certOK && (rec.cert || d.Accepts(rec.hash, now)) {
 			continue
 		}
 		b.log.Info("session ended: credentials no longer accepted", "client", cl.ID, "remote", cl.Net.Remote)
@@ -642,32 +671,47 @@ func (b *Broker) revalidate() int {
 	return ended
 }
 
-// scheduleExpiryLocked arms a timer for the next previous_valid_until in
-// the registry, which ends the sessions authenticated with a secret that
-// just expired. b.mu must be held.
+// scheduleExpiryLocked arms a timer for the next credential expiry: the
+// earliest previous_valid_until in the registry or client certificate
+// expiry of a live session still ahead. It ends the sessions whose
+// credentials just expired. b.mu must be held.
 func (b *Broker) scheduleExpiryLocked() {
 	if b.expiry != nil {
 		b.expiry.Stop()
 		b.expiry = nil
 	}
-	next, ok := b.reg.NextExpiry(time.Now())
+	b.expiryAt = time.Time{}
+	now := b.now()
+	next, ok := b.reg.NextExpiry(now)
+	b.authMu.Lock()
+	for _, r := range b.auth {
+		if u := r.certUntil; !u.IsZero() && u.After(now) && (!ok || u.Before(next)) {
+			next, ok = u, true
+		}
+	}
+	b.authMu.Unlock()
 	if !ok || b.closed {
 		return
 	}
-	b.expiry = time.AfterFunc(time.Until(next)+10*time.Millisecond, func() {
-		b.mu.Lock()
-		closed := b.closed
-		b.mu.Unlock()
-		if closed {
-			return
-		}
-		if n := b.revalidate(); n > 0 {
-			b.log.Info("previous device secrets expired", "sessions_ended", n)
-		}
-		b.mu.Lock()
-		b.scheduleExpiryLocked()
-		b.mu.Unlock()
-	})
+	b.expiryAt = next
+	b.expiry = time.AfterFunc(next.Sub(now)+10*time.Millisecond, b.expire)
+}
+
+// expire is the expiry timer's work: it ends the sessions whose credentials
+// expired and arms the timer for the next expiry.
+func (b *Broker) expire() {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return
+	}
+	if n := b.revalidate(); n > 0 {
+		b.log.Info("device credentials expired", "sessions_ended", n)
+	}
+	b.mu.Lock()
+	b.scheduleExpiryLocked()
+	b.mu.Unlock()
 }
 
 // Connected returns the number of connected, authenticated clients.

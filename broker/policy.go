@@ -123,7 +123,9 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	}
 	var dev registry.Device
 	hash := "" // the bcrypt hash the password matched; "" for a certificate alone
-	if cn, ok := peerCommonName(cl.Net.Conn); ok {
+	var certUntil time.Time
+	if cn, until, ok := peerCertificate(cl.Net.Conn); ok {
+		certUntil = until
 		if cn != id {
 			return refuse(&st.RefusedIdentityMismatch, "client id differs from certificate CN", nil)
 		}
@@ -178,21 +180,30 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		cl.Stop(code)
 		return false
 	}
-	h.b.recordAuth(cl, hash, hash == "")
+	h.b.recordAuth(cl, hash, hash == "", certUntil)
 	return true
 }
 
-// peerCommonName returns the subject CN of a verified client certificate.
-func peerCommonName(c net.Conn) (string, bool) {
+// peerCertificate returns the subject CN of a verified client certificate
+// and when it stops being valid: the earliest NotAfter of its verified
+// chain (an intermediate CA may expire before the leaf).
+func peerCertificate(c net.Conn) (cn string, until time.Time, ok bool) {
 	lc, ok := c.(*listener.Conn)
 	if !ok {
-		return "", false
+		return "", time.Time{}, false
 	}
 	cs, ok := lc.TLSConnectionState()
 	if !ok || len(cs.PeerCertificates) == 0 || len(cs.VerifiedChains) == 0 {
-		return "", false
+		return "", time.Time{}, false
 	}
-	return cs.PeerCertificates[0].Subject.CommonName, true
+	for _, chain := range cs.VerifiedChains[:1] {
+		for _, c := range chain {
+			if until.IsZero() || c.NotAfter.Before(until) {
+				until = c.NotAfter
+			}
+		}
+	}
+	return cs.PeerCertificates[0].Subject.CommonName, until, true
 }
 
 func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {

@@ -375,7 +375,7 @@ func (r *Registry) migrate(ctx context.Context, keys []string) error {
 		r.mu.Lock()
 		r.dropLocked(id)
 		r.mu.Unlock()
-		if err := r.store(ctx, c, 0); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		if _, err := r.store(ctx, c, 0); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("migrate customer: %w", err)
 		}
 		if e.key != "c."+r.Pseudonym(id) {
@@ -580,7 +580,8 @@ func (r *Registry) Register(ctx context.Context, reg Registration, source string
 	for _, k := range reg.Consents {
 		c.Consents[k] = Consent{Granted: true, GrantedAt: &now, Source: source}
 	}
-	if err := r.store(ctx, c, 0); err != nil {
+	rev, err := r.store(ctx, c, 0)
+	if err != nil {
 		return err
 	}
 	subj := ProfileSubject(c.Ref)
@@ -595,7 +596,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration, source string
 		}
 	}
 	for _, k := range reg.Consents {
-		if err := r.publishConsent(ctx, c.Ref, k, c.Consents[k], now); err != nil {
+		if err := r.publishConsent(ctx, c.Ref, k, c.Consents[k], now, rev); err != nil {
 			return err
 		}
 	}
@@ -619,8 +620,12 @@ type ConsentChanged struct {
 }
 
 // publishConsent publishes a consent change on the profile subject of ref.
-func (r *Registry) publishConsent(ctx context.Context, ref, consent string, c Consent, now time.Time) error {
-	evID := fmt.Sprintf("consent-%s-%s-%d", ref, consent, now.UnixNano())
+// rev is the revision of the customer record that stored the change: it
+// names the event (never the clock, whose two readings may be equal: a
+// grant and a withdrawal at the same instant must both reach the profile,
+// and a Nats-Msg-Id seen before is dropped as a duplicate).
+func (r *Registry) publishConsent(ctx context.Context, ref, consent string, c Consent, now time.Time, rev uint64) error {
+	evID := fmt.Sprintf("consent-%s-%s-r%d", ref, consent, rev)
 	return r.pub.Publish(ctx, ProfileSubject(ref), evID, "consent.changed", ref, now,
 		ConsentChanged{Consent: consent, Granted: c.Granted, At: now, Source: c.Source})
 }
@@ -629,11 +634,12 @@ func (r *Registry) publishConsent(ctx context.Context, ref, consent string, c Co
 // (Customer.Ref, Owner.Ref): never a customer id.
 func ProfileSubject(ref string) string { return natsbus.SubjectProfile(ref) }
 
-// store writes c (CAS on rev) and updates the cache.
-func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {
+// store writes c (CAS on rev) and updates the cache. It returns the
+// record's new revision.
+func (r *Registry) store(ctx context.Context, c Customer, rev uint64) (uint64, error) {
 	b, err := json.Marshal(c)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	key := "c." + r.Pseudonym(c.ID)
 	var nrev uint64
@@ -643,14 +649,14 @@ func (r *Registry) store(ctx context.Context, c Customer, rev uint64) error {
 		nrev, err = r.kv.B.Update(ctx, key, b, rev)
 	}
 	if err != nil {
-		return fmt.Errorf("store customer %s: %w", c.ID, err)
+		return 0, fmt.Errorf("store customer %s: %w", c.ID, err)
 	}
 	r.mu.Lock()
 	if cur := r.byID[c.ID]; cur == nil || cur.rev < nrev {
 		r.setLocked(c, key, nrev)
 	}
 	r.mu.Unlock()
-	return nil
+	return nrev, nil
 }
 
 // SetConsent grants or withdraws consent for customer id. It is effective
@@ -680,10 +686,11 @@ func (r *Registry) SetConsent(ctx context.Context, id, consent string, granted b
 		cs.WithdrawnAt = &now
 	}
 	c.Consents[consent] = cs
-	if err := r.store(ctx, c, e.rev); err != nil {
+	rev, err := r.store(ctx, c, e.rev)
+	if err != nil {
 		return Consent{}, err
 	}
-	if err := r.publishConsent(ctx, c.Ref, consent, cs, now); err != nil {
+	if err := r.publishConsent(ctx, c.Ref, consent, cs, now, rev); err != nil {
 		r.log.Warn("consent stored, profile event not published", "customer", id, "err", err)
 	}
 	if !granted {

@@ -1,8 +1,12 @@
 package partners
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/telegate/telegate/gateway/services/svc"
 )
 
 func at(s string) time.Time {
@@ -104,6 +108,31 @@ func TestDayDST(t *testing.T) {
 	for _, c := range cases {
 		if got := (Venue{TimeZone: c.tz}).Day(at(c.at)); got != c.want {
 			t.Errorf("%s %s: day %q, want %q", c.tz, c.at, got, c.want)
+		}
+	}
+}
+
+// TestHoursEmptyWindowRefused: a rule whose opening equals its closing
+// time ("00:00"-"00:00", often meant as all day, or "24:00"-"00:00") was
+// accepted and then never open: every session near the venue silently got
+// no offer. It is refused; "00:00"-"24:00" is all day.
+func TestHoursEmptyWindowRefused(t *testing.T) {
+	v := Venue{ID: "v", RadiusM: 100, TimeZone: "Europe/Berlin", DailyCap: 1, Offer: Offer{Code: "C"}}
+	for _, w := range [][2]string{{"00:00", "00:00"}, {"08:00", "08:00"}, {"24:00", "00:00"}, {"00:00", "24:00"}} {
+		v.Hours = []Hours{{Days: []string{"mon"}, Open: w[0], Close: w[1]}}
+		err := v.Validate()
+		if w == [2]string{"00:00", "24:00"} {
+			if err != nil {
+				t.Fatalf("all day %v refused: %v", w, err)
+			}
+			// Monday 2027-03-01, the whole local day.
+			if !v.OpenAt(at("2027-02-28T23:00:00Z")) || !v.OpenAt(at("2027-03-01T22:59:59Z")) || v.OpenAt(at("2027-03-01T23:00:00Z")) {
+				t.Fatal("00:00-24:00 is not the whole local Monday")
+			}
+			continue
+		}
+		if !errors.Is(err, svc.ErrInvalid) || !strings.Contains(err.Error(), "empty window") {
+			t.Fatalf("hours %v: %v, want ErrInvalid naming the empty window", w, err)
 		}
 	}
 }

@@ -211,11 +211,18 @@ func (v Venue) Validate() error {
 				bad("hours: day %q: want mon..sun", d)
 			}
 		}
-		if _, err := parseClock(h.Open); err != nil {
-			errs = append(errs, err)
+		o, oerr := parseClock(h.Open)
+		if oerr != nil {
+			errs = append(errs, oerr)
 		}
-		if _, err := parseClock(h.Close); err != nil {
-			errs = append(errs, err)
+		c, cerr := parseClock(h.Close)
+		if cerr != nil {
+			errs = append(errs, cerr)
+		}
+		if oerr == nil && cerr == nil && (o == c || (o == 24*60 && c == 0)) {
+			// OpenAt would never be open ("00:00"-"00:00" read as all day
+			// elsewhere): refused rather than silently closed.
+			bad("hours: open %s equals close %s: an empty window (all day is \"00:00\"-\"24:00\")", h.Open, h.Close)
 		}
 	}
 	if v.Offer.Code == "" || len(v.Offer.Code) > 64 || len(v.Offer.Text) > 500 {
