@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -114,4 +115,159 @@ func TestDisconnectSessionExpiryClamped(t *testing.T) {
 	if _, ok := b.server.Clients.Get(vin2); ok {
 		t.Fatal("session of a client with Session Expiry 0 kept")
 	}
+}
+
+// pub5 is an MQTT 5 PUBLISH as read from the wire.
+type pub5 struct {
+	first   byte
+	topic   string
+	id      uint16
+	props   []byte
+	payload string
+}
+
+// readPublish5 reads one packet, which must be a QoS 1 MQTT 5 PUBLISH.
+func readPublish5(t *testing.T, r *bufio.Reader) pub5 {
+	t.Helper()
+	first := readN(t, r, 1)[0]
+	if first&0xF6 != 0x32 {
+		t.Fatalf("want a QoS 1 PUBLISH, got first byte %02x", first)
+	}
+	n, mul := 0, 1
+	for {
+		b := readN(t, r, 1)[0]
+		n += int(b&0x7F) * mul
+		mul *= 128
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	body := readN(t, r, n)
+	tl := int(body[0])<<8 | int(body[1])
+	p := pub5{first: first, topic: string(body[2 : 2+tl]), id: uint16(body[2+tl])<<8 | uint16(body[3+tl])}
+	rest := body[4+tl:]
+	pl := int(rest[0]) // property lengths below 128 in these tests
+	p.props, p.payload = rest[1:1+pl], string(rest[1+pl:])
+	return p
+}
+
+// hasTopicAlias reports whether a property block holds a Topic Alias. It
+// knows the properties a command PUBLISH can carry.
+func hasTopicAlias(props []byte) bool {
+	for i := 0; i < len(props); {
+		switch props[i] {
+		case 0x02: // Message Expiry Interval
+			i += 5
+		case 0x23:
+			return true
+		case 0x0B: // Subscription Identifier (one byte in these tests)
+			i += 2
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// TestClientMaximumPacketSizeDiscards: a PUBLISH larger than the Maximum
+// Packet Size the client announced is discarded, as if it had been sent
+// ([MQTT-3.1.2-25]). mochi kept it in the session's inflight messages,
+// and every resume of the session tried to resend it, failed, and closed
+// the connection right after CONNACK: the device could not reconnect
+// with its session. A message queued for a session whose new connection
+// announces a smaller maximum is discarded the same way.
+func TestClientMaximumPacketSizeDiscards(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	cmd := "vehicles/" + vin1 + "/cmd/"
+	big, medium := strings.Repeat("b", 400), strings.Repeat("m", 100) // 145-byte PUBLISH
+
+	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, joinProps(propSEI60, propMPS200)))
+	subscribeV5(t, c, r, cmd+"#")
+	for _, p := range []string{big, medium, "s"} {
+		if err := b.Publish(cmd+"x", []byte(p), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{medium, "s"} { // not acknowledged
+		if got := readPublish5(t, r); got.payload != want || got.first != 0x32 {
+			t.Fatalf("got %02x %q, want %q", got.first, got.payload, want)
+		}
+	}
+	pingPong(t, c, r)
+	c.Close()
+
+	// Resumed with Maximum Packet Size 120: the medium one is discarded.
+	mps120 := []byte{0x27, 0, 0, 0, 120}
+	var connack []byte
+	eventually(t, "session resumed", func() bool {
+		c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin1, joinProps(propSEI60, mps120)))
+		return connack[0] == 1
+	})
+	if got := readPublish5(t, r); got.payload != "s" || got.first != 0x3A {
+		t.Fatalf("resent %02x %q, want DUP %q", got.first, got.payload, "s")
+	}
+	pingPong(t, c, r) // upstream closed the connection here
+	c.Close()
+
+	// And not resent to a later connection that would take it.
+	c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin1, joinProps(propSEI60, propMPS200)))
+	if connack[0] != 1 {
+		t.Fatalf("CONNACK %x: session not present", connack)
+	}
+	got := readPublish5(t, r)
+	if got.payload != "s" {
+		t.Fatalf("resent %q, want only %q", got.payload, "s")
+	}
+	if _, err := c.Write([]byte{0x40, 2, byte(got.id >> 8), byte(got.id)}); err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, c, r)
+}
+
+// TestTopicAliasNotResentOnNewConnection: topic aliases hold for one
+// network connection only (MQTT 5 section 3.3.2.3.4). A command sent with
+// a topic alias and not acknowledged before the connection ended is sent
+// again on the resumed session's new connection with its topic name and
+// without that alias; mochi resent it as stored, with an empty topic and
+// the old connection's alias, to a client that had set no alias (here:
+// that allows none).
+func TestTopicAliasNotResentOnNewConnection(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	topic := "vehicles/" + vin2 + "/cmd/ping"
+
+	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin2, joinProps(propSEI60, propTAM10)))
+	subscribeV5(t, c, r, "vehicles/"+vin2+"/cmd/#")
+	for _, p := range []string{"1", "2"} {
+		if err := b.Publish(topic, []byte(p), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, second := readPublish5(t, r), readPublish5(t, r)
+	if first.topic != topic || !hasTopicAlias(first.props) || second.topic != "" || !hasTopicAlias(second.props) {
+		t.Fatalf("first connection: %+v %+v, want the topic with an alias, then the alias alone", first, second)
+	}
+	c.Close()
+
+	var connack []byte
+	eventually(t, "session resumed", func() bool {
+		c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin2, propSEI60))
+		return connack[0] == 1
+	})
+	seen := map[string]bool{}
+	for range 2 {
+		p := readPublish5(t, r)
+		if p.first != 0x3A || p.topic != topic || hasTopicAlias(p.props) {
+			t.Fatalf("resent %+v: want DUP, topic %q, no Topic Alias", p, topic)
+		}
+		seen[p.payload] = true
+		if _, err := c.Write([]byte{0x40, 2, byte(p.id >> 8), byte(p.id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !seen["1"] || !seen["2"] {
+		t.Fatalf("resent %v", seen)
+	}
+	pingPong(t, c, r)
 }
