@@ -271,3 +271,47 @@ func TestTopicAliasNotResentOnNewConnection(t *testing.T) {
 	}
 	pingPong(t, c, r)
 }
+
+// TestResumeResendsInOrder: the commands a session had not acknowledged
+// are sent again on its next connection in the order they were first
+// sent ([MQTT-4.6.0-6], ordered topics). mochi sorted them on their
+// creation second cut to 16 bits with an unstable sort: those of one
+// second came back in map order.
+func TestResumeResendsInOrder(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	cmd := "vehicles/" + vin1 + "/cmd/ping"
+	const n = 12
+
+	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, propSEI60))
+	subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+	for i := range n {
+		if err := b.Publish(cmd, []byte{'a' + byte(i)}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n { // not acknowledged
+		if got := readPublish5(t, r); got.payload != string(rune('a'+i)) {
+			t.Fatalf("publish %d: %q", i, got.payload)
+		}
+	}
+	c.Close()
+
+	var connack []byte
+	eventually(t, "session resumed", func() bool {
+		c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin1, propSEI60))
+		return connack[0] == 1
+	})
+	var got []byte
+	for range n {
+		p := readPublish5(t, r)
+		got = append(got, p.payload...)
+		if _, err := c.Write([]byte{0x40, 2, byte(p.id >> 8), byte(p.id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "abcdefghijkl"; string(got) != want {
+		t.Fatalf("resent in order %q, want %q", got, want)
+	}
+	pingPong(t, c, r)
+}

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"bytes"
 	"testing"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Patched by telegate (see README.md in this directory): a publish to a
@@ -82,6 +84,37 @@ func TestTelegateTopicAliasNotStoredInflight(t *testing.T) {
 	for _, pk := range cl.State.Inflight.GetAll(false) {
 		if pk.TopicName != "cmd/x" || pk.Properties.TopicAliasFlag {
 			t.Fatalf("inflight entry %d: topic %q alias %d, want the topic and no alias", pk.PacketID, pk.TopicName, pk.Properties.TopicAlias)
+		}
+	}
+}
+
+// Inflight returns its messages in the order they were stored, whatever
+// their packet ids and creation second: upstream sorted on the creation
+// second cut to 16 bits with an unstable sort, so a resumed session got
+// the messages of one second in map order ([MQTT-4.6.0-6]).
+func TestTelegateInflightKeepsOrder(t *testing.T) {
+	i := NewInflights()
+	var want []uint16
+	for n := 0; n < 50; n++ {
+		id := uint16(1000 - 7*n)
+		// Created wraps at 16 bits half-way: upstream put those first.
+		i.Set(packets.Packet{PacketID: id, Created: int64(65530 + n/25*10), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+		want = append(want, id)
+	}
+	i.Delete(want[3])
+	i.Set(packets.Packet{PacketID: want[3], FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+	want = append(append(want[:3:3], want[4:]...), want[3])
+	i.Set(packets.Packet{PacketID: want[0], FixedHeader: packets.FixedHeader{Type: packets.Pubrel}}) // an update keeps its place
+	var got []uint16
+	for _, pk := range i.GetAll(false) {
+		got = append(got, pk.PacketID)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(got), len(want))
+	}
+	for n := range want {
+		if got[n] != want[n] {
+			t.Fatalf("order %v, want %v", got, want)
 		}
 	}
 }
