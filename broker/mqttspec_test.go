@@ -315,3 +315,28 @@ func TestResumeResendsInOrder(t *testing.T) {
 	}
 	pingPong(t, c, r)
 }
+
+// TestWillQoSWithoutWillFlag: a CONNECT whose Will flag is 0 must have
+// Will QoS 0 (MQTT 3.1.1 [MQTT-3.1.2-13], MQTT 5 [MQTT-3.1.2-11]); such a
+// malformed CONNECT is closed without CONNACK ([MQTT-3.1.4-1]). mochi
+// accepted it (CONNACK 0x00).
+func TestWillQoSWithoutWillFlag(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	before := b.stats.Listener.ProtocolViolations.Load()
+	for _, level := range []byte{4, 5} {
+		for _, flags := range []byte{0x02 | 0x08, 0x02 | 0x10} { // Will QoS 1, 2
+			c := dial(t, addr)
+			if _, err := c.Write(connectProps(level, flags, vin1, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if got := waitEOF(t, c); len(got) != 0 {
+				t.Fatalf("level %d flags %02x: got %x, want the connection closed without CONNACK", level, flags, got)
+			}
+		}
+	}
+	if got := b.stats.Listener.ProtocolViolations.Load() - before; got != 4 {
+		t.Fatalf("protocol violations counted: %d, want 4", got)
+	}
+	rawConnect(t, addr, vin1) // a well-formed CONNECT is still accepted
+}

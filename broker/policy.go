@@ -58,7 +58,19 @@ func (h *policy) WantsPacketRead(t byte) bool { return t == packets.Publish || t
 // the keepalive: mochi disables all deadlines for keepalive 0, so such a
 // client (or one asking for more than MaxKeepalive) gets MaxKeepalive,
 // announced to v5 clients as Server Keep Alive.
+//
+// It also refuses a CONNECT with a Will QoS but no Will flag: a malformed
+// packet (MQTT 3.1.1 [MQTT-3.1.2-13], MQTT 5 [MQTT-3.1.2-11]) that mochi
+// accepts; the connection is closed without CONNACK ([MQTT-3.1.4-1]) and
+// counted as a protocol violation. (A Will retain flag without the Will
+// flag mochi refuses itself, with CONNACK 0x82 / 0x05.)
 func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if !pk.Connect.WillFlag && pk.Connect.WillQos != 0 {
+		h.b.stats.Listener.ProtocolViolations.Add(1)
+		h.b.log.Info("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"listener", cl.Net.Listener, "reason", "will QoS without will flag")
+		return packets.ErrMalformedQos
+	}
 	if lc, ok := cl.Net.Conn.(*listener.Conn); ok {
 		lc.MarkEstablished()
 	}
