@@ -49,16 +49,28 @@ func (h *policy) Provides(e byte) bool {
 }
 
 // WantsPacketRead implements mqtt.PacketReadFilter: OnPacketRead acts on
-// PUBLISH only, so mochi does not call it (and copy the packet in and
-// out) for other packets.
-func (h *policy) WantsPacketRead(t byte) bool { return t == packets.Publish }
+// PUBLISH and DISCONNECT only, so mochi does not call it (and copy the
+// packet in and out) for other packets.
+func (h *policy) WantsPacketRead(t byte) bool { return t == packets.Publish || t == packets.Disconnect }
 
 // OnConnect runs right after the CONNECT packet was read, before
 // authentication. It marks the socket as past the connect phase and clamps
 // the keepalive: mochi disables all deadlines for keepalive 0, so such a
 // client (or one asking for more than MaxKeepalive) gets MaxKeepalive,
 // announced to v5 clients as Server Keep Alive.
+//
+// It also refuses a CONNECT with a Will QoS but no Will flag: a malformed
+// packet (MQTT 3.1.1 [MQTT-3.1.2-13], MQTT 5 [MQTT-3.1.2-11]) that mochi
+// accepts; the connection is closed without CONNACK ([MQTT-3.1.4-1]) and
+// counted as a protocol violation. (A Will retain flag without the Will
+// flag mochi refuses itself, with CONNACK 0x82 / 0x05.)
 func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if !pk.Connect.WillFlag && pk.Connect.WillQos != 0 {
+		h.b.stats.Listener.ProtocolViolations.Add(1)
+		h.b.log.Info("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote,
+			"listener", cl.Net.Listener, "reason", "will QoS without will flag")
+		return packets.ErrMalformedQos
+	}
 	if lc, ok := cl.Net.Conn.(*listener.Conn); ok {
 		lc.MarkEstablished()
 	}
@@ -263,6 +275,10 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // While the broker drains, a PUBLISH is not processed: the client is
 // disconnected with 0x9C Use another server instead (drain.go).
 func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Disconnect {
+		h.clampDisconnectExpiry(cl, &pk)
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
@@ -279,6 +295,22 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// clampDisconnectExpiry lowers the Session Expiry Interval of an MQTT 5
+// DISCONNECT to the broker's maximum (Config.SessionExpiry). mochi clamps
+// the CONNECT's value but takes the DISCONNECT's as sent (MQTT 5
+// 3.14.2.2.2 lets a client change it there), so a device could keep its
+// session, subscriptions and queued commands for 136 years by sending
+// 0xFFFFFFFF at disconnect. A value 0 at CONNECT made non-zero here stays
+// non-zero: mochi then answers DISCONNECT 0x82 Protocol Error.
+func (h *policy) clampDisconnectExpiry(cl *mqtt.Client, pk *packets.Packet) {
+	if cl.Properties.ProtocolVersion != 5 || !pk.Properties.SessionExpiryIntervalFlag {
+		return
+	}
+	if limit := uint32(h.b.cfg.SessionExpiry / time.Second); pk.Properties.SessionExpiryInterval > limit {
+		pk.Properties.SessionExpiryInterval = limit
+	}
 }
 
 // OnPacketProcessed ends the publish hand-off begun in OnPacketRead.

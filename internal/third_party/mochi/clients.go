@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -331,6 +332,17 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) && tk.FixedHeader.Type == packets.Publish {
+			// telegate: larger than the Maximum Packet Size this connection
+			// announced (a smaller one than the session's previous
+			// connection): discarded as if sent ([MQTT-3.1.2-25]) instead of
+			// failing the resume, which closed the connection after CONNACK.
+			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+				cl.ops.hooks.OnQosDropped(cl, tk)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -344,6 +356,28 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	return nil
+}
+
+// publishSize is the size of PUBLISH pk as WritePacket writes it to the
+// client, without a topic alias (telegate).
+func (cl *Client) publishSize(pk packets.Packet) uint32 {
+	pk.ProtocolVersion = cl.Properties.ProtocolVersion
+	pk.Mods.MaxSize = cl.Properties.Props.MaximumPacketSize
+	if cl.Properties.Props.RequestProblemInfoFlag && cl.Properties.Props.RequestProblemInfo == 0x0 {
+		pk.Mods.DisallowProblemInfo = true
+	}
+	if pk.Expiry > 0 {
+		pk.Properties.MessageExpiryInterval = 1 // a four-byte property whatever its value
+	}
+	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
+		pk.PacketID = 1 // not chosen yet; two bytes whatever its value
+	}
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+	buf := new(bytes.Buffer)
+	if err := pk.PublishEncode(buf); err != nil {
+		return math.MaxUint32
+	}
+	return uint32(buf.Len())
 }
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.

@@ -20,6 +20,11 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+	// telegate: order and seq, guarded by the mutex: the insertion number
+	// of each packet id, so that GetAll returns (and a resumed session
+	// resends) the messages in the order they were first stored.
+	order map[uint16]uint64
+	seq   uint64
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -36,7 +41,19 @@ func (i *Inflight) Set(m packets.Packet) bool {
 
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	if !ok {
+		i.noteLocked(m.PacketID)
+	}
 	return !ok
+}
+
+// noteLocked numbers a newly stored packet id (telegate); i is locked.
+func (i *Inflight) noteLocked(id uint16) {
+	if i.order == nil {
+		i.order = map[uint16]uint64{}
+	}
+	i.seq++
+	i.order[id] = i.seq
 }
 
 // Get returns an inflight packet by packet id.
@@ -67,6 +84,13 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	if i.order != nil {
+		c.order = make(map[uint16]uint64, len(i.order))
+		for k, v := range i.order {
+			c.order[k] = v
+		}
+	}
+	c.seq = i.seq
 	return c
 }
 
@@ -86,8 +110,13 @@ func (i *Inflight) getAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	// telegate: in the order stored (upstream sorted on the creation
+	// second truncated to 16 bits with an unstable sort: messages of one
+	// second came back in map order, and the order flipped every 18 h),
+	// so that a resumed session receives its messages in the order they
+	// were published ([MQTT-4.6.0-6]).
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
 	return m
@@ -137,6 +166,9 @@ func (i *Inflight) setInbound(m packets.Packet) (stored, added bool) {
 		return false, false
 	}
 	i.internal[m.PacketID] = m
+	if !ok {
+		i.noteLocked(m.PacketID)
+	}
 	return true, !ok
 }
 
@@ -150,6 +182,7 @@ func (i *Inflight) deleteInbound(id uint16) bool {
 		return false
 	}
 	delete(i.internal, id)
+	delete(i.order, id)
 	return true
 }
 
@@ -160,6 +193,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }

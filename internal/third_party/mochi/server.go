@@ -1135,14 +1135,22 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
+	// telegate: a packet larger than the Maximum Packet Size the client
+	// announced is discarded here, before it takes a packet id, an
+	// inflight slot or a topic alias ([MQTT-3.1.2-25]: as if it had been
+	// sent). Upstream stored it in Inflight and WritePacket refused it
+	// later: it held a send-quota slot for good, and ResendInflightMessages
+	// failed on it at every session resume, closing the connection.
+	useAlias := cl.Properties.Props.TopicAliasMaximum > 0
+	if max := cl.Properties.Props.MaximumPacketSize; max > 0 {
+		size := cl.publishSize(out)
+		if size > max {
+			atomic.AddInt64(&s.Info.MessagesDropped, 1)
+			cl.ops.hooks.OnPublishDropped(cl, pk)
+			return out, packets.ErrPacketTooLarge
+		}
+		if size+3 > max {
+			useAlias = false // a first use of an alias adds 3 bytes; the full topic fits
 		}
 	}
 
@@ -1180,6 +1188,22 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
+	}
+
+	// telegate: the topic alias goes on the packet written now, not on
+	// the Inflight entry: an alias holds only for this network connection
+	// ([MQTT-3.3.2-7] family), and upstream resent a stored entry with an
+	// empty topic and this connection's alias on the next connection,
+	// which had not set it (or allowed no alias at all).
+	if useAlias {
+		var aliasExists bool
+		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
+		if out.Properties.TopicAlias > 0 {
+			out.Properties.TopicAliasFlag = true
+			if aliasExists {
+				out.TopicName = ""
+			}
+		}
 	}
 
 	select {

@@ -1,0 +1,120 @@
+package mqtt
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Patched by telegate (see README.md in this directory): a publish to a
+// client larger than the Maximum Packet Size it announced is discarded
+// before it is stored inflight ([MQTT-3.1.2-25]), a stored one that no
+// longer fits a resumed connection is discarded instead of failing the
+// resume, and a topic alias is put on the packet written, never on the
+// stored inflight entry (an alias holds for one network connection).
+
+// connect5 is an MQTT 5 CONNECT of client id "c5", clean start as given,
+// with the property bytes props.
+func connect5(cleanStart bool, props ...byte) []byte {
+	flags := byte(0)
+	if cleanStart {
+		flags = 0x02
+	}
+	b := []byte{0, 4, 'M', 'Q', 'T', 'T', 5, flags, 0, 60, byte(len(props))}
+	return append(append(b, props...), 0, 2, 'c', '5')
+}
+
+func TestTelegateOversizeOutboundDiscarded(t *testing.T) {
+	s, addr := pidServer(t)
+	sei := []byte{0x11, 0, 0, 0, 60}
+	c := dialRaw(t, addr)
+	c.send(0x10, connect5(true, append(sei, 0x27, 0, 0, 0, 100)...)...) // Maximum Packet Size 100
+	if f, _ := c.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	c.send(0x82, append([]byte{0, 1, 0}, subscribeCmd...)...)
+	c.expect(0x90, 0, 1, 0, 1)
+	if err := s.Publish("cmd/x", bytes.Repeat([]byte{'b'}, 200), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish("cmd/x", []byte("ok"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, id := c.readCommand() // the small one; the large one never comes
+	cl, _ := s.Clients.Get("c5")
+	if n := cl.State.Inflight.Len(); n != 1 {
+		t.Fatalf("%d inflight, want 1 (the oversize publish is not stored)", n)
+	}
+	c.c.Close()
+
+	// Resumed with Maximum Packet Size 15: the stored publish (19 bytes)
+	// is discarded, the connection stays.
+	c = dialRaw(t, addr)
+	c.send(0x10, connect5(false, append(sei, 0x27, 0, 0, 0, 15)...)...)
+	if f, b := c.read(); f != 0x20 || b[0] != 1 {
+		t.Fatalf("CONNACK %02x % x, want session present", f, b)
+	}
+	c.sync()
+	cl, _ = s.Clients.Get("c5")
+	if n := cl.State.Inflight.Len(); n != 0 {
+		t.Fatalf("%d inflight after resume, want 0 (id %d discarded)", n, id)
+	}
+}
+
+func TestTelegateTopicAliasNotStoredInflight(t *testing.T) {
+	s, addr := pidServer(t)
+	c := dialRaw(t, addr)
+	c.send(0x10, connect5(true, 0x11, 0, 0, 0, 60, 0x22, 0, 5)...) // Topic Alias Maximum 5
+	if f, _ := c.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	c.send(0x82, append([]byte{0, 1, 0}, subscribeCmd...)...)
+	c.expect(0x90, 0, 1, 0, 1)
+	for i := 0; i < 2; i++ {
+		if err := s.Publish("cmd/x", []byte("go"), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.readCommand()
+	if f, b := c.read(); f != 0x32 || b[0] != 0 || b[1] != 0 {
+		t.Fatalf("second publish %02x % x, want an empty topic (alias)", f, b)
+	}
+	cl, _ := s.Clients.Get("c5")
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.TopicName != "cmd/x" || pk.Properties.TopicAliasFlag {
+			t.Fatalf("inflight entry %d: topic %q alias %d, want the topic and no alias", pk.PacketID, pk.TopicName, pk.Properties.TopicAlias)
+		}
+	}
+}
+
+// Inflight returns its messages in the order they were stored, whatever
+// their packet ids and creation second: upstream sorted on the creation
+// second cut to 16 bits with an unstable sort, so a resumed session got
+// the messages of one second in map order ([MQTT-4.6.0-6]).
+func TestTelegateInflightKeepsOrder(t *testing.T) {
+	i := NewInflights()
+	var want []uint16
+	for n := 0; n < 50; n++ {
+		id := uint16(1000 - 7*n)
+		// Created wraps at 16 bits half-way: upstream put those first.
+		i.Set(packets.Packet{PacketID: id, Created: int64(65530 + n/25*10), FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+		want = append(want, id)
+	}
+	i.Delete(want[3])
+	i.Set(packets.Packet{PacketID: want[3], FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}})
+	want = append(append(want[:3:3], want[4:]...), want[3])
+	i.Set(packets.Packet{PacketID: want[0], FixedHeader: packets.FixedHeader{Type: packets.Pubrel}}) // an update keeps its place
+	var got []uint16
+	for _, pk := range i.GetAll(false) {
+		got = append(got, pk.PacketID)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(got), len(want))
+	}
+	for n := range want {
+		if got[n] != want[n] {
+			t.Fatalf("order %v, want %v", got, want)
+		}
+	}
+}
