@@ -43,6 +43,7 @@ const (
 	TimestampSeconds              // ts_seconds
 	UnknownTopic                  // unknown_topic
 	Unclassified                  // unclassified
+	SessionStopped                // session_stopped
 	numLabels
 )
 
@@ -61,6 +62,9 @@ var (
 	ErrTimestampTooOld  = errors.New("reject: timestamp before the minimum time")
 	ErrTimestampSeconds = errors.New("reject: timestamp in seconds, not milliseconds")
 	ErrUnknownTopic     = errors.New("reject: not an ingest topic")
+	// ErrSessionStopped: an update for a charging session (OCPP
+	// transaction) that already stopped (gateway/ocpp).
+	ErrSessionStopped = errors.New("reject: charging session already stopped")
 )
 
 type info struct {
@@ -87,6 +91,8 @@ var labels = [numLabels]info{
 		ErrTimestampSeconds},
 	UnknownTopic: {"unknown_topic", "the topic is not one of the device's publish topics", ErrUnknownTopic},
 	Unclassified: {"unclassified", "rejected for a reason this label set does not name (dead letters written by an older gateway release); see detail", nil},
+	SessionStopped: {"session_stopped", "an update of a charging session (OCPP transaction) that has already stopped; kept here instead of reopening the session",
+		ErrSessionStopped},
 }
 
 // All returns every label except None, in order.
@@ -135,7 +141,7 @@ func FromError(err error) Label {
 	// Order matters where an error may wrap two sentinels' causes: the
 	// specific classifications come before Malformed.
 	for _, l := range [...]Label{Version, NotTuple, TrailingBytes, IdentTooLong, TooLarge, NonFinite, IntForFloat, InvalidValue,
-		IdentityMismatch, TimestampFuture, TimestampTooOld, TimestampSeconds, UnknownTopic, Malformed} {
+		IdentityMismatch, TimestampFuture, TimestampTooOld, TimestampSeconds, UnknownTopic, SessionStopped, Malformed} {
 		if errors.Is(err, labels[l].sentinel) {
 			return l
 		}

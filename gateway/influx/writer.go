@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -316,11 +317,17 @@ const (
 	BackoffMax = 10 * time.Second
 )
 
+// RetryAfterMax caps the wait a server's Retry-After can impose (see
+// RetryWait): a longer request is cut to 60 s, so a misconfigured proxy
+// answering "Retry-After: 86400" cannot stall the sink for a day.
+const RetryAfterMax = 60 * time.Second
+
 // Backoff returns how long to wait before retry number attempt (0 for the
 // first retry): exponential from BackoffMin, doubling per attempt, capped at
 // BackoffMax, with "equal jitter" (uniform in the upper half of the step) so
 // that replicas retrying together spread out. The result is always within
-// [BackoffMin, BackoffMax]. Honour WriteError.RetryAfter when it is longer.
+// [BackoffMin, BackoffMax]. It does not know the server's Retry-After:
+// callers pass it through RetryWait with the error they retry.
 func Backoff(attempt int) time.Duration {
 	step := BackoffMax
 	if attempt < 0 {
@@ -331,6 +338,18 @@ func Backoff(attempt int) time.Duration {
 	}
 	d := step/2 + rand.N(step/2+1)
 	return max(d, BackoffMin)
+}
+
+// RetryWait returns how long to wait before retrying after err, given the
+// computed backoff: the server's Retry-After (WriteError.RetryAfter of a
+// 429 or 503 answer, anywhere in err's chain) when it is longer than
+// backoff, capped at RetryAfterMax; never less than backoff.
+func RetryWait(backoff time.Duration, err error) time.Duration {
+	var we *WriteError
+	if errors.As(err, &we) && we.RetryAfter > backoff {
+		return max(min(we.RetryAfter, RetryAfterMax), backoff)
+	}
+	return backoff
 }
 
 // baseURL validates an http(s) URL and returns it without trailing slash.

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -490,5 +491,30 @@ func BenchmarkWriteLoopback(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestRetryWait: the server's Retry-After counts when longer than the
+// backoff (also wrapped), is capped at RetryAfterMax, never shortens it.
+func TestRetryWait(t *testing.T) {
+	ra := func(d time.Duration) error {
+		return fmt.Errorf("sink: %w", &WriteError{Op: "write", Kind: ErrRetryable, StatusCode: 429, RetryAfter: d})
+	}
+	for _, c := range []struct {
+		backoff time.Duration
+		err     error
+		want    time.Duration
+	}{
+		{time.Second, ra(7 * time.Second), 7 * time.Second},
+		{time.Second, ra(time.Hour), RetryAfterMax},
+		{time.Second, ra(0), time.Second},
+		{time.Second, ra(500 * time.Millisecond), time.Second},
+		{2 * time.Minute, ra(time.Hour), 2 * time.Minute}, // never less than the backoff
+		{time.Second, errors.New("not an HTTP answer"), time.Second},
+		{time.Second, nil, time.Second},
+	} {
+		if got := RetryWait(c.backoff, c.err); got != c.want {
+			t.Errorf("RetryWait(%v, %v) = %v, want %v", c.backoff, c.err, got, c.want)
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/telegate/telegate/broker/acl"
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/gateway/ingest"
 	"github.com/telegate/telegate/gateway/ingest/topics"
@@ -63,15 +64,18 @@ type Central struct {
 
 // Metrics of the central system.
 type Metrics struct {
-	Records   *prometheus.CounterVec // kind (session|status), result (stored|dead_letter|refused|replay)
-	AckDur    prometheus.Histogram
-	Connects  *prometheus.CounterVec
-	Closed    *prometheus.CounterVec
-	Malformed *prometheus.CounterVec
-	CallErrs  *prometheus.CounterVec
-	Messages  *prometheus.CounterVec
-	Conns     *prometheus.GaugeVec
-	Commands  *prometheus.CounterVec
+	Records *prometheus.CounterVec // kind (session|status), result (stored|dead_letter|refused|replay)
+	// DeadLetters counts the dead_letter results by kind and reason (a
+	// decoders/reject label, as telegate_dead_letters_total).
+	DeadLetters *prometheus.CounterVec
+	AckDur      prometheus.Histogram
+	Connects    *prometheus.CounterVec
+	Closed      *prometheus.CounterVec
+	Malformed   *prometheus.CounterVec
+	CallErrs    *prometheus.CounterVec
+	Messages    *prometheus.CounterVec
+	Conns       *prometheus.GaugeVec
+	Commands    *prometheus.CounterVec
 	// LogSuppressed counts refused-connection log lines dropped by the
 	// listener's log rate limit.
 	LogSuppressed prometheus.Counter
@@ -82,6 +86,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_records_total",
 			Help: "OCPP messages mapped to spool records, by record kind and result."}, []string{"kind", "result"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_dead_letters_total",
+			Help: "OCPP records stored as dead letters, by record kind and rejection label (decoders/reject)."}, []string{"kind", "reason"}),
 		AckDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "telegate_ocpp_durable_ack_seconds",
 			Help: "Time from an OCPP request to its durable spool append.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "telegate_ocpp_connects_total",
@@ -101,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LogSuppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "telegate_ocpp_log_lines_suppressed_total",
 			Help: "Refused-connection log lines dropped by the rate limit (per remote address and global)."}),
 	}
-	reg.MustRegister(m.Records, m.AckDur, m.Connects, m.Closed, m.Malformed, m.CallErrs, m.Messages, m.Conns, m.Commands,
+	reg.MustRegister(m.Records, m.DeadLetters, m.AckDur, m.Connects, m.Closed, m.Malformed, m.CallErrs, m.Messages, m.Conns, m.Commands,
 		m.LogSuppressed)
 	return m
 }
@@ -157,8 +163,25 @@ func (c *Central) setTxn(station, tx string, t txn) error {
 // sessionSeq derives a frame sequence number from what the charge point
 // sent, so a replayed message yields the same InfluxDB point and the same
 // Nats-Msg-Id: kind in the low 2 bits, above it the 2.0.1 seqNo or (1.6)
-// the message's own timestamp in ms.
+// the message's own timestamp in ms for starts and stops, the reading's
+// fingerprint for updates (readingSeq).
 func sessionSeq(kind uint8, n uint64) uint64 { return n<<2 | uint64(kind) }
+
+// readingSeq is the seq of a session update: a 61-bit FNV-64a fingerprint
+// of the transaction and of what the reading says (its parts: timestamps,
+// sampled values, 2.0.1 seqNo), never of the charge point's clock alone.
+// An exact replay gets the same seq; any other reading gets its own, also
+// when the station's clock stepped back or two readings share a second.
+// 61 bits keep the seq a positive int64 (the InfluxDB seq field).
+func readingSeq(tx string, parts ...[]byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(tx))
+	for _, p := range parts {
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write(p)
+	}
+	return sessionSeq(wire.SessionUpdated, h.Sum64()>>3)
+}
 
 // storeSession encodes and durably appends a ChargingSession frame.
 func (c *Central) storeSession(station string, s wire.ChargingSession) error {
@@ -185,18 +208,45 @@ func (c *Central) storeStatus(station string, connector, status uint8, ts time.T
 // letters, still durable) and appends with fsync.
 func (c *Central) store(kind string, class topics.Class, station, topic string, payload []byte) error {
 	start := c.now()
-	rk, reason, result := record.KindPublish, "", "stored"
-	if _, err := c.val.Validate(class, station, payload); err != nil {
-		rk, reason, result = record.KindDeadLetter, err.Error(), "dead_letter"
+	_, err := c.val.Validate(class, station, payload)
+	return c.append(start, kind, topic, station, payload, err)
+}
+
+// append appends the record with fsync: a dead letter when rejected is not
+// nil (its reason the decoders/reject label and detail, as MQTT dead
+// letters), else a publish.
+func (c *Central) append(start time.Time, kind, topic, station string, payload []byte, rejected error) error {
+	rk, result, label := record.KindPublish, "stored", reject.None
+	var reason []byte
+	if rejected != nil {
+		label = reject.FromError(rejected)
+		rk, result, reason = record.KindDeadLetter, "dead_letter", reject.AppendReason(nil, label, reject.Detail(rejected))
 	}
-	rec := record.Append(nil, rk, 1, c.now().UnixNano(), topic, station, reason, payload)
+	rec := record.Append(nil, rk, 1, c.now().UnixNano(), topic, station, string(reason), payload)
 	if err := c.spool.Append(rec); err != nil {
 		c.m.Records.WithLabelValues(kind, "refused").Inc()
 		return fmt.Errorf("%w: %w", ErrNotDurable, err)
 	}
 	c.m.AckDur.Observe(time.Since(start).Seconds())
 	c.m.Records.WithLabelValues(kind, result).Inc()
+	if rk == record.KindDeadLetter {
+		c.m.DeadLetters.WithLabelValues(kind, label.String()).Inc()
+	}
 	return nil
+}
+
+// deadLetterSession durably stores s as a dead letter with the
+// session_stopped label: an update of a transaction that already stopped
+// is kept and counted, but does not reopen the session.
+func (c *Central) deadLetterSession(station string, s wire.ChargingSession) error {
+	start := c.now()
+	s.Version, s.Station = wire.Version, wire.Ident(station)
+	payload, err := s.MarshalMsg(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	return c.append(start, "session", "chargers/"+station+"/session", station, payload,
+		fmt.Errorf("%w: transaction %s", reject.ErrSessionStopped, s.SessionID))
 }
 
 func (c *Central) replay(kind string) { c.m.Records.WithLabelValues(kind, "replay").Inc() }

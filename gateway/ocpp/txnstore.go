@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -37,10 +38,17 @@ const StoreTimeout = 5 * time.Second
 // maxMergeAttempts bounds the compare-and-set attempts of one merge.
 const maxMergeAttempts = 16
 
+// MaxSeenReadings bounds the fingerprints of stored updates a transaction
+// remembers to recognise replays (the newest are kept). A replay older
+// than that is stored again, with the same seq and timestamp as the
+// first time: the same InfluxDB point and Nats-Msg-Id.
+const MaxSeenReadings = 128
+
 // txn is the state of one transaction (or, under a plug key, what a 1.6
 // connector reported before its transaction started). Merges only move
 // forward: started and stopped never go back to false, lastSeq never
-// decreases, the start register is kept once known.
+// decreases, seen only gains entries (bounded), the start register is kept
+// once known.
 type txn struct {
 	Connector  uint8   `json:"connector"`
 	IDTag      string  `json:"id_tag,omitempty"`
@@ -51,6 +59,10 @@ type txn struct {
 	// LastSeq is the highest record seq stored for the transaction
 	// (2.0.1 seqNo / 1.6 timestamp ms, shifted with the kind).
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Seen holds the seqs (readingSeq fingerprints) of the updates stored
+	// or dead-lettered for the transaction, oldest first, at most
+	// MaxSeenReadings.
+	Seen []uint64 `json:"seen,omitempty"`
 	// Plugged SoC and power (plug keys only).
 	SoC    float64 `json:"soc,omitempty"`
 	PowerW float64 `json:"power_w,omitempty"`
@@ -64,6 +76,7 @@ func merge(cur, next txn) txn {
 	out.Started = cur.Started || next.Started
 	out.Stopped = cur.Stopped || next.Stopped
 	out.LastSeq = max(cur.LastSeq, next.LastSeq)
+	out.Seen = mergeSeen(cur.Seen, next.Seen)
 	if cur.HasStart {
 		out.MeterStart, out.HasStart = cur.MeterStart, true
 	}
@@ -75,6 +88,28 @@ func merge(cur, next txn) txn {
 	}
 	return out
 }
+
+// mergeSeen appends the seqs of next missing from cur, keeping the newest
+// MaxSeenReadings. It never modifies cur (a memStore value is shared).
+func mergeSeen(cur, next []uint64) []uint64 {
+	out := make([]uint64, 0, len(cur)+len(next))
+	out = append(out, cur...)
+	for _, s := range next {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) > MaxSeenReadings {
+		out = out[len(out)-MaxSeenReadings:]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// seen reports whether the update with this seq was already stored.
+func (t txn) seen(seq uint64) bool { return slices.Contains(t.Seen, seq) }
 
 func txnKey(station, tx string) string {
 	return "tx." + natsbus.Token(station) + "." + natsbus.Token(tx)

@@ -1,6 +1,7 @@
 package ocpp
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 
@@ -169,9 +170,16 @@ func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.M
 	}
 	m := meter16(r.MeterValue)
 	ts := r.MeterValue[len(r.MeterValue)-1].Timestamp.Time
-	seq := sessionSeq(wire.SessionUpdated, uint64(ts.UnixMilli()))
-	if ok && (t.Stopped || seq <= t.LastSeq) {
-		h.c.replay("session") // late or replayed: a stopped session is not resurrected
+	// The charge point's clock is untrusted (an RTC reset or step back
+	// makes later readings carry earlier timestamps): a reading is a
+	// replay only when its fingerprint was seen for this transaction.
+	reading, err := json.Marshal(r.MeterValue)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	seq := readingSeq(tx, []byte(strconv.Itoa(r.ConnectorId)), reading)
+	if ok && t.seen(seq) {
+		h.c.replay("session") // the same reading again (answer lost, queue resent)
 		return core.NewMeterValuesConfirmation(), nil
 	}
 	if !ok {
@@ -183,10 +191,17 @@ func (h handler16) OnMeterValues(id string, r *core.MeterValuesRequest) (*core.M
 	if m.hasEnergy {
 		s.EnergyWh = max(m.energyWh-t.MeterStart, 0)
 	}
-	if err := h.c.storeSession(id, s); err != nil {
+	if t.Stopped {
+		// A new reading of a stopped transaction: kept as a dead letter
+		// (session_stopped), the session is not resurrected.
+		err = h.c.deadLetterSession(id, s)
+	} else {
+		err = h.c.storeSession(id, s)
+	}
+	if err != nil {
 		return nil, internalErr(err)
 	}
-	if err := h.c.setTxn(id, tx, txn{Connector: t.Connector, LastSeq: seq}); err != nil {
+	if err := h.c.setTxn(id, tx, txn{Connector: t.Connector, Seen: []uint64{seq}}); err != nil {
 		return nil, internalErr(err)
 	}
 	return core.NewMeterValuesConfirmation(), nil

@@ -1,7 +1,9 @@
 package ocpp
 
 import (
+	"encoding/json"
 	"math"
+	"strconv"
 	"strings"
 
 	ocppbase "github.com/lorenzodonini/ocpp-go/ocpp"
@@ -141,14 +143,29 @@ func (h handler201) OnTransactionEvent(id string, r *transactions.TransactionEve
 		kind = wire.SessionStopped
 	}
 	seq := sessionSeq(kind, uint64(r.SequenceNo))
-	// A stopped transaction is never restarted or updated; an Updated
-	// event at or below the last stored seqNo is a replay (queued
-	// messages are sent in order).
-	if known && (t.Stopped || (kind == wire.SessionUpdated && seq <= t.LastSeq)) {
+	if kind == wire.SessionUpdated {
+		// seqNo restarts when a station reboots mid-transaction, and its
+		// clock is untrusted: an Updated event is a replay only when the
+		// same reading (seqNo, timestamp, meter values) was seen for this
+		// transaction; offline and the trigger may differ on a resend.
+		reading, err := json.Marshal(r.MeterValue)
+		if err != nil {
+			return nil, internalErr(err)
+		}
+		seq = readingSeq(tx, []byte(strconv.Itoa(r.SequenceNo)), []byte(strconv.FormatInt(r.Timestamp.UnixMilli(), 10)), reading)
+		if known && t.seen(seq) {
+			h.c.replay("session")
+			return resp, nil
+		}
+	} else if known && t.Stopped {
+		// A stopped transaction is never restarted or stopped again.
 		h.c.replay("session")
 		return resp, nil
 	}
 	next := txn{Started: true, Stopped: kind == wire.SessionStopped, LastSeq: seq}
+	if kind == wire.SessionUpdated {
+		next.LastSeq, next.Seen = 0, []uint64{seq}
+	}
 	if r.Evse != nil {
 		t.Connector = clampConnector(r.Evse.ID)
 		next.Connector = t.Connector
@@ -167,7 +184,14 @@ func (h handler201) OnTransactionEvent(id string, r *transactions.TransactionEve
 	if m.hasEnergy {
 		s.EnergyWh = max(m.energyWh-t.MeterStart, 0)
 	}
-	if err := h.c.storeSession(id, s); err != nil {
+	if known && t.Stopped {
+		// A new Updated of an ended transaction: kept as a dead letter
+		// (session_stopped), the session is not resurrected.
+		err = h.c.deadLetterSession(id, s)
+	} else {
+		err = h.c.storeSession(id, s)
+	}
+	if err != nil {
 		return nil, internalErr(err)
 	}
 	if err := h.c.setTxn(id, tx, next); err != nil {

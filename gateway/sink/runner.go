@@ -97,7 +97,10 @@ type Config struct {
 	BatchRecords int // default 2000
 	BatchBytes   int // default 4 MiB
 	// Backoff returns the wait before retry number attempt (0 first);
-	// default influx.Backoff (100 ms doubling to 10 s, jittered).
+	// default influx.Backoff (100 ms doubling to 10 s, jittered). A
+	// failure carrying a server's Retry-After (influx.WriteError) waits
+	// that long instead when it is longer, at most influx.RetryAfterMax
+	// (influx.RetryWait).
 	Backoff func(attempt int) time.Duration
 	// Sleep waits d or until ctx ends (false then); tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration) bool
@@ -426,7 +429,9 @@ func (r *Runner) rewind() {
 // consecutive failure) and backs off. nil: try again; ctx's error: stopping.
 func (r *Runner) retry(ctx context.Context, msg string, err error) error {
 	r.setHealth(err)
-	d := r.cfg.Backoff(r.attempt)
+	// A server that said how long to wait (InfluxDB's 429/503
+	// Retry-After) is honoured, within influx.RetryAfterMax.
+	d := influx.RetryWait(r.cfg.Backoff(r.attempt), err)
 	if r.attempt%10 == 0 {
 		r.log.Warn(msg, "sink", r.cfg.Name, "attempt", r.attempt+1, "backoff", d, "err", err)
 	}

@@ -55,6 +55,7 @@ func Secret(id string) string { return "secret-" + strings.ToLower(id) + "-01234
 type Rec struct {
 	Topic   string
 	Kind    record.Kind
+	Reason  string                // dead letters: "label" or "label: detail" (decoders/reject)
 	Session *wire.ChargingSession // chargers/{id}/session
 	Status  *wire.ChargerStatus   // chargers/{id}/status
 }
@@ -103,7 +104,7 @@ func (h *Harness) add(b []byte) {
 	if record.Parse(b, &r) != nil {
 		return
 	}
-	rec := Rec{Topic: string(r.Topic), Kind: r.Kind}
+	rec := Rec{Topic: string(r.Topic), Kind: r.Kind, Reason: string(r.Reason)}
 	switch {
 	case strings.HasSuffix(rec.Topic, "/session"):
 		var s wire.ChargingSession

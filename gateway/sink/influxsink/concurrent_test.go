@@ -38,12 +38,16 @@ const (
 type writeServer struct {
 	*httptest.Server
 	hook func(r *http.Request, batch int) int // HTTP status to answer
+	// retryAfter, if set, gives the Retry-After header of the answer
+	// with status for request number n (1 first; "" for none).
+	retryAfter func(n, status int) string
 
 	mu       sync.Mutex
 	stored   map[int64]bool
 	inflight int
 	maxIn    int
 	order    []int // batch numbers of the successful writes, in order
+	requests int   // requests answered so far
 }
 
 func newWriteServer(t *testing.T, hook func(r *http.Request, batch int) int) *writeServer {
@@ -72,8 +76,15 @@ func (s *writeServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.inflight++
 	s.maxIn = max(s.maxIn, s.inflight)
+	s.requests++
+	n := s.requests
 	s.mu.Unlock()
 	status := s.hook(r, batch)
+	if s.retryAfter != nil {
+		if v := s.retryAfter(n, status); v != "" {
+			w.Header().Set("Retry-After", v)
+		}
+	}
 	s.mu.Lock()
 	s.inflight--
 	if status == http.StatusNoContent && r.Context().Err() == nil {

@@ -36,6 +36,9 @@ type Config struct {
 	// EnsureDB, if set, is called when a write reports that the database
 	// does not exist (e.g. InfluxDB was down at start-up, or was wiped).
 	EnsureDB func(ctx context.Context) error
+	// Sleep waits d or until ctx ends (false then): the runner's retry
+	// and linger waits. Default sink.Sleep; tests inject a fake.
+	Sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // Writer writes an encoded batch (gateway/influx.Writer).
@@ -126,7 +129,7 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 		p.slots[i] = b
 	}
 	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes), CommitInterval: sink.DefaultCommitInterval,
-		Linger: cfg.Linger, LingerRecords: sink.DefaultLingerRecords}, cons, p, m, log)
+		Linger: cfg.Linger, LingerRecords: sink.DefaultLingerRecords, Sleep: cfg.Sleep}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 
