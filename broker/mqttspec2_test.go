@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"net"
+	"time"
 	"testing"
 )
 
@@ -172,4 +173,86 @@ func TestExpiredHeldCommandNotSent(t *testing.T) {
 	if n := cl.State.Inflight.Len(); n != 0 {
 		t.Fatalf("%d inflight, want 0", n)
 	}
+}
+
+// willConnectTo builds a CONNECT of vin1 (clean start) with a Will QoS 1
+// on topic with the given payload.
+func willConnectTo(level byte, topic, payload string) []byte {
+	body := append(encStr("MQTT"), level, 0xC2|0x04|0x08, 0, 30)
+	if level == 5 {
+		body = append(body, 0)
+	}
+	body = append(body, encStr(vin1)...)
+	if level == 5 {
+		body = append(body, 0) // will properties
+	}
+	body = append(body, encStr(topic)...)
+	body = append(body, encStr(payload)...)
+	body = append(body, encStr(vin1)...)
+	body = append(body, encStr(secrets[vin1])...)
+	return packet(0x10, body)
+}
+
+// TestEmptyWillPayload: a zero-length Will Message is valid in MQTT 3.1.1
+// (3.1.3.3) and MQTT 5 (3.1.3.4); mochi refused it as a protocol error
+// (CONNACK 0x82, 0x05 for 3.1.1). Now the usual Will rules apply: on the
+// device's own topic it is accepted and published when the connection
+// drops (the ingest hook then judges the payload like any Will); on a
+// topic the device may not publish to it is refused as not authorized.
+func TestEmptyWillPayload(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	got := make(chan string, 4)
+	if err := b.Server().Subscribe("vehicles/+/events", 1, func(_ *mqttClient, _ subscription, pk mqttPacket) {
+		got <- pk.TopicName + " " + string(pk.Payload) + "|"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	own, other := "vehicles/"+vin1+"/events", "vehicles/"+vin2+"/events"
+	for _, level := range []byte{4, 5} {
+		c, _, connack := dialConnect(t, addr, willConnectTo(level, own, ""))
+		if len(connack) < 2 || connack[1] != 0 {
+			t.Fatalf("level %d: CONNACK %x, want 0x00", level, connack)
+		}
+		c.Close() // no DISCONNECT: the Will goes out
+		select {
+		case p := <-got:
+			if p != own+" |" {
+				t.Fatalf("level %d: Will %q, want an empty one on %s", level, p, own)
+			}
+		case <-time.After(wait):
+			t.Fatalf("level %d: Will not published", level)
+		}
+
+		c = dial(t, addr)
+		if _, err := c.Write(willConnectTo(level, other, "")); err != nil {
+			t.Fatal(err)
+		}
+		readPacketRaw(t, bufio.NewReader(c), 0x20, map[byte]byte{4: 0x05, 5: 0x87}[level])
+	}
+}
+
+// TestConnectReservedFlag: the reserved bit 0 of the CONNECT flags must be
+// 0. MQTT 3.1.1 [MQTT-3.1.2-3]: the server disconnects the client, no
+// CONNACK; MQTT 5 [MQTT-3.1.2-3]: a Malformed Packet, the connection is
+// closed ([MQTT-3.1.4-1]; a CONNACK 0x81 before closing would be allowed,
+// the gateway closes at once as for every malformed CONNECT). mochi
+// answered CONNACK 0x82 Protocol Error (0x05 for 3.1.1).
+func TestConnectReservedFlag(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	before := b.stats.Listener.ProtocolViolations.Load()
+	for _, level := range []byte{4, 5} {
+		c := dial(t, addr)
+		if _, err := c.Write(connectProps(level, 0x02|0x01, vin1, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if got := waitEOF(t, c); len(got) != 0 {
+			t.Fatalf("level %d: got %x, want the connection closed without CONNACK", level, got)
+		}
+	}
+	if got := b.stats.Listener.ProtocolViolations.Load() - before; got != 2 {
+		t.Fatalf("protocol violations counted: %d, want 2", got)
+	}
+	dialConnect(t, addr, connectProps(5, 0x02, vin1, nil)) // reserved bit 0: accepted
 }
