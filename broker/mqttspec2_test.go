@@ -2,9 +2,13 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"net"
-	"time"
 	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // More MQTT 5 / 3.1.1 conformance on raw sockets: the Message Expiry of
@@ -255,4 +259,40 @@ func TestConnectReservedFlag(t *testing.T) {
 		t.Fatalf("protocol violations counted: %d, want 2", got)
 	}
 	dialConnect(t, addr, connectProps(5, 0x02, vin1, nil)) // reserved bit 0: accepted
+}
+
+// TestUserPropertiesKeptWithoutProblemInfo: a client that sets Request
+// Problem Information 0 still receives the User Properties of a PUBLISH:
+// the flag only keeps Reason Strings and User Properties off packets other
+// than PUBLISH, CONNACK and DISCONNECT ([MQTT-3.1.2-29]), and a server
+// forwards a message's User Properties unaltered ([MQTT-3.3.2-17]). mochi
+// dropped them from every packet.
+func TestUserPropertiesKeptWithoutProblemInfo(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	addr := b.Addr(ListenerTCP)
+	topic := "vehicles/" + vin1 + "/cmd/x"
+	userKV := []byte{0x26, 0, 1, 'k', 0, 1, 'v'}
+
+	for _, rpi := range []byte{1, 0} {
+		c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, []byte{0x17, rpi}))
+		subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+		inline := b.server.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
+		pk := mqttPacket{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   topic,
+			Payload:     []byte("p"),
+			PacketID:    1,
+			Properties:  packets.Properties{User: []packets.UserProperty{{Key: "k", Val: "v"}}},
+		}
+		if err := b.server.InjectPacket(inline, pk); err != nil {
+			t.Fatal(err)
+		}
+		p := readPublish5(t, r)
+		if !bytes.Contains(p.props, userKV) {
+			t.Fatalf("Request Problem Information %d: PUBLISH properties %x lack the User Property k=v", rpi, p.props)
+		}
+		puback(t, c, p.id)
+		pingPong(t, c, r)
+		c.Close()
+	}
 }
