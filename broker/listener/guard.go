@@ -266,12 +266,21 @@ func (g *guard) checkConnect(r *reader) error {
 		return errors.New("CONNECT without protocol level")
 	}
 	g.level = level
-	if string(name) != "MQTT" || level != 5 {
+	if string(name) != "MQTT" || (level != 4 && level != 5) {
 		return nil
 	}
 	flags, ok := r.byte()
 	if !ok || !r.skip(2) {
 		return errors.New("CONNECT header truncated")
+	}
+	// The reserved flag must be 0: MQTT 3.1.1 [MQTT-3.1.2-3] (disconnect,
+	// no CONNACK), MQTT 5 [MQTT-3.1.2-3] (Malformed Packet: closed). mochi
+	// answered CONNACK 0x82 (0x05 for 3.1.1).
+	if flags&0x01 != 0 {
+		return errors.New("CONNECT reserved flag set")
+	}
+	if level != 5 {
+		return nil
 	}
 	if err := r.properties(ptConnect); err != nil {
 		return err

@@ -147,3 +147,23 @@ func TestGuardUserPropertyPair(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardConnectReservedFlag: a CONNECT (3.1.1 or 5) whose reserved flag
+// bit 0 is set is withheld ([MQTT-3.1.2-3]); the same CONNECT without it
+// passes.
+func TestGuardConnectReservedFlag(t *testing.T) {
+	for _, level := range []byte{4, 5} {
+		for _, flags := range []byte{0x02, 0x03} {
+			body := []byte{0, 4, 'M', 'Q', 'T', 'T', level, flags, 0, 30}
+			if level == 5 {
+				body = append(body, 0)
+			}
+			b := pkt(0x10, append(body, 0, 1, 'c')...)
+			g := &guard{}
+			n, err := g.feed(b)
+			if bad := flags&0x01 != 0; bad != errors.Is(err, ErrProtocolViolation) || bad == (n == len(b)) {
+				t.Fatalf("level %d flags %02x: delivered %d of %d, err %v", level, flags, n, len(b), err)
+			}
+		}
+	}
+}

@@ -325,9 +325,33 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	now := time.Now().Unix()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			// telegate: a held publish (never sent: the previous
+			// connection's Receive Maximum was used up) is not a
+			// redelivery: it is dropped if expired ([MQTT-3.3.2-5]) and
+			// sent without DUP only while this connection's send quota
+			// allows, the rest when PUBACKs free it (sendHeld). A publish
+			// sent before counts against the new quota. Upstream sent
+			// every stored publish at once, DUP, the held ones without
+			// their Message Expiry.
+			if cl.State.Inflight.IsHeld(tk.PacketID) {
+				if expired(tk, now) {
+					cl.dropInflight(tk)
+					continue
+				}
+				if atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 {
+					continue
+				}
+				var ok bool
+				if tk, ok = cl.State.Inflight.Release(tk.PacketID); !ok {
+					continue
+				}
+			} else {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
+			cl.State.Inflight.DecreaseSendQuota()
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
@@ -337,9 +361,8 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 			// announced (a smaller one than the session's previous
 			// connection): discarded as if sent ([MQTT-3.1.2-25]) instead of
 			// failing the resume, which closed the connection after CONNACK.
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-				cl.ops.hooks.OnQosDropped(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			if cl.dropInflight(tk) {
+				cl.State.Inflight.IncreaseSendQuota()
 			}
 			continue
 		}
@@ -356,6 +379,51 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	return nil
+}
+
+// expired reports whether publish pk's Message Expiry has passed at now
+// (telegate; [MQTT-3.3.2-5]).
+func expired(pk packets.Packet, now int64) bool {
+	return pk.Expiry > 0 && pk.Expiry < now
+}
+
+// dropInflight deletes stored packet pk, as discarded (telegate). Returns
+// true if it was stored.
+func (cl *Client) dropInflight(pk packets.Packet) bool {
+	ok := cl.State.Inflight.Delete(pk.PacketID)
+	if ok {
+		cl.ops.hooks.OnQosDropped(cl, pk)
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	}
+	return ok
+}
+
+// sendHeld sends the held publishes (stored while the client's Receive
+// Maximum was used up) that the send quota now allows, in the order
+// stored, each with its remaining Message Expiry Interval (WritePacket,
+// [MQTT-3.3.2-6]); an expired one is dropped, not sent ([MQTT-3.3.2-5]).
+// A sent publish stays inflight until the client acknowledges it, which
+// gives its quota back (telegate: upstream deleted it once written, so it
+// was not resent on session resume and its PUBACK, found nowhere, never
+// freed the quota: every later publish to the client stayed held). It
+// runs on the client's read goroutine (after each packet, and at session
+// resume).
+func (cl *Client) sendHeld(now int64) {
+	for atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 && cl.State.Inflight.Len() > 0 {
+		next, ok := cl.State.Inflight.NextImmediate()
+		if !ok {
+			return
+		}
+		if expired(next, now) {
+			cl.dropInflight(next)
+			continue
+		}
+		if next, ok = cl.State.Inflight.Release(next.PacketID); !ok {
+			continue
+		}
+		cl.State.Inflight.DecreaseSendQuota()
+		_ = cl.WritePacket(next)
+	}
 }
 
 // publishSize is the size of PUBLISH pk as WritePacket writes it to the

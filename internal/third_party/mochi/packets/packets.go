@@ -480,7 +480,11 @@ func (pk *Packet) ConnectValidate() Code {
 	}
 
 	if pk.Connect.WillFlag {
-		if len(pk.Connect.WillPayload) == 0 || pk.Connect.WillTopic == "" {
+		// telegate: a zero-length Will Message is valid (MQTT 3.1.1
+		// 3.1.3.3, MQTT 5 3.1.3.4: Binary Data may be empty); upstream
+		// refused it. The Will Topic, a Topic Name, must not be empty
+		// ([MQTT-4.7.3-1]).
+		if pk.Connect.WillTopic == "" {
 			return ErrProtocolViolationWillFlagNoPayload // [MQTT-3.1.2-9]
 		}
 

@@ -323,7 +323,13 @@ func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
 		buf.WriteByte(p.RetainAvailable)
 	}
 
-	if !mods.DisallowProblemInfo && p.canEncode(pkt, PropUser) {
+	// telegate: Request Problem Information 0 keeps User Properties off
+	// packets other than PUBLISH, CONNACK and DISCONNECT ([MQTT-3.1.2-29]);
+	// a PUBLISH carries its message's User Properties unaltered
+	// ([MQTT-3.3.2-17]). Upstream dropped them from every packet. (On
+	// CONNACK and DISCONNECT they are allowed, not required: still left
+	// out, as upstream.)
+	if (!mods.DisallowProblemInfo || pkt == Publish) && p.canEncode(pkt, PropUser) {
 		pb := mempool.GetBuffer()
 		defer mempool.PutBuffer(pb)
 		for _, v := range p.User {
