@@ -84,7 +84,12 @@ func (b *Bus) connect(role string) (*nats.Conn, error) {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(-1), // no silent buffering: a publish while disconnected fails, the caller retries
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil && c.IsClosed() {
+				// Our own Close or Drain at shutdown: not a fault.
+				log.Info("nats connection closed", "role", role)
+				return
+			}
 			log.Warn("nats disconnected", "role", role, "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
