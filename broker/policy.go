@@ -138,6 +138,12 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	var certUntil time.Time
 	if cn, until, ok := peerCertificate(cl.Net.Conn); ok {
 		certUntil = until
+		if !h.b.now().Before(until) {
+			// Valid at the handshake, expired by the time the CONNECT was
+			// read (within the connect timeout): the expiry timer only arms
+			// for expiries ahead, so such a session would never be ended.
+			return refuse(&st.RefusedBadSecret, "client certificate expired", nil)
+		}
 		if cn != id {
 			return refuse(&st.RefusedIdentityMismatch, "client id differs from certificate CN", nil)
 		}

@@ -16,7 +16,7 @@ type Stats struct {
 	ConnectsAccepted atomic.Uint64
 	// Connect refusals by reason. AuthFailures is their sum.
 	RefusedUnknownDevice    atomic.Uint64 // client id not in the registry
-	RefusedBadSecret        atomic.Uint64 // wrong or missing password
+	RefusedBadSecret        atomic.Uint64 // wrong or missing password, or client certificate expired since the handshake
 	RefusedDisabled         atomic.Uint64 // device disabled in the registry
 	RefusedIdentityMismatch atomic.Uint64 // client id != username, or != certificate CN
 	RefusedWill             atomic.Uint64 // Will topic outside the device's publish ACL

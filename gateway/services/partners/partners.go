@@ -134,7 +134,14 @@ func parseClock(s string) (int, error) {
 }
 
 // Validate checks a partner (untrusted input from the API or a file).
-func (p Partner) Validate() error {
+func (p Partner) Validate() error { return p.validate(true) }
+
+// validate checks a partner. strict false accepts an opening-hours rule
+// whose window is empty (open equals close): releases before the rule was
+// refused stored such partners in the bucket, and dropping the whole entry
+// on load would take the partner's other venues, API token and NATS user
+// away with it (the rule itself stays never open, as it always was).
+func (p Partner) validate(strict bool) error {
 	var errs []error
 	bad := func(f string, a ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...))
@@ -174,7 +181,7 @@ func (p Partner) Validate() error {
 			bad("venue %s listed twice", v.ID)
 		}
 		seen[v.ID] = true
-		if err := v.Validate(); err != nil {
+		if err := v.validate(strict); err != nil {
 			errs = append(errs, fmt.Errorf("venue %s: %w", v.ID, err))
 		}
 	}
@@ -182,7 +189,11 @@ func (p Partner) Validate() error {
 }
 
 // Validate checks a venue.
-func (v Venue) Validate() error {
+func (v Venue) Validate() error { return v.validate(true) }
+
+// validate checks a venue; strict false accepts empty opening-hours
+// windows (Partner.validate).
+func (v Venue) validate(strict bool) error {
 	var errs []error
 	bad := func(f string, a ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+f, append([]any{svc.ErrInvalid}, a...)...))
@@ -219,7 +230,7 @@ func (v Venue) Validate() error {
 		if cerr != nil {
 			errs = append(errs, cerr)
 		}
-		if oerr == nil && cerr == nil && (o == c || (o == 24*60 && c == 0)) {
+		if strict && oerr == nil && cerr == nil && emptyWindow(o, c) {
 			// OpenAt would never be open ("00:00"-"00:00" read as all day
 			// elsewhere): refused rather than silently closed.
 			bad("hours: open %s equals close %s: an empty window (all day is \"00:00\"-\"24:00\")", h.Open, h.Close)
@@ -235,6 +246,25 @@ func (v Venue) Validate() error {
 		bad("daily_cap %d: want 1..1000", v.DailyCap)
 	}
 	return errors.Join(errs...)
+}
+
+// emptyWindow reports whether an opening-hours rule from o to c (minutes
+// of the day, 0-1440) is never open.
+func emptyWindow(o, c int) bool { return o == c || (o == 24*60 && c == 0) }
+
+// legacyHours reports whether p has an empty opening-hours window (stored
+// by a release that accepted them).
+func (p Partner) legacyHours() bool {
+	for _, v := range p.Venues {
+		for _, h := range v.Hours {
+			o, oerr := parseClock(h.Open)
+			c, cerr := parseClock(h.Close)
+			if oerr == nil && cerr == nil && emptyWindow(o, c) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // OpenAt reports whether the venue is open at t (in its time zone).
@@ -397,9 +427,13 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) bool {
 			return true
 		}
 		var p Partner
-		if err := json.Unmarshal(e.Value(), &p); err != nil || p.Validate() != nil || p.ID != id {
+		if err := json.Unmarshal(e.Value(), &p); err != nil || p.validate(false) != nil || p.ID != id {
 			r.log.Warn("partner entry in the bucket ignored: invalid", "key", key)
 			return false
+		}
+		if p.legacyHours() {
+			r.log.Warn("partner has an opening-hours rule whose open equals its close: never open; the API refuses it on the next write",
+				"partner", id)
 		}
 		r.stored[id] = p
 		r.refreshLocked(id)
