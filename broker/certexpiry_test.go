@@ -158,3 +158,25 @@ func TestCertificateExpiryEndsSession(t *testing.T) {
 		t.Fatalf("expired certificate: result %d, want a failed handshake", got)
 	}
 }
+
+// The expiry timer waits just past the next expiry, but runs at most once
+// per expiryMinGap: each run scans every live session, and a fleet whose
+// certificates expire one after another must not make it run once per
+// certificate.
+func TestExpiryWaitSpacesRuns(t *testing.T) {
+	now := time.Date(2028, 2, 29, 23, 59, 59, 0, time.UTC)
+	for _, c := range []struct {
+		name       string
+		next, last time.Time
+		want       time.Duration
+	}{
+		{"first run", now.Add(time.Hour), time.Time{}, time.Hour + 10*time.Millisecond},
+		{"next expiry far ahead", now.Add(time.Minute), now, time.Minute + 10*time.Millisecond},
+		{"next expiry 5 ms after a run", now.Add(5 * time.Millisecond), now, expiryMinGap},
+		{"last run long ago", now.Add(5 * time.Millisecond), now.Add(-time.Hour), 15 * time.Millisecond},
+	} {
+		if got := expiryWait(now, c.next, c.last); got != c.want {
+			t.Errorf("%s: expiryWait = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
