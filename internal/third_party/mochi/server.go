@@ -1169,6 +1169,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		// stored it with Expiry -1 and sent it later without its Message
 		// Expiry Interval ([MQTT-3.3.2-6]), even once expired.
 		held := sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+		if f := seamHoldDecided.Load(); f != nil {
+			(*f)(cl, held)
+		}
 		set := cl.State.Inflight.Set
 		if held {
 			set = cl.State.Inflight.SetHeld
@@ -1276,6 +1279,9 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
+		if f := seamQuotaFreed.Load(); f != nil {
+			(*f)(cl)
+		}
 	}
 
 	return nil
