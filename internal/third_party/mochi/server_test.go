@@ -1503,6 +1503,10 @@ func TestServerProcessPacketAndNextImmediate(t *testing.T) {
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
 		require.NoError(t, err)
+		// telegate: the released publish is queued on outbound, behind
+		// publishes queued before it (WriteLoop writes it), not written
+		// by the read goroutine.
+		require.NoError(t, cl.WritePacket(*<-cl.State.outbound))
 		_ = w.Close()
 	}()
 
