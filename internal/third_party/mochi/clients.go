@@ -176,6 +176,17 @@ type ClientState struct {
 	// InjectPacket with a live device client would race and is not used).
 	body     *[]byte
 	bodyFree bool
+	// telegate: sendMu orders the server's QoS 1/2 publishes to the
+	// client. Its holder alone takes send quota for a publish, decides
+	// whether a new publish goes out or is held, releases held ones and
+	// queues them on outbound (publishToClient, sendHeld,
+	// ResendInflightMessages). Quota is given back (PUBACK, PUBCOMP)
+	// without it; whoever frees quota then calls sendHeld. Taken before
+	// the Inflight lock, never the other way round.
+	sendMu sync.Mutex
+	// telegate: heldStalled is set when sendHeld found outbound full with
+	// quota free; WriteLoop calls sendHeld again after its next write.
+	heldStalled atomic.Bool
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -219,6 +230,9 @@ func (cl *Client) WriteLoop() {
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if cl.State.heldStalled.CompareAndSwap(true, false) {
+				cl.sendHeld(time.Now().Unix()) // telegate: outbound has room again
+			}
 		case <-cl.State.open.Done():
 			return
 		}
@@ -325,6 +339,10 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	// telegate: a publish to the client made meanwhile waits, then goes
+	// after the resent ones ([MQTT-4.6.0-6]).
+	cl.lockSend()
+	defer cl.State.sendMu.Unlock()
 	now := time.Now().Unix()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
@@ -406,10 +424,28 @@ func (cl *Client) dropInflight(pk packets.Packet) bool {
 // gives its quota back (telegate: upstream deleted it once written, so it
 // was not resent on session resume and its PUBACK, found nowhere, never
 // freed the quota: every later publish to the client stayed held). It
-// runs on the client's read goroutine (after each packet, and at session
-// resume).
+// runs on the client's read goroutine after each packet (a PUBACK frees
+// quota) and on WriteLoop after a stall; publishToClient does the same
+// under the lock it already holds (sendHeldLocked).
 func (cl *Client) sendHeld(now int64) {
-	for atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 && cl.State.Inflight.Len() > 0 {
+	if atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 || cl.State.Inflight.Len() == 0 {
+		return // the common case, without the lock
+	}
+	cl.lockSend()
+	defer cl.State.sendMu.Unlock()
+	cl.sendHeldLocked(now)
+}
+
+// sendHeldLocked is sendHeld for the holder of cl.State.sendMu. A held
+// publish is queued on outbound, behind the publishes queued before it
+// (telegate: upstream wrote it from the read goroutine, which could pass
+// an older publish still queued). If outbound is full it stays held and
+// WriteLoop retries after its next write (heldStalled).
+func (cl *Client) sendHeldLocked(now int64) {
+	if cl.Net.Conn == nil || cl.Closed() {
+		return // sent on the next connection (ResendInflightMessages)
+	}
+	for atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
 		if !ok {
 			return
@@ -418,12 +454,38 @@ func (cl *Client) sendHeld(now int64) {
 			cl.dropInflight(next)
 			continue
 		}
+		if len(cl.State.outbound) == cap(cl.State.outbound) {
+			cl.State.heldStalled.Store(true)
+			if len(cl.State.outbound) < cap(cl.State.outbound) {
+				continue // WriteLoop took one meanwhile: try again
+			}
+			return
+		}
 		if next, ok = cl.State.Inflight.Release(next.PacketID); !ok {
 			continue
 		}
 		cl.State.Inflight.DecreaseSendQuota()
-		_ = cl.WritePacket(next)
+		select {
+		case cl.State.outbound <- &next:
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+		default: // a QoS 0 publish took the room: held again
+			cl.State.Inflight.SetHeld(next)
+			cl.State.Inflight.IncreaseSendQuota()
+			cl.State.heldStalled.Store(true)
+			return
+		}
 	}
+}
+
+// lockSend takes cl.State.sendMu (telegate).
+func (cl *Client) lockSend() {
+	if cl.State.sendMu.TryLock() {
+		return
+	}
+	if f := seamSendLockWait.Load(); f != nil {
+		(*f)(cl)
+	}
+	cl.State.sendMu.Lock()
 }
 
 // publishSize is the size of PUBLISH pk as WritePacket writes it to the
@@ -459,6 +521,15 @@ func (cl *Client) ClearInflights() {
 }
 
 // ClearExpiredInflights deletes any inflight messages which have expired.
+//
+// telegate: of the server's own flows (isOutbound) only a held publish,
+// never sent, expires. A PUBLISH sent to the client stays inflight until
+// acknowledged, whatever its Message Expiry (MQTT 5 3.3.2.3.3, 4.9:
+// expiry applies to messages not yet sent), as does a PUBREL: upstream
+// deleted them, so their PUBACK / PUBCOMP freed no send quota and the
+// client's quota shrank for good (with Receive Maximum 1, every later
+// publish stayed held). The client's answers to its own flows expire as
+// upstream.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
@@ -467,6 +538,18 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
 		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
+
+		if isOutbound(tk) {
+			// telegate: a held one with its expiry passed (any protocol
+			// version: sendHeld would drop it too), removed only if still
+			// held (deleteHeld is atomic with Release).
+			if (enforced || tk.Expiry > 0 && tk.Expiry < now) && cl.State.Inflight.deleteHeld(tk.PacketID) {
+				cl.ops.hooks.OnQosDropped(cl, tk)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+				deleted = append(deleted, tk.PacketID)
+			}
+			continue
+		}
 
 		if expired || enforced {
 			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {

@@ -181,6 +181,38 @@ func (i *Inflight) Release(id uint16) (packets.Packet, bool) {
 	return pk, ok
 }
 
+// hasHeld reports whether a publish is held (telegate): marked held, or
+// with upstream's marker Expiry < 0 (test fixtures).
+func (i *Inflight) hasHeld() bool {
+	i.RLock()
+	defer i.RUnlock()
+	if len(i.held) > 0 {
+		return true
+	}
+	for _, v := range i.internal {
+		if v.Expiry < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteHeld removes the publish with packet id id only if it is still
+// held: never sent, so it holds no send quota (telegate). Atomic with
+// Release, so a publish released (about to be sent) at the same moment
+// is kept. Returns true if it deleted it.
+func (i *Inflight) deleteHeld(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	if !i.isHeldLocked(id) {
+		return false
+	}
+	delete(i.internal, id)
+	delete(i.order, id)
+	delete(i.held, id)
+	return true
+}
+
 // NextImmediate returns the next inflight packet which is indicated to be sent immediately.
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
@@ -279,16 +311,25 @@ func (i *Inflight) ResetReceiveQuota(n int32) {
 }
 
 // DecreaseSendQuota reduces the send quota by 1.
+// telegate: compare-and-swap, as IncreaseSendQuota: the client's read
+// goroutine gives quota back while a publisher takes it; upstream's load
+// then add could step past 0 or the maximum.
 func (i *Inflight) DecreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) > 0 {
-		atomic.AddInt32(&i.sendQuota, -1)
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q <= 0 || atomic.CompareAndSwapInt32(&i.sendQuota, q, q-1) {
+			return
+		}
 	}
 }
 
 // IncreaseSendQuota increases the send quota by 1.
 func (i *Inflight) IncreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) < atomic.LoadInt32(&i.maximumSendQuota) {
-		atomic.AddInt32(&i.sendQuota, 1)
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q >= atomic.LoadInt32(&i.maximumSendQuota) || atomic.CompareAndSwapInt32(&i.sendQuota, q, q+1) {
+			return
+		}
 	}
 }
 

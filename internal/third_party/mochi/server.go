@@ -1146,6 +1146,11 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if out.FixedHeader.Qos > 0 {
+		// telegate: the quota decision, the store and the queueing on
+		// outbound are one step against the client's read goroutine and
+		// other publishers (ClientState.sendMu); see below.
+		cl.lockSend()
+		defer cl.State.sendMu.Unlock()
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
@@ -1168,7 +1173,18 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		// stored held (Inflight.SetHeld), keeping its Expiry; upstream
 		// stored it with Expiry -1 and sent it later without its Message
 		// Expiry Interval ([MQTT-3.3.2-6]), even once expired.
-		held := sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+		// telegate: it is held too while older publishes are held, and
+		// the held ones are then sent in order as far as the quota allows
+		// (sendHeldLocked). Upstream checked the quota without a lock: a
+		// publish just after a PUBACK freed a slot went out before the
+		// older held ones ([MQTT-4.6.0-6]), and one held just as the
+		// read goroutine, after the PUBACK, found nothing held waited for
+		// the client's next packet.
+		held := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 &&
+			(sentQuota <= 0 || cl.State.Inflight.hasHeld())
+		if f := seamHoldDecided.Load(); f != nil {
+			(*f)(cl, held)
+		}
 		set := cl.State.Inflight.Set
 		if held {
 			set = cl.State.Inflight.SetHeld
@@ -1182,6 +1198,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		if held {
+			cl.sendHeldLocked(time.Now().Unix())
 			return out, nil
 		}
 	}
@@ -1276,6 +1293,9 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
+		if f := seamQuotaFreed.Load(); f != nil {
+			(*f)(cl)
+		}
 	}
 
 	return nil

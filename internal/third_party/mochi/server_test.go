@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -1503,6 +1504,12 @@ func TestServerProcessPacketAndNextImmediate(t *testing.T) {
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
 		require.NoError(t, err)
+		// telegate: the released publish is queued on outbound, behind
+		// publishes queued before it, and WriteLoop writes it (not the
+		// read goroutine): wait until it has been read from the pipe.
+		for atomic.LoadInt32(&cl.State.outboundQty) > 0 {
+			runtime.Gosched()
+		}
 		_ = w.Close()
 	}()
 

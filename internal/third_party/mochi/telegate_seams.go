@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: MIT
+
+package mqtt
+
+import "sync/atomic"
+
+// telegate: test seams, nil outside the package's tests. Each is loaded
+// atomically (a test sets it while the server's goroutines run) and lets
+// zz_telegate_order_test.go put the publisher goroutine and the client's
+// read goroutine in a chosen interleaving, without sleeps.
+var (
+	// seamQuotaFreed runs on the client's read goroutine once a PUBACK
+	// has given a send-quota slot back, before held publishes are sent.
+	seamQuotaFreed atomic.Pointer[func(cl *Client)]
+	// seamHoldDecided runs in publishToClient once it has decided whether
+	// a QoS 1/2 publish is sent now (held false) or held.
+	seamHoldDecided atomic.Pointer[func(cl *Client, held bool)]
+	// seamSendLockWait runs when a goroutine finds the client's send lock
+	// taken and is about to wait for it.
+	seamSendLockWait atomic.Pointer[func(cl *Client)]
+)
