@@ -226,8 +226,19 @@ func (cl *Client) WriteLoop() {
 		select {
 		case pk := <-cl.State.outbound:
 			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				if errors.Is(err, packets.ErrPacketTooLarge) && pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 {
+					// telegate: a held publish released to this connection
+					// whose Maximum Packet Size it exceeds (the session's
+					// previous connection allowed it) is discarded as if sent
+					// ([MQTT-3.1.2-25]), as ResendInflightMessages does, and
+					// its send quota given back: kept, it held a slot for the
+					// rest of the connection, never sent nor acknowledged
+					// (with Receive Maximum 1 every later command stalled).
+					cl.discardUnsendable(*pk)
+				} else {
+					// TODO : Figure out what to do with error
+					cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				}
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 			if cl.State.heldStalled.CompareAndSwap(true, false) {
@@ -397,6 +408,18 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	return nil
+}
+
+// discardUnsendable drops stored publish pk, which this connection cannot
+// be sent (too large), gives its send quota back and sends the held
+// publishes that quota now allows (telegate).
+func (cl *Client) discardUnsendable(pk packets.Packet) {
+	cl.lockSend()
+	defer cl.State.sendMu.Unlock()
+	if cl.dropInflight(pk) {
+		cl.State.Inflight.IncreaseSendQuota()
+	}
+	cl.sendHeldLocked(time.Now().Unix())
 }
 
 // expired reports whether publish pk's Message Expiry has passed at now

@@ -118,3 +118,53 @@ func TestTelegateInflightKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTelegateUnsendableHeldDiscarded: a held command that the resumed
+// connection's smaller Maximum Packet Size no longer allows is discarded
+// when the quota releases it, and its send slot given back; before, it sat
+// inflight, never sent nor acknowledged, and with Receive Maximum 1 every
+// later command to the device stayed held.
+func TestTelegateUnsendableHeldDiscarded(t *testing.T) {
+	s, addr := pidServer(t)
+	props := []byte{0x11, 0, 0, 0, 60, 0x21, 0, 1} // Session Expiry 60 s, Receive Maximum 1
+	c := dialRaw(t, addr)
+	c.send(0x10, connect5(true, props...)...)
+	if f, _ := c.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	c.send(0x82, append([]byte{0, 1, 0}, subscribeCmd...)...)
+	c.expect(0x90, 0, 1, 0, 1)
+	publishCmd(t, s, "1")
+	if err := s.Publish("cmd/x", bytes.Repeat([]byte{'b'}, 100), false, 1); err != nil { // held
+		t.Fatal(err)
+	}
+	if _, p := c.command5(); p != "1" {
+		t.Fatalf("first command %q", p)
+	}
+	c.c.Close() // not acknowledged
+
+	// Resumed with Maximum Packet Size 40: "1" (resent) fits, the held
+	// 100-byte command does not.
+	c = dialRaw(t, addr)
+	c.send(0x10, connect5(false, append(props, 0x27, 0, 0, 0, 40)...)...)
+	if f, b := c.read(); f != 0x20 || b[0] != 1 {
+		t.Fatalf("CONNACK %02x % x, want session present", f, b)
+	}
+	id, p := c.command5()
+	if p != "1" {
+		t.Fatalf("resent command %q", p)
+	}
+	c.send(0x40, byte(id>>8), byte(id)) // frees the slot: the held one is released, cannot be sent
+	c.sync()
+	publishCmd(t, s, "3")
+	id, p = c.command5()
+	if p != "3" {
+		t.Fatalf("got %q, want the next command", p)
+	}
+	c.send(0x40, byte(id>>8), byte(id))
+	c.sync()
+	cl, _ := s.Clients.Get("c5")
+	if n := cl.State.Inflight.Len(); n != 0 {
+		t.Fatalf("%d inflight, want 0 (the unsendable command discarded)", n)
+	}
+}
