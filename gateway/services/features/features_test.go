@@ -97,9 +97,13 @@ func TestYearWalk(t *testing.T) {
 	e := newEnv(t,
 		customers.Registration{ID: "north", Region: "DE", Entitlements: all, Vehicles: []customers.Vehicle{{VIN: "VIN-N"}}},
 		customers.Registration{ID: "south", Region: "AU", Entitlements: all, Vehicles: []customers.Vehicle{{VIN: "VIN-S"}}},
-		customers.Registration{ID: "moved", Region: "DE", Entitlements: all, Vehicles: []customers.Vehicle{{VIN: "VIN-L"}}},
+		customers.Registration{ID: "moved", Region: "DE", Entitlements: all, Vehicles: []customers.Vehicle{{VIN: "VIN-L"}},
+			Consents: []string{features.ConsentLocation}},
 	)
-	e.sched.SetLatitude("VIN-L", -33.9) // registered in Germany, last seen in Cape Town
+	// Registered in Germany, last seen in Cape Town.
+	if err := e.sched.SetLatitude(e.ctx, "VIN-L", -33.9); err != nil {
+		t.Fatal(err)
+	}
 	var got []string
 	total := 0
 	for d := time.Date(2026, 1, 1, 6, 0, 0, 0, time.UTC); d.Year() == 2026; d = d.AddDate(0, 0, 1) {

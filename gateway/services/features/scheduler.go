@@ -39,6 +39,11 @@ var ErrUnknownFeature = fmt.Errorf("unknown feature: %w", svc.ErrNotFound)
 type Owners interface {
 	Vehicles() []customers.Owner
 	Lookup(vin string) (customers.Owner, bool)
+	// Consented reports whether customer id grants consent (the
+	// hemisphere is stored only with ConsentLocation).
+	Consented(id, consent string) bool
+	// VINs lists customer id's vehicles.
+	VINs(id string) []string
 }
 
 // StatusDecided is the status of a decision stored in the feature state
@@ -118,8 +123,7 @@ type Scheduler struct {
 	// (0: on time); it makes a catch-up one log line at each end instead of
 	// one per missed tick (a day's outage is 8 640 ticks of 10 s).
 	behind atomic.Int64
-	lmu    sync.RWMutex
-	lats   map[string]float64 // last known latitude per VIN
+	hemis  *hemispheres // last known hemisphere per VIN (KV HemisphereBucket, cached)
 }
 
 // NewScheduler opens the features bucket.
@@ -131,8 +135,12 @@ func NewScheduler(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, re
 	if err != nil {
 		return nil, err
 	}
+	hkv, err := svc.OpenKV(ctx, js, HemisphereBucket, "Last known hemisphere (north/south) per vehicle, from consented positions", replicas)
+	if err != nil {
+		return nil, err
+	}
 	return &Scheduler{cfg: cfg, js: js, nc: nc, kv: kv, pub: svc.Publisher{JS: js}, owners: owners, log: log,
-		lats: map[string]float64{}}, nil
+		hemis: newHemispheres(hkv)}, nil
 }
 
 // Catalog returns the catalog.
@@ -146,29 +154,21 @@ func (s *Scheduler) feature(id string) (Feature, bool) {
 	return s.cfg.Catalog[i], true
 }
 
-// SetLatitude records a vehicle's last known latitude.
-func (s *Scheduler) SetLatitude(vin string, lat float64) {
-	s.lmu.Lock()
-	s.lats[vin] = lat
-	s.lmu.Unlock()
-}
-
-// Hemisphere of a vehicle: last known latitude, else registered region,
-// else north.
-func (s *Scheduler) Hemisphere(o customers.Owner) string {
-	s.lmu.RLock()
-	lat, ok := s.lats[o.Vehicle.VIN]
-	s.lmu.RUnlock()
-	if ok {
-		if lat < 0 {
-			return "south"
-		}
-		return "north"
+// Hemisphere of a vehicle: the last known hemisphere stored from its
+// positions (HemisphereBucket, shared by the replicas), else the
+// registered region, else north.
+func (s *Scheduler) Hemisphere(ctx context.Context, o customers.Owner) (string, error) {
+	h, _, err := s.hemis.get(ctx, o.Vehicle.VIN)
+	if err != nil {
+		return "", err
+	}
+	if h != "" {
+		return h, nil
 	}
 	if h := customers.Hemisphere(o.Region); h != "" {
-		return h
+		return h, nil
 	}
-	return "north"
+	return "north", nil
 }
 
 // InRollout reports whether vin falls inside a rollout percentage: a
@@ -179,8 +179,9 @@ func InRollout(feature, vin string, pct int) bool {
 	return int(binary.BigEndian.Uint64(h[:8])%100) < pct
 }
 
-// Desired is a vehicle's desired state of feature f on date.
-func (s *Scheduler) Desired(o customers.Owner, f Feature, ctl Control, date time.Time) (bool, string) {
+// Desired is a vehicle's desired state of feature f on date, the vehicle
+// being in hemisphere ("north" or "south", see Hemisphere).
+func (s *Scheduler) Desired(o customers.Owner, hemisphere string, f Feature, ctl Control, date time.Time) (bool, string) {
 	pct := 100
 	if f.Rollout != nil {
 		pct = *f.Rollout
@@ -195,7 +196,7 @@ func (s *Scheduler) Desired(o customers.Owner, f Feature, ctl Control, date time
 		return false, "rolled back"
 	case !InRollout(f.ID, o.Vehicle.VIN, pct):
 		return false, "outside rollout"
-	case !InSeason(f.Season, s.Hemisphere(o), date):
+	case !InSeason(f.Season, hemisphere, date):
 		return false, "out of season"
 	}
 	return true, "in season"
@@ -253,8 +254,12 @@ func (s *Scheduler) Tick(ctx context.Context, date time.Time, dryRun bool) ([]Ch
 	}
 	var changes []Change
 	for _, o := range s.owners.Vehicles() {
+		hemi, err := s.Hemisphere(ctx, o)
+		if err != nil {
+			return changes, err
+		}
 		for _, f := range s.cfg.Catalog {
-			want, why := s.Desired(o, f, ctls[f.ID], date)
+			want, why := s.Desired(o, hemi, f, ctls[f.ID], date)
 			key := "s." + o.Vehicle.VIN + "." + f.ID
 			var st State
 			rev, err := s.kv.Get(ctx, key, &st)
@@ -416,16 +421,33 @@ func (s *Scheduler) SetControl(ctx context.Context, feature string, update func(
 }
 
 // Run ticks every Interval, records command results and last known
-// latitudes until ctx ends.
+// hemispheres until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
+	watched := make(chan struct{})
+	hctx, stopWatch := context.WithCancel(ctx)
+	defer func() { <-watched }()
+	defer stopWatch()
+	go func() {
+		defer close(watched)
+		if err := s.hemis.watch(hctx); err != nil {
+			// Hemisphere reads the bucket directly while the cache is not
+			// loaded: slower, still correct.
+			s.log.Warn("hemisphere watch stopped; reading the bucket directly", "err", err)
+		}
+	}()
 	sub, err := s.nc.Subscribe("vehicle.event.*", func(m *nats.Msg) {
 		ev, err := svc.Decode(m.Data)
 		if err != nil {
 			return
 		}
 		var d eventsink.VehicleEvent
-		if json.Unmarshal(ev.Data, &d) == nil && d.Position != nil && d.VIN != "" {
-			s.SetLatitude(d.VIN, d.Position.Lat)
+		if json.Unmarshal(ev.Data, &d) != nil || d.Position == nil || d.VIN == "" {
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := s.SetLatitude(wctx, d.VIN, d.Position.Lat); err != nil && ctx.Err() == nil {
+			s.log.Warn("hemisphere not stored", "vin", d.VIN, "err", err)
 		}
 	})
 	if err != nil {

@@ -151,6 +151,8 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock, Cluster: cfg.Cluster}, log.With("service", "features")); err != nil {
 		return nil, err
 	}
+	s.Customers.OnErase(s.Scheduler.Erase)
+	s.Customers.OnWithdraw(s.Scheduler.Withdrawn)
 
 	if s.Partners, err = partners.Open(ctx, js, r, cfg.PartnersFile, log.With("service", "partners")); err != nil {
 		return nil, fmt.Errorf("%w: partners: %w", ErrConfig, err)
