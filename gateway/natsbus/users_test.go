@@ -118,6 +118,14 @@ func TestCredentialsFile(t *testing.T) {
 	_ = b2
 }
 
+// hemiKey and hemiGet write and read a vehicle's hemisphere in the
+// features service's feature_hemispheres bucket (location-derived, kept
+// under the driver's location consent): no restricted role may.
+const (
+	hemiKey = "$KV.feature_hemispheres.h.VIN1"
+	hemiGet = "$JS.API.DIRECT.GET.KV_feature_hemispheres.$KV.feature_hemispheres.h.VIN1"
+)
+
 // roleConn connects as role, collecting the server's permission errors.
 type roleConn struct {
 	*Client
@@ -200,7 +208,8 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("events: kv get: %v", err)
 	}
 	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.customers.x", "profile.events.x", "partners.p.triggers",
-		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.PURGE.DTC", "$JS.API.CONSUMER.CREATE.VEHICLE", SubjectLive + "VIN1"} {
+		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.PURGE.DTC", "$JS.API.CONSUMER.CREATE.VEHICLE", SubjectLive + "VIN1",
+		hemiKey, hemiGet} {
 		ev.refused(t, "publish", s)
 	}
 	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "vehicle.>"} {
@@ -236,7 +245,8 @@ func TestRolePermissions(t *testing.T) {
 	}
 	_ = lsub.Unsubscribe()
 	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
-		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x"} {
+		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x",
+		hemiKey, hemiGet} {
 		dash.refused(t, "publish", s)
 	}
 	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleEvents) + ".>", "$KV.>"} {
@@ -268,7 +278,7 @@ func TestRolePermissions(t *testing.T) {
 	_ = w.Stop()
 	for _, s := range []string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN1",
 		"$JS.API.STREAM.DELETE.KV_sessions", "$JS.API.STREAM.PURGE.KV_sessions", "$JS.API.CONSUMER.CREATE.DTC",
-		"cluster.registry.reload"} {
+		"cluster.registry.reload", hemiKey, hemiGet} {
 		br.refused(t, "publish", s)
 	}
 	for _, s := range []string{">", "_INBOX.>", "vehicle.>", "$KV.dtc_state.>"} {
@@ -365,7 +375,7 @@ func TestOCPPRolePermissions(t *testing.T) {
 		"charging.session.started.CS1", "telemetry.dtc.raised.VIN1", "cluster.registry.reload",
 		"$JS.API.STREAM.DELETE.KV_ocpp_txn", "$JS.API.STREAM.PURGE.KV_ocpp_txn", "$JS.API.STREAM.PURGE.CHARGING",
 		"$JS.API.CONSUMER.CREATE.CHARGING.x.charging.session.>", "$JS.API.CONSUMER.CREATE.DTC",
-		"$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.VIN1"} {
+		"$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.VIN1", hemiKey, hemiGet} {
 		oc.refused(t, "publish", s)
 	}
 	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "charging.>", "$KV.>"} {
