@@ -29,7 +29,7 @@ const HemisphereBucket = "feature_hemispheres"
 const ConsentLocation = "location_sharing"
 
 // ErrBadLatitude is returned for a latitude that is not a number in
-// [-90, 90]; nothing is stored.
+// [-90, 90]; nothing is stored, Run counts it (Scheduler.BadPositions).
 var ErrBadLatitude = fmt.Errorf("%w: latitude", svc.ErrInvalid)
 
 // hemisphereRecord is the value of h.{vin}.
@@ -195,7 +195,7 @@ func (c *hemispheres) watch(ctx context.Context) error {
 // positions are ignored). The latitude itself is not kept.
 func (s *Scheduler) SetLatitude(ctx context.Context, vin string, lat float64) error {
 	if math.IsNaN(lat) || lat < -90 || lat > 90 {
-		return fmt.Errorf("%w: %v", ErrBadLatitude, lat)
+		return ErrBadLatitude // the value is not logged: location data
 	}
 	o, ok := s.owners.Lookup(vin)
 	if !ok || !s.owners.Consented(o.CustomerID, ConsentLocation) {
@@ -245,3 +245,7 @@ func (s *Scheduler) Withdrawn(ctx context.Context, id string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// BadPositions is the number of location events whose latitude was not a
+// number in [-90, 90] (ignored).
+func (s *Scheduler) BadPositions() int64 { return s.badPositions.Load() }

@@ -121,6 +121,14 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 		}
 		return nil
 	})
+	// A latitude out of range is counted and changes nothing.
+	publishPosition(t, ctx, js, hemiVIN, 2, 123, clk.Now())
+	svctest.Eventually(t, "bad latitude counted", func() error {
+		if n := a.sched.BadPositions(); n != 1 {
+			return fmt.Errorf("%d bad positions", n)
+		}
+		return nil
+	})
 	stop(a) // releases the lease; its memory is gone
 
 	b := start("replica-b")
@@ -262,7 +270,8 @@ func TestHemisphereNeedsLocationConsent(t *testing.T) {
 	}
 }
 
-// Erasing the customer deletes the vehicle's entry, history included.
+// Erasing the customer deletes the vehicle's entry, history included: the
+// scheduler's erasure hook, and the registry's erasure as a whole.
 func TestHemisphereErased(t *testing.T) {
 	e := newHemiEnv(t)
 	if err := e.reg.Register(e.ctx, hemiCustomer, "test"); err != nil {
@@ -273,6 +282,20 @@ func TestHemisphereErased(t *testing.T) {
 	}
 	if e.rev(t, hemiVIN) == 0 {
 		t.Fatal("not stored")
+	}
+	// The hook itself (Erase also scrubs every subject carrying the VIN).
+	if err := e.sched.Erase(e.ctx, &customers.Erasure{Customer: customers.Customer{ID: hemiCustomer.ID,
+		Vehicles: hemiCustomer.Vehicles}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.rev(t, hemiVIN); r != 0 {
+		t.Fatalf("still stored after the erasure hook (revision %d)", r)
+	}
+	if err := e.sched.SetLatitude(e.ctx, hemiVIN, -33.9); err != nil {
+		t.Fatal(err)
+	}
+	if e.rev(t, hemiVIN) == 0 {
+		t.Fatal("not stored again")
 	}
 	if err := e.reg.Erase(e.ctx, hemiCustomer.ID); err != nil {
 		t.Fatal(err)

@@ -124,6 +124,8 @@ type Scheduler struct {
 	// one per missed tick (a day's outage is 8 640 ticks of 10 s).
 	behind atomic.Int64
 	hemis  *hemispheres // last known hemisphere per VIN (KV HemisphereBucket, cached)
+	// badPositions counts location events with an invalid latitude.
+	badPositions atomic.Int64
 }
 
 // NewScheduler opens the features bucket.
@@ -446,7 +448,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if err := s.SetLatitude(wctx, d.VIN, d.Position.Lat); err != nil && ctx.Err() == nil {
+		err = s.SetLatitude(wctx, d.VIN, d.Position.Lat)
+		switch {
+		case errors.Is(err, ErrBadLatitude):
+			s.badPositions.Add(1)
+		case err != nil && ctx.Err() == nil:
 			s.log.Warn("hemisphere not stored", "vin", d.VIN, "err", err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
+	"github.com/telegate/telegate/gateway/services/features"
 	"github.com/telegate/telegate/gateway/services/offers"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/profile"
@@ -181,7 +182,7 @@ func TestErasureLeavesNoLinkableTrace(t *testing.T) {
 	ctx, reg := e.ctx, e.s.Customers
 	const id, name, vin1, vin2, tag = "cust-erase-1", "Erika Mustermann", "TGSVSERASE0000001", "TGSVSERASE0000002", "RFID-ERASE-0001"
 	for _, r := range []customers.Registration{
-		{ID: id, Name: name, Region: "DE", Consents: []string{customers.ConsentPartnerOffers, "marketing"}, IDTags: []string{tag},
+		{ID: id, Name: name, Region: "DE", Consents: []string{customers.ConsentPartnerOffers, "marketing", features.ConsentLocation}, IDTags: []string{tag},
 			Vehicles: []customers.Vehicle{{VIN: vin1, BatteryKWh: 60}, {VIN: vin2}}},
 		{ID: "cust-keep-1", Name: "Keep Me", Region: "DE", Consents: []string{customers.ConsentPartnerOffers},
 			IDTags: []string{"RFID-KEEP-0001"}, Vehicles: []customers.Vehicle{{VIN: "TGSVSKEEP00000001"}}},
@@ -196,6 +197,13 @@ func TestErasureLeavesNoLinkableTrace(t *testing.T) {
 	}
 	// Vehicle data: an event with a position, a DTC.
 	e.vehicleAt(t, vin1, 1, stLat, stLon, e.at.Add(-time.Minute))
+	// ... which (location consent) stores the vehicle's hemisphere.
+	svctest.Eventually(t, "hemisphere stored", func() error {
+		if h, err := e.s.Scheduler.StoredHemisphere(ctx, vin1); err != nil || h == "" {
+			return fmt.Errorf("hemisphere %q, %v", h, err)
+		}
+		return nil
+	})
 	if err := e.pub.Publish(ctx, "telemetry.dtc.raised."+vin1, "dtc-raised-"+vin1+"-P0301-1", "dtc.raised", vin1, e.at,
 		eventsink.DTCEvent{VIN: vin1, Code: "P0301", Status: "confirmed"}); err != nil {
 		t.Fatal(err)
