@@ -137,8 +137,17 @@ func (c *hemispheres) store(ctx context.Context, vin, h string) error {
 	return fmt.Errorf("hemisphere of %s: %w", vin, svc.ErrConflict)
 }
 
-// purge deletes vin's entry (and its history).
+// purge deletes vin's entry (and its history). A vehicle with no entry
+// gets no purge marker (withdrawals of other consents come here too).
 func (c *hemispheres) purge(ctx context.Context, vin string) error {
+	h, _, err := c.load(ctx, vin)
+	if err != nil {
+		return err
+	}
+	if h == "" {
+		c.forget(vin)
+		return nil
+	}
 	if err := c.kv.Purge(ctx, hemisphereKey(vin)); err != nil {
 		return fmt.Errorf("hemisphere of %s: %w", vin, err)
 	}
