@@ -117,7 +117,7 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 	publishPosition(t, ctx, js, hemiVIN, 1, -33.9, clk.Now())
 	svctest.Eventually(t, "hemisphere stored", func() error {
 		if h, err := a.sched.StoredHemisphere(ctx, hemiVIN); err != nil || h != "south" {
-			return fmt.Errorf("stored %q, %v", h, err)
+			return fmt.Errorf("stored %q: %w", h, err)
 		}
 		return nil
 	})

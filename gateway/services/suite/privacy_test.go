@@ -200,7 +200,7 @@ func TestErasureLeavesNoLinkableTrace(t *testing.T) {
 	// ... which (location consent) stores the vehicle's hemisphere.
 	svctest.Eventually(t, "hemisphere stored", func() error {
 		if h, err := e.s.Scheduler.StoredHemisphere(ctx, vin1); err != nil || h == "" {
-			return fmt.Errorf("hemisphere %q, %v", h, err)
+			return fmt.Errorf("hemisphere %q: %w", h, err)
 		}
 		return nil
 	})
