@@ -495,21 +495,31 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	s.hooks.OnSessionEstablish(cl, pk)
 
 	sessionPresent := s.inheritClientSession(pk, cl)
+	// telegate: publishers find the client from Clients.Add on; its send
+	// lock, held until CONNACK is written and the stored publishes are
+	// resent, makes a QoS 1/2 publish meanwhile wait and go after them.
+	// Upstream stored and queued it at once: WriteLoop could write it
+	// before CONNACK ([MQTT-3.2.0-1]) and ResendInflightMessages resent
+	// it as DUP, so the device got it twice and its quota was taken twice.
+	cl.State.sendMu.Lock()
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
+		cl.State.sendMu.Unlock()
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
 	if sessionPresent {
-		err = cl.ResendInflightMessages(true)
+		err = cl.resendInflightLocked(true)
 		if err != nil {
+			cl.State.sendMu.Unlock()
 			return true, fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+	cl.State.sendMu.Unlock()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 	return true, nil
