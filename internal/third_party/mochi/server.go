@@ -1299,7 +1299,9 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		return nil // omit, but would be packets.ErrPacketIdentifierNotFound
 	}
 
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+	// telegate: only the PUBACK of a QoS 1 publish sent to the client
+	// ends it and gives its quota back (Inflight.deleteAcked).
+	if ok := cl.State.Inflight.deleteAcked(pk.PacketID, packets.Puback); ok { // [MQTT-4.3.2-5]
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1368,9 +1370,11 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+	// telegate: only for a PUBREL of the server's awaiting it
+	// (Inflight.deleteAcked); upstream gave quota back for any PUBCOMP.
+	if ok := cl.State.Inflight.deleteAcked(pk.PacketID, packets.Pubcomp); ok {
+		cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
+		cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}

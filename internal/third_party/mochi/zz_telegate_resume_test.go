@@ -115,3 +115,53 @@ func TestTelegatePublishDuringResumeSentOnceAfterResent(t *testing.T) {
 		t.Fatalf("send quota %d, want 4 (Q unacknowledged)", q)
 	}
 }
+
+// TestTelegateBogusAckGivesNoQuota: with Receive Maximum 1, "1" sent and
+// "2" held, a PUBACK for the held command's id (never sent), a PUBCOMP for
+// no flow and a duplicate PUBACK give no send quota back: the device never
+// has more than one command unacknowledged, and "2" is still sent, after
+// "1" is acknowledged. Upstream deleted the held "2" on the bogus PUBACK
+// and gave quota back for it and for the PUBCOMP, so "3" went out with
+// "1" still unacknowledged.
+func TestTelegateBogusAckGivesNoQuota(t *testing.T) {
+	s, addr := pidServer(t)
+	c := rm1Client(t, addr)
+	publishCmd(t, s, "1")
+	publishCmd(t, s, "2") // held
+	id1, p := c.command5()
+	if p != "1" {
+		t.Fatalf("first command %q", p)
+	}
+	cl, _ := s.Clients.Get("c5")
+	var held uint16
+	for _, pk := range cl.State.Inflight.GetAll(true) {
+		held = pk.PacketID
+	}
+	c.send(0x40, byte(held>>8), byte(held))   // PUBACK for the held, unsent "2"
+	c.send(0x70, byte(held>>8)+1, byte(held)) // PUBCOMP for no flow
+	c.sync()
+	if q := atomic.LoadInt32(&cl.State.Inflight.sendQuota); q != 0 {
+		t.Fatalf("send quota %d after bogus acknowledgements, want 0 (\"1\" unacknowledged)", q)
+	}
+	publishCmd(t, s, "3") // held behind "2"
+	c.send(0x40, byte(id1>>8), byte(id1))
+	c.send(0x40, byte(id1>>8), byte(id1)) // duplicate
+	for _, want := range []string{"2", "3"} {
+		id, p := c.command5()
+		if p != want {
+			t.Fatalf("got command %q, want %q", p, want)
+		}
+		c.sync()
+		if q := atomic.LoadInt32(&cl.State.Inflight.sendQuota); q != 0 {
+			t.Fatalf("send quota %d with %q unacknowledged, want 0", q, want)
+		}
+		c.send(0x40, byte(id>>8), byte(id))
+	}
+	c.sync()
+	if n := cl.State.Inflight.Len(); n != 0 {
+		t.Fatalf("%d inflight, want 0", n)
+	}
+	if q := atomic.LoadInt32(&cl.State.Inflight.sendQuota); q != 1 {
+		t.Fatalf("send quota %d, want 1", q)
+	}
+}
