@@ -141,7 +141,11 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 	if got := st["heated_seats"]; !got.Want || got.Origin != "in season" {
 		t.Fatalf("replica b: heated seats %+v; want on (southern winter) without a new position", got)
 	}
-	h, err := b.sched.Hemisphere(ctx, customers.Owner{Vehicle: customers.Vehicle{VIN: hemiVIN}})
+	o, ok := b.reg.Lookup(hemiVIN)
+	if !ok {
+		t.Fatal("replica b: vehicle not registered")
+	}
+	h, err := b.sched.Hemisphere(ctx, o)
 	if err != nil || h != "south" {
 		t.Fatalf("replica b: hemisphere %q, %v; want south", h, err)
 	}
@@ -313,5 +317,66 @@ func TestHemisphereErased(t *testing.T) {
 	}
 	if info.State.Msgs != 0 {
 		t.Fatalf("%d messages left in the bucket's stream after erasure", info.State.Msgs)
+	}
+}
+
+// A hemisphere stored while the owner no longer grants ConsentLocation (a
+// replica whose registry had not yet seen the withdrawal wrote it after
+// the withdrawing replica's purge, or that purge failed: its error is not
+// returned to the customer) is not used, and the next tick deletes it.
+// Before, every tick kept deciding with it.
+func TestHemisphereWithoutConsentNotUsedAndDeleted(t *testing.T) {
+	e := newHemiEnv(t)
+	if err := e.reg.Register(e.ctx, hemiCustomer, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sched.SetLatitude(e.ctx, hemiVIN, -33.9); err != nil {
+		t.Fatal(err)
+	}
+	// The withdrawal, made through another replica's registry (no
+	// hemisphere hook: as if its purge ran before the write above).
+	other, err := customers.Open(e.ctx, e.js, 1, nil, svctest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	octx, ocancel := context.WithCancel(e.ctx)
+	odone := make(chan error, 1)
+	go func() { odone <- other.Run(octx) }()
+	t.Cleanup(func() { ocancel(); <-odone })
+	svctest.Eventually(t, "other replica sees the customer", func() error {
+		if _, ok := other.Get(hemiCustomer.ID); !ok {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if _, err := other.SetConsent(e.ctx, hemiCustomer.ID, features.ConsentLocation, false, "app"); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(e.ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- e.reg.Run(rctx) }()
+	t.Cleanup(func() { rcancel(); <-rdone })
+	svctest.Eventually(t, "withdrawal seen", func() error {
+		if e.reg.Consented(hemiCustomer.ID, features.ConsentLocation) {
+			return errors.New("still consented")
+		}
+		return nil
+	})
+	if e.rev(t, hemiVIN) == 0 {
+		t.Fatal("the hemisphere should still be stored (no hook ran here)")
+	}
+	o, ok := e.reg.Lookup(hemiVIN)
+	if !ok {
+		t.Fatal("vehicle not registered")
+	}
+	h, err := e.sched.Hemisphere(e.ctx, o)
+	if err != nil || h != "north" {
+		t.Fatalf("without consent: hemisphere %q, %v; want north (the stored one not used)", h, err)
+	}
+	if _, err := e.sched.Tick(e.ctx, time.Date(2031, 7, 10, 10, 0, 0, 0, time.UTC), true); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.rev(t, hemiVIN); r != 0 {
+		t.Fatalf("still stored without consent after a tick (revision %d)", r)
 	}
 }

@@ -157,12 +157,23 @@ func (s *Scheduler) feature(id string) (Feature, bool) {
 }
 
 // Hemisphere of a vehicle: the last known hemisphere stored from its
-// positions (HemisphereBucket, shared by the replicas), else the
-// registered region, else north.
+// positions (HemisphereBucket, shared by the replicas) while its owner
+// grants ConsentLocation, else the registered region, else north.
+//
+// A hemisphere stored without that consent is not used and is deleted
+// here, so the lease holder's next tick retries: a replica whose registry
+// had not yet seen a withdrawal can store one after the withdrawing
+// replica's purge, and a failed purge is not reported to the customer.
 func (s *Scheduler) Hemisphere(ctx context.Context, o customers.Owner) (string, error) {
 	h, _, err := s.hemis.get(ctx, o.Vehicle.VIN)
 	if err != nil {
 		return "", err
+	}
+	if h != "" && !s.owners.Consented(o.CustomerID, ConsentLocation) {
+		if err := s.hemis.purge(ctx, o.Vehicle.VIN); err != nil {
+			s.log.Warn("hemisphere stored without location consent not deleted (retried next tick)", "vin", o.Vehicle.VIN, "err", err)
+		}
+		h = ""
 	}
 	if h != "" {
 		return h, nil

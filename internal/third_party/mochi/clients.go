@@ -354,6 +354,15 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	// after the resent ones ([MQTT-4.6.0-6]).
 	cl.lockSend()
 	defer cl.State.sendMu.Unlock()
+	return cl.resendInflightLocked(force)
+}
+
+// resendInflightLocked is ResendInflightMessages for the holder of
+// cl.State.sendMu (telegate: establishSession holds it from Clients.Add).
+func (cl *Client) resendInflightLocked(force bool) error {
+	if cl.State.Inflight.Len() == 0 {
+		return nil
+	}
 	now := time.Now().Unix()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {

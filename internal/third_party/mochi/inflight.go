@@ -197,6 +197,32 @@ func (i *Inflight) hasHeld() bool {
 	return false
 }
 
+// deleteAcked removes the entry with packet id id if the client's
+// acknowledgement of type ack (PUBACK or PUBCOMP) ends it: a QoS 1
+// publish sent to the client (not held) for a PUBACK, the server's PUBREL
+// for a PUBCOMP (telegate). Returns true if it deleted it: only then was
+// a send-quota slot taken, to be given back. Upstream deleted any entry
+// with that id (a held publish, never sent; the server's answer to the
+// client's own QoS 2 flow) and gave quota back for it, or for a PUBCOMP
+// for no entry at all: the device could raise its quota past what it had
+// acknowledged and get more publishes at once than its Receive Maximum.
+func (i *Inflight) deleteAcked(id uint16, ack byte) bool {
+	i.Lock()
+	defer i.Unlock()
+	pk, ok := i.internal[id]
+	switch {
+	case !ok || i.isHeldLocked(id):
+		return false
+	case ack == packets.Puback && (pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 1):
+		return false
+	case ack == packets.Pubcomp && pk.FixedHeader.Type != packets.Pubrel:
+		return false
+	}
+	delete(i.internal, id)
+	delete(i.order, id)
+	return true
+}
+
 // deleteHeld removes the publish with packet id id only if it is still
 // held: never sent, so it holds no send quota (telegate). Atomic with
 // Release, so a publish released (about to be sent) at the same moment

@@ -495,21 +495,31 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	s.hooks.OnSessionEstablish(cl, pk)
 
 	sessionPresent := s.inheritClientSession(pk, cl)
+	// telegate: publishers find the client from Clients.Add on; its send
+	// lock, held until CONNACK is written and the stored publishes are
+	// resent, makes a QoS 1/2 publish meanwhile wait and go after them.
+	// Upstream stored and queued it at once: WriteLoop could write it
+	// before CONNACK ([MQTT-3.2.0-1]) and ResendInflightMessages resent
+	// it as DUP, so the device got it twice and its quota was taken twice.
+	cl.State.sendMu.Lock()
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
+		cl.State.sendMu.Unlock()
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
 	if sessionPresent {
-		err = cl.ResendInflightMessages(true)
+		err = cl.resendInflightLocked(true)
 		if err != nil {
+			cl.State.sendMu.Unlock()
 			return true, fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+	cl.State.sendMu.Unlock()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 	return true, nil
@@ -1289,7 +1299,9 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		return nil // omit, but would be packets.ErrPacketIdentifierNotFound
 	}
 
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+	// telegate: only the PUBACK of a QoS 1 publish sent to the client
+	// ends it and gives its quota back (Inflight.deleteAcked).
+	if ok := cl.State.Inflight.deleteAcked(pk.PacketID, packets.Puback); ok { // [MQTT-4.3.2-5]
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1358,9 +1370,11 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+	// telegate: only for a PUBREL of the server's awaiting it
+	// (Inflight.deleteAcked); upstream gave quota back for any PUBCOMP.
+	if ok := cl.State.Inflight.deleteAcked(pk.PacketID, packets.Pubcomp); ok {
+		cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
+		cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}

@@ -2429,7 +2429,7 @@ func TestServerProcessPacketPuback(t *testing.T) {
 			cl.State.Inflight.sendQuota = 3
 			cl.State.Inflight.receiveQuota = 3
 
-			cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+			cl.State.Inflight.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}}) // telegate: a PUBACK ends a QoS 1 publish (deleteAcked)
 			atomic.AddInt64(&s.Info.Inflight, 1)
 
 			err := s.processPacket(cl, *tx.in.Packet)
@@ -2637,7 +2637,7 @@ func TestServerProcessPacketPubcomp(t *testing.T) {
 			cl.State.Inflight.sendQuota = 3
 			cl.State.Inflight.receiveQuota = 3
 
-			cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+			cl.State.Inflight.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrel}}) // telegate: a PUBCOMP ends a PUBREL (deleteAcked)
 			atomic.AddInt64(&s.Info.Inflight, 1)
 
 			err := s.processPacket(cl, *tx.in.Packet)
