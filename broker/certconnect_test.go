@@ -2,9 +2,6 @@ package broker
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -18,22 +15,7 @@ import (
 // certificate left a session that lived as long as its TCP connection.
 func TestCertificateExpiredBeforeConnectRefused(t *testing.T) {
 	clk := &fakeClock{now: time.Date(2028, 2, 29, 23, 59, 58, 0, time.UTC)}
-	clientCA := newCAValid(t, "telegate test device CA", time.Date(2028, 1, 1, 0, 0, 0, 0, time.UTC),
-		time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC))
-	dir := t.TempDir()
-	srvCA := newCA(t, "telegate test server CA")
-	certFile, keyFile := writePEM(t, dir, "server", srvCA.issue(t, "broker", true, time.Now().Add(24*time.Hour)))
-	b := startBroker(t, nil, func(c *Config) {
-		c.TLSAddr = "127.0.0.1:0"
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-		c.ClientCAFile = filepath.Join(dir, "clients-ca.pem")
-		if err := os.WriteFile(c.ClientCAFile, clientCA.pem, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.now = clk.Now
-	})
-	pool := x509.NewCertPool()
-	pool.AddCert(srvCA.cert)
+	b, clientCA, pool := certClockBroker(t, clk)
 
 	leapEnd := time.Date(2028, 2, 29, 23, 59, 59, 0, time.UTC)
 	cert := clientCA.issueValid(t, vin1, time.Date(2028, 2, 1, 0, 0, 0, 0, time.UTC), leapEnd)

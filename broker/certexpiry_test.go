@@ -67,16 +67,12 @@ func (ca *testCA) issueValid(t testing.TB, cn string, notBefore, notAfter time.T
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// TestCertificateExpiryEndsSession: a device authenticated by a client
-// certificate keeps its session only while the certificate is valid, like
-// a previous secret with previous_valid_until. The broker's clock is
-// injected (leap day 2028, the certificate expiring at its last second);
-// the handshake checks the certificate on that clock too. Before the fix a
-// certificate session was never re-checked: a vehicle whose certificate
-// expired stayed connected (and publishing) for as long as its TCP
-// connection lived.
-func TestCertificateExpiryEndsSession(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2028, 2, 29, 12, 0, 0, 0, time.UTC)}
+// certClockBroker starts a broker whose TLS listener requires client
+// certificates of a device CA valid through 2028, with its credential
+// clock at clk. It returns the broker, the device CA and a pool trusting
+// the broker's server certificate.
+func certClockBroker(t *testing.T, clk *fakeClock) (*Broker, *testCA, *x509.CertPool) {
+	t.Helper()
 	clientCA := newCAValid(t, "telegate test device CA", time.Date(2028, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC))
 	dir := t.TempDir()
@@ -93,6 +89,20 @@ func TestCertificateExpiryEndsSession(t *testing.T) {
 	})
 	pool := x509.NewCertPool()
 	pool.AddCert(srvCA.cert)
+	return b, clientCA, pool
+}
+
+// TestCertificateExpiryEndsSession: a device authenticated by a client
+// certificate keeps its session only while the certificate is valid, like
+// a previous secret with previous_valid_until. The broker's clock is
+// injected (leap day 2028, the certificate expiring at its last second);
+// the handshake checks the certificate on that clock too. Before the fix a
+// certificate session was never re-checked: a vehicle whose certificate
+// expired stayed connected (and publishing) for as long as its TCP
+// connection lived.
+func TestCertificateExpiryEndsSession(t *testing.T) {
+	clk := &fakeClock{now: time.Date(2028, 2, 29, 12, 0, 0, 0, time.UTC)}
+	b, clientCA, pool := certClockBroker(t, clk)
 	e := &tlsEnv{b: b, serverCA: pool}
 
 	issued := time.Date(2028, 2, 1, 0, 0, 0, 0, time.UTC)

@@ -19,11 +19,7 @@ import (
 // real socket as they happen.
 func TestCommandsInPublishedOrderUnderReceiveMaximum(t *testing.T) {
 	b := startBroker(t, nil, nil)
-	addr := b.Addr(ListenerTCP)
-	cmd := "vehicles/" + vin1 + "/cmd/x"
-
-	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, joinProps(propSEI60, propRM1)))
-	subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+	c, r, cmd := rm1Commands(t, b, vin1)
 	// Rounds of 60 commands: at most 60 stored for the vehicle, under
 	// Config.MaxInflight (64), beyond which commands are dropped.
 	const rounds, n = 5, 60
@@ -64,11 +60,7 @@ func TestCommandsInPublishedOrderUnderReceiveMaximum(t *testing.T) {
 // every later command stayed held for the rest of the connection.
 func TestSentCommandKeptPastExpiryUntilPuback(t *testing.T) {
 	b := startBroker(t, nil, nil)
-	addr := b.Addr(ListenerTCP)
-	cmd := "vehicles/" + vin1 + "/cmd/x"
-
-	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, joinProps(propSEI60, propRM1)))
-	subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+	c, r, cmd := rm1Commands(t, b, vin1)
 	for _, p := range []string{"a", "held"} {
 		if err := b.Publish(cmd, []byte(p), 1); err != nil {
 			t.Fatal(err)

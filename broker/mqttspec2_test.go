@@ -68,11 +68,7 @@ func puback(t *testing.T, c net.Conn, id uint16) {
 // the quota back, so every later command to the client stalled.
 func TestHeldCommandKeepsMessageExpiry(t *testing.T) {
 	b := startBroker(t, nil, nil)
-	addr := b.Addr(ListenerTCP)
-	cmd := "vehicles/" + vin1 + "/cmd/x"
-
-	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, joinProps(propSEI60, propRM1)))
-	subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+	c, r, cmd := rm1Commands(t, b, vin1)
 	for _, p := range []string{"a", "b"} {
 		if err := b.Publish(cmd, []byte(p), 1); err != nil {
 			t.Fatal(err)
@@ -102,11 +98,7 @@ func TestHeldCommandKeepsMessageExpiry(t *testing.T) {
 // Message Expiry Interval. mochi sent them all at once, without expiry.
 func TestResumeSendsHeldCommandsWithinQuota(t *testing.T) {
 	b := startBroker(t, nil, nil)
-	addr := b.Addr(ListenerTCP)
-	cmd := "vehicles/" + vin2 + "/cmd/x"
-
-	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin2, joinProps(propSEI60, propRM1)))
-	subscribeV5(t, c, r, "vehicles/"+vin2+"/cmd/#")
+	c, r, cmd := rm1Commands(t, b, vin2)
 	for _, p := range []string{"a", "b", "c"} {
 		if err := b.Publish(cmd, []byte(p), 1); err != nil {
 			t.Fatal(err)
@@ -118,7 +110,7 @@ func TestResumeSendsHeldCommandsWithinQuota(t *testing.T) {
 
 	var connack []byte
 	eventually(t, "session resumed", func() bool {
-		c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin2, joinProps(propSEI60, propRM1)))
+		c, r, connack = dialConnect(t, b.Addr(ListenerTCP), connectProps(5, 0x00, vin2, joinProps(propSEI60, propRM1)))
 		return connack[0] == 1
 	})
 	a := readCommand5(t, r, "a", true)
@@ -136,11 +128,7 @@ func TestResumeSendsHeldCommandsWithinQuota(t *testing.T) {
 // frees nor on a resumed session, and the next one goes instead.
 func TestExpiredHeldCommandNotSent(t *testing.T) {
 	b := startBroker(t, nil, nil)
-	addr := b.Addr(ListenerTCP)
-	cmd := "vehicles/" + vin1 + "/cmd/x"
-
-	c, r, _ := dialConnect(t, addr, connectProps(5, 0x02, vin1, joinProps(propSEI60, propRM1)))
-	subscribeV5(t, c, r, "vehicles/"+vin1+"/cmd/#")
+	c, r, cmd := rm1Commands(t, b, vin1)
 	for _, p := range []string{"a", "old1", "b", "old2", "c"} {
 		if err := b.Publish(cmd, []byte(p), 1); err != nil {
 			t.Fatal(err)
@@ -164,7 +152,7 @@ func TestExpiredHeldCommandNotSent(t *testing.T) {
 
 	var connack []byte
 	eventually(t, "session resumed", func() bool {
-		c, r, connack = dialConnect(t, addr, connectProps(5, 0x00, vin1, joinProps(propSEI60, propRM1)))
+		c, r, connack = dialConnect(t, b.Addr(ListenerTCP), connectProps(5, 0x00, vin1, joinProps(propSEI60, propRM1)))
 		return connack[0] == 1
 	})
 	if got := readCommand5(t, r, "b", true); got.id != bp.id {
@@ -295,4 +283,14 @@ func TestUserPropertiesKeptWithoutProblemInfo(t *testing.T) {
 		pingPong(t, c, r)
 		c.Close()
 	}
+}
+
+// rm1Commands connects vehicle id (MQTT 5, clean start, Session Expiry
+// 60 s, Receive Maximum 1) to b's TCP listener, subscribes it to its
+// commands and returns the connection and the topic to publish them on.
+func rm1Commands(t *testing.T, b *Broker, id string) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	c, r, _ := dialConnect(t, b.Addr(ListenerTCP), connectProps(5, 0x02, id, joinProps(propSEI60, propRM1)))
+	subscribeV5(t, c, r, "vehicles/"+id+"/cmd/#")
+	return c, r, "vehicles/" + id + "/cmd/x"
 }
