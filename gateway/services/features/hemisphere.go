@@ -163,39 +163,24 @@ func (c *hemispheres) watch(ctx context.Context) error {
 		c.ready = false // a stopped watch no longer sees other replicas' writes
 		c.mu.Unlock()
 	}()
-	w, err := c.kv.B.WatchAll(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("watch %s: %w", HemisphereBucket, err)
+	return c.kv.WatchLoaded(ctx, "", c.apply, func() {
+		c.mu.Lock()
+		c.ready = true
+		c.mu.Unlock()
+	})
+}
+
+// apply is one watched change of the bucket.
+func (c *hemispheres) apply(e jetstream.KeyValueEntry) {
+	vin, ok := strings.CutPrefix(e.Key(), "h.")
+	if !ok {
+		return
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				c.mu.Lock()
-				c.ready = true
-				c.mu.Unlock()
-				continue
-			}
-			vin, ok := strings.CutPrefix(e.Key(), "h.")
-			if !ok {
-				continue
-			}
-			var r hemisphereRecord
-			if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
-				r.Hemisphere = ""
-			}
-			c.set(vin, r.Hemisphere, e.Revision())
-		}
+	var r hemisphereRecord
+	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
+		r.Hemisphere = ""
 	}
+	c.set(vin, r.Hemisphere, e.Revision())
 }
 
 // SetLatitude records a vehicle's position: its hemisphere (lat < 0:

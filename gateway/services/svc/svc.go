@@ -186,6 +186,12 @@ func (k KV) Keys(ctx context.Context) ([]string, error) {
 // marks the end of the current values is not passed on. A watch that
 // cannot be set up while ctx is live is an error.
 func (k KV) Watch(ctx context.Context, keys string, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
+	return k.WatchLoaded(ctx, keys, apply, nil, opts...)
+}
+
+// WatchLoaded is Watch that also calls loaded (if not nil) once the
+// current values have been applied, at the marker Watch skips.
+func (k KV) WatchLoaded(ctx context.Context, keys string, apply func(jetstream.KeyValueEntry), loaded func(), opts ...jetstream.WatchOpt) error {
 	var w jetstream.KeyWatcher
 	var err error
 	if keys == "" {
@@ -208,8 +214,11 @@ func (k KV) Watch(ctx context.Context, keys string, apply func(jetstream.KeyValu
 			if !ok {
 				return nil
 			}
-			if e != nil {
+			switch {
+			case e != nil:
 				apply(e)
+			case loaded != nil:
+				loaded()
 			}
 		}
 	}
