@@ -110,10 +110,13 @@ clean:
 # `make test`: it installs Debian's Mosquitto (root: apt-get) and builds
 # Telegraf (about 15 minutes on 2 cores, first run only) into bin/.
 TELEGRAF_VERSION := v1.37.2
-.PHONY: bench-compare
+.PHONY: bench-compare bench-compare-paced
 bench-compare: build influxd $(BIN)/mosquitto $(BIN)/telegraf ## gateway vs Mosquitto+Telegraf vs direct writes, one InfluxDB, one table; BENCH_COMPARE_FLAGS=...
 	$(GO) run ./cmd/bench-compare -influxd $(BIN)/influxd -gateway $(BIN)/gateway -telegraf $(BIN)/telegraf \
 	  -mosquitto $(BIN)/mosquitto -mosquitto-passwd $(BIN)/mosquitto_passwd $(BENCH_COMPARE_FLAGS)
+
+bench-compare-paced: build influxd $(BIN)/mosquitto $(BIN)/telegraf ## the same, paced: 500 devices at 10 Hz, with the floor of a do-nothing Go server
+	$(MAKE) bench-compare BENCH_COMPARE_FLAGS="-clients 500 -rate 10 -frames 300 -pipelines floor,telegraf,gateway $(BENCH_COMPARE_FLAGS)"
 
 $(BIN)/mosquitto:
 	@if [ ! -x /usr/sbin/mosquitto ]; then \

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,6 +26,9 @@ func main() {
 	flag.IntVar(&o.Clients, "clients", 20, "publishing devices")
 	flag.IntVar(&o.Frames, "frames", 10000, "frames per device")
 	flag.IntVar(&o.Inflight, "inflight", 64, "QoS 1 publishes in flight per device")
+	flag.Float64Var(&o.Rate, "rate", 0, "frames per second per device (0: as fast as the window allows; the paced load is -clients 500 -rate 10)")
+	var floorAddr string
+	flag.StringVar(&floorAddr, benchcompare.FloorFlag, "", "internal: serve the floor pipeline on this address")
 	flag.IntVar(&o.Batch, "batch", 5000, "lines per InfluxDB write (direct writer, Telegraf)")
 	flag.IntVar(&o.DirectWriters, "direct-writers", 2, "concurrent direct writers")
 	flag.IntVar(&o.TelegrafUndelivered, "telegraf-undelivered", 10000, "Telegraf mqtt_consumer max_undelivered_messages")
@@ -34,6 +38,15 @@ func main() {
 	flag.StringVar(&o.Dir, "dir", "", "data and log directory (default: a temporary one, removed)")
 	flag.BoolVar(&o.KeepDir, "keep", false, "keep the temporary directory")
 	flag.Parse()
+	if floorAddr != "" {
+		l, err := net.Listen("tcp", floorAddr)
+		if err == nil {
+			err = benchcompare.ServeFloor(l)
+		}
+		fmt.Fprintln(os.Stderr, "bench-compare: floor:", err)
+		os.Exit(1)
+	}
+	o.FloorFromSelf = true
 	o.Pipelines = strings.Split(pipelines, ",")
 	o.Log = os.Stderr
 

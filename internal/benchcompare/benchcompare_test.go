@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -106,5 +107,25 @@ func TestSmallRun(t *testing.T) {
 		if r.Err != nil || r.Sent != 600 || r.Stored != 600 {
 			t.Errorf("%s: sent %d stored %d err %v", r.Pipeline, r.Sent, r.Stored, r.Err)
 		}
+	}
+}
+
+// TestFloorAcksEveryFrame: the floor server answers CONNECT and every QoS 1
+// PUBLISH of a paced load over a real socket.
+func TestFloorAcksEveryFrame(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ServeFloor(l) }()
+	devs := devices(3)[:3]
+	res := runLoad(l.Addr().String(), devs, 5, 4, 200, false, 1_700_000_000_000, func() {})
+	if res.Err != nil || res.Sent != 15 || res.Acked != 15 {
+		t.Fatalf("paced load on the floor: sent %d acked %d err %v", res.Sent, res.Acked, res.Err)
+	}
+	l.Close()
+	if err := <-done; err == nil {
+		t.Fatal("ServeFloor returned nil after its listener closed")
 	}
 }

@@ -201,9 +201,12 @@ type device struct{ id, user, pass string }
 
 // runLoad connects every device, then publishes frames frames per device
 // (frame i stamped baseMs+i) on vehicles/<id>/telemetry, and waits for the
-// acknowledgements. started is called once every client is connected,
+// acknowledgements. rate > 0 paces each device at rate frames per second
+// (each frame flushed on its own, the devices' ticks spread evenly over one
+// period, as a fleet of vehicles publishes); rate 0 publishes as fast as
+// the window allows. started is called once every client is connected,
 // just before the first publish.
-func runLoad(addr string, devs []device, frames, window int, json bool, baseMs int64, started func()) loadResult {
+func runLoad(addr string, devs []device, frames, window int, rate float64, json bool, baseMs int64, started func()) loadResult {
 	clients := make([]*client, len(devs))
 	for i, d := range devs {
 		c, err := dial(addr, d.id, d.user, d.pass, window)
@@ -216,26 +219,43 @@ func runLoad(addr string, devs []device, frames, window int, json bool, baseMs i
 		clients[i] = c
 	}
 	started()
+	var period time.Duration
+	if rate > 0 {
+		period = time.Duration(float64(time.Second) / rate)
+	}
+	t0 := time.Now()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, len(devs))
 	for i, d := range devs {
 		wg.Add(1)
-		go func(c *client, d device) {
+		go func(i int, c *client, d device) {
 			defer wg.Done()
 			enc := newFrameEncoder(d.id, json)
 			topic := "vehicles/" + d.id + "/telemetry"
+			// Paced: frame seq is due at t0 + offset + (seq-1)·period, so
+			// a late tick does not shift the ones after it.
+			offset := period * time.Duration(i) / time.Duration(len(devs))
 			for seq := 1; seq <= frames; seq++ {
+				if period > 0 {
+					time.Sleep(time.Until(t0.Add(offset + time.Duration(seq-1)*period)))
+				}
 				if err := c.publish(topic, enc.frame(uint64(seq), baseMs+int64(seq))); err != nil {
 					errs <- fmt.Errorf("%s: %w", d.id, err)
 					return
+				}
+				if period > 0 {
+					if err := c.w.Flush(); err != nil {
+						errs <- fmt.Errorf("%s: %w", d.id, err)
+						return
+					}
 				}
 				sent.Add(1)
 			}
 			if err := c.drain(5 * time.Minute); err != nil {
 				errs <- fmt.Errorf("%s: %w", d.id, err)
 			}
-		}(clients[i], d)
+		}(i, clients[i], d)
 	}
 	wg.Wait()
 	close(errs)

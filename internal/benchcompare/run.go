@@ -20,13 +20,20 @@ type Options struct {
 	Clients  int // publishing devices
 	Frames   int // frames per device
 	Inflight int // QoS 1 publishes awaiting PUBACK per device
+	// Rate, if > 0, paces every device at Rate frames per second (the
+	// issue's paced load: 500 devices at 10 Hz); 0 saturates.
+	Rate float64
 
 	Batch               int // lines per InfluxDB write (direct writer and Telegraf)
 	DirectWriters       int // concurrent direct writers
 	TelegrafUndelivered int // mqtt_consumer max_undelivered_messages
 
-	// Pipelines to run, any of "direct", "telegraf", "gateway" (all when nil).
+	// Pipelines to run, any of "direct", "telegraf", "gateway" (all when
+	// nil), and "floor" (ServeFloor: needs FloorFromSelf).
 	Pipelines []string
+	// FloorFromSelf: this program serves the floor pipeline when run
+	// with -FloorFlag (cmd/bench-compare does).
+	FloorFromSelf bool
 	// CPUProfile, if set, is where a CPU profile of the gateway taken
 	// during its run is written (enables http.pprof); ProfileSeconds long.
 	CPUProfile     string
@@ -71,6 +78,9 @@ type Result struct {
 	Elapsed  time.Duration
 	// CPU over the run, in clock ticks converted to time.
 	PipelineCPU, InfluxCPU, LoadCPU time.Duration
+	// ProcCPU is PipelineCPU per process, in the pipeline's order
+	// (Mosquitto, then Telegraf).
+	ProcCPU []time.Duration
 	// OtherCores is the average number of cores busy with work outside
 	// this run (machine busy time minus the run's processes).
 	OtherCores float64
@@ -154,6 +164,8 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			r = runAlternative(ctx, o, in, devs)
 		case "gateway":
 			r = runGateway(ctx, o, in, devs)
+		case "floor":
+			r = runFloor(o, devs)
 		default:
 			return out, fmt.Errorf("benchcompare: unknown pipeline %q", p)
 		}
@@ -166,25 +178,29 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // meter snapshots CPU of the run's processes and of the machine.
 type meter struct {
 	pipeline []int
-	influx   int
+	influx   int // 0: none
 	t0       time.Time
 	p0, i0   int64
 	s0, m0   int64
+	procs0   []int64 // per pipeline process
 }
 
 func startMeter(influxPID int, pipeline ...int) *meter {
 	m := &meter{pipeline: pipeline, influx: influxPID}
-	m.p0, m.i0, m.s0, m.m0 = m.read()
+	m.p0, m.i0, m.s0, m.m0, m.procs0 = m.read()
 	m.t0 = time.Now()
 	return m
 }
 
-func (m *meter) read() (pipe, infl, self, machine int64) {
+func (m *meter) read() (pipe, infl, self, machine int64, procs []int64) {
 	for _, pid := range m.pipeline {
 		t, _ := cpuTicks(pid)
 		pipe += t
+		procs = append(procs, t)
 	}
-	infl, _ = cpuTicks(m.influx)
+	if m.influx > 0 {
+		infl, _ = cpuTicks(m.influx)
+	}
 	self, _ = cpuTicks(0)
 	machine, _ = machineBusyTicks()
 	return
@@ -192,9 +208,13 @@ func (m *meter) read() (pipe, infl, self, machine int64) {
 
 // stop fills r's CPU figures for the time since start.
 func (m *meter) stop(r *Result, end time.Time) {
-	p, i, s, mc := m.read()
+	p, i, s, mc, procs := m.read()
 	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / userHZ }
 	r.PipelineCPU, r.InfluxCPU, r.LoadCPU = tick(p-m.p0), tick(i-m.i0), tick(s-m.s0)
+	r.ProcCPU = r.ProcCPU[:0]
+	for k := range procs {
+		r.ProcCPU = append(r.ProcCPU, tick(procs[k]-m.procs0[k]))
+	}
 	r.Elapsed = end.Sub(m.t0)
 	wall := time.Since(m.t0).Seconds() // the machine counters ran until now
 	other := tick((mc - m.m0) - (p - m.p0) - (i - m.i0) - (s - m.s0))
@@ -222,7 +242,7 @@ func drive(o Options, in *influxServer, db, addr string, devs []device, json boo
 	var r Result
 	probe := devs[len(devs)-1]
 	// Warm-up: one frame from the probe, queryable before timing starts.
-	warm := runLoad(addr, []device{probe}, 1, 1, json, time.Now().UnixMilli()-60_000, func() {})
+	warm := runLoad(addr, []device{probe}, 1, 1, 0, json, time.Now().UnixMilli()-60_000, func() {})
 	if warm.Err != nil {
 		r.Err = fmt.Errorf("warm-up: %w", warm.Err)
 		return r
@@ -241,7 +261,7 @@ func drive(o Options, in *influxServer, db, addr string, devs []device, json boo
 	}
 	var m *meter
 	base := time.Now().UnixMilli() - int64(o.Frames) - 60_000
-	load := runLoad(addr, devs[:len(devs)-1], o.Frames, o.Inflight, json, base, func() { m = startMeter(in.pid(), pids...) })
+	load := runLoad(addr, devs[:len(devs)-1], o.Frames, o.Inflight, o.Rate, json, base, func() { m = startMeter(in.pid(), pids...) })
 	r.Sent, r.Acked, r.Err = load.Sent, load.Acked, load.Err
 	if m == nil {
 		return r
@@ -269,6 +289,10 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 	defer alt.stop()
 	r := drive(o, in, DBTelegraf, alt.mqttAddr, devs, true, alt.pids()...)
 	r.Pipeline = "Mosquitto + Telegraf"
+	if len(r.ProcCPU) == 2 {
+		fmt.Fprintf(o.Log, "bench-compare: alternative: Mosquitto %.1f µs/frame, Telegraf %.1f µs/frame\n",
+			perFrame(r.ProcCPU[0], r.Stored), perFrame(r.ProcCPU[1], r.Stored))
+	}
 	return r
 }
 
@@ -319,8 +343,12 @@ func WriteTable(w io.Writer, rs []Result, o Options) error {
 		if r.Pipeline == "InfluxDB direct write" {
 			pipeCPU = "–"
 		}
+		infCPU := fmt.Sprintf("%.1f", perFrame(r.InfluxCPU, r.Stored))
+		if strings.HasPrefix(r.Pipeline, "floor") {
+			infCPU = "–" // stores nothing
+		}
 		rows = append(rows, []string{r.Pipeline, fmt.Sprintf("%.0f", r.FramesPerSec()), pipeCPU,
-			fmt.Sprintf("%.1f", perFrame(r.InfluxCPU, r.Stored)), fmt.Sprint(r.Sent), fmt.Sprint(r.Stored),
+			infCPU, fmt.Sprint(r.Sent), fmt.Sprint(r.Stored),
 			fmt.Sprint(r.Lost()), fmt.Sprintf("%.1f", perFrame(r.LoadCPU, r.Stored)), fmt.Sprintf("%.2f", r.OtherCores)})
 	}
 	width := make([]int, len(rows[0]))
@@ -342,8 +370,12 @@ func WriteTable(w io.Writer, rs []Result, o Options) error {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "\nload: %d clients × %d frames of %d signals, QoS 1, %d in flight per client; InfluxDB batches of %d lines\n",
-		o.Clients, o.Frames, Signals, o.Inflight, o.Batch)
+	pace := fmt.Sprintf("%d in flight per client", o.Inflight)
+	if o.Rate > 0 {
+		pace = fmt.Sprintf("paced at %g frames/s per client (%g frames/s in all)", o.Rate, o.Rate*float64(o.Clients))
+	}
+	fmt.Fprintf(&b, "\nload: %d clients × %d frames of %d signals, QoS 1, %s; InfluxDB batches of %d lines\n",
+		o.Clients, o.Frames, Signals, pace, o.Batch)
 	for _, r := range rs {
 		if r.Err != nil {
 			fmt.Fprintf(&b, "%s: error: %v\n", r.Pipeline, r.Err)
