@@ -198,6 +198,7 @@ func TestTelegatePublishDuringResendGoesAfterResent(t *testing.T) {
 			return pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Dup
 		}},
 	} {
+		after := tc.after
 		t.Run(tc.name, func(t *testing.T) {
 			s, addr := pidServer(t)
 			h := new(sentHook)
@@ -225,7 +226,7 @@ func TestTelegatePublishDuringResendGoesAfterResent(t *testing.T) {
 			// resume goes on once it is done or waits for the
 			// client's send lock.
 			f := func(cl *Client, pk packets.Packet) {
-				if cl.ID != "c5" || !tc.after(pk) {
+				if cl.ID != "c5" || !after(pk) {
 					return
 				}
 				h.f.Store(nil)
