@@ -187,6 +187,25 @@ type ClientState struct {
 	// telegate: heldStalled is set when sendHeld found outbound full with
 	// quota free; WriteLoop calls sendHeld again after its next write.
 	heldStalled atomic.Bool
+	// telegate: idMu serialises NextPacketID. Upstream took the client's
+	// lock, which WritePacket holds while it writes to the socket: a
+	// publish to a client that had stopped reading waited for its write
+	// deadline, and every publish queued behind it in the publisher's
+	// goroutine (other clients' included).
+	idMu sync.Mutex
+	// telegate: writesOpen, made by attachClient before it starts
+	// WriteLoop, is closed (openWrites, once) when establishSession has
+	// written CONNACK and resent the session's stored packets: WriteLoop
+	// writes nothing queued on outbound before, so a publish made while
+	// the session resumes goes out after them without establishSession
+	// holding sendMu across those writes. nil: WriteLoop does not wait.
+	writesOpen   chan struct{}
+	writesOpened atomic.Bool
+	// telegate: successor is the client that took this client's session
+	// over; inheritClientSession sets it under sendMu once it has copied
+	// the stored publishes, and publishToClient sends a QoS 1/2 publish
+	// that reaches this client afterwards to the successor instead.
+	successor atomic.Pointer[Client]
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -222,6 +241,13 @@ func newClient(c net.Conn, o *ops) *Client {
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
 func (cl *Client) WriteLoop() {
+	if g := cl.State.writesOpen; g != nil { // telegate: see ClientState.writesOpen
+		select {
+		case <-g:
+		case <-cl.State.open.Done():
+			return
+		}
+	}
 	for {
 		select {
 		case pk := <-cl.State.outbound:
@@ -318,8 +344,8 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	cl.State.idMu.Lock() // telegate: not the client's lock, which a blocked socket write holds
+	defer cl.State.idMu.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i
@@ -345,35 +371,40 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+//
+// telegate: the stored packets to resend are chosen, and the send quota
+// taken, under cl.State.sendMu (prepareResend); they are written without
+// it (writeResend), so that a publisher to the client never waits for its
+// socket. The server resumes a session in establishSession, which also
+// keeps a publish made meanwhile behind the resent packets.
 func (cl *Client) ResendInflightMessages(force bool) error {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
-
-	// telegate: a publish to the client made meanwhile waits, then goes
-	// after the resent ones ([MQTT-4.6.0-6]).
 	cl.lockSend()
-	defer cl.State.sendMu.Unlock()
-	return cl.resendInflightLocked(force)
+	resend := cl.prepareResend(time.Now().Unix())
+	cl.State.sendMu.Unlock()
+	return cl.writeResend(resend)
 }
 
-// resendInflightLocked is ResendInflightMessages for the holder of
-// cl.State.sendMu (telegate: establishSession holds it from Clients.Add).
-func (cl *Client) resendInflightLocked(force bool) error {
+// prepareResend returns the stored packets to resend on this connection,
+// in the order stored, for the holder of cl.State.sendMu (telegate:
+// establishSession holds it from Clients.Add). A publish sent before is
+// marked DUP and counted against this connection's send quota.
+//
+// telegate: a held publish (never sent: the previous connection's
+// Receive Maximum was used up) is not a redelivery: it is dropped if
+// expired ([MQTT-3.3.2-5]) and sent without DUP only while this
+// connection's send quota allows, the rest when PUBACKs free it
+// (sendHeld). Upstream sent every stored publish at once, DUP, the held
+// ones without their Message Expiry.
+func (cl *Client) prepareResend(now int64) []packets.Packet {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
-	now := time.Now().Unix()
+	var resend []packets.Packet
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
-			// telegate: a held publish (never sent: the previous
-			// connection's Receive Maximum was used up) is not a
-			// redelivery: it is dropped if expired ([MQTT-3.3.2-5]) and
-			// sent without DUP only while this connection's send quota
-			// allows, the rest when PUBACKs free it (sendHeld). A publish
-			// sent before counts against the new quota. Upstream sent
-			// every stored publish at once, DUP, the held ones without
-			// their Message Expiry.
 			if cl.State.Inflight.IsHeld(tk.PacketID) {
 				if expired(tk, now) {
 					cl.dropInflight(tk)
@@ -391,17 +422,24 @@ func (cl *Client) resendInflightLocked(force bool) error {
 			}
 			cl.State.Inflight.DecreaseSendQuota()
 		}
+		resend = append(resend, tk)
+	}
+	return resend
+}
 
+// writeResend writes the packets prepareResend chose, without
+// cl.State.sendMu (telegate).
+func (cl *Client) writeResend(resend []packets.Packet) error {
+	for _, tk := range resend {
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if errors.Is(err, packets.ErrPacketTooLarge) && tk.FixedHeader.Type == packets.Publish {
 			// telegate: larger than the Maximum Packet Size this connection
 			// announced (a smaller one than the session's previous
-			// connection): discarded as if sent ([MQTT-3.1.2-25]) instead of
+			// connection): discarded as if sent ([MQTT-3.1.2-25]), its
+			// send quota given to the next held publishes, instead of
 			// failing the resume, which closed the connection after CONNACK.
-			if cl.dropInflight(tk) {
-				cl.State.Inflight.IncreaseSendQuota()
-			}
+			cl.discardUnsendable(tk)
 			continue
 		}
 		if err != nil {
@@ -417,6 +455,21 @@ func (cl *Client) resendInflightLocked(force bool) error {
 	}
 
 	return nil
+}
+
+// openWrites lets WriteLoop write what is queued on outbound (telegate:
+// see ClientState.writesOpen). It first writes out what WritePacket kept
+// in its buffer while packets were queued (CONNACK and the resent
+// packets, behind a QoS 0 publish queued meanwhile).
+func (cl *Client) openWrites() error {
+	if cl.State.writesOpen == nil || !cl.State.writesOpened.CompareAndSwap(false, true) {
+		return nil
+	}
+	cl.Lock()
+	err := cl.flushOutbuf()
+	cl.Unlock()
+	close(cl.State.writesOpen)
+	return err
 }
 
 // discardUnsendable drops stored publish pk, which this connection cannot

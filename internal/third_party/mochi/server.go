@@ -429,6 +429,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
+	cl.State.writesOpen = make(chan struct{}) // telegate: opened by establishSession
 	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
@@ -494,14 +495,22 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
-	// telegate: publishers find the client from Clients.Add on; its send
-	// lock, held until CONNACK is written and the stored publishes are
-	// resent, makes a QoS 1/2 publish meanwhile wait and go after them.
-	// Upstream stored and queued it at once: WriteLoop could write it
-	// before CONNACK ([MQTT-3.2.0-1]) and ResendInflightMessages resent
-	// it as DUP, so the device got it twice and its quota was taken twice.
+	// telegate: publishers find the client from Clients.Add on (or, when
+	// it takes a session over, from the moment inheritClientSession has
+	// copied the old client's stored publishes: ClientState.successor).
+	// Its send lock, held until CONNACK is written and the stored packets
+	// to resend are chosen, makes a QoS 1/2 publish meanwhile wait; the
+	// packets it queues on outbound are written after the resent ones
+	// (ClientState.writesOpen). Upstream stored and queued it at once:
+	// WriteLoop could write it before CONNACK ([MQTT-3.2.0-1]) and
+	// ResendInflightMessages resent it as DUP, so the device got it twice
+	// and its quota was taken twice. The resent packets are written
+	// without the send lock: a device that stops reading makes a publisher
+	// to it wait for nothing (the publish is queued, or dropped when the
+	// queue is full). CONNACK, written under it, is the connection's first
+	// packet: the socket's send buffer is empty.
 	cl.State.sendMu.Lock()
+	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
@@ -512,14 +521,18 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
+	var resend []packets.Packet
 	if sessionPresent {
-		err = cl.resendInflightLocked(true)
-		if err != nil {
-			cl.State.sendMu.Unlock()
-			return true, fmt.Errorf("resend inflight: %w", err)
-		}
+		resend = cl.prepareResend(time.Now().Unix())
 	}
 	cl.State.sendMu.Unlock()
+	err = cl.writeResend(resend)
+	if err == nil {
+		err = cl.openWrites()
+	}
+	if err != nil {
+		return true, fmt.Errorf("resend inflight: %w", err)
+	}
 
 	s.hooks.OnSessionEstablished(cl, pk)
 	return true, nil
@@ -626,6 +639,15 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			return false                           // [MQTT-3.2.2-3]
 		}
 
+		// telegate: the copy of the stored publishes and the switch of
+		// the publish target (successor) are one step under the old
+		// client's send lock, so a QoS 1/2 publish to the old client is
+		// either stored there before the copy or sent to cl (which the
+		// caller holds the send lock of until CONNACK is written and the
+		// packets to resend are chosen). Upstream stored a publish made
+		// between the copy and Clients.Add in the old client's Inflight,
+		// cleared below: the command was lost.
+		existing.lockSend()
 		existing.State.isTakenOver.Store(true)
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
@@ -634,6 +656,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 			}
 		}
+		if f := seamSessionCopied.Load(); f != nil {
+			(*f)(existing, cl)
+		}
+		existing.State.successor.Store(cl)
+		existing.State.sendMu.Unlock()
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
@@ -1160,6 +1187,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		// outbound are one step against the client's read goroutine and
 		// other publishers (ClientState.sendMu); see below.
 		cl.lockSend()
+		if next := cl.State.successor.Load(); next != nil {
+			// telegate: the session was taken over since the publisher
+			// found cl: the new client has its stored publishes
+			// (inheritClientSession).
+			cl.State.sendMu.Unlock()
+			return s.publishToClient(next, sub, pk)
+		}
 		defer cl.State.sendMu.Unlock()
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?

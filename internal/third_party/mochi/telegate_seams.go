@@ -18,4 +18,8 @@ var (
 	// seamSendLockWait runs when a goroutine finds the client's send lock
 	// taken and is about to wait for it.
 	seamSendLockWait atomic.Pointer[func(cl *Client)]
+	// seamSessionCopied runs in inheritClientSession once the stored
+	// publishes of old, the session being taken over, are copied for
+	// its new client cl.
+	seamSessionCopied atomic.Pointer[func(old, cl *Client)]
 )
