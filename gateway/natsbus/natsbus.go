@@ -70,7 +70,7 @@ const (
 	// 24h TTL, one value per key).
 	BucketSessions = "sessions"
 	// BucketDashboardSessions is auth.SessionBucket (declared by the
-	// dashboard's startup through the gateway's user).
+	// dashboard with its own user).
 	BucketDashboardSessions = "dashboard_sessions"
 	// BucketOCPPTxn is the OCPP central system's transaction table
 	// (gateway/ocpp; shared by the replicas, kept across restarts; a key

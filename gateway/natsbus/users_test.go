@@ -296,7 +296,7 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sys.Flush()
-	if _, err := b.JetStream().Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
+	if _, err := connectRole(t, b, RoleOps).js.Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sys.Request("$SYS.REQ.SERVER.PING.VARZ", nil, 10*time.Second); err != nil {
