@@ -143,8 +143,8 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // JetStream is the client's JetStream context.
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
 
-// PublishAsync publishes data on subject with the given Nats-Msg-Id (see
-// Bus.PublishAsync).
+// PublishAsync publishes data on subject with the given Nats-Msg-Id. The
+// returned future resolves when the stream has stored (or deduplicated) it.
 func (c *Client) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
 	return c.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data, Header: hdr}, jetstream.WithMsgID(msgID))
 }
