@@ -25,6 +25,7 @@ const (
 
 type natsFixture struct {
 	bus *natsbus.Bus
+	ops *natsbus.Client // the test's own reads and writes (full rights)
 	reg *partners.Registry
 	del *partners.NATSDelivery
 }
@@ -32,7 +33,8 @@ type natsFixture struct {
 func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDeliveryConfig) *natsFixture {
 	t.Helper()
 	bus := svctest.Bus(t)
-	reg, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger())
+	roles := svctest.Roles(t, bus) // the services on their own users
+	reg, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,8 @@ func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDelivery
 			t.Fatal(err)
 		}
 	}
-	del := partners.NewNATSDelivery(bus.Conn(), bus.JetStream(), reg, cfg, svctest.Logger())
+	pn := svctest.Role(t, roles, natsbus.RolePartnerNATS)
+	del := partners.NewNATSDelivery(pn.Conn(), pn.JetStream(), reg, cfg, svctest.Logger())
 	for range 2 { // idempotent
 		if err := del.Ensure(ctx); err != nil {
 			t.Fatal(err)
@@ -54,13 +57,13 @@ func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDelivery
 	if err := bus.SetPartners(reg.NATSAccounts()); err != nil {
 		t.Fatal(err)
 	}
-	return &natsFixture{bus: bus, reg: reg, del: del}
+	return &natsFixture{bus: bus, ops: svctest.Ops(t, bus), reg: reg, del: del}
 }
 
 func (f *natsFixture) trigger(t *testing.T, ctx context.Context, partner, id string) {
 	t.Helper()
 	b, _ := json.Marshal(partners.Trigger{V: 1, ID: id, Type: partners.TriggerType, Partner: partner, Time: time.Now()})
-	if _, err := f.bus.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject(partner), Data: b},
+	if _, err := f.ops.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject(partner), Data: b},
 		jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +138,7 @@ func TestPartnerDurablePermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	f := newNATSFixture(t, ctx, partners.NATSDeliveryConfig{})
-	js := f.bus.JetStream()
+	js := f.ops.JetStream()
 	if _, err := js.Consumer(ctx, partners.TriggerStream, partners.Durable("hooks-only")); err == nil {
 		t.Fatal("consumer created for a partner without NATS credentials")
 	}
@@ -338,7 +341,7 @@ func TestPartnerUndeliverableCounted(t *testing.T) {
 		}
 		return nil
 	})
-	dl, err := f.bus.JetStream().Stream(ctx, "DEADLETTER")
+	dl, err := f.ops.JetStream().Stream(ctx, "DEADLETTER")
 	if err != nil {
 		t.Fatal(err)
 	}
