@@ -92,6 +92,15 @@ func (b *Bus) connect(role string) (*nats.Conn, error) {
 			}
 			log.Warn("nats disconnected", "role", role, "err", err)
 		}),
+		// An asynchronous error (a permissions violation of this role's
+		// allow list, a slow consumer) would otherwise go to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats asynchronous error", "role", role, "subscription", subj, "err", err)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "role", role, "url", c.ConnectedUrlRedacted())
 		}),
