@@ -218,6 +218,14 @@ func TestRolePermissions(t *testing.T) {
 	}
 
 	dash := connectRole(t, b, RoleDashboard)
+	// The login sessions: the dashboard's own user declares the bucket.
+	skv0, err := dash.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketDashboardSessions, History: 1, TTL: time.Hour})
+	if err != nil {
+		t.Fatalf("dashboard: declare the session bucket: %v", err)
+	}
+	if _, err := skv0.Put(ctx, "s.x", []byte("{}")); err != nil {
+		t.Fatalf("dashboard: session put: %v", err)
+	}
 	oc, err := dash.js.OrderedConsumer(ctx, "DTC", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.dtc.>"}})
 	if err != nil {
 		t.Fatalf("dashboard: ordered consumer: %v", err)
@@ -245,7 +253,8 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("dashboard: live frame: %v", err)
 	}
 	_ = lsub.Unsubscribe()
-	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
+	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x",
+		"$JS.API.STREAM.DELETE.KV_dashboard_sessions", "$JS.API.STREAM.PURGE.KV_dashboard_sessions", "$JS.API.STREAM.CREATE.KV_customers", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
 		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x",
 		hemiKey, hemiGet} {
 		dash.refused(t, "publish", s)
