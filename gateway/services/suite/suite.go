@@ -57,7 +57,8 @@ type Config struct {
 	// Tests pin it to chosen dates; SchedulerDaysPerTick starts from it.
 	SchedulerClock svc.Clock
 	// Cluster runs the feature scheduler's ticks under a lease shared by
-	// every gateway replica (zero: ticks in this process alone).
+	// every gateway replica (zero: ticks in this process alone). Its KV
+	// is opened on the features role's connection (that role's bucket).
 	Cluster lease.Cluster
 }
 
