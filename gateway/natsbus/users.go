@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -377,6 +378,10 @@ func rolePermissions(role string) (pub, sub []string) {
 // are written to the credentials file.
 var internalRoles = append(append([]string{RoleGateway, RoleEvents, RoleIngest, RoleDashboard, RoleBroker, RoleOCPP},
 	ServiceRoles...), RoleOps, RoleSys)
+
+// InternalUser reports whether name is one of the embedded server's own
+// users (a partner's NATS user cannot be named so: SetPartners refuses it).
+func InternalUser(name string) bool { return slices.Contains(internalRoles, name) }
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

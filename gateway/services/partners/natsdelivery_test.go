@@ -3,6 +3,7 @@ package partners_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
 )
 
@@ -348,5 +350,21 @@ func TestPartnerUndeliverableCounted(t *testing.T) {
 	m, err := dl.GetLastMsgForSubject(ctx, "deadletter.nats.cafe")
 	if err != nil || !strings.Contains(string(m.Data), "ofr-poison") || !strings.Contains(string(m.Data), "dl-nats-ofr-poison") {
 		t.Fatalf("dead letter %s: %v", m.Data, err)
+	}
+}
+
+// TestPartnerNATSUserNotInternal: a partner's NATS user named like one of
+// the gateway's own users (a service's, the operator's) is refused with a
+// clear answer; the embedded server would refuse every partner account.
+func TestPartnerNATSUserNotInternal(t *testing.T) {
+	for _, u := range append([]string{natsbus.RoleGateway, natsbus.RoleOps, natsbus.RoleSys}, natsbus.ServiceRoles...) {
+		p := partners.Partner{ID: "cafe", Name: "Cafe", NATS: &partners.NATS{User: u, PasswordBcrypt: cafeHash}}
+		if err := p.Validate(); !errors.Is(err, svc.ErrInvalid) || !strings.Contains(err.Error(), "gateway's own users") {
+			t.Fatalf("nats user %q: %v", u, err)
+		}
+	}
+	p := partners.Partner{ID: "cafe", Name: "Cafe", NATS: &partners.NATS{User: "cafe", PasswordBcrypt: cafeHash}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
