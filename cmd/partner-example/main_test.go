@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/internal/svctest"
 )
@@ -42,7 +43,8 @@ func TestExampleCatchesUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
-	reg, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger())
+	roles := svctest.Roles(t, bus) // each service on its own user, as in the gateway
+	reg, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,8 @@ func TestExampleCatchesUp(t *testing.T) {
 	if err := reg.Put(ctx, partners.Partner{ID: "cafe", NATS: &partners.NATS{User: "cafe", PasswordBcrypt: hash}}); err != nil {
 		t.Fatal(err)
 	}
-	del := partners.NewNATSDelivery(bus.Conn(), bus.JetStream(), reg, partners.NATSDeliveryConfig{}, svctest.Logger())
+	pn := svctest.Role(t, roles, natsbus.RolePartnerNATS)
+	del := partners.NewNATSDelivery(pn.Conn(), pn.JetStream(), reg, partners.NATSDeliveryConfig{}, svctest.Logger())
 	if err := del.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func TestExampleCatchesUp(t *testing.T) {
 	}
 	for _, id := range []string{"ofr-1", "ofr-2"} {
 		b, _ := json.Marshal(partners.Trigger{V: 1, ID: id, Type: partners.TriggerType, Partner: "cafe", OfferCode: "C"})
-		if _, err := bus.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject("cafe"), Data: b}, jetstream.WithMsgID(id)); err != nil {
+		if _, err := svctest.Role(t, roles, natsbus.RoleOffers).JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject("cafe"), Data: b}, jetstream.WithMsgID(id)); err != nil {
 			t.Fatal(err)
 		}
 	}

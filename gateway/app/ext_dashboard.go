@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"net"
 
 	"github.com/telegate/telegate/broker/registry"
@@ -35,15 +34,12 @@ func (a *App) startDashboard(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The gateway's connection declares the shared session bucket; the
-	// dashboard's own user may only read and write that bucket's keys.
+	// The dashboard's own user declares the shared session bucket and
+	// may read and write that bucket's keys, no other bucket's.
 	// dashboard.session_ttl is validated (1m..720h): no default here.
-	if _, err := auth.OpenSessionStore(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas, c.SessionTTL); err != nil {
-		return err
-	}
-	sessions, err := nc.JetStream().KeyValue(ctx, auth.SessionBucket)
+	sessions, err := auth.OpenSessionStore(ctx, nc.JetStream(), a.cfg.NATS.Replicas, c.SessionTTL)
 	if err != nil {
-		return fmt.Errorf("dashboard: session bucket: %w", err)
+		return err
 	}
 	var vins []string
 	for _, dev := range a.devices.Devices() {

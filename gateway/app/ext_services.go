@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/telegate/telegate/gateway/cluster/lease"
+	"github.com/telegate/telegate/gateway/natsbus"
 
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/suite"
@@ -24,7 +25,14 @@ type servicesExt struct {
 // mount HTTP routes on a.mux. Called after the broker has started.
 func (a *App) startServices(ctx context.Context) error {
 	c := a.cfg.Services
-	leases, err := lease.OpenBucket(ctx, a.bus.JetStream(), a.cfg.NATS.Replicas)
+	// Each service runs on its own NATS user (natsbus.ServiceRoles) with
+	// least rights and declares its own buckets; the lease bucket serves
+	// the feature scheduler's ticks only.
+	feat, err := a.natsClient(natsbus.RoleFeatures)
+	if err != nil {
+		return err
+	}
+	leases, err := lease.OpenBucket(ctx, feat.JetStream(), a.cfg.NATS.Replicas)
 	if err != nil {
 		return err
 	}
@@ -36,7 +44,7 @@ func (a *App) startServices(ctx context.Context) error {
 		SchedulerClock: c.SchedulerClock,
 		Cluster: lease.Cluster{KV: leases, Holder: a.holderID(), TTL: a.cfg.Cluster.LeaseTTL,
 			Log: a.log.With("component", "lease")},
-	}, suite.Deps{NC: a.bus.Conn(), JS: a.bus.JetStream(), MQTT: a.broker, Online: a.vehicleOnline, Session: a.vehicleSession, Bus: a.bus},
+	}, suite.Deps{Client: func(role string) (*natsbus.Client, error) { return a.natsClient(role) }, MQTT: a.broker, Online: a.vehicleOnline, Session: a.vehicleSession, Bus: a.bus},
 		a.log.With("component", "services"))
 	if err != nil {
 		return err

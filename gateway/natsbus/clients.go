@@ -92,6 +92,15 @@ func (b *Bus) connect(role string) (*nats.Conn, error) {
 			}
 			log.Warn("nats disconnected", "role", role, "err", err)
 		}),
+		// An asynchronous error (a permissions violation of this role's
+		// allow list, a slow consumer) would otherwise go to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats asynchronous error", "role", role, "subscription", subj, "err", err)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "role", role, "url", c.ConnectedUrlRedacted())
 		}),
@@ -143,8 +152,8 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // JetStream is the client's JetStream context.
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
 
-// PublishAsync publishes data on subject with the given Nats-Msg-Id (see
-// Bus.PublishAsync).
+// PublishAsync publishes data on subject with the given Nats-Msg-Id. The
+// returned future resolves when the stream has stored (or deduplicated) it.
 func (c *Client) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
 	return c.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data, Header: hdr}, jetstream.WithMsgID(msgID))
 }

@@ -70,7 +70,7 @@ const (
 	// 24h TTL, one value per key).
 	BucketSessions = "sessions"
 	// BucketDashboardSessions is auth.SessionBucket (declared by the
-	// dashboard's startup through the gateway's user).
+	// dashboard with its own user).
 	BucketDashboardSessions = "dashboard_sessions"
 	// BucketOCPPTxn is the OCPP central system's transaction table
 	// (gateway/ocpp; shared by the replicas, kept across restarts; a key
@@ -298,10 +298,12 @@ func (b *Bus) declare(ctx context.Context) error {
 	return nil
 }
 
-// Conn is the underlying connection (for services that subscribe).
+// Conn is the bus's own connection (RoleGateway on the embedded server:
+// it declares the bus's streams and buckets, and reads or writes no
+// message). Components use their own (Client).
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
-// JetStream is the JetStream context.
+// JetStream is the JetStream context of Conn.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // URL is the server URL the bus connected to (the embedded server's when
@@ -320,13 +322,6 @@ func (b *Bus) Ready() error {
 		return ErrNotConnected
 	}
 	return nil
-}
-
-// PublishAsync publishes data on subject with the given Nats-Msg-Id. The
-// returned future resolves when the stream has stored (or deduplicated) it.
-func (b *Bus) PublishAsync(subject, msgID string, data []byte, hdr nats.Header) (jetstream.PubAckFuture, error) {
-	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
-	return b.js.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
 }
 
 // Close drains the connection (flushing pending publishes) and shuts the

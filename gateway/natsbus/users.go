@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -53,11 +54,14 @@ const (
 )
 
 // Roles: the gateway's own users in the GATEWAY account (and "sys" in SYS).
-// Their passwords are generated at first start (CredentialsFile).
+// Their passwords are generated at first start (CredentialsFile). Every
+// role but the operator's names exactly what it uses (rolePermissions): no
+// connection of the running gateway has full rights.
 const (
-	// RoleGateway declares the streams and buckets and runs the services
-	// (customers, profiles, commands, scheduler, offers, partner
-	// delivery): it needs JetStream management of the GATEWAY account.
+	// RoleGateway is the bus's own connection: it declares the bus's
+	// streams (Streams, INGEST and its consumers) and buckets (dtc_state,
+	// sessions, ocpp_txn) at start (create, update and info of those
+	// names only) and reports readiness. It reads and writes no message.
 	RoleGateway = "gateway"
 	// RoleEvents is the event sink: it publishes device events and keeps
 	// the dtc_state bucket.
@@ -70,7 +74,8 @@ const (
 	// records commands it sent on vehicle.cmdsent.*, hands the commands to
 	// vehicles connected to another replica to the services' dispatcher
 	// (vehicle.cmd.*, publish only), and publishes and
-	// receives live frames on live.* (core NATS).
+	// receives live frames on live.* (core NATS). It declares and uses
+	// the dashboard_sessions bucket.
 	RoleDashboard = "dashboard"
 	// RoleBroker is the MQTT broker's cluster presence: it claims device
 	// sessions in the sessions bucket, watches the claims of the other
@@ -81,6 +86,41 @@ const (
 	// them back from CHARGING) and command routing between replicas
 	// (cluster.ocpp.cmd.*).
 	RoleOCPP = "ocpp"
+	// RoleCustomers is the customer registry (gateway/services/customers):
+	// its customers bucket, the profile events it emits, and the erasure
+	// (GDPR), which purges an erased customer's subjects from every stream
+	// and deletes the messages naming them in CHARGING, PARTNERS and
+	// DEADLETTER.
+	RoleCustomers = "customers"
+	// RoleProfile is the profile projector and its feeder (one role: the
+	// feeder writes the profile.events.* the projector reads, and both
+	// exist only for the profiles): the profiles bucket, its durable on
+	// PROFILE, the feeder's durables on CHARGING and DTC.
+	RoleProfile = "profile"
+	// RoleCommands is the command dispatcher: the commands bucket, its
+	// durables on VEHICLE (requests, acks), results, and the
+	// connectivity and vehicle events that trigger a resend (core NATS).
+	RoleCommands = "commands"
+	// RoleFeatures is the seasonal feature scheduler: the features,
+	// feature_hemispheres and cluster_leases buckets (the lease runs only
+	// its ticks), its results durable on VEHICLE, the vehicle events
+	// carrying positions (core NATS), command requests and profile events.
+	RoleFeatures = "features"
+	// RolePartners is the partner registry: the partners bucket only.
+	RolePartners = "partners"
+	// RoleWebhooks is the webhook deliverer: its durable on PARTNERS, the
+	// webhook_deliveries bucket and its dead letters.
+	RoleWebhooks = "webhooks"
+	// RolePartnerNATS is the partners' NATS delivery: it creates and
+	// updates the partners' durables on PARTNERS, reads the max-deliveries
+	// advisories and a given-up trigger, and dead-letters it. (Partner
+	// accounts are applied by Bus.SetPartners, in process, not over NATS.)
+	RolePartnerNATS = "partnernats"
+	// RoleOffers is the offer engine: the offers, offer_caps and
+	// charging_attribution buckets, its durable on CHARGING, a vehicle's
+	// last event on VEHICLE (its position), partner triggers, offer
+	// commands and profile events.
+	RoleOffers = "offers"
 	// RoleOps is the operator's user for the nats CLI: full rights in
 	// GATEWAY (streams, consumers, KV, subjects).
 	RoleOps = "ops"
@@ -88,17 +128,167 @@ const (
 	RoleSys = "sys"
 )
 
+// ServiceRoles are the post-purchase services' roles (gateway/services).
+var ServiceRoles = []string{RoleCustomers, RoleProfile, RoleCommands, RoleFeatures, RolePartners, RoleWebhooks, RolePartnerNATS, RoleOffers}
+
 // InboxPrefix is the reply-inbox prefix of role's connections: each role
 // may subscribe to its own replies only.
 func InboxPrefix(role string) string { return "_INBOX_" + role }
 
-// rolePermissions are the allow lists of each role. nil: full rights in
-// the GATEWAY account, for RoleOps (the operator) and RoleGateway, which
-// declares the streams and buckets and runs every service (their KV
-// buckets, consumers and subjects span the account). Neither reaches SYS or
-// a partner account. The other roles name exactly what they use.
-func rolePermissions(role string) (pub, sub []string) {
+// The services' buckets and durables (their packages own the names; they
+// are spelled here too because the allow lists name them, and a test of
+// each service runs it on its role, so a rename there fails there).
+const (
+	bucketCustomers     = "customers"
+	bucketProfiles      = "profiles"
+	bucketCommands      = "commands"
+	bucketFeatures      = "features"
+	bucketHemispheres   = "feature_hemispheres"
+	bucketLeases        = "cluster_leases"
+	bucketPartners      = "partners"
+	bucketDeliveries    = "webhook_deliveries"
+	bucketOffers        = "offers"
+	bucketOfferCaps     = "offer_caps"
+	bucketAttribution   = "charging_attribution"
+	subjectProfileEvent = PrefixProfile + "*"
+)
+
+// allow is an allow list under construction.
+type allow struct{ pub, sub []string }
+
+func (a *allow) publish(s ...string)   { a.pub = append(a.pub, s...) }
+func (a *allow) subscribe(s ...string) { a.sub = append(a.sub, s...) }
+
+// declare: create, update and read the configuration of these streams.
+func (a *allow) declare(streams ...string) {
+	for _, s := range streams {
+		a.publish("$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s, "$JS.API.STREAM.INFO."+s)
+	}
+}
+
+// bucket: declare bucket and use it (get, put, create, update, delete and
+// purge a key; watch and list keys: ordered push consumers with flow
+// control, delivered to the role's inbox).
+func (a *allow) bucket(names ...string) {
+	for _, b := range names {
+		kv := "KV_" + b
+		a.declare(kv)
+		a.publish("$JS.API.DIRECT.GET."+kv+".>", "$JS.API.STREAM.MSG.GET."+kv, "$KV."+b+".>")
+		a.ordered(kv)
+		a.publish("$JS.FC." + kv + ".>")
+	}
+}
+
+// ordered: ephemeral (ordered) consumers on stream: create, info, delete,
+// pull.
+func (a *allow) ordered(stream string) {
+	a.publish("$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
+		"$JS.API.CONSUMER.DELETE."+stream+".>", "$JS.API.CONSUMER.INFO."+stream+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".>")
+}
+
+// durable: one named pull consumer on stream (svc.Consume): create or
+// update it, read its info, pull and acknowledge.
+func (a *allow) durable(stream, name string) {
+	a.publish("$JS.API.STREAM.INFO."+stream,
+		"$JS.API.CONSUMER.CREATE."+stream+"."+name, "$JS.API.CONSUMER.CREATE."+stream+"."+name+".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE."+stream+"."+name,
+		"$JS.API.CONSUMER.INFO."+stream+"."+name,
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+"."+name,
+		"$JS.ACK."+stream+"."+name+".>")
+}
+
+// servicePermissions are the allow lists of the services' roles; ok is
+// false for any other role.
+func servicePermissions(role string) (pub, sub []string, ok bool) {
+	a := &allow{}
+	a.publish("$JS.API.INFO")
+	a.subscribe(InboxPrefix(role) + ".>")
 	switch role {
+	case RoleCustomers:
+		a.bucket(bucketCustomers)
+		a.publish(subjectProfileEvent)
+		// The erasure (customers.Scrub): every stream's subjects that
+		// carry an erased id are purged (a subject-filtered purge; the
+		// server cannot restrict the filter, so this is purge of any
+		// stream), and the scrub streams are read through and the matching
+		// messages deleted. No stream or consumer deletion.
+		a.publish("$JS.API.STREAM.NAMES", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.PURGE.*")
+		for _, s := range []string{StreamCharging, StreamPartners, StreamDeadLetter} {
+			a.ordered(s)
+			a.publish("$JS.API.STREAM.MSG.DELETE." + s)
+		}
+	case RoleProfile:
+		a.bucket(bucketProfiles)
+		a.durable(StreamProfile, "profile-projector")
+		a.durable(StreamCharging, "profile-feeder-charging")
+		a.durable(StreamDTC, "profile-feeder-dtc")
+		// Erase: a customer's profile events; rebuild: read them back.
+		a.publish("$JS.API.STREAM.PURGE." + StreamProfile)
+		a.ordered(StreamProfile)
+		a.publish(subjectProfileEvent)
+	case RoleCommands:
+		a.bucket(bucketCommands)
+		a.durable(StreamVehicle, "cmd-dispatcher")
+		a.durable(StreamVehicle, "cmd-acks")
+		a.publish(PrefixCommand+"*", PrefixCommandResult+"*")
+		a.subscribe(PrefixVehicleConnected+"connected.*", PrefixVehicleEvent+"*")
+	case RoleFeatures:
+		a.bucket(bucketFeatures, bucketHemispheres, bucketLeases)
+		a.durable(StreamVehicle, "features-results")
+		a.publish(PrefixCommand+"*", subjectProfileEvent)
+		a.subscribe(PrefixVehicleEvent + "*")
+	case RolePartners:
+		a.bucket(bucketPartners)
+	case RoleWebhooks:
+		a.bucket(bucketDeliveries)
+		a.durable(StreamPartners, "partner-webhooks")
+		a.publish(PrefixDeadLetter + "webhook.*")
+	case RolePartnerNATS:
+		// Consumer management on PARTNERS: the partners' durables
+		// (partner-{id}; a subject cannot match a name prefix, so any
+		// consumer of that stream), the message an advisory names.
+		a.publish("$JS.API.STREAM.INFO."+StreamPartners,
+			"$JS.API.CONSUMER.CREATE."+StreamPartners+".>", "$JS.API.CONSUMER.DURABLE.CREATE."+StreamPartners+".*",
+			"$JS.API.CONSUMER.INFO."+StreamPartners+".*", "$JS.API.CONSUMER.DELETE."+StreamPartners+".*",
+			"$JS.API.STREAM.MSG.GET."+StreamPartners, "$JS.API.DIRECT.GET."+StreamPartners,
+			"$JS.API.STREAM.INFO."+StreamDeadLetter,
+			PrefixDeadLetter+"nats.*")
+		a.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + StreamPartners + ".*")
+	case RoleOffers:
+		a.bucket(bucketOffers, bucketOfferCaps, bucketAttribution)
+		a.durable(StreamCharging, "offers-sessions")
+		// A vehicle's last event (its position) when a session starts.
+		a.publish("$JS.API.STREAM.INFO."+StreamVehicle, "$JS.API.STREAM.MSG.GET."+StreamVehicle)
+		a.publish(PrefixPartners+"*.triggers", PrefixCommand+"*", subjectProfileEvent)
+	default:
+		return nil, nil, false
+	}
+	return a.pub, a.sub, true
+}
+
+// rolePermissions are the allow lists of each role. nil: full rights in
+// the GATEWAY account, for RoleOps (the operator's CLI user) only. It
+// reaches neither SYS nor a partner account. The other roles name exactly
+// what they use.
+func rolePermissions(role string) (pub, sub []string) {
+	if pub, sub, ok := servicePermissions(role); ok {
+		return pub, sub
+	}
+	switch role {
+	case RoleGateway:
+		a := &allow{}
+		a.publish("$JS.API.INFO")
+		a.subscribe(InboxPrefix(RoleGateway) + ".>")
+		for _, s := range Streams {
+			a.declare(s.Name)
+		}
+		a.declare("KV_"+BucketDTCState, "KV_"+BucketSessions, "KV_"+BucketOCPPTxn, StreamIngest)
+		for _, c := range []string{ConsumerIngestInflux, ConsumerIngestEvents} {
+			a.publish("$JS.API.CONSUMER.CREATE."+StreamIngest+"."+c, "$JS.API.CONSUMER.CREATE."+StreamIngest+"."+c+".>",
+				"$JS.API.CONSUMER.INFO."+StreamIngest+"."+c)
+		}
+		return a.pub, a.sub
 	case RoleEvents:
 		return []string{
 				"$JS.API.INFO",
@@ -166,9 +356,10 @@ func rolePermissions(role string) (pub, sub []string) {
 				"$JS.API.CONSUMER.INFO."+s+".>",
 				"$JS.API.CONSUMER.MSG.NEXT."+s+".>")
 		}
-		// The login sessions shared by the replicas (bucket declared by
-		// the gateway's user): read and write its keys, nothing else.
+		// The login sessions shared by the replicas: declare the bucket,
+		// read and write its keys, nothing else.
 		p = append(p,
+			"$JS.API.STREAM.CREATE.KV_"+BucketDashboardSessions, "$JS.API.STREAM.UPDATE.KV_"+BucketDashboardSessions,
 			"$JS.API.STREAM.INFO.KV_"+BucketDashboardSessions,
 			"$JS.API.DIRECT.GET.KV_"+BucketDashboardSessions+".>",
 			"$JS.API.STREAM.MSG.GET.KV_"+BucketDashboardSessions,
@@ -185,7 +376,12 @@ func rolePermissions(role string) (pub, sub []string) {
 
 // internalRoles are the roles with generated passwords, in the order they
 // are written to the credentials file.
-var internalRoles = []string{RoleGateway, RoleEvents, RoleIngest, RoleDashboard, RoleBroker, RoleOCPP, RoleOps, RoleSys}
+var internalRoles = append(append([]string{RoleGateway, RoleEvents, RoleIngest, RoleDashboard, RoleBroker, RoleOCPP},
+	ServiceRoles...), RoleOps, RoleSys)
+
+// InternalUser reports whether name is one of the embedded server's own
+// users (a partner's NATS user cannot be named so: SetPartners refuses it).
+func InternalUser(name string) bool { return slices.Contains(internalRoles, name) }
 
 // Credentials are the generated passwords of the internal roles, kept in
 // CredentialsFile (0600) so that they survive restarts (operators' CLI

@@ -3,6 +3,7 @@ package natsbus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -217,6 +218,14 @@ func TestRolePermissions(t *testing.T) {
 	}
 
 	dash := connectRole(t, b, RoleDashboard)
+	// The login sessions: the dashboard's own user declares the bucket.
+	skv0, err := dash.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketDashboardSessions, History: 1, TTL: time.Hour})
+	if err != nil {
+		t.Fatalf("dashboard: declare the session bucket: %v", err)
+	}
+	if _, err := skv0.Put(ctx, "s.x", []byte("{}")); err != nil {
+		t.Fatalf("dashboard: session put: %v", err)
+	}
 	oc, err := dash.js.OrderedConsumer(ctx, "DTC", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.dtc.>"}})
 	if err != nil {
 		t.Fatalf("dashboard: ordered consumer: %v", err)
@@ -244,7 +253,8 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatalf("dashboard: live frame: %v", err)
 	}
 	_ = lsub.Unsubscribe()
-	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
+	for _, s := range []string{"vehicle.cmdack.VIN1", "vehicle.cmdresult.VIN1", "$KV.commands.c.VIN1.x",
+		"$JS.API.STREAM.DELETE.KV_dashboard_sessions", "$JS.API.STREAM.PURGE.KV_dashboard_sessions", "$JS.API.STREAM.CREATE.KV_customers", "$KV.dtc_state.VIN1", "$KV.customers.x", "telemetry.dtc.raised.VIN2",
 		"$JS.API.STREAM.DELETE.VEHICLE", "$JS.API.CONSUMER.CREATE.PROFILE.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x",
 		hemiKey, hemiGet} {
 		dash.refused(t, "publish", s)
@@ -296,7 +306,7 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sys.Flush()
-	if _, err := b.JetStream().Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
+	if _, err := connectRole(t, b, RoleOps).js.Publish(ctx, "vehicle.cmd.VIN1", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sys.Request("$SYS.REQ.SERVER.PING.VARZ", nil, 10*time.Second); err != nil {
@@ -380,5 +390,337 @@ func TestOCPPRolePermissions(t *testing.T) {
 	}
 	for _, s := range []string{">", "_INBOX.>", InboxPrefix(RoleDashboard) + ".>", "charging.>", "$KV.>"} {
 		oc.refused(t, "subscription", s)
+	}
+}
+
+// canBucket: role declares bucket and uses it as the services do (create,
+// update at a revision, get, watch, list keys, delete, purge a key).
+func canBucket(t *testing.T, ctx context.Context, r *roleConn, role, bucket string) {
+	t.Helper()
+	kv, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatalf("%s: declare bucket %s: %v", role, bucket, err)
+	}
+	rev, err := kv.Create(ctx, "k.1", []byte("a"))
+	if err != nil {
+		t.Fatalf("%s: %s create: %v", role, bucket, err)
+	}
+	if _, err := kv.Update(ctx, "k.1", []byte("b"), rev); err != nil {
+		t.Fatalf("%s: %s update: %v", role, bucket, err)
+	}
+	if e, err := kv.Get(ctx, "k.1"); err != nil || string(e.Value()) != "b" {
+		t.Fatalf("%s: %s get: %v", role, bucket, err)
+	}
+	w, err := kv.Watch(ctx, "k.>")
+	if err != nil {
+		t.Fatalf("%s: %s watch: %v", role, bucket, err)
+	}
+	select {
+	case e := <-w.Updates():
+		if e == nil || e.Key() != "k.1" {
+			t.Fatalf("%s: %s watch got %v", role, bucket, e)
+		}
+	case <-ctx.Done():
+		t.Fatalf("%s: %s watch saw nothing", role, bucket)
+	}
+	_ = w.Stop()
+	if l, err := kv.ListKeysFiltered(ctx, "k.>"); err != nil {
+		t.Fatalf("%s: %s list keys: %v", role, bucket, err)
+	} else {
+		n := 0
+		for range l.Keys() {
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("%s: %s lists %d keys", role, bucket, n)
+		}
+	}
+	if err := kv.Delete(ctx, "k.1"); err != nil {
+		t.Fatalf("%s: %s delete: %v", role, bucket, err)
+	}
+	if err := kv.Purge(ctx, "k.1"); err != nil {
+		t.Fatalf("%s: %s purge key: %v", role, bucket, err)
+	}
+}
+
+// canDurable: role creates its durable pull consumer on stream (as
+// svc.Consume does), pulls the message ops published on subject, and acks it.
+func canDurable(t *testing.T, ctx context.Context, r, ops *roleConn, role, stream, durable, subject string) {
+	t.Helper()
+	if _, err := ops.js.Publish(ctx, subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.js.Consumer(ctx, stream, durable); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("%s: consumer info %s/%s: %v", role, stream, durable, err)
+	}
+	c, err := r.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: durable, FilterSubject: subject,
+		AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("%s: consumer %s/%s: %v", role, stream, durable, err)
+	}
+	b, err := c.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatalf("%s: fetch %s/%s: %v", role, stream, durable, err)
+	}
+	n := 0
+	for m := range b.Messages() {
+		n++
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("%s: ack %s/%s: %v", role, stream, durable, err)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%s: %s/%s fetched %d messages (%v)", role, stream, durable, n, b.Error())
+	}
+}
+
+// canPublish: role publishes to a stream subject (acknowledged by the
+// stream, through its inbox).
+func canPublish(t *testing.T, ctx context.Context, r *roleConn, role string, subjects ...string) {
+	t.Helper()
+	for _, s := range subjects {
+		if _, err := r.js.Publish(ctx, s, []byte("{}")); err != nil {
+			t.Fatalf("%s: publish %s: %v", role, s, err)
+		}
+	}
+}
+
+// canReceive: role's core subscription on filter gets what ops publishes
+// on subject.
+func canReceive(t *testing.T, r, ops *roleConn, role, filter, subject string) {
+	t.Helper()
+	sub, err := r.nc.SubscribeSync(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.nc.Publish(subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sub.NextMsg(10 * time.Second); err != nil || m.Subject != subject {
+		t.Fatalf("%s: receive %s: %v", role, subject, err)
+	}
+}
+
+// noErrors: the role's connection got no asynchronous error (a permission
+// violation of anything it did above).
+func (r *roleConn) noErrors(t *testing.T, role string) {
+	t.Helper()
+	_ = r.nc.Flush()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.errs) > 0 {
+		t.Fatalf("%s: %v", role, r.errs)
+	}
+}
+
+// TestServiceRolePermissions: each post-purchase service's user can do its
+// job (its buckets, its durables, the subjects it publishes and hears) and
+// nothing else: no other service's bucket, no stream or bucket deletion,
+// no purge (but the customers' erasure), no ">" and no other role's inbox.
+// The gateway's own user only declares.
+func TestServiceRolePermissions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	b := openTest(t, "127.0.0.1:0", t.TempDir())
+	ops := connectRole(t, b, RoleOps)
+
+	// Refused to every service role, whatever it is (own names are
+	// excluded per role below).
+	common := []string{
+		"$KV.customers.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x", "$JS.API.STREAM.MSG.GET.KV_customers",
+		"$KV.profiles.x", "$KV.commands.c.VIN1.x", "$KV.features.s.VIN1.f", hemiKey, hemiGet, "$KV.cluster_leases.lease.x",
+		"$KV.partners.p.cafe", "$KV.webhook_deliveries.cafe.x", "$KV.offers.o.x", "$KV.offer_caps.x", "$KV.charging_attribution.x",
+		"$KV.dtc_state.VIN1", "$KV.sessions.VIN1", "$KV.ocpp_txn.x", "$KV.dashboard_sessions.s.x",
+		"$JS.API.STREAM.DELETE.DTC", "$JS.API.STREAM.DELETE.KV_customers", "$JS.API.STREAM.DELETE.KV_offers",
+		"$JS.API.STREAM.DELETE.PARTNERS", "$JS.API.STREAM.PURGE.DTC", "$JS.API.STREAM.PURGE.PARTNERS",
+		"$JS.API.STREAM.PURGE.KV_offers", "$JS.API.STREAM.PURGE.KV_features", "$JS.API.STREAM.CREATE.DTC",
+		"$JS.API.STREAM.UPDATE.VEHICLE", "$JS.API.STREAM.UPDATE.KV_customers", "$JS.API.STREAM.CREATE.KV_x",
+		"$JS.API.CONSUMER.DELETE.VEHICLE.cmd-dispatcher", "$JS.API.CONSUMER.CREATE.VEHICLE.x.vehicle.>",
+		"$JS.API.CONSUMER.CREATE.CHARGING.y.charging.>", "$JS.API.CONSUMER.MSG.NEXT.PARTNERS.partner-cafe",
+		"$JS.ACK.PARTNERS.partner-cafe.1.1.1.1.1", "$JS.API.STREAM.MSG.DELETE.VEHICLE",
+		"telemetry.dtc.raised.VIN1", "vehicle.cmdack.VIN1", "vehicle.connectivity.connected.VIN1", "charging.session.started.CS1",
+		"deadletter.telemetry.VIN1", "cluster.registry.reload", SubjectLive + "VIN1", PrefixIngest + "x",
+		"$JS.API.ACCOUNT.PURGE.GATEWAY",
+	}
+	type roleCase struct {
+		role string
+		can  func(t *testing.T, r *roleConn)
+		own  []string // of common: what this role may use
+		also []string // refused publishes besides common
+	}
+	cases := []roleCase{
+		{role: RoleCustomers, can: func(t *testing.T, r *roleConn) {
+			canBucket(t, ctx, r, RoleCustomers, bucketCustomers)
+			canPublish(t, ctx, r, RoleCustomers, "profile.events.ref1")
+			// The erasure: list streams, purge a subject of any stream,
+			// read a scrub stream through and delete a message.
+			names := r.js.StreamNames(ctx)
+			n := 0
+			for range names.Name() {
+				n++
+			}
+			if names.Err() != nil || n < len(Streams) {
+				t.Fatalf("customers: stream names: %d %v", n, names.Err())
+			}
+			canPublish(t, ctx, ops, RoleOps, "telemetry.dtc.raised.ERASED1", "deadletter.nats.ERASED1")
+			dtc, err := r.js.Stream(ctx, StreamDTC)
+			if err != nil {
+				t.Fatalf("customers: stream info: %v", err)
+			}
+			if err := dtc.Purge(ctx, jetstream.WithPurgeSubject("*.*.*.ERASED1")); err != nil {
+				t.Fatalf("customers: purge: %v", err)
+			}
+			dl, err := r.js.Stream(ctx, StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oc, err := dl.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				t.Fatalf("customers: read DEADLETTER: %v", err)
+			}
+			m, err := oc.Next(jetstream.FetchMaxWait(10 * time.Second))
+			if err != nil {
+				t.Fatalf("customers: read DEADLETTER: %v", err)
+			}
+			md, _ := m.Metadata()
+			if err := dl.SecureDeleteMsg(ctx, md.Sequence.Stream); err != nil {
+				t.Fatalf("customers: delete a message: %v", err)
+			}
+		}, own: []string{"$KV.customers.x", "$JS.API.DIRECT.GET.KV_customers.$KV.customers.x", "$JS.API.STREAM.MSG.GET.KV_customers",
+			"$JS.API.STREAM.UPDATE.KV_customers", "$JS.API.STREAM.PURGE.DTC", "$JS.API.STREAM.PURGE.PARTNERS",
+			"$JS.API.STREAM.PURGE.KV_offers", "$JS.API.STREAM.PURGE.KV_features", "$JS.API.CONSUMER.CREATE.CHARGING.y.charging.>",
+			// Reading a scrub stream through: an ordered consumer's name is
+			// random, so any consumer of it (docs/security.md).
+			"$JS.API.CONSUMER.MSG.NEXT.PARTNERS.partner-cafe"},
+			also: []string{"vehicle.cmd.VIN1", "partners.cafe.triggers", "$JS.API.STREAM.MSG.DELETE.DTC"}},
+		{role: RoleProfile, can: func(t *testing.T, r *roleConn) {
+			canBucket(t, ctx, r, RoleProfile, bucketProfiles)
+			canDurable(t, ctx, r, ops, RoleProfile, StreamProfile, "profile-projector", "profile.events.ref1")
+			canDurable(t, ctx, r, ops, RoleProfile, StreamCharging, "profile-feeder-charging", "charging.session.stopped.CS1")
+			canDurable(t, ctx, r, ops, RoleProfile, StreamDTC, "profile-feeder-dtc", "telemetry.dtc.raised.VIN1")
+			canPublish(t, ctx, r, RoleProfile, "profile.events.ref2")
+			st, err := r.js.Stream(ctx, StreamProfile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject("profile.events.ref2")); err != nil {
+				t.Fatalf("profile: purge a customer's events: %v", err)
+			}
+		}, own: []string{"$KV.profiles.x"},
+			also: []string{"vehicle.cmd.VIN1", "$JS.API.STREAM.PURGE.CHARGING", "$JS.API.CONSUMER.CREATE.DTC.other.telemetry.>",
+				"$JS.API.CONSUMER.MSG.NEXT.DTC.other"}},
+		{role: RoleCommands, can: func(t *testing.T, r *roleConn) {
+			canBucket(t, ctx, r, RoleCommands, bucketCommands)
+			canDurable(t, ctx, r, ops, RoleCommands, StreamVehicle, "cmd-dispatcher", "vehicle.cmd.VIN1")
+			canDurable(t, ctx, r, ops, RoleCommands, StreamVehicle, "cmd-acks", "vehicle.cmdack.VIN1")
+			canPublish(t, ctx, r, RoleCommands, "vehicle.cmd.VIN2", "vehicle.cmdresult.VIN1")
+			canReceive(t, r, ops, RoleCommands, "vehicle.connectivity.connected.*", "vehicle.connectivity.connected.VIN1")
+			canReceive(t, r, ops, RoleCommands, "vehicle.event.*", "vehicle.event.VIN1")
+		}, own: []string{"$KV.commands.c.VIN1.x", "$JS.API.CONSUMER.DELETE.VEHICLE.cmd-dispatcher"},
+			also: []string{"profile.events.x", "partners.cafe.triggers"}},
+		{role: RoleFeatures, can: func(t *testing.T, r *roleConn) {
+			for _, bk := range []string{bucketFeatures, bucketHemispheres, bucketLeases} {
+				canBucket(t, ctx, r, RoleFeatures, bk)
+			}
+			canDurable(t, ctx, r, ops, RoleFeatures, StreamVehicle, "features-results", "vehicle.cmdresult.VIN1")
+			canPublish(t, ctx, r, RoleFeatures, "vehicle.cmd.VIN1", "profile.events.ref1")
+			canReceive(t, r, ops, RoleFeatures, "vehicle.event.*", "vehicle.event.VIN1")
+		}, own: []string{"$KV.features.s.VIN1.f", hemiKey, hemiGet, "$KV.cluster_leases.lease.x"},
+			also: []string{"partners.cafe.triggers", "vehicle.cmdresult.VIN1"}},
+		{role: RolePartners, can: func(t *testing.T, r *roleConn) {
+			canBucket(t, ctx, r, RolePartners, bucketPartners)
+		}, own: []string{"$KV.partners.p.cafe"},
+			also: []string{"partners.cafe.triggers", "profile.events.x", "vehicle.cmd.VIN1"}},
+		{role: RoleWebhooks, can: func(t *testing.T, r *roleConn) {
+			canBucket(t, ctx, r, RoleWebhooks, bucketDeliveries)
+			canDurable(t, ctx, r, ops, RoleWebhooks, StreamPartners, "partner-webhooks", "partners.cafe.triggers")
+			canPublish(t, ctx, r, RoleWebhooks, "deadletter.webhook.cafe")
+		}, own: []string{"$KV.webhook_deliveries.cafe.x"},
+			also: []string{"partners.cafe.triggers", "deadletter.nats.cafe", "$JS.API.CONSUMER.CREATE.PARTNERS.partner-cafe.partners.cafe.>"}},
+		{role: RolePartnerNATS, can: func(t *testing.T, r *roleConn) {
+			c, err := r.js.CreateOrUpdateConsumer(ctx, StreamPartners, jetstream.ConsumerConfig{Durable: "partner-cafe",
+				FilterSubject: "partners.cafe.>", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 20})
+			if err != nil {
+				t.Fatalf("partnernats: partner consumer: %v", err)
+			}
+			if _, err := r.js.Consumer(ctx, StreamPartners, "partner-cafe"); err != nil {
+				t.Fatalf("partnernats: consumer info: %v", err)
+			}
+			_ = c
+			st, err := r.js.Stream(ctx, StreamPartners)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.GetMsg(ctx, 1); err != nil {
+				t.Fatalf("partnernats: read a given-up trigger: %v", err)
+			}
+			if _, err := r.js.Stream(ctx, StreamDeadLetter); err != nil {
+				t.Fatalf("partnernats: dead letters count: %v", err)
+			}
+			canPublish(t, ctx, r, RolePartnerNATS, "deadletter.nats.cafe")
+			canReceive(t, r, ops, RolePartnerNATS, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PARTNERS.*",
+				"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PARTNERS.partner-cafe")
+		}, own: []string{},
+			also: []string{"partners.cafe.triggers", "deadletter.webhook.cafe", "$JS.API.CONSUMER.CREATE.VEHICLE.partner-x",
+				"$JS.API.CONSUMER.DELETE.DTC.x", "$JS.API.CONSUMER.MSG.NEXT.PARTNERS.partner-webhooks"}},
+		{role: RoleOffers, can: func(t *testing.T, r *roleConn) {
+			for _, bk := range []string{bucketOffers, bucketOfferCaps, bucketAttribution} {
+				canBucket(t, ctx, r, RoleOffers, bk)
+			}
+			canDurable(t, ctx, r, ops, RoleOffers, StreamCharging, "offers-sessions", "charging.session.started.CS1")
+			canPublish(t, ctx, ops, RoleOps, "vehicle.event.VIN7")
+			st, err := r.js.Stream(ctx, StreamVehicle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.GetLastMsgForSubject(ctx, "vehicle.event.VIN7"); err != nil {
+				t.Fatalf("offers: a vehicle's last event: %v", err)
+			}
+			canPublish(t, ctx, r, RoleOffers, "partners.cafe.triggers", "vehicle.cmd.VIN1", "profile.events.ref1")
+		}, own: []string{"$KV.offers.o.x", "$KV.offer_caps.x", "$KV.charging_attribution.x"},
+			also: []string{"vehicle.cmdresult.VIN1", "deadletter.webhook.cafe", "$JS.API.CONSUMER.CREATE.CHARGING.offers-x.charging.>"}},
+	}
+	for _, c := range cases {
+		r := connectRole(t, b, c.role)
+		c.can(t, r)
+		r.noErrors(t, c.role)
+		own := map[string]bool{}
+		for _, s := range c.own {
+			own[s] = true
+		}
+		for _, s := range append(c.also, common...) {
+			if !own[s] {
+				r.refused(t, "publish", s)
+			}
+		}
+		subs := []string{">", "_INBOX.>", "$KV.>", "$JS.>", "vehicle.>", "partners.>"}
+		for _, other := range append([]string{RoleGateway, RoleEvents, RoleDashboard, RoleOps}, ServiceRoles...) {
+			if other != c.role {
+				subs = append(subs, InboxPrefix(other)+".>")
+			}
+		}
+		for _, s := range subs {
+			r.refused(t, "subscription", s)
+		}
+	}
+
+	// The bus's own user declared everything at Open; it reads and writes
+	// no message and deletes nothing.
+	gw := connectRole(t, b, RoleGateway)
+	if _, err := gw.js.Stream(ctx, StreamDTC); err != nil {
+		t.Fatalf("gateway: stream info: %v", err)
+	}
+	for _, s := range append([]string{"vehicle.cmd.VIN1", "$KV.dtc_state.VIN1", "$JS.API.CONSUMER.CREATE.VEHICLE",
+		"$JS.API.STREAM.MSG.GET.DTC", "$JS.API.STREAM.CREATE.KV_customers"}, common...) {
+		if s != "$JS.API.STREAM.CREATE.DTC" && s != "$JS.API.STREAM.UPDATE.VEHICLE" { // its own declarations
+			gw.refused(t, "publish", s)
+		}
+	}
+	for _, s := range []string{">", "vehicle.>", "$KV.>", InboxPrefix(RoleCustomers) + ".>"} {
+		gw.refused(t, "subscription", s)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/telegate/telegate/firmware-sim/sim"
 	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 func telemetryFrame(vin string, seq uint64, ts time.Time) []byte {
@@ -224,7 +225,7 @@ func TestMalformedPayloads(t *testing.T) {
 	total := len(cases) + 1
 
 	// NATS: one dead letter per rejection, with the label, its message and a detail.
-	js := e.gw.Bus().JetStream()
+	js := svctest.Ops(t, e.gw.Bus()).JetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, "DEADLETTER", jetstream.OrderedConsumerConfig{})
@@ -319,7 +320,7 @@ func TestDTCEventsAndCharging(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 
-	js := e.gw.Bus().JetStream()
+	js := svctest.Ops(t, e.gw.Bus()).JetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, "DTC", jetstream.OrderedConsumerConfig{})

@@ -26,6 +26,7 @@ import (
 
 	"github.com/telegate/telegate/firmware-sim/sim"
 	"github.com/telegate/telegate/gateway/config"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 func withOCPP(c *config.Config) {
@@ -138,7 +139,7 @@ func TestOCPPSessions(t *testing.T) {
 	// NATS: started events for both, each exactly once.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cons, err := e.gw.Bus().JetStream().OrderedConsumer(ctx, "CHARGING", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"charging.session.>"}})
+	cons, err := svctest.Ops(t, e.gw.Bus()).JetStream().OrderedConsumer(ctx, "CHARGING", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"charging.session.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}

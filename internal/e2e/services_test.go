@@ -27,6 +27,7 @@ import (
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/suite"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/svctest"
 )
 
 const (
@@ -453,7 +454,7 @@ func TestServicesSeasonalCommandsOffline(t *testing.T) {
 	}
 	// A request that expires while its vehicle (3) is offline.
 	exp := time.Now().Add(time.Second)
-	if err := commands.Send(t.Context(), svc.Publisher{JS: e.gw.Bus().JetStream()}, time.Now(), commands.Request{VIN: vin3,
+	if err := commands.Send(t.Context(), svc.Publisher{JS: svctest.Ops(t, e.gw.Bus()).JetStream()}, time.Now(), commands.Request{VIN: vin3,
 		CmdID: "e2e-expiring-1", Name: "ping", Origin: "e2e", ExpiresAt: &exp}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/internal/testenv"
@@ -66,4 +69,68 @@ func ClusterBus(t testing.TB, c *testenv.NATSCluster, node int) *natsbus.Bus {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
+}
+
+// Roles returns a function giving each role its own connection to b (with
+// that role's user and rights on the embedded server; the configured user
+// on an external one), opened on first use and closed by Cleanup. Every
+// asynchronous error a connection gets (a permissions violation is one)
+// fails the test at Cleanup, so a missing allow-list entry is never
+// silently ignored.
+func Roles(t testing.TB, b *natsbus.Bus) func(role string) (*natsbus.Client, error) {
+	t.Helper()
+	var mu sync.Mutex
+	clients := map[string]*natsbus.Client{}
+	var errs []string
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range clients {
+			c.Close()
+		}
+		for _, e := range errs {
+			t.Errorf("nats: %s", e)
+		}
+	})
+	return func(role string) (*natsbus.Client, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c, ok := clients[role]; ok {
+			return c, nil
+		}
+		c, err := b.Client(role)
+		if err != nil {
+			return nil, err
+		}
+		c.Conn().SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			errs = append(errs, role+": "+err.Error())
+			mu.Unlock()
+		})
+		clients[role] = c
+		return c, nil
+	}
+}
+
+// Role is role's connection from Roles (fatal on error).
+func Role(t testing.TB, roles func(string) (*natsbus.Client, error), role string) *natsbus.Client {
+	t.Helper()
+	c, err := roles(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Ops is a full-rights connection to b (the operator's user on the embedded
+// server): what a test itself publishes, reads or inspects, never what a
+// component under test runs on. Closed by Cleanup.
+func Ops(t testing.TB, b *natsbus.Bus) *natsbus.Client {
+	t.Helper()
+	c, err := b.Client(natsbus.RoleOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

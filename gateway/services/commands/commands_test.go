@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/decoders/wire"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
@@ -54,10 +55,12 @@ func TestDispatcherOfflineSupersedeAck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	var online atomic.Bool
 	mq := &fakeMQTT{}
-	d, err := commands.NewDispatcher(ctx, bus.Conn(), js, 1, mq, commands.Config{RetryInterval: time.Hour,
+	d, err := commands.NewDispatcher(ctx, svctest.Role(t, roles, natsbus.RoleCommands).Conn(), svctest.Role(t, roles, natsbus.RoleCommands).JetStream(), 1, mq, commands.Config{RetryInterval: time.Hour,
 		Online: func(string) bool { return online.Load() }}, svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +68,7 @@ func TestDispatcherOfflineSupersedeAck(t *testing.T) {
 	g := svc.NewGroup(svctest.Logger())
 	defer g.Close()
 	g.Go("dispatcher", d.Run)
-	results, err := bus.Conn().SubscribeSync("vehicle.cmdresult.VIN1")
+	results, err := ops.Conn().SubscribeSync("vehicle.cmdresult.VIN1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +152,13 @@ func TestDispatcherClosedAndExpired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	mq := &fakeMQTT{}
 	// The dispatcher's clock: TELEGATE_TEST_DATE or a fixed date, moving on.
 	clock := testenv.Clock(t, time.Date(2027, 1, 15, 12, 0, 0, 0, time.UTC))
-	d, err := commands.NewDispatcher(ctx, bus.Conn(), js, 1, mq, commands.Config{RetryInterval: time.Second,
+	d, err := commands.NewDispatcher(ctx, svctest.Role(t, roles, natsbus.RoleCommands).Conn(), svctest.Role(t, roles, natsbus.RoleCommands).JetStream(), 1, mq, commands.Config{RetryInterval: time.Second,
 		Online: func(string) bool { return false }, Clock: clock}, svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +166,7 @@ func TestDispatcherClosedAndExpired(t *testing.T) {
 	g := svc.NewGroup(svctest.Logger())
 	defer g.Close()
 	g.Go("dispatcher", d.Run)
-	results, err := bus.Conn().SubscribeSync("vehicle.cmdresult.VIN1")
+	results, err := ops.Conn().SubscribeSync("vehicle.cmdresult.VIN1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,10 @@ func TestConsentChangesAtOneInstantAllPublished(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus)        // the services on their own users
+	js := svctest.Ops(t, bus).JetStream() // the test's own reads and writes
 	at := time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)
-	r, err := Open(ctx, js, 1, func() time.Time { return at }, svctest.Logger())
+	r, err := Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, func() time.Time { return at }, svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

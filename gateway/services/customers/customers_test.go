@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
 )
@@ -19,7 +20,8 @@ func TestLegacyRecordsMigrated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus)        // the services on their own users
+	js := svctest.Ops(t, bus).JetStream() // the test's own reads and writes
 	kv, err := svc.OpenKV(ctx, js, Bucket, "", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +34,7 @@ func TestLegacyRecordsMigrated(t *testing.T) {
 	if _, err := kv.B.Put(ctx, "erased.legacy-2", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(ctx, js, 1, nil, svctest.Logger())
+	r, err := Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +58,7 @@ func TestLegacyRecordsMigrated(t *testing.T) {
 		}
 	}
 	// The reopened registry finds the migrated record again.
-	r2, err := Open(ctx, js, 1, nil, svctest.Logger())
+	r2, err := Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

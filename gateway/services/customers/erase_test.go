@@ -21,7 +21,8 @@ func TestScrubEscapedToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus)        // the services on their own users
+	js := svctest.Ops(t, bus).JetStream() // the test's own reads and writes
 	const id = "cu_st1"
 	tok := natsbus.Token(id)
 	if tok == id {
@@ -37,7 +38,7 @@ func TestScrubEscapedToken(t *testing.T) {
 	}
 	pub("deadletter.webhook.cafe", "vehicle.event."+tok)
 	pub("deadletter.webhook.cafe", "vehicle.event.someone-else")
-	if err := Scrub(ctx, js, []string{id}); err != nil {
+	if err := Scrub(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), []string{id}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := js.Stream(ctx, natsbus.StreamDeadLetter)

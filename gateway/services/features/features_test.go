@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/commands"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/features"
@@ -46,8 +47,10 @@ func newEnv(t *testing.T, regs ...customers.Registration) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	bus := svctest.Bus(t)
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
 	log := svctest.Logger()
-	reg, err := customers.Open(ctx, bus.JetStream(), 1, nil, log)
+	reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,12 +63,12 @@ func newEnv(t *testing.T, regs ...customers.Registration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := features.NewScheduler(ctx, bus.Conn(), bus.JetStream(), 1, reg, features.Config{Catalog: cat}, log)
+	s, err := features.NewScheduler(ctx, svctest.Role(t, roles, natsbus.RoleFeatures).Conn(), svctest.Role(t, roles, natsbus.RoleFeatures).JetStream(), 1, reg, features.Config{Catalog: cat}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{ctx: ctx, reg: reg, sched: s}
-	sub, err := bus.Conn().Subscribe("vehicle.cmd.*", func(*nats.Msg) { e.cmds.Add(1) })
+	sub, err := ops.Conn().Subscribe("vehicle.cmd.*", func(*nats.Msg) { e.cmds.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}

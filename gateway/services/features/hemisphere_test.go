@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telegate/telegate/gateway/cluster/lease"
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/features"
 	"github.com/telegate/telegate/gateway/services/svc"
@@ -47,7 +48,9 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 		interval = 30 * time.Second
 	)
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	log := svctest.Logger()
 	clk := testenv.NewManualClock(time.Date(2031, 7, 10, 10, 0, 0, 0, time.UTC))
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -56,7 +59,7 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lkv, err := lease.OpenBucket(ctx, js, 1)
+	lkv, err := lease.OpenBucket(ctx, svctest.Role(t, roles, natsbus.RoleFeatures).JetStream(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +70,11 @@ func TestHemisphereSurvivesLeaseHandOver(t *testing.T) {
 		done   chan error
 	}
 	start := func(name string) *replica {
-		reg, err := customers.Open(ctx, js, 1, nil, log)
+		reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, log)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := features.NewScheduler(ctx, bus.Conn(), js, 1, reg, features.Config{Catalog: cat, Interval: interval,
+		s, err := features.NewScheduler(ctx, svctest.Role(t, roles, natsbus.RoleFeatures).Conn(), svctest.Role(t, roles, natsbus.RoleFeatures).JetStream(), 1, reg, features.Config{Catalog: cat, Interval: interval,
 			Clock: svc.Clock(clk.Now), Cluster: lease.Cluster{KV: lkv, Holder: name, TTL: ttl, Clock: clk, Log: log}}, log)
 		if err != nil {
 			t.Fatal(err)
@@ -166,9 +169,11 @@ func newHemiEnv(t *testing.T) *hemiEnv {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	log := svctest.Logger()
-	reg, err := customers.Open(ctx, js, 1, nil, log)
+	reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +181,7 @@ func newHemiEnv(t *testing.T) *hemiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := features.NewScheduler(ctx, bus.Conn(), js, 1, reg, features.Config{Catalog: cat}, log)
+	s, err := features.NewScheduler(ctx, svctest.Role(t, roles, natsbus.RoleFeatures).Conn(), svctest.Role(t, roles, natsbus.RoleFeatures).JetStream(), 1, reg, features.Config{Catalog: cat}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,7 @@ func param(c wire.Command, k string) string {
 type wired struct {
 	ctx    context.Context
 	bus    *natsbus.Bus
+	ops    *natsbus.Client // the test's own reads and writes (full rights)
 	sched  *features.Scheduler
 	disp   *commands.Dispatcher
 	mqtt   *vehicleMQTT
@@ -70,11 +71,12 @@ func newWired(t *testing.T, regs ...customers.Registration) *wired {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	w := &wired{ctx: ctx, bus: svctest.Bus(t), mqtt: &vehicleMQTT{}}
+	w.ops = svctest.Ops(t, w.bus)
 	clock := testenv.Clock(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	w.day = clock()
 	log := svctest.Logger()
-	js := w.bus.JetStream()
-	reg, err := customers.Open(ctx, js, 1, nil, log)
+	roles := svctest.Roles(t, w.bus) // the services on their own users
+	reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +89,11 @@ func newWired(t *testing.T, regs ...customers.Registration) *wired {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.disp, err = commands.NewDispatcher(ctx, w.bus.Conn(), js, 1, w.mqtt, commands.Config{RetryInterval: time.Hour,
+	if w.disp, err = commands.NewDispatcher(ctx, svctest.Role(t, roles, natsbus.RoleCommands).Conn(), svctest.Role(t, roles, natsbus.RoleCommands).JetStream(), 1, w.mqtt, commands.Config{RetryInterval: time.Hour,
 		Online: func(vin string) bool { _, ok := w.online.Load(vin); return ok }}, log); err != nil {
 		t.Fatal(err)
 	}
-	if w.sched, err = features.NewScheduler(ctx, w.bus.Conn(), js, 1, reg, features.Config{Catalog: cat, Interval: time.Hour,
+	if w.sched, err = features.NewScheduler(ctx, svctest.Role(t, roles, natsbus.RoleFeatures).Conn(), svctest.Role(t, roles, natsbus.RoleFeatures).JetStream(), 1, reg, features.Config{Catalog: cat, Interval: time.Hour,
 		Clock: clock}, log); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func (w *wired) comeOnline(t *testing.T, vin string) {
 	t.Helper()
 	w.online.Store(vin, true)
 	ev := map[string]any{"device": vin, "kind": "vehicle", "connected": true}
-	if err := (svc.Publisher{JS: w.bus.JetStream()}).Publish(w.ctx, "vehicle.connectivity.connected."+vin, "conn-"+vin,
+	if err := (svc.Publisher{JS: w.ops.JetStream()}).Publish(w.ctx, "vehicle.connectivity.connected."+vin, "conn-"+vin,
 		"connectivity.connected", vin, time.Now(), ev); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func (w *wired) comeOnline(t *testing.T, vin string) {
 func (w *wired) ack(t *testing.T, vin, id, status string) {
 	t.Helper()
 	ack := map[string]any{"vin": vin, "cmd_id": id, "status": status}
-	if err := (svc.Publisher{JS: w.bus.JetStream()}).Publish(w.ctx, "vehicle.cmdack."+vin, "cmdack-"+vin+"-"+id+"-"+status,
+	if err := (svc.Publisher{JS: w.ops.JetStream()}).Publish(w.ctx, "vehicle.cmdack."+vin, "cmdack-"+vin+"-"+id+"-"+status,
 		"vehicle.cmdack", vin, time.Now(), ack); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +249,7 @@ func TestDecisionRedeliveryIdempotent(t *testing.T) {
 
 	// The process stopped after storing decision 2 (off) and before
 	// sending it: the state says "decided".
-	kv, err := w.bus.JetStream().KeyValue(w.ctx, features.Bucket)
+	kv, err := w.ops.JetStream().KeyValue(w.ctx, features.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +272,7 @@ func TestDecisionRedeliveryIdempotent(t *testing.T) {
 		t.Fatalf("stored decision after the tick: %+v", st)
 	}
 	// Again: the same decision is sent with the same id, never a new one.
-	if err := commands.Send(w.ctx, svc.Publisher{JS: w.bus.JetStream()}, w.day, commands.Request{VIN: vin, CmdID: stored,
+	if err := commands.Send(w.ctx, svc.Publisher{JS: w.ops.JetStream()}, w.day, commands.Request{VIN: vin, CmdID: stored,
 		Name: "feature", Origin: "features", Key: "feature:wifi",
 		Params: []commands.Param{{Key: "feature", Value: "wifi"}, {Key: "state", Value: "off"}}}); err != nil {
 		t.Fatal(err)

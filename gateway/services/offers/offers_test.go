@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/customers"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
@@ -51,13 +52,15 @@ func newFixture(t *testing.T) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	log := svctest.Logger()
-	reg, err := customers.Open(ctx, js, 1, nil, log)
+	reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	part, err := partners.Open(ctx, js, 1, "", log)
+	part, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,14 +79,14 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := NewEngine(ctx, js, 1, reg, part, Config{Stations: testStations, Tokens: tokens}, log)
+	eng, err := NewEngine(ctx, svctest.Role(t, roles, natsbus.RoleOffers).JetStream(), 1, reg, part, Config{Stations: testStations, Tokens: tokens}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg.OnErase(eng.Erase)
 	reg.OnWithdraw(eng.Barrier)
 	f := &fixture{ctx: ctx, reg: reg, part: part, eng: eng, pub: svc.Publisher{JS: js}}
-	sub, err := bus.Conn().Subscribe("partners.>", func(m *nats.Msg) {
+	sub, err := ops.Conn().Subscribe("partners.>", func(m *nats.Msg) {
 		f.mu.Lock()
 		f.got = append(f.got, m)
 		f.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/internal/svctest"
 )
 
@@ -18,13 +19,13 @@ import (
 func TestDeliveriesBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js := svctest.Bus(t).JetStream()
+	roles := svctest.Roles(t, svctest.Bus(t)) // the services on their own users
 	log := svctest.Logger()
-	reg, err := Open(ctx, js, 1, "", log)
+	reg, err := Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWebhooks(ctx, js, 1, reg, WebhookConfig{}, log)
+	w, err := NewWebhooks(ctx, svctest.Role(t, roles, natsbus.RoleWebhooks).JetStream(), 1, reg, WebhookConfig{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

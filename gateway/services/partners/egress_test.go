@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
@@ -63,15 +64,17 @@ func deliver(t *testing.T, url string, eg partners.Egress, maxAttempts int, log 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
-	reg, err := partners.Open(ctx, js, 1, "", log)
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
+	reg, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.Put(ctx, testPartner("p1", url)); err != nil {
 		t.Fatal(err)
 	}
-	wh, err := partners.NewWebhooks(ctx, js, 1, reg, partners.WebhookConfig{MaxAttempts: maxAttempts, InitialBackoff: 20 * time.Millisecond,
+	wh, err := partners.NewWebhooks(ctx, svctest.Role(t, roles, natsbus.RoleWebhooks).JetStream(), 1, reg, partners.WebhookConfig{MaxAttempts: maxAttempts, InitialBackoff: 20 * time.Millisecond,
 		Egress: eg}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/internal/svctest"
 )
@@ -21,6 +22,7 @@ func TestStoredEmptyWindowPartnerKept(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bus := svctest.Bus(t)
+	roles := svctest.Roles(t, bus)                      // the registry on its own user
 	mon := time.Date(2027, 3, 1, 11, 0, 0, 0, time.UTC) // Monday, 12:00 in Berlin
 	old := partners.Partner{ID: "cafe", Name: "Cafe", APITokenSHA256: string(make64('a')),
 		Venues: []partners.Venue{
@@ -30,14 +32,14 @@ func TestStoredEmptyWindowPartnerKept(t *testing.T) {
 				Hours: []partners.Hours{{Days: []string{"mon"}, Open: "00:00", Close: "00:00"}}, Offer: partners.Offer{Text: "Tea", Code: "C2"}},
 		}}
 	// What the previous release's Put wrote (it accepted the empty window).
-	if _, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger()); err != nil { // creates the bucket
+	if _, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", svctest.Logger()); err != nil { // creates the bucket
 		t.Fatal(err)
 	}
 	raw, err := json.Marshal(old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := bus.JetStream().KeyValue(ctx, partners.Bucket)
+	kv, err := svctest.Ops(t, bus).JetStream().KeyValue(ctx, partners.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func TestStoredEmptyWindowPartnerKept(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger())
+	r, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

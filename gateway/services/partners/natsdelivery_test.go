@@ -3,6 +3,7 @@ package partners_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
 )
 
@@ -25,6 +27,7 @@ const (
 
 type natsFixture struct {
 	bus *natsbus.Bus
+	ops *natsbus.Client // the test's own reads and writes (full rights)
 	reg *partners.Registry
 	del *partners.NATSDelivery
 }
@@ -32,7 +35,8 @@ type natsFixture struct {
 func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDeliveryConfig) *natsFixture {
 	t.Helper()
 	bus := svctest.Bus(t)
-	reg, err := partners.Open(ctx, bus.JetStream(), 1, "", svctest.Logger())
+	roles := svctest.Roles(t, bus) // the services on their own users
+	reg, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", svctest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +49,8 @@ func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDelivery
 			t.Fatal(err)
 		}
 	}
-	del := partners.NewNATSDelivery(bus.Conn(), bus.JetStream(), reg, cfg, svctest.Logger())
+	pn := svctest.Role(t, roles, natsbus.RolePartnerNATS)
+	del := partners.NewNATSDelivery(pn.Conn(), pn.JetStream(), reg, cfg, svctest.Logger())
 	for range 2 { // idempotent
 		if err := del.Ensure(ctx); err != nil {
 			t.Fatal(err)
@@ -54,13 +59,13 @@ func newNATSFixture(t *testing.T, ctx context.Context, cfg partners.NATSDelivery
 	if err := bus.SetPartners(reg.NATSAccounts()); err != nil {
 		t.Fatal(err)
 	}
-	return &natsFixture{bus: bus, reg: reg, del: del}
+	return &natsFixture{bus: bus, ops: svctest.Ops(t, bus), reg: reg, del: del}
 }
 
 func (f *natsFixture) trigger(t *testing.T, ctx context.Context, partner, id string) {
 	t.Helper()
 	b, _ := json.Marshal(partners.Trigger{V: 1, ID: id, Type: partners.TriggerType, Partner: partner, Time: time.Now()})
-	if _, err := f.bus.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject(partner), Data: b},
+	if _, err := f.ops.JetStream().PublishMsg(ctx, &nats.Msg{Subject: partners.Subject(partner), Data: b},
 		jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +140,7 @@ func TestPartnerDurablePermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	f := newNATSFixture(t, ctx, partners.NATSDeliveryConfig{})
-	js := f.bus.JetStream()
+	js := f.ops.JetStream()
 	if _, err := js.Consumer(ctx, partners.TriggerStream, partners.Durable("hooks-only")); err == nil {
 		t.Fatal("consumer created for a partner without NATS credentials")
 	}
@@ -338,12 +343,28 @@ func TestPartnerUndeliverableCounted(t *testing.T) {
 		}
 		return nil
 	})
-	dl, err := f.bus.JetStream().Stream(ctx, "DEADLETTER")
+	dl, err := f.ops.JetStream().Stream(ctx, "DEADLETTER")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := dl.GetLastMsgForSubject(ctx, "deadletter.nats.cafe")
 	if err != nil || !strings.Contains(string(m.Data), "ofr-poison") || !strings.Contains(string(m.Data), "dl-nats-ofr-poison") {
 		t.Fatalf("dead letter %s: %v", m.Data, err)
+	}
+}
+
+// TestPartnerNATSUserNotInternal: a partner's NATS user named like one of
+// the gateway's own users (a service's, the operator's) is refused with a
+// clear answer; the embedded server would refuse every partner account.
+func TestPartnerNATSUserNotInternal(t *testing.T) {
+	for _, u := range append([]string{natsbus.RoleGateway, natsbus.RoleOps, natsbus.RoleSys}, natsbus.ServiceRoles...) {
+		p := partners.Partner{ID: "cafe", Name: "Cafe", NATS: &partners.NATS{User: u, PasswordBcrypt: cafeHash}}
+		if err := p.Validate(); !errors.Is(err, svc.ErrInvalid) || !strings.Contains(err.Error(), "gateway's own users") {
+			t.Fatalf("nats user %q: %v", u, err)
+		}
+	}
+	p := partners.Partner{ID: "cafe", Name: "Cafe", NATS: &partners.NATS{User: "cafe", PasswordBcrypt: cafeHash}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

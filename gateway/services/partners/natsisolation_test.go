@@ -130,7 +130,7 @@ func testPartnerAccountIsolation(t *testing.T, openPerms bool) {
 			t.Fatal(err)
 		}
 	}
-	gw := f.bus.JetStream()
+	gw := f.ops.JetStream()
 	for _, b := range []string{"profiles", "customers"} {
 		kv, err := gw.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b})
 		if err != nil {
@@ -144,7 +144,7 @@ func testPartnerAccountIsolation(t *testing.T, openPerms bool) {
 	f.trigger(t, ctx, "bakery", "ofr-b1")
 	before := readState(t, ctx, gw)
 	targets := []string{"$KV.profiles.x", "$KV.customers.x", partners.Subject("bakery"), "profile.events.x"}
-	obs := observe(t, f.bus.Conn(), append(targets, "$KV.>", "profile.>", "partners.bakery.>", "customers.>")...)
+	obs := observe(t, f.ops.Conn(), append(targets, "$KV.>", "profile.>", "partners.bakery.>", "customers.>")...)
 
 	a := connectPartner(t, f.bus.URL(), "cafe", "cafe", "cafe-pass")
 	d := partners.Durable("cafe")
@@ -205,7 +205,7 @@ func testPartnerAccountIsolation(t *testing.T, openPerms bool) {
 	if _, err := cons.Info(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.bus.Conn().Flush(); err != nil {
+	if err := f.ops.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := gw.AccountInfo(ctx); err != nil {

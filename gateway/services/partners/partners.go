@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/loglimit"
 )
@@ -157,6 +158,10 @@ func (p Partner) validate(strict bool) error {
 	}
 	if p.NATS != nil && (!svc.ValidID(p.NATS.User) || !strings.HasPrefix(p.NATS.PasswordBcrypt, "$2")) {
 		bad("nats: user must be an id and password_bcrypt a bcrypt hash")
+	}
+	if p.NATS != nil && natsbus.InternalUser(p.NATS.User) {
+		// The embedded server would refuse every partner account.
+		bad("nats: user %q is one of the gateway's own users", p.NATS.User)
 	}
 	if p.APITokenSHA256 != "" && len(p.APITokenSHA256) != 64 {
 		bad("api_token_sha256: want 64 hex digits")

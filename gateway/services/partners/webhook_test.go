@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
 	"github.com/telegate/telegate/internal/svctest"
@@ -57,9 +58,11 @@ func TestWebhooks(t *testing.T) {
 	defer bad.Close()
 
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus) // the services on their own users
+	ops := svctest.Ops(t, bus)     // the test's own reads and writes
+	js := ops.JetStream()
 	log := svctest.Logger()
-	reg, err := partners.Open(ctx, js, 1, "", log)
+	reg, err := partners.Open(ctx, svctest.Role(t, roles, natsbus.RolePartners).JetStream(), 1, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +73,7 @@ func TestWebhooks(t *testing.T) {
 	}
 	// Both test servers share the httptest CA; they listen on loopback,
 	// which the operator must allow-list (TestWebhookLoopbackRefused).
-	wh, err := partners.NewWebhooks(ctx, js, 1, reg, partners.WebhookConfig{MaxAttempts: 3, InitialBackoff: 20 * time.Millisecond,
+	wh, err := partners.NewWebhooks(ctx, svctest.Role(t, roles, natsbus.RoleWebhooks).JetStream(), 1, reg, partners.WebhookConfig{MaxAttempts: 3, InitialBackoff: 20 * time.Millisecond,
 		Egress: loopbackEgress(good)}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +81,7 @@ func TestWebhooks(t *testing.T) {
 	g := svc.NewGroup(log)
 	defer g.Close()
 	g.Go("webhooks", wh.Run)
-	dl, err := bus.Conn().SubscribeSync("deadletter.webhook.>")
+	dl, err := ops.Conn().SubscribeSync("deadletter.webhook.>")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,14 +23,15 @@ func TestProfileProjection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	bus := svctest.Bus(t)
-	js := bus.JetStream()
+	roles := svctest.Roles(t, bus)        // the services on their own users
+	js := svctest.Ops(t, bus).JetStream() // the test's own reads and writes
 	log := svctest.Logger()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	reg, err := customers.Open(ctx, js, 1, func() time.Time { return now }, log)
+	reg, err := customers.Open(ctx, svctest.Role(t, roles, natsbus.RoleCustomers).JetStream(), 1, func() time.Time { return now }, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proj, err := profile.NewProjector(ctx, js, 1, reg, log)
+	proj, err := profile.NewProjector(ctx, svctest.Role(t, roles, natsbus.RoleProfile).JetStream(), 1, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

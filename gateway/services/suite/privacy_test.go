@@ -60,7 +60,8 @@ func startPrivacyEnv(t *testing.T) *privacyEnv {
 	s, err := Start(ctx, Config{Settings: Settings{StationsFile: stations, AdminToken: "admin-token-for-tests-0123456789",
 		TokenKey: "0123456789abcdef0123456789abcdef", TokenKeyID: "k1", SchedulerInterval: time.Hour},
 		Clock: func() time.Time { return at }},
-		Deps{NC: bus.Conn(), JS: bus.JetStream(), Bus: bus}, svctest.Logger())
+		Deps{Client: svctest.Roles(t, bus), Bus: bus}, svctest.Logger()) // each service on its own user
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,8 @@ func startPrivacyEnv(t *testing.T) *privacyEnv {
 		DailyCap: 5, Available: true}}}); err != nil {
 		t.Fatal(err)
 	}
-	return &privacyEnv{ctx: ctx, bus: bus, js: bus.JetStream(), s: s, pub: svc.Publisher{JS: bus.JetStream()}, at: at}
+	ops := svctest.Ops(t, bus).JetStream() // the test's own reads and writes
+	return &privacyEnv{ctx: ctx, bus: bus, js: ops, s: s, pub: svc.Publisher{JS: ops}, at: at}
 }
 
 func (e *privacyEnv) session(t *testing.T, event, sid, vin, tag string, at time.Time) {

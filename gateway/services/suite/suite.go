@@ -57,12 +57,20 @@ type Config struct {
 	// Tests pin it to chosen dates; SchedulerDaysPerTick starts from it.
 	SchedulerClock svc.Clock
 	// Cluster runs the feature scheduler's ticks under a lease shared by
-	// every gateway replica (zero: ticks in this process alone).
+	// every gateway replica (zero: ticks in this process alone). Its KV
+	// is opened on the features role's connection (that role's bucket).
 	Cluster lease.Cluster
 }
 
 // Deps are the connections the suite runs on.
 type Deps struct {
+	// Client, when set, gives each service its own connection: the
+	// service's role (natsbus.ServiceRoles) with that role's least rights
+	// on the embedded server. The gateway passes its per-role clients;
+	// the suite does not close them.
+	Client func(role string) (*natsbus.Client, error)
+	// NC and JS are every service's connection when Client is nil (a
+	// process connected as one user of an external server).
 	NC *nats.Conn
 	JS jetstream.JetStream
 	// MQTT delivers commands (nil: no Dispatcher in this process).
@@ -107,7 +115,22 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 			s.Close()
 		}
 	}()
-	js, r, clock := deps.JS, cfg.Replicas, cfg.Clock
+	r, clock := cfg.Replicas, cfg.Clock
+	// conn is role's connection (Deps.Client) or the shared one.
+	conn := func(role string) (*nats.Conn, jetstream.JetStream, error) {
+		if deps.Client == nil {
+			return deps.NC, deps.JS, nil
+		}
+		c, err := deps.Client(role)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Conn(), c.JetStream(), nil
+	}
+	_, js, err := conn(natsbus.RoleCustomers)
+	if err != nil {
+		return nil, err
+	}
 	if s.Customers, err = customers.Open(ctx, js, r, clock, log.With("service", "customers")); err != nil {
 		return nil, err
 	}
@@ -121,6 +144,9 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 		}
 		log.Info("customers registered from file", "new", n, "file", cfg.CustomersFile)
 	}
+	if _, js, err = conn(natsbus.RoleProfile); err != nil {
+		return nil, err
+	}
 	if s.Profiles, err = profile.NewProjector(ctx, js, r, s.Customers, log.With("service", "profile")); err != nil {
 		return nil, err
 	}
@@ -128,7 +154,11 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	s.Feeder = profile.NewFeeder(js, s.Customers, log.With("service", "profile-feeder"))
 
 	if deps.MQTT != nil {
-		if s.Dispatcher, err = commands.NewDispatcher(ctx, deps.NC, js, r, deps.MQTT, commands.Config{
+		nc, js, err := conn(natsbus.RoleCommands)
+		if err != nil {
+			return nil, err
+		}
+		if s.Dispatcher, err = commands.NewDispatcher(ctx, nc, js, r, deps.MQTT, commands.Config{
 			RetryInterval: cfg.CommandRetry, Online: deps.Online, Session: deps.Session, Clock: clock}, log.With("service", "commands")); err != nil {
 			return nil, err
 		}
@@ -147,13 +177,20 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	if cfg.SchedulerDaysPerTick > 0 {
 		schedClock = demoClock(schedClock.Now(), cfg.SchedulerInterval, cfg.SchedulerDaysPerTick)
 	}
-	if s.Scheduler, err = features.NewScheduler(ctx, deps.NC, js, r, s.Customers, features.Config{Catalog: catalog,
+	nc, js, err := conn(natsbus.RoleFeatures)
+	if err != nil {
+		return nil, err
+	}
+	if s.Scheduler, err = features.NewScheduler(ctx, nc, js, r, s.Customers, features.Config{Catalog: catalog,
 		Interval: cfg.SchedulerInterval, DryRun: cfg.FeaturesDryRun, Clock: schedClock, Cluster: cfg.Cluster}, log.With("service", "features")); err != nil {
 		return nil, err
 	}
 	s.Customers.OnErase(s.Scheduler.Erase)
 	s.Customers.OnWithdraw(s.Scheduler.Withdrawn)
 
+	if _, js, err = conn(natsbus.RolePartners); err != nil {
+		return nil, err
+	}
 	if s.Partners, err = partners.Open(ctx, js, r, cfg.PartnersFile, log.With("service", "partners")); err != nil {
 		return nil, fmt.Errorf("%w: partners: %w", ErrConfig, err)
 	}
@@ -171,6 +208,9 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	if err != nil {
 		return nil, err
 	}
+	if _, js, err = conn(natsbus.RoleOffers); err != nil {
+		return nil, err
+	}
 	if s.Offers, err = offers.NewEngine(ctx, js, r, s.Customers, s.Partners, offers.Config{Stations: stations, Tokens: tokens,
 		Clock: clock}, log.With("service", "offers")); err != nil {
 		return nil, err
@@ -178,6 +218,9 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 	s.Customers.OnErase(s.Offers.Erase)
 	s.Feeder.Attributor = s.Offers.Attributor
 	s.Customers.OnWithdraw(s.Offers.Barrier)
+	if _, js, err = conn(natsbus.RoleWebhooks); err != nil {
+		return nil, err
+	}
 	if s.Webhooks, err = partners.NewWebhooks(ctx, js, r, s.Partners, partners.WebhookConfig{MaxAttempts: cfg.WebhookMaxAttempts,
 		InitialBackoff: cfg.WebhookBackoff, Egress: cfg.WebhookEgress, Clock: clock}, log.With("service", "webhooks")); err != nil {
 		return nil, err
@@ -185,7 +228,10 @@ func Start(ctx context.Context, cfg Config, deps Deps, log *slog.Logger) (_ *Sui
 
 	natsCfg := cfg.PartnerNATS
 	natsCfg.Clock = clock
-	s.NATS = partners.NewNATSDelivery(deps.NC, js, s.Partners, natsCfg, log.With("service", "partner-nats"))
+	if nc, js, err = conn(natsbus.RolePartnerNATS); err != nil {
+		return nil, err
+	}
+	s.NATS = partners.NewNATSDelivery(nc, js, s.Partners, natsCfg, log.With("service", "partner-nats"))
 	s.Auth = svc.NewAuth(nil)
 	s.partnersChanged() // creates the partners' consumers, then their users
 	s.Partners.OnChange(s.partnersChanged)

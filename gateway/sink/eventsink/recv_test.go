@@ -48,11 +48,12 @@ func TestChargingEventCarriesReceiveTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := bus.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
+	ev := eventsClient(t, bus) // the sink's own user, as in the gateway
+	kv, err := ev.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := eventsink.New(cons, bus, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
+	s := eventsink.New(cons, ev, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nil) }()
@@ -62,7 +63,7 @@ func TestChargingEventCarriesReceiveTime(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	oc, err := bus.JetStream().OrderedConsumer(context.Background(), natsbus.StreamCharging, jetstream.OrderedConsumerConfig{})
+	oc, err := opsJS(t, bus).OrderedConsumer(context.Background(), natsbus.StreamCharging, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,17 +35,49 @@ func diag(seq uint64, codes ...uint16) []byte {
 
 // runUntil runs a fresh sink over the spool until the DTC stream holds want
 // messages (or the bounded wait ends), then stops it.
+// eventsClient is the event sink's own connection (natsbus.RoleEvents).
+func eventsClient(t *testing.T, bus *natsbus.Bus) *natsbus.Client {
+	t.Helper()
+	c, err := bus.Client(natsbus.RoleEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// opsByBus caches each bus's full-rights connection for the tests' own
+// reads (one per bus, closed by the first test's Cleanup that opened it).
+var opsByBus sync.Map // *natsbus.Bus -> *natsbus.Client
+
+// opsJS is a full-rights JetStream context on bus (the operator's user): what
+// the test itself reads, never what the sink runs on.
+func opsJS(t *testing.T, bus *natsbus.Bus) jetstream.JetStream {
+	t.Helper()
+	if c, ok := opsByBus.Load(bus); ok {
+		return c.(*natsbus.Client).JetStream()
+	}
+	c, err := bus.Client(natsbus.RoleOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsByBus.Store(bus, c)
+	t.Cleanup(func() { opsByBus.Delete(bus); c.Close() })
+	return c.JetStream()
+}
+
 func runUntil(t *testing.T, sp *spool.Spool, bus *natsbus.Bus, want uint64) {
 	t.Helper()
 	cons, err := sp.Consumer(eventsink.ConsumerName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := bus.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
+	ev := eventsClient(t, bus) // the sink's own user, as in the gateway
+	kv, err := ev.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := eventsink.New(cons, bus, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
+	s := eventsink.New(cons, ev, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nil) }()
@@ -61,7 +94,7 @@ func runUntil(t *testing.T, sp *spool.Spool, bus *natsbus.Bus, want uint64) {
 }
 
 func streamMsgs(t *testing.T, bus *natsbus.Bus) uint64 {
-	s, err := bus.JetStream().Stream(context.Background(), "DTC")
+	s, err := opsJS(t, bus).Stream(context.Background(), "DTC")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +142,7 @@ func TestDTCStateSurvivesRestart(t *testing.T) {
 	if n := streamMsgs(t, bus); n != 3 {
 		t.Fatalf("DTC stream has %d events, want 3 (raised, raised, cleared)", n)
 	}
-	cons, err := bus.JetStream().OrderedConsumer(context.Background(), "DTC", jetstream.OrderedConsumerConfig{})
+	cons, err := opsJS(t, bus).OrderedConsumer(context.Background(), "DTC", jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +185,8 @@ func TestDTCCacheNotTrustedAcrossBatches(t *testing.T) {
 		t.Cleanup(func() { sp.Close() })
 		return sp
 	}
-	kv, err := bus.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
+	ev := eventsClient(t, bus) // the sink's own user, as in the gateway
+	kv, err := ev.JetStream().KeyValue(context.Background(), natsbus.BucketDTCState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +214,7 @@ func TestDTCCacheNotTrustedAcrossBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := eventsink.New(cons, bus, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
+	a := eventsink.New(cons, ev, eventsink.KVStore{KV: kv}, nil, metrics.New(prometheus.NewRegistry()), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
