@@ -127,6 +127,9 @@ type Lease struct {
 	// rev is the revision of this contender's latest successful write
 	// (kept after a loss so that a late renewal can be recognised).
 	rev uint64
+	// unreleased is the token of a tenure whose Release failed to delete
+	// the key at rev (0: none): the next Release retries it.
+	unreleased uint64
 	// validUntil ends the current tenure (this contender's clock).
 	validUntil time.Time
 	// seenRev, seenAt: the other holder's revision and when this
@@ -260,7 +263,7 @@ func (l *Lease) TryAcquire(ctx context.Context) (uint64, error) {
 		}
 	}
 	l.mu.Lock()
-	l.token, l.rev = rev, rev
+	l.token, l.rev, l.unreleased = rev, rev, 0
 	l.validUntil = now.Add(l.ttl - l.guard)
 	l.mu.Unlock()
 	l.log.Info("lease acquired", "token", rev)
@@ -349,12 +352,19 @@ func (l *Lease) recheck(ctx context.Context, val []byte, rev, token uint64, caus
 
 // Release gives the lease up: it deletes the key at the holder's revision,
 // so a contender can take it at once. Releasing a lease not held is a no-op.
+// The tenure ends either way (no work may run under it any more); when the
+// delete failed (a timeout, a lost connection), the error is returned and
+// calling Release again retries the delete of the same revision, until it
+// succeeds or a contender takes the lease over after its ttl.
 func (l *Lease) Release(ctx context.Context) error {
 	l.op.Lock()
 	defer l.op.Unlock()
 	l.mu.Lock()
 	token, rev := l.token, l.rev
-	l.token = 0
+	if token == 0 {
+		token, rev = l.unreleased, l.rev
+	}
+	l.token, l.unreleased = 0, 0
 	l.mu.Unlock()
 	if token == 0 {
 		return nil
@@ -364,6 +374,11 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil // already taken over: nothing of ours to release
 	}
 	if err != nil {
+		l.mu.Lock()
+		if l.token == 0 && l.rev == rev {
+			l.unreleased = token
+		}
+		l.mu.Unlock()
 		return fmt.Errorf("lease: release %s: %w", l.key, err)
 	}
 	l.log.Info("lease released", "token", token)

@@ -463,10 +463,56 @@ func TestRaceAfterRelease(t *testing.T) {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
-			_ = a.Release(ctx)
-			_ = b.Release(ctx)
+			// The winner's release must land before the next round's
+			// first contender tries (a failed delete, e.g. a timeout on a
+			// loaded box, is retried by the next Release).
+			for _, l := range []*lease.Lease{a, b} {
+				giveUp := time.Now().Add(30 * time.Second)
+				for err := l.Release(ctx); err != nil; err = l.Release(ctx) {
+					if time.Now().After(giveUp) {
+						t.Fatalf("round %d: release: %v", round, err)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
 		}
 	})
+}
+
+// A Release whose delete fails (here: its context is already done) ends
+// the tenure but keeps what to delete: the next Release deletes the key,
+// and a contender acquires at once instead of waiting for the ttl.
+func TestReleaseRetriedAfterFailure(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := bg(t)
+	_, kv := e.conn(t, 0)
+	a, b := e.lease(t, kv, "a"), e.lease(t, kv, "b")
+	if _, err := a.TryAcquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := a.Release(done); err == nil {
+		t.Fatal("release with a cancelled context reported success")
+	}
+	if _, held := a.Token(); held {
+		t.Fatal("tenure still held after a failed release")
+	}
+	if _, err := b.TryAcquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("before the retried release: %v, want ErrHeld (the key was not deleted)", err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatalf("retried release: %v", err)
+	}
+	if _, err := b.TryAcquire(ctx); err != nil {
+		t.Fatalf("after the retried release: %v", err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatalf("a third release (nothing left to release): %v", err)
+	}
+	if _, err := b.TryAcquire(ctx); err != nil {
+		t.Fatalf("b lost its lease to a's third release: %v", err)
+	}
 }
 
 // A contender configured with a shorter ttl waits for the ttl the holder
