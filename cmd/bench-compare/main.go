@@ -27,6 +27,7 @@ func main() {
 	flag.IntVar(&o.Frames, "frames", 10000, "frames per device")
 	flag.IntVar(&o.Inflight, "inflight", 64, "QoS 1 publishes in flight per device")
 	flag.Float64Var(&o.Rate, "rate", 0, "frames per second per device (0: as fast as the window allows; the paced load is -clients 500 -rate 10)")
+	flag.DurationVar(&o.GatewayLinger, "gateway-linger", 0, "the gateway's influx.linger (0: its default)")
 	var floorAddr string
 	flag.StringVar(&floorAddr, benchcompare.FloorFlag, "", "internal: serve the floor pipeline on this address")
 	flag.IntVar(&o.Batch, "batch", 5000, "lines per InfluxDB write (direct writer, Telegraf)")

@@ -215,17 +215,21 @@ func startAlternative(o Options, dir, influxURL string, iu influx.User, devs []d
 
 // gatewayConf is the gateway's configuration for the run: loopback
 // listeners, pprof on when a profile is wanted, database DBGateway.
-func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL string, iu influx.User, pprof bool) string {
+func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL string, iu influx.User, pprof bool, linger time.Duration) string {
+	lingerKey := ""
+	if linger > 0 {
+		lingerKey = fmt.Sprintf(", linger: %s", linger)
+	}
 	return fmt.Sprintf(`data_dir: %s
 devices_file: %s
 log_level: warn
 http: {addr: %s, pprof: %t}
 mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 100000, rate_burst: 100000}
-influx: {url: %s, database: %s, username: %q, password: %q}
+influx: {url: %s, database: %s, username: %q, password: %q%s}
 nats: {embedded: {addr: %s}}
 dashboard: {enabled: false}
 services: {enabled: false}
-`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, influxURL, DBGateway, iu.Name, iu.Password, natsAddr)
+`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, influxURL, DBGateway, iu.Name, iu.Password, lingerKey, natsAddr)
 }
 
 // gatewayProc is the running gateway binary.
@@ -255,7 +259,7 @@ func startGateway(o Options, dir, influxURL string, iu influx.User, devs []devic
 		}
 	}
 	cfgFile := filepath.Join(dir, "gateway.yaml")
-	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, iu, o.CPUProfile != "")
+	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, iu, o.CPUProfile != "", o.GatewayLinger)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -34,6 +34,9 @@ type Options struct {
 	// FloorFromSelf: this program serves the floor pipeline when run
 	// with -FloorFlag (cmd/bench-compare does).
 	FloorFromSelf bool
+	// GatewayLinger, if > 0, is the gateway's influx.linger (its default
+	// otherwise).
+	GatewayLinger time.Duration
 	// CPUProfile, if set, is where a CPU profile of the gateway taken
 	// during its run is written (enables http.pprof); ProfileSeconds long.
 	CPUProfile     string
