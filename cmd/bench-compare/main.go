@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,10 +39,7 @@ func main() {
 	flag.BoolVar(&o.KeepDir, "keep", false, "keep the temporary directory")
 	flag.Parse()
 	if floorAddr != "" {
-		l, err := net.Listen("tcp", floorAddr)
-		if err == nil {
-			err = benchcompare.ServeFloor(l)
-		}
+		err := benchcompare.ServeFloorFlag(floorAddr)
 		fmt.Fprintln(os.Stderr, "bench-compare: floor:", err)
 		os.Exit(1)
 	}

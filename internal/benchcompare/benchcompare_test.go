@@ -110,15 +110,22 @@ func TestSmallRun(t *testing.T) {
 	}
 }
 
-// TestFloorAcksEveryFrame: the floor server answers CONNECT and every QoS 1
+// TestFloorAcksEveryFrame: the floor servers answer CONNECT and every QoS 1
 // PUBLISH of a paced load over a real socket.
 func TestFloorAcksEveryFrame(t *testing.T) {
+	t.Run("goroutines", func(t *testing.T) { testFloor(t, ServeFloor) })
+	t.Run("epoll", func(t *testing.T) {
+		testFloor(t, func(l net.Listener) error { return ServeFloorEpoll(l.(*net.TCPListener)) })
+	})
+}
+
+func testFloor(t *testing.T, serve func(net.Listener) error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- ServeFloor(l) }()
+	go func() { done <- serve(l) }()
 	devs := devices(3)[:3]
 	res := runLoad(l.Addr().String(), devs, 5, 4, 200, false, 1_700_000_000_000, func() {})
 	if res.Err != nil || res.Sent != 15 || res.Acked != 15 {

@@ -8,6 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/telegate/telegate/internal/probe"
@@ -24,8 +28,25 @@ import (
 // its CPU is measured apart from the load generator's.
 
 // FloorFlag is the hidden command-line flag of cmd/bench-compare that turns
-// the process into the floor server (ServeFloor on the flag's address).
-const FloorFlag = "serve-floor"
+// the process into the floor server: ServeFloor on the flag's address, or
+// ServeFloorEpoll when the address starts with FloorEpollPrefix.
+const (
+	FloorFlag        = "serve-floor"
+	FloorEpollPrefix = "epoll/"
+)
+
+// ServeFloorFlag serves the floor named by the flag's value (FloorFlag).
+func ServeFloorFlag(v string) error {
+	addr, epoll := strings.CutPrefix(v, FloorEpollPrefix)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if epoll {
+		return ServeFloorEpoll(l.(*net.TCPListener))
+	}
+	return ServeFloor(l)
+}
 
 // ServeFloor accepts MQTT 3.1.1 connections on l until it fails: CONNECT is
 // answered with CONNACK 0, each QoS 1 PUBLISH with its PUBACK (one write
@@ -96,7 +117,7 @@ type floorProc struct {
 
 // startFloor re-executes this program (cmd/bench-compare) as the floor
 // server on a free loopback port.
-func startFloor(dir string) (*floorProc, error) {
+func startFloor(dir string, epoll bool) (*floorProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -108,7 +129,11 @@ func startFloor(dir string) (*floorProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc("floor", self, []string{"-" + FloorFlag, addr}, nil, filepath.Join(dir, "floor.log"), 30*time.Second, tcpReady(addr))
+	v := addr
+	if epoll {
+		v = FloorEpollPrefix + addr
+	}
+	p, err := startProc("floor", self, []string{"-" + FloorFlag, v}, nil, filepath.Join(dir, "floor.log"), 30*time.Second, tcpReady(addr))
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +144,16 @@ func startFloor(dir string) (*floorProc, error) {
 // (it re-executes itself); a test binary cannot serve it.
 var ErrFloorBinary = errors.New("benchcompare: the floor pipeline runs from cmd/bench-compare only")
 
-func runFloor(o Options, devs []device) Result {
+func runFloor(o Options, devs []device, epoll bool) Result {
 	r := Result{Pipeline: "floor: Go goroutine per connection, PUBACK only"}
+	if epoll {
+		r.Pipeline = "floor: one epoll loop, PUBACK only"
+	}
 	if !o.FloorFromSelf {
 		r.Err = ErrFloorBinary
 		return r
 	}
-	fl, err := startFloor(filepath.Join(o.workDir, "floor"))
+	fl, err := startFloor(filepath.Join(o.workDir, "floor"), epoll)
 	if err != nil {
 		r.Err = err
 		return r
@@ -145,4 +173,142 @@ func runFloor(o Options, devs []device) Result {
 		r.Err = errors.Join(r.Err, fmt.Errorf("benchcompare: floor acknowledged %d of %d", r.Acked, r.Sent))
 	}
 	return r
+}
+
+// ServeFloorEpoll is the floor of the other connection model: one
+// goroutine (locked to its thread) waits on one level-triggered epoll
+// instance for every connection, reads what is ready with read(2) and
+// answers each complete packet as ServeFloor does, one write(2) per
+// PUBACK. No goroutine is woken per frame; the operating system's work per
+// frame (the read, the write, the wake-up of the loop when it was idle)
+// stays. Linux only.
+func ServeFloorEpoll(l *net.TCPListener) error {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("benchcompare: epoll: %w", err)
+	}
+	type econn struct {
+		c   *net.TCPConn // keeps the descriptor open
+		buf []byte       // unparsed bytes
+	}
+	var mu sync.Mutex // guards conns between the accept goroutine and the loop
+	conns := map[int]*econn{}
+	acceptErr := make(chan error, 1)
+	go func() {
+		for {
+			c, err := l.AcceptTCP()
+			if err != nil {
+				acceptErr <- err
+				syscall.Close(ep)
+				return
+			}
+			rc, err := c.SyscallConn()
+			if err != nil {
+				c.Close()
+				continue
+			}
+			var fd int
+			_ = rc.Control(func(f uintptr) { fd = int(f) })
+			mu.Lock()
+			conns[fd] = &econn{c: c, buf: make([]byte, 0, 4<<10)}
+			mu.Unlock()
+			if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}); err != nil {
+				c.Close()
+			}
+		}
+	}()
+	runtime.LockOSThread()
+	events := make([]syscall.EpollEvent, 256)
+	var rd [64 << 10]byte
+	for {
+		n, err := syscall.EpollWait(ep, events, -1)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return errors.Join(err, <-acceptErr)
+		}
+		for _, ev := range events[:n] {
+			fd := int(ev.Fd)
+			mu.Lock()
+			ec := conns[fd]
+			mu.Unlock()
+			if ec == nil {
+				continue
+			}
+			m, err := syscall.Read(fd, rd[:])
+			if err == syscall.EAGAIN {
+				continue
+			}
+			if err != nil || m == 0 || !floorAnswer(fd, &ec.buf, rd[:m]) {
+				_ = syscall.EpollCtl(ep, syscall.EPOLL_CTL_DEL, fd, nil)
+				mu.Lock()
+				delete(conns, fd)
+				mu.Unlock()
+				ec.c.Close()
+			}
+		}
+	}
+}
+
+// floorAnswer appends in to *pending, answers every complete packet there
+// on fd and keeps the incomplete rest. false: close the connection.
+func floorAnswer(fd int, pending *[]byte, in []byte) bool {
+	b := append(*pending, in...)
+	for {
+		if len(b) < 2 {
+			break
+		}
+		n, k, ok := varintAt(b[1:])
+		if !ok {
+			break
+		}
+		if n > 1<<20 {
+			return false
+		}
+		end := 1 + k + n
+		if len(b) < end {
+			break
+		}
+		h, body := b[0], b[1+k:end]
+		var out []byte
+		switch h >> 4 {
+		case 1:
+			out = []byte{0x20, 2, 0, 0}
+		case 3:
+			if (h>>1)&3 != 0 && len(body) >= 2 {
+				tl := int(body[0])<<8 | int(body[1])
+				if len(body) < 2+tl+2 {
+					return false
+				}
+				out = []byte{0x40, 2, body[2+tl], body[2+tl+1]}
+			}
+		case 12:
+			out = []byte{0xD0, 0}
+		case 14:
+			return false
+		}
+		if out != nil {
+			if _, err := syscall.Write(fd, out); err != nil {
+				return false
+			}
+		}
+		b = b[end:]
+	}
+	*pending = append((*pending)[:0], b...)
+	return true
+}
+
+// varintAt decodes an MQTT remaining length at the start of b: the value,
+// its length in bytes, and whether it is complete.
+func varintAt(b []byte) (n, k int, ok bool) {
+	mul := 1
+	for k = 0; k < 4 && k < len(b); k++ {
+		n += int(b[k]&0x7f) * mul
+		if b[k]&0x80 == 0 {
+			return n, k + 1, true
+		}
+		mul *= 128
+	}
+	return 0, 0, false
 }

@@ -29,7 +29,8 @@ type Options struct {
 	TelegrafUndelivered int // mqtt_consumer max_undelivered_messages
 
 	// Pipelines to run, any of "direct", "telegraf", "gateway" (all when
-	// nil), and "floor" (ServeFloor: needs FloorFromSelf).
+	// nil), and "floor" / "floor-epoll" (ServeFloor, ServeFloorEpoll:
+	// need FloorFromSelf).
 	Pipelines []string
 	// FloorFromSelf: this program serves the floor pipeline when run
 	// with -FloorFlag (cmd/bench-compare does).
@@ -167,8 +168,8 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			r = runAlternative(ctx, o, in, devs)
 		case "gateway":
 			r = runGateway(ctx, o, in, devs)
-		case "floor":
-			r = runFloor(o, devs)
+		case "floor", "floor-epoll":
+			r = runFloor(o, devs, p == "floor-epoll")
 		default:
 			return out, fmt.Errorf("benchcompare: unknown pipeline %q", p)
 		}
@@ -347,7 +348,7 @@ func WriteTable(w io.Writer, rs []Result, o Options) error {
 			pipeCPU = "–"
 		}
 		infCPU := fmt.Sprintf("%.1f", perFrame(r.InfluxCPU, r.Stored))
-		if strings.HasPrefix(r.Pipeline, "floor") {
+		if strings.HasPrefix(r.Pipeline, "floor:") {
 			infCPU = "–" // stores nothing
 		}
 		rows = append(rows, []string{r.Pipeline, fmt.Sprintf("%.0f", r.FramesPerSec()), pipeCPU,
