@@ -550,6 +550,9 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 //
 //go:noinline
 func (s *Server) detachClient(cl *Client, listener string, err error) error {
+	if f := seamSessionEnding.Load(); f != nil {
+		(*f)(cl)
+	}
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -569,9 +572,6 @@ func (s *Server) detachClient(cl *Client, listener string, err error) error {
 	// a reconnecting device's new connection existed, then unsubscribed
 	// by id and deleted the id from Clients: the new connection lost its
 	// entry and subscriptions (SUBACK sent, no publish reached it).
-	if f := seamSessionEnding.Load(); f != nil {
-		(*f)(cl)
-	}
 	if expire {
 		unlock := s.clientIDs.lock(cl.ID)
 		if !s.Clients.superseded(cl) {

@@ -22,8 +22,8 @@ var (
 	// publishes of old, the session being taken over, are copied for
 	// its new client cl.
 	seamSessionCopied atomic.Pointer[func(old, cl *Client)]
-	// seamSessionEnding runs in detachClient once the client's read loop
-	// has ended, before its clean-up takes the client id's lock.
+	// seamSessionEnding runs first in detachClient, once the client's
+	// read loop has ended: before its will and its clean-up.
 	seamSessionEnding atomic.Pointer[func(cl *Client)]
 	// seamSessionEnded runs at the end of detachClient.
 	seamSessionEnded atomic.Pointer[func(cl *Client)]
