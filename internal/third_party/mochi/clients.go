@@ -89,6 +89,84 @@ func (cl *Clients) Delete(id string) {
 	delete(cl.internal, id)
 }
 
+// telegate: clientIDLocks serialises, per client id, the steps that
+// change which *Client owns the id: a new connection taking the id
+// (inheritClientSession up to Clients.Add, in establishSession), the old
+// connection's clean-up when its session ends at disconnect (detachClient)
+// and a disconnected session's expiry (clearExpiredClients). The topics
+// index keeps subscriptions by client id, not by *Client, and a new
+// connection subscribes only once it is in Clients: so, with these steps
+// serialised, a clean-up that finds its *Client still the id's entry in
+// Clients (and not taken over) removes only its own subscriptions, and one
+// that finds another *Client there removes nothing. Upstream checked
+// IsTakenOver, then unsubscribed by id and deleted the id from Clients
+// without a lock: a connection with the same id that took the id in
+// between lost its Clients entry and its new subscriptions (it had its
+// SUBACK, but no publish reached it). The lock is per id (an entry lives
+// while someone holds or waits for it): a takeover writes DISCONNECT to
+// the old connection under it, which must not delay other devices.
+type clientIDLocks struct {
+	mu sync.Mutex               // guards m
+	m  map[string]*clientIDLock // ids locked or waited for
+}
+
+type clientIDLock struct {
+	sync.Mutex
+	refs int // holders and waiters; guarded by clientIDLocks.mu
+}
+
+// lock takes id's lock and returns the function that releases it.
+func (l *clientIDLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*clientIDLock)
+	}
+	e := l.m[id]
+	if e == nil {
+		e = new(clientIDLock)
+		l.m[id] = e
+	}
+	e.refs++
+	waits := e.refs > 1
+	l.mu.Unlock()
+	if waits {
+		if f := seamClientIDLockWait.Load(); f != nil {
+			(*f)(id)
+		}
+	}
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// superseded reports whether a newer connection has taken cl's client id:
+// cl was taken over, or another *Client is the id's entry. The caller
+// holds the id's lock (clientIDLocks).
+func (cl *Clients) superseded(c *Client) bool {
+	if c.IsTakenOver() {
+		return true
+	}
+	cur, ok := cl.Get(c.ID)
+	return ok && cur != c
+}
+
+// deleteIf removes c's id only while c is its entry (compare-and-delete).
+func (cl *Clients) deleteIf(c *Client) bool {
+	cl.Lock()
+	defer cl.Unlock()
+	if cl.internal[c.ID] != c {
+		return false
+	}
+	delete(cl.internal, c.ID)
+	return true
+}
+
 // GetByListener returns clients matching a listener id.
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()

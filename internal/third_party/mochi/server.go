@@ -157,6 +157,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	clientIDs    clientIDLocks        // telegate: serialises the changes of which *Client owns a client id (clients.go)
 }
 
 // loop contains interval tickers for the system events loop.
@@ -510,8 +511,13 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	// queue is full). CONNACK, written under it, is the connection's first
 	// packet: the socket's send buffer is empty.
 	cl.State.sendMu.Lock()
+	// telegate: the take-over of the client id and Clients.Add are one
+	// step for the id (clientIDLocks): an old connection's clean-up or a
+	// session's expiry runs wholly before or after it.
+	unlockID := s.clientIDs.lock(cl.ID)
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	unlockID()
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -544,6 +550,9 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 //
 //go:noinline
 func (s *Server) detachClient(cl *Client, listener string, err error) error {
+	if f := seamSessionEnding.Load(); f != nil {
+		(*f)(cl)
+	}
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -555,10 +564,25 @@ func (s *Server) detachClient(cl *Client, listener string, err error) error {
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 	s.hooks.OnDisconnect(cl, err, expire)
 
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	// telegate: the clean-up holds the client id's lock (clientIDLocks)
+	// and removes state only while no newer connection has taken the id:
+	// a newer one takes it under the same lock (establishSession) and
+	// subscribes only after, so the subscriptions under the id and the
+	// Clients entry are then its own. Upstream checked IsTakenOver before
+	// a reconnecting device's new connection existed, then unsubscribed
+	// by id and deleted the id from Clients: the new connection lost its
+	// entry and subscriptions (SUBACK sent, no publish reached it).
+	if expire {
+		unlock := s.clientIDs.lock(cl.ID)
+		if !s.Clients.superseded(cl) {
+			cl.ClearInflights()
+			s.UnsubscribeClient(cl)
+			s.Clients.deleteIf(cl) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+		}
+		unlock()
+	}
+	if f := seamSessionEnded.Load(); f != nil {
+		(*f)(cl)
 	}
 
 	return err
@@ -1721,7 +1745,16 @@ func (s *Server) sendLWT(cl *Client) {
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
-		s.loop.willDelayed.Add(cl.ID, pk)
+		// telegate: not once a newer connection has taken the client id
+		// (under the id's lock, clientIDLocks): that connection cancelled
+		// the id's delayed will when it was established ([MQTT-3.1.3-9]),
+		// possibly before this Add, which upstream then sent while the
+		// device was connected.
+		unlock := s.clientIDs.lock(cl.ID)
+		if !s.Clients.superseded(cl) {
+			s.loop.willDelayed.Add(cl.ID, pk)
+		}
+		unlock()
 		return
 	}
 
@@ -1890,8 +1923,24 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
-			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			// telegate: under the client id's lock (clientIDLocks), and
+			// only while the expired *Client is still the id's entry: a
+			// device resuming the session meanwhile took it over, and
+			// upstream deleted the new connection from Clients (no
+			// publish reached it). The expired session's subscriptions
+			// go with it: upstream left them in the topics index, and a
+			// later connection with the id, without a session, received
+			// publishes for them.
+			if f := seamClientExpiring.Load(); f != nil {
+				(*f)(client)
+			}
+			unlock := s.clientIDs.lock(id)
+			if cur, ok := s.Clients.Get(id); ok && cur == client {
+				s.hooks.OnClientExpired(client)
+				s.UnsubscribeClient(client)
+				s.Clients.deleteIf(client) // [MQTT-4.1.0-2]
+			}
+			unlock()
 		}
 	}
 }

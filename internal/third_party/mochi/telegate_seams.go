@@ -22,4 +22,15 @@ var (
 	// publishes of old, the session being taken over, are copied for
 	// its new client cl.
 	seamSessionCopied atomic.Pointer[func(old, cl *Client)]
+	// seamSessionEnding runs first in detachClient, once the client's
+	// read loop has ended: before its will and its clean-up.
+	seamSessionEnding atomic.Pointer[func(cl *Client)]
+	// seamSessionEnded runs at the end of detachClient.
+	seamSessionEnded atomic.Pointer[func(cl *Client)]
+	// seamClientExpiring runs in clearExpiredClients once it has found
+	// cl's session expired, before it takes the client id's lock.
+	seamClientExpiring atomic.Pointer[func(cl *Client)]
+	// seamClientIDLockWait runs when a goroutine finds a client id's lock
+	// (clientIDLocks) taken and is about to wait for it.
+	seamClientIDLockWait atomic.Pointer[func(id string)]
 )
