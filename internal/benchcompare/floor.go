@@ -198,8 +198,7 @@ func ServeFloorEpoll(l *net.TCPListener) error {
 		for {
 			c, err := l.AcceptTCP()
 			if err != nil {
-				acceptErr <- err
-				syscall.Close(ep)
+				acceptErr <- err // the loop sees it at its next wake-up
 				return
 			}
 			rc, err := c.SyscallConn()
@@ -220,13 +219,28 @@ func ServeFloorEpoll(l *net.TCPListener) error {
 	runtime.LockOSThread()
 	events := make([]syscall.EpollEvent, 256)
 	var rd [64 << 10]byte
+	defer func() {
+		syscall.Close(ep)
+		mu.Lock()
+		for _, ec := range conns {
+			ec.c.Close()
+		}
+		mu.Unlock()
+	}()
 	for {
-		n, err := syscall.EpollWait(ep, events, -1)
+		// Closing an epoll descriptor does not wake a thread waiting on
+		// it: the wait is bounded, and the listener's end is checked after.
+		n, err := syscall.EpollWait(ep, events, 200)
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
-			return errors.Join(err, <-acceptErr)
+			return fmt.Errorf("benchcompare: epoll wait: %w", err)
+		}
+		select {
+		case err := <-acceptErr:
+			return err
+		default:
 		}
 		for _, ev := range events[:n] {
 			fd := int(ev.Fd)
