@@ -269,10 +269,7 @@ func ServeFloorEpoll(l *net.TCPListener) error {
 // on fd and keeps the incomplete rest. false: close the connection.
 func floorAnswer(fd int, pending *[]byte, in []byte) bool {
 	b := append(*pending, in...)
-	for {
-		if len(b) < 2 {
-			break
-		}
+	for len(b) >= 2 {
 		n, k, ok := varintAt(b[1:])
 		if !ok {
 			break
