@@ -348,7 +348,7 @@ func (c *Config) Validate() error {
 		bad("influx.batch_lines", "batch_lines must be ≥ 1 and batch_bytes ≥ 4 KiB")
 	}
 	if c.Influx.Linger < time.Millisecond || c.Influx.Linger > influxsink.MaxLinger {
-		bad("influx.linger", "must be between 1ms and 1s")
+		bad("influx.linger", "must be between 1ms and 10s")
 	}
 	if c.Influx.WriteConcurrency < 1 || c.Influx.WriteConcurrency > 64 {
 		bad("influx.write_concurrency", "must be 1 to 64")

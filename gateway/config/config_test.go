@@ -52,7 +52,7 @@ func TestBadFiles(t *testing.T) {
 		"long_sync_delay.yaml":             {ErrInvalid, "config: invalid value: spool.sync_delay: must be 0 to 1s"},
 		"negative_sync_rate.yaml":          {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
 		"sync_delay_over_ack_timeout.yaml": {ErrInvalid, "config: invalid value: spool.sync_delay: must be shorter than spool.ack_timeout"},
-		"long_linger.yaml":                 {ErrInvalid, "config: invalid value: influx.linger: must be between 1ms and 1s"},
+		"long_linger.yaml":                 {ErrInvalid, "config: invalid value: influx.linger: must be between 1ms and 10s"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {

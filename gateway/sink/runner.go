@@ -131,8 +131,9 @@ type Config struct {
 const DefaultCommitInterval = 100 * time.Millisecond
 
 // DefaultLinger and DefaultLingerRecords are the Linger settings of the
-// spool sinks: after a batch of fewer than 1 000 records, wait 10 ms before
-// reading the next (a record reaches InfluxDB or NATS at most 10 ms later).
+// event sink: after a batch of fewer than 1 000 records, wait 10 ms before
+// reading the next (an event reaches NATS at most 10 ms later). The
+// InfluxDB sink has its own (influx.linger, influxsink.DefaultLinger).
 const (
 	DefaultLinger        = 10 * time.Millisecond
 	DefaultLingerRecords = 1000
@@ -233,6 +234,9 @@ func (r *Runner) Run(ctx context.Context) error {
 // A closed spool ends Drain with nil.
 func (r *Runner) Drain(ctx context.Context) error {
 	for {
+		// A drain wants the spool empty: no Linger (it would also spend
+		// the idle read's IdleWait).
+		r.linger = false
 		if ctx.Err() != nil {
 			r.abandon()
 			return fmt.Errorf("%w: %w", ErrDrainCut, ctx.Err())

@@ -375,6 +375,34 @@ func TestRunnerCommitsPendingBeforeRewind(t *testing.T) {
 // TestRunnerLingersAfterSmallBatches: after a batch smaller than
 // LingerRecords the runner waits Linger before reading again; after a
 // full-sized batch it does not.
+// TestRunnerDrainDoesNotLinger: a drain reads on at once after a small
+// batch (Linger is for a running sink at moderate rates; a drain wants the
+// spool empty, and a long linger would spend its idle-read time waiting).
+func TestRunnerDrainDoesNotLinger(t *testing.T) {
+	sp, cons := openSpool(t, 7)
+	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}
+	var lingered []time.Duration // guarded by the drain's goroutine (Drain calls Sleep synchronously)
+	r := sink.NewRunner(sink.Config{Name: "test", BatchRecords: 3, Linger: time.Hour, LingerRecords: 5,
+		Sleep: func(ctx context.Context, d time.Duration) bool {
+			if d == time.Hour {
+				lingered = append(lingered, d)
+			}
+			return sink.Sleep(ctx, min(d, time.Millisecond))
+		}}, cons, p, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantAll(t, p, 7)
+	if lag(sp) != 0 {
+		t.Fatalf("lag %d after drain, want 0", lag(sp))
+	}
+	if len(lingered) != 0 {
+		t.Fatalf("the drain lingered %d times", len(lingered))
+	}
+}
+
 func TestRunnerLingersAfterSmallBatches(t *testing.T) {
 	sp, cons := openSpool(t, 5)
 	p := &proc{fn: func(int, context.Context, []spool.Record) (int, error) { return 0, nil }}

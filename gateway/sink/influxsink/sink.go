@@ -129,7 +129,7 @@ func New(cfg Config, cons sink.Source, w Writer, m *metrics.Metrics, log *slog.L
 		p.slots[i] = b
 	}
 	r := sink.NewRunner(sink.Config{Name: ConsumerName, BatchRecords: cfg.BatchLines, BatchBytes: int(cfg.BatchBytes), CommitInterval: sink.DefaultCommitInterval,
-		Linger: cfg.Linger, LingerRecords: sink.DefaultLingerRecords, Sleep: cfg.Sleep}, cons, p, m, log)
+		Linger: cfg.Linger, LingerRecords: cfg.BatchLines, Sleep: cfg.Sleep}, cons, p, m, log)
 	return &Sink{Runner: r, p: p}
 }
 
