@@ -564,13 +564,13 @@ func (b *Broker) kick(id string, purge bool) bool {
 }
 
 // discardSession removes a stopped client's subscriptions, queued messages
-// and map entry, as mochi does for a clean session.
+// and map entry, as mochi does for a clean session: mochi's
+// DiscardSession, under the client id's lock, so a connection of the same
+// device that resumes or takes the id meanwhile keeps its own state (the
+// steps done here without the lock gave it Session Present 1 with the
+// subscriptions gone, or deleted its Clients entry).
 func (b *Broker) discardSession(cl *mqtt.Client) {
-	cl.ClearInflights()
-	b.server.UnsubscribeClient(cl)
-	if cur, ok := b.server.Clients.Get(cl.ID); ok && cur == cl {
-		b.server.Clients.Delete(cl.ID)
-	}
+	b.server.DiscardSession(cl)
 	b.rates.release(cl.ID, b.hasOpenClient(cl.ID, cl))
 }
 

@@ -514,10 +514,7 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	// telegate: the take-over of the client id and Clients.Add are one
 	// step for the id (clientIDLocks): an old connection's clean-up or a
 	// session's expiry runs wholly before or after it.
-	unlockID := s.clientIDs.lock(cl.ID)
-	sessionPresent := s.inheritClientSession(pk, cl)
-	s.Clients.Add(cl) // [MQTT-4.1.0-1]
-	unlockID()
+	sessionPresent := s.takeClientID(pk, cl)
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -573,13 +570,7 @@ func (s *Server) detachClient(cl *Client, listener string, err error) error {
 	// by id and deleted the id from Clients: the new connection lost its
 	// entry and subscriptions (SUBACK sent, no publish reached it).
 	if expire {
-		unlock := s.clientIDs.lock(cl.ID)
-		if !s.Clients.superseded(cl) {
-			cl.ClearInflights()
-			s.UnsubscribeClient(cl)
-			s.Clients.deleteIf(cl) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
-		}
-		unlock()
+		s.DiscardSession(cl) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
 	if f := seamSessionEnded.Load(); f != nil {
 		(*f)(cl)
@@ -1750,11 +1741,7 @@ func (s *Server) sendLWT(cl *Client) {
 		// the id's delayed will when it was established ([MQTT-3.1.3-9]),
 		// possibly before this Add, which upstream then sent while the
 		// device was connected.
-		unlock := s.clientIDs.lock(cl.ID)
-		if !s.Clients.superseded(cl) {
-			s.loop.willDelayed.Add(cl.ID, pk)
-		}
-		unlock()
+		s.storeDelayedWill(cl, pk)
 		return
 	}
 
@@ -1911,7 +1898,7 @@ func (s *Server) loadRetained(v []storage.Message) {
 // clearExpiredClients deletes all clients which have been disconnected for longer
 // than their given expiry intervals.
 func (s *Server) clearExpiredClients(dt int64) {
-	for id, client := range s.Clients.GetAll() {
+	for _, client := range s.Clients.GetAll() {
 		disconnected := client.StopTime()
 		if disconnected == 0 {
 			continue
@@ -1934,13 +1921,7 @@ func (s *Server) clearExpiredClients(dt int64) {
 			if f := seamClientExpiring.Load(); f != nil {
 				(*f)(client)
 			}
-			unlock := s.clientIDs.lock(id)
-			if cur, ok := s.Clients.Get(id); ok && cur == client {
-				s.hooks.OnClientExpired(client)
-				s.UnsubscribeClient(client)
-				s.Clients.deleteIf(client) // [MQTT-4.1.0-2]
-			}
-			unlock()
+			s.expireSession(client)
 		}
 	}
 }
@@ -2010,4 +1991,61 @@ func minimum(a, b int64) (m int64) {
 		m = b
 	}
 	return
+}
+
+// telegate: the steps under a client id's lock (clientIDLocks). Each
+// releases the lock in a defer: they run hooks (OnUnsubscribed,
+// OnClientExpired, OnPacketEncode of the DISCONNECT to a connection taken
+// over), and a panic there, recovered by the embedding listener, left the
+// lock held: every later connection with the id waited for it for good,
+// as did the session-expiry sweep (the server's event loop) once it
+// reached the id.
+
+// takeClientID takes the client id for cl: the take-over of an existing
+// session (inheritClientSession) and Clients.Add, under the id's lock.
+func (s *Server) takeClientID(pk packets.Packet, cl *Client) (sessionPresent bool) {
+	defer s.clientIDs.lock(cl.ID)()
+	sessionPresent = s.inheritClientSession(pk, cl)
+	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	return sessionPresent
+}
+
+// DiscardSession (telegate) removes cl's session as mochi does when a
+// clean session's connection ends: its stored publishes, subscriptions
+// and Clients entry, under the client id's lock and only while no newer
+// connection has taken the id (Clients.superseded). It reports whether it
+// removed them. detachClient uses it, and so does the embedding broker for
+// a session it ends (registry reload, a takeover by another replica, a
+// recovered panic): the broker used to do the same steps without the
+// lock, and a device resuming the session meanwhile got Session Present 1
+// with the subscriptions gone, or lost its new Clients entry.
+func (s *Server) DiscardSession(cl *Client) bool {
+	defer s.clientIDs.lock(cl.ID)()
+	if s.Clients.superseded(cl) {
+		return false
+	}
+	cl.ClearInflights()
+	s.UnsubscribeClient(cl)
+	s.Clients.deleteIf(cl)
+	return true
+}
+
+// storeDelayedWill stores cl's delayed will pk unless a newer connection
+// has taken the id (it cancelled the id's delayed will [MQTT-3.1.3-9]).
+func (s *Server) storeDelayedWill(cl *Client, pk packets.Packet) {
+	defer s.clientIDs.lock(cl.ID)()
+	if !s.Clients.superseded(cl) {
+		s.loop.willDelayed.Add(cl.ID, pk)
+	}
+}
+
+// expireSession removes the expired session of client while it is still
+// its id's entry in Clients.
+func (s *Server) expireSession(client *Client) {
+	defer s.clientIDs.lock(client.ID)()
+	if cur, ok := s.Clients.Get(client.ID); ok && cur == client {
+		s.hooks.OnClientExpired(client)
+		s.UnsubscribeClient(client)
+		s.Clients.deleteIf(client) // [MQTT-4.1.0-2]
+	}
 }
