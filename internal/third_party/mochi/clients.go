@@ -327,6 +327,9 @@ func (cl *Client) WriteLoop() {
 		}
 	}
 	for {
+		if f := seamWriteLoopNext.Load(); f != nil { // telegate: test seam
+			(*f)(cl)
+		}
 		select {
 		case pk := <-cl.State.outbound:
 			if err := cl.WritePacket(*pk); err != nil {
@@ -1009,12 +1012,12 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	default:
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
-	if err != nil {
-		return err
+	if err == nil && pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
+		err = packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
-
-	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
-		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+	if err != nil {
+		cl.flushIfIdle() // telegate: nothing else may flush what is buffered
+		return err
 	}
 
 	n, err := func() (int64, error) {
@@ -1060,6 +1063,23 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())
 
 	return err
+}
+
+// flushIfIdle writes out what WritePacket buffered (outbuf) when nothing
+// is left queued on outbound (telegate). A packet written while outbound
+// is not empty is buffered, for WriteLoop to flush with the next queued
+// one; when that one is not written (larger than the client's Maximum
+// Packet Size, or not encodable) and was the last, nothing flushed the
+// buffer: a PINGRESP, PUBACK or SUBACK written meanwhile waited for the
+// connection's next write, possibly for good. A failed flush is not
+// reported here: the connection is broken, and its read loop or the next
+// write ends it.
+func (cl *Client) flushIfIdle() {
+	cl.Lock()
+	defer cl.Unlock()
+	if len(cl.State.outbound) == 0 {
+		_ = cl.flushOutbuf()
+	}
 }
 
 func (cl *Client) flushOutbuf() (err error) {

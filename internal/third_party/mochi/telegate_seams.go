@@ -33,4 +33,7 @@ var (
 	// seamClientIDLockWait runs when a goroutine finds a client id's lock
 	// (clientIDLocks) taken and is about to wait for it.
 	seamClientIDLockWait atomic.Pointer[func(id string)]
+	// seamWriteLoopNext runs in the client's WriteLoop before it waits
+	// for the next packet queued on outbound.
+	seamWriteLoopNext atomic.Pointer[func(cl *Client)]
 )
