@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -158,6 +159,10 @@ type Server struct {
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
 	clientIDs    clientIDLocks        // telegate: serialises the changes of which *Client owns a client id (clients.go)
+	// telegate: willOwners maps a client id to the *Client whose will is
+	// in loop.willDelayed under that id. Written under the id's lock
+	// (clientIDLocks) with loop.willDelayed.
+	willOwners sync.Map
 }
 
 // loop contains interval tickers for the system events loop.
@@ -515,6 +520,9 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	// step for the id (clientIDLocks): an old connection's clean-up or a
 	// session's expiry runs wholly before or after it.
 	sessionPresent := s.takeClientID(pk, cl)
+	if f := seamClientIDTaken.Load(); f != nil {
+		(*f)(cl)
+	}
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -522,7 +530,8 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
-	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
+	// telegate: the id's delayed will was cancelled in takeClientID
+	// ([MQTT-3.1.3-9]).
 
 	var resend []packets.Packet
 	if sessionPresent {
@@ -1602,8 +1611,8 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 		return packets.CodeDisconnectWillMessage
 	}
 
-	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9] [MQTT-3.1.2-8]
-	cl.Stop(packets.CodeDisconnect)  // [MQTT-3.14.4-2]
+	s.cancelDelayedWill(cl.ID)      // [MQTT-3.1.3-9] [MQTT-3.1.2-8] (telegate: with its owner)
+	cl.Stop(packets.CodeDisconnect) // [MQTT-3.14.4-2]
 
 	return nil
 }
@@ -1735,14 +1744,15 @@ func (s *Server) sendLWT(cl *Client) {
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
-		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
 		// telegate: not once a newer connection has taken the client id
 		// (under the id's lock, clientIDLocks): that connection cancelled
 		// the id's delayed will when it was established ([MQTT-3.1.3-9]),
 		// possibly before this Add, which upstream then sent while the
-		// device was connected.
-		s.storeDelayedWill(cl, pk)
-		return
+		// device was connected. And the will waits for its delay or the
+		// end of the session, whichever is first (storeDelayedWill).
+		if !s.storeDelayedWill(cl, pk) {
+			return
+		}
 	}
 
 	if pk.FixedHeader.Retain {
@@ -1955,20 +1965,73 @@ func (s *Server) clearExpiredInflights(now int64) {
 }
 
 // sendDelayedLWT sends any LWT messages which have reached their issue time.
+//
+// telegate: each is taken under its client id's lock (takeDelayedWill),
+// only if still stored, and published for the client whose will it is,
+// not for whichever client Clients holds under the id: upstream cleared
+// the will of a newer connection of the device, and without a Clients
+// entry (session ended) called no OnWillSent hook and retained nothing.
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
-			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
-				if pk.FixedHeader.Retain {
-					s.retainMessage(cl, pk)
-				}
-				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
-				s.hooks.OnWillSent(cl, pk)
+			if cl, pk, ok := s.takeDelayedWill(id, nil, dt); ok {
+				s.publishWill(cl, pk)
 			}
-			s.loop.willDelayed.Delete(id)
 		}
 	}
+}
+
+// takeDelayedWill removes and returns the delayed will stored under id
+// with the client it belongs to (telegate), under the id's lock: the one
+// of owner if owner is not nil (whatever its delay), else one whose delay
+// has passed at dt. ok is false if there is none. A will whose owner a
+// newer connection has superseded is dropped: that connection cancelled
+// it ([MQTT-3.1.3-9]).
+func (s *Server) takeDelayedWill(id string, owner *Client, dt int64) (cl *Client, pk packets.Packet, ok bool) {
+	defer s.clientIDs.lock(id)()
+	return s.takeDelayedWillLocked(id, owner, dt)
+}
+
+// takeDelayedWillLocked is takeDelayedWill for the holder of the id's lock.
+func (s *Server) takeDelayedWillLocked(id string, owner *Client, dt int64) (cl *Client, pk packets.Packet, ok bool) {
+	pk, ok = s.loop.willDelayed.Get(id)
+	if !ok || (owner == nil && dt <= pk.Expiry) {
+		return nil, pk, false
+	}
+	if v, found := s.willOwners.Load(id); found {
+		cl = v.(*Client)
+	} else if cur, found := s.Clients.Get(id); found { // stored by upstream's tests, without owner
+		cl = cur
+	}
+	if owner != nil && cl != owner {
+		return nil, pk, false
+	}
+	s.cancelDelayedWill(id)
+	if cl != nil && s.Clients.superseded(cl) {
+		return nil, pk, false
+	}
+	return cl, pk, true
+}
+
+// cancelDelayedWill removes the delayed will stored under id, for the
+// holder of the id's lock (telegate).
+func (s *Server) cancelDelayedWill(id string) {
+	s.loop.willDelayed.Delete(id)
+	s.willOwners.Delete(id)
+}
+
+// publishWill publishes will pk of cl (nil: unknown), as sendLWT does
+// (telegate: the delayed wills, see sendDelayedLWT).
+func (s *Server) publishWill(cl *Client, pk packets.Packet) {
+	s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
+	if cl == nil {
+		return
+	}
+	if pk.FixedHeader.Retain {
+		s.retainMessage(cl, pk)
+	}
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-10]
+	s.hooks.OnWillSent(cl, pk)
 }
 
 // Int64toa converts an int64 to a string.
@@ -2005,6 +2068,12 @@ func minimum(a, b int64) (m int64) {
 // session (inheritClientSession) and Clients.Add, under the id's lock.
 func (s *Server) takeClientID(pk packets.Packet, cl *Client) (sessionPresent bool) {
 	defer s.clientIDs.lock(cl.ID)()
+	// telegate: the new connection cancels the id's delayed will here,
+	// under the lock, with Clients.Add ([MQTT-3.1.3-9]). Upstream deleted it
+	// after CONNACK: sendDelayedLWT could publish it in between, the
+	// device being connected again, and clear the new connection's will
+	// (Clients.Get found the new client).
+	s.cancelDelayedWill(cl.ID)
 	sessionPresent = s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 	return sessionPresent
@@ -2030,22 +2099,57 @@ func (s *Server) DiscardSession(cl *Client) bool {
 	return true
 }
 
-// storeDelayedWill stores cl's delayed will pk unless a newer connection
-// has taken the id (it cancelled the id's delayed will [MQTT-3.1.3-9]).
-func (s *Server) storeDelayedWill(cl *Client, pk packets.Packet) {
+// storeDelayedWill stores cl's will pk, to be published when its Will
+// Delay Interval has passed or cl's session ends, whichever is first
+// ([MQTT-3.1.3-9], MQTT 5 3.1.3.2.2), unless a newer connection has taken
+// the id (it cancelled the id's delayed will). It reports whether the will
+// is to be published now instead: an MQTT 5 session whose Session Expiry
+// Interval (as granted in CONNACK, or set by DISCONNECT) is 0 ends with
+// the connection, and one shorter than the delay ends first. Upstream
+// capped the delay only by a Session Expiry Interval in the CONNECT
+// packet: without one (expiry 0, the default) the will waited out its
+// delay, by when the session and its Clients entry were gone, so no
+// OnWillSent hook ran and a retained will was not retained.
+func (s *Server) storeDelayedWill(cl *Client, pk packets.Packet) (now bool) {
 	defer s.clientIDs.lock(cl.ID)()
-	if !s.Clients.superseded(cl) {
-		s.loop.willDelayed.Add(cl.ID, pk)
+	if s.Clients.superseded(cl) {
+		return false
 	}
+	delay := cl.Properties.Will.WillDelayInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < delay {
+		delay = cl.Properties.Props.SessionExpiryInterval
+	}
+	if delay == 0 {
+		return true
+	}
+	pk.Expiry = time.Now().Unix() + int64(delay)
+	s.loop.willDelayed.Add(cl.ID, pk)
+	s.willOwners.Store(cl.ID, cl)
+	return false
 }
 
 // expireSession removes the expired session of client while it is still
 // its id's entry in Clients.
+//
+// telegate: its will, if still delayed, is published first: the session
+// ends before the will's delay ([MQTT-3.1.3-9]); upstream published it
+// when the delay passed, without the session's Clients entry (no
+// OnWillSent hook, not retained).
 func (s *Server) expireSession(client *Client) {
+	if will, pk, ok := s.expireSessionLocked(client); ok {
+		s.publishWill(will, pk)
+	}
+}
+
+// expireSessionLocked does expireSession's steps under the client id's
+// lock and returns the will to publish after it (telegate).
+func (s *Server) expireSessionLocked(client *Client) (will *Client, pk packets.Packet, ok bool) {
 	defer s.clientIDs.lock(client.ID)()
-	if cur, ok := s.Clients.Get(client.ID); ok && cur == client {
+	if cur, found := s.Clients.Get(client.ID); found && cur == client {
+		will, pk, ok = s.takeDelayedWillLocked(client.ID, client, 0)
 		s.hooks.OnClientExpired(client)
 		s.UnsubscribeClient(client)
 		s.Clients.deleteIf(client) // [MQTT-4.1.0-2]
 	}
+	return will, pk, ok
 }

@@ -33,6 +33,9 @@ var (
 	// seamClientIDLockWait runs when a goroutine finds a client id's lock
 	// (clientIDLocks) taken and is about to wait for it.
 	seamClientIDLockWait atomic.Pointer[func(id string)]
+	// seamClientIDTaken runs in establishSession once cl has taken its
+	// client id (takeClientID, lock released), before CONNACK.
+	seamClientIDTaken atomic.Pointer[func(cl *Client)]
 	// seamWriteLoopNext runs in the client's WriteLoop before it waits
 	// for the next packet queued on outbound.
 	seamWriteLoopNext atomic.Pointer[func(cl *Client)]

@@ -1,0 +1,225 @@
+package mqtt
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Patched by telegate (see README.md in this directory): a delayed will is
+// cancelled under the client id's lock when a new connection takes the id,
+// and fired for the client it belongs to; it waits for its Will Delay
+// Interval or the end of its session, whichever is first ([MQTT-3.1.3-9]).
+
+// willConnect5 is an MQTT 5 CONNECT of client id "c5" with flags (will
+// flag and clean start as given by the caller), the CONNECT properties
+// props, the will properties willProps and a will on topic with payload.
+func willConnect5(flags byte, props, willProps []byte, topic, payload string) []byte {
+	b := []byte{0, 4, 'M', 'Q', 'T', 'T', 5, flags | 0x04, 0, 60, byte(len(props))}
+	b = append(append(b, props...), 0, 2, 'c', '5', byte(len(willProps)))
+	b = append(append(b, willProps...), 0, byte(len(topic)))
+	b = append(append(b, topic...), 0, byte(len(payload)))
+	return append(b, payload...)
+}
+
+// willWatcher connects MQTT 3.1.1 client id, subscribed to will/# at QoS 0.
+func willWatcher(t *testing.T, addr, id string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, addr)
+	c.send(0x10, append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, byte(len(id))}, id...)...)
+	c.expect(0x20, 0, 0)
+	c.send(0x82, 0, 1, 0, 6, 'w', 'i', 'l', 'l', '/', '#', 0)
+	c.expect(0x90, 0, 1, 0)
+	return c
+}
+
+// will reads a QoS 0 PUBLISH and returns its first byte, topic and payload.
+func (rc *rawClient) will() (byte, string, string) {
+	rc.t.Helper()
+	f, b := rc.read()
+	if f&0xf6 != 0x30 || len(b) < 2 || len(b) < 2+int(b[1]) {
+		rc.t.Fatalf("want a QoS 0 publish, got %02x % x", f, b)
+	}
+	return f, string(b[2 : 2+int(b[1])]), string(b[2+int(b[1]):])
+}
+
+// willSentHook records the clients OnWillSent ran for.
+type willSentHook struct {
+	HookBase
+	mu   sync.Mutex
+	sent []string // client id: will payload
+}
+
+func (h *willSentHook) ID() string           { return "will-sent" }
+func (h *willSentHook) Provides(b byte) bool { return b == OnWillSent }
+func (h *willSentHook) OnWillSent(cl *Client, pk packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sent = append(h.sent, cl.ID+": "+string(pk.Payload))
+}
+
+func (h *willSentHook) get() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.sent...)
+}
+
+// sessionEnded returns a channel that gets each client whose detachClient
+// has finished.
+func sessionEnded(t *testing.T) chan *Client {
+	ch := make(chan *Client, 8)
+	setSeam(t, &seamSessionEnded, func(cl *Client) { ch <- cl })
+	return ch
+}
+
+func waitEnded(t *testing.T, ch chan *Client) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection's clean-up did not run")
+	}
+}
+
+const sessionExpiry60 = "\x11\x00\x00\x00\x3c"
+
+// TestTelegateDelayedWillNotFiredOnReconnect: the device's will, delayed,
+// is due when the device reconnects; the delayed-will sweep runs right
+// after the new connection took the client id, before CONNACK. The old
+// will is not published (the new connection cancelled it, [MQTT-3.1.3-9])
+// and the new connection's own will is intact: published when it drops.
+// Before, the sweep published the old will and cleared the new
+// connection's will (Clients.Get found the new client), so nothing was
+// published when it dropped.
+func TestTelegateDelayedWillNotFiredOnReconnect(t *testing.T) {
+	s, addr := pidServer(t)
+	w := willWatcher(t, addr, "w")
+	ended := sessionEnded(t)
+
+	d := dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x02, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0, 30}, "will/c5", "old")...) // Will Delay 30 s
+	if f, _ := d.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	d.c.Close()
+	waitEnded(t, ended)
+	if n := s.loop.willDelayed.Len(); n != 1 {
+		t.Fatalf("%d delayed wills, want 1", n)
+	}
+
+	var once sync.Once
+	setSeam(t, &seamClientIDTaken, func(*Client) {
+		once.Do(func() { s.sendDelayedLWT(time.Now().Unix() + 3600) }) // every delayed will is due
+	})
+	d = dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x00, []byte(sessionExpiry60), nil, "will/c5", "new")...)
+	if f, b := d.read(); f != 0x20 || b[0] != 1 {
+		t.Fatalf("CONNACK %02x % x, want session present", f, b)
+	}
+	d.sync()
+	d.c.Close() // no DISCONNECT: its will (no delay) goes now
+	if _, topic, p := w.will(); topic != "will/c5" || p != "new" {
+		t.Fatalf("watcher got %q on %q, want the new connection's will", p, topic)
+	}
+}
+
+// TestTelegateWillWithoutSessionExpirySentAtOnce: an MQTT 5 device with a
+// Will Delay of an hour and no Session Expiry Interval (0: the session
+// ends with the connection) drops: its will is published at once,
+// retained as asked, with the OnWillSent hooks. Before, it waited out the
+// delay; by then the session's Clients entry was gone: no hook, not
+// retained.
+func TestTelegateWillWithoutSessionExpirySentAtOnce(t *testing.T) {
+	s, addr := pidServer(t)
+	h := new(willSentHook)
+	_ = s.AddHook(h, nil)
+	w := willWatcher(t, addr, "w")
+	ended := sessionEnded(t)
+
+	d := dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x02|0x20, nil, []byte{0x18, 0, 0, 0x0e, 0x10}, "will/c5", "gone")...) // retained, Will Delay 3600 s
+	if f, _ := d.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	d.c.Close()
+	if _, topic, p := w.will(); topic != "will/c5" || p != "gone" {
+		t.Fatalf("watcher got %q on %q", p, topic)
+	}
+	waitEnded(t, ended)
+	if got := h.get(); len(got) != 1 || got[0] != "c5: gone" {
+		t.Fatalf("OnWillSent for %q, want c5 once", got)
+	}
+	w2 := willWatcher(t, addr, "w2")
+	if f, _, p := w2.will(); f != 0x31 || p != "gone" {
+		t.Fatalf("new subscriber got %02x %q, want the retained will", f, p)
+	}
+}
+
+// TestTelegateWillSentWhenDisconnectEndsSession: the device's DISCONNECT
+// 0x04 (with will) sets its Session Expiry Interval to 0: the session ends
+// now, so its will (delay an hour, capped at CONNECT to the session's 60 s)
+// is published at once. Before, it waited the 60 s.
+func TestTelegateWillSentWhenDisconnectEndsSession(t *testing.T) {
+	s, addr := pidServer(t)
+	h := new(willSentHook)
+	_ = s.AddHook(h, nil)
+	w := willWatcher(t, addr, "w")
+	ended := sessionEnded(t)
+
+	d := dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x02, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0x0e, 0x10}, "will/c5", "bye")...)
+	if f, _ := d.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	d.send(0xe0, 0x04, 5, 0x11, 0, 0, 0, 0) // Disconnect with Will Message, Session Expiry 0
+	if _, _, p := w.will(); p != "bye" {
+		t.Fatalf("watcher got %q", p)
+	}
+	waitEnded(t, ended)
+	if got := h.get(); len(got) != 1 || got[0] != "c5: bye" {
+		t.Fatalf("OnWillSent for %q, want c5 once", got)
+	}
+	if n := s.loop.willDelayed.Len(); n != 0 {
+		t.Fatalf("%d delayed wills, want 0", n)
+	}
+}
+
+// TestTelegateWillSentWhenSessionExpires: the session expires (the expiry
+// sweep runs) while the device's will is still delayed: the will is
+// published then, retained, with the OnWillSent hooks. Before, the sweep
+// removed the session and the will went later, for no client: no hook,
+// not retained.
+func TestTelegateWillSentWhenSessionExpires(t *testing.T) {
+	s, addr := pidServer(t)
+	h := new(willSentHook)
+	_ = s.AddHook(h, nil)
+	w := willWatcher(t, addr, "w")
+	ended := sessionEnded(t)
+
+	d := dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x02|0x20, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0, 60}, "will/c5", "late")...) // Will Delay 60 s = session
+	if f, _ := d.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	d.c.Close()
+	waitEnded(t, ended)
+	if n := s.loop.willDelayed.Len(); n != 1 {
+		t.Fatalf("%d delayed wills, want 1", n)
+	}
+	s.clearExpiredClients(time.Now().Unix() + 3600) // the sweep finds the session expired
+	if _, ok := s.Clients.Get("c5"); ok {
+		t.Fatal("session not expired")
+	}
+	if got := h.get(); len(got) != 1 || got[0] != "c5: late" {
+		t.Fatalf("OnWillSent for %q, want c5 once", got)
+	}
+	if _, _, p := w.will(); p != "late" {
+		t.Fatalf("watcher got %q", p)
+	}
+	w2 := willWatcher(t, addr, "w2")
+	if f, _, p := w2.will(); f != 0x31 || p != "late" {
+		t.Fatalf("new subscriber got %02x %q, want the retained will", f, p)
+	}
+}
