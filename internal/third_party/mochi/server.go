@@ -1611,7 +1611,7 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 		return packets.CodeDisconnectWillMessage
 	}
 
-	s.cancelDelayedWill(cl.ID)      // [MQTT-3.1.3-9] [MQTT-3.1.2-8] (telegate: with its owner)
+	s.cancelOwnDelayedWill(cl)      // [MQTT-3.1.3-9] [MQTT-3.1.2-8] (telegate: only cl's own)
 	cl.Stop(packets.CodeDisconnect) // [MQTT-3.14.4-2]
 
 	return nil
@@ -2018,6 +2018,21 @@ func (s *Server) takeDelayedWillLocked(id string, owner *Client, dt int64) (cl *
 func (s *Server) cancelDelayedWill(id string) {
 	s.loop.willDelayed.Delete(id)
 	s.willOwners.Delete(id)
+}
+
+// cancelOwnDelayedWill removes the delayed will stored under cl's id,
+// under the id's lock, unless it is another client's (telegate). A
+// DISCONNECT handled on an old connection after a newer one took the id
+// over and dropped (its will delayed) deleted that newer connection's
+// will: upstream deleted the id's will whoever's it was, and cl's own
+// will is stored only when cl's connection ends. A will stored without
+// owner (upstream's tests) is removed.
+func (s *Server) cancelOwnDelayedWill(cl *Client) {
+	defer s.clientIDs.lock(cl.ID)()
+	if v, ok := s.willOwners.Load(cl.ID); ok && v.(*Client) != cl {
+		return
+	}
+	s.cancelDelayedWill(cl.ID)
 }
 
 // publishWill publishes will pk of cl (nil: unknown), as sendLWT does

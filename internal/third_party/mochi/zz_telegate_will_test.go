@@ -223,3 +223,68 @@ func TestTelegateWillSentWhenSessionExpires(t *testing.T) {
 		t.Fatalf("new subscriber got %02x %q, want the retained will", f, p)
 	}
 }
+
+// disconnectGate holds the first DISCONNECT read (OnPacketRead, before
+// mochi handles it) until release is closed.
+type disconnectGate struct {
+	HookBase
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *disconnectGate) ID() string           { return "disconnect-gate" }
+func (h *disconnectGate) Provides(b byte) bool { return b == OnPacketRead }
+func (h *disconnectGate) OnPacketRead(cl *Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Disconnect {
+		h.once.Do(func() {
+			close(h.held)
+			<-h.release
+		})
+	}
+	return pk, nil
+}
+
+// TestTelegateStaleDisconnectKeepsNewerWill: the device's DISCONNECT 0x00
+// on its old connection is handled only after a newer connection took the
+// session over and dropped, its will delayed. That newer connection's will
+// stays delayed and is published when due: the DISCONNECT deletes the will
+// of its own connection only ([MQTT-3.1.2-8], [MQTT-3.14.4-3]). Before,
+// processDisconnect deleted the id's delayed will, whoever's it was,
+// without the id's lock: the newer connection's will was lost.
+func TestTelegateStaleDisconnectKeepsNewerWill(t *testing.T) {
+	s, addr := pidServer(t)
+	gate := &disconnectGate{held: make(chan struct{}), release: make(chan struct{})}
+	_ = s.AddHook(gate, nil)
+	w := willWatcher(t, addr, "w")
+	ended := sessionEnded(t)
+
+	old := dialRaw(t, addr)
+	old.send(0x10, willConnect5(0x02, []byte(sessionExpiry60), nil, "will/c5", "old")...)
+	if f, _ := old.read(); f != 0x20 {
+		t.Fatalf("CONNACK %02x", f)
+	}
+	old.send(0xe0, 0) // DISCONNECT 0x00, held before mochi handles it
+	<-gate.held
+
+	d := dialRaw(t, addr)
+	d.send(0x10, willConnect5(0x00, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0, 30}, "will/c5", "new")...) // Will Delay 30 s
+	if f, b := d.read(); f != 0x20 || b[0] != 1 {
+		t.Fatalf("CONNACK %02x % x, want session present", f, b)
+	}
+	d.c.Close() // abnormal: its will waits out its delay
+	waitEnded(t, ended)
+	if n := s.loop.willDelayed.Len(); n != 1 {
+		t.Fatalf("%d delayed wills, want 1", n)
+	}
+
+	close(gate.release) // the old connection's DISCONNECT is handled now
+	waitEnded(t, ended)
+	if n := s.loop.willDelayed.Len(); n != 1 {
+		t.Fatalf("%d delayed wills after the old connection's DISCONNECT, want the newer connection's", n)
+	}
+	s.sendDelayedLWT(time.Now().Unix() + 3600) // the will is due
+	if _, topic, p := w.will(); topic != "will/c5" || p != "new" {
+		t.Fatalf("watcher got %q on %q, want the newer connection's will", p, topic)
+	}
+}
