@@ -254,6 +254,11 @@ type ClientState struct {
 	// InjectPacket with a live device client would race and is not used).
 	body     *[]byte
 	bodyFree bool
+	// telegate: sessionEnded is set, under the client id's lock, when a
+	// newer connection took the id over without continuing this session
+	// (Clean Start 1): this connection's will, even delayed, is then
+	// published when the connection ends (Server.storeDelayedWill).
+	sessionEnded atomic.Bool
 	// telegate: sendMu orders the server's QoS 1/2 publishes to the
 	// client. Its holder alone takes send quota for a publish, decides
 	// whether a new publish goes out or is held, releases held ones and

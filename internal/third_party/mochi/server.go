@@ -519,7 +519,7 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	// telegate: the take-over of the client id and Clients.Add are one
 	// step for the id (clientIDLocks): an old connection's clean-up or a
 	// session's expiry runs wholly before or after it.
-	sessionPresent := s.takeClientID(pk, cl)
+	sessionPresent, ended := s.takeClientID(pk, cl)
 	if f := seamClientIDTaken.Load(); f != nil {
 		(*f)(cl)
 	}
@@ -527,6 +527,7 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
 		cl.State.sendMu.Unlock()
+		ended.publish(s)
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
@@ -538,6 +539,9 @@ func (s *Server) establishSession(cl *Client, listener string) (connected bool, 
 		resend = cl.prepareResend(time.Now().Unix())
 	}
 	cl.State.sendMu.Unlock()
+	// telegate: the pending will of the session this connection ended,
+	// published outside cl's send lock (OnWillSent hooks).
+	ended.publish(s)
 	err = cl.writeResend(resend)
 	if err == nil {
 		err = cl.openWrites()
@@ -657,6 +661,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
 		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+			// telegate: the old session ends here: the will of its
+			// connection, even with a Will Delay, is published when
+			// that connection ends (storeDelayedWill, MQTT 5 3.1.3.2.2).
+			existing.State.sessionEnded.Store(true)
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -2081,17 +2089,48 @@ func minimum(a, b int64) (m int64) {
 
 // takeClientID takes the client id for cl: the take-over of an existing
 // session (inheritClientSession) and Clients.Add, under the id's lock.
-func (s *Server) takeClientID(pk packets.Packet, cl *Client) (sessionPresent bool) {
+// ended is the id's pending delayed will if cl does not continue the
+// session it belonged to (the caller publishes it, ended.publish).
+func (s *Server) takeClientID(pk packets.Packet, cl *Client) (sessionPresent bool, ended *endedWill) {
 	defer s.clientIDs.lock(cl.ID)()
-	// telegate: the new connection cancels the id's delayed will here,
-	// under the lock, with Clients.Add ([MQTT-3.1.3-9]). Upstream deleted it
-	// after CONNACK: sendDelayedLWT could publish it in between, the
-	// device being connected again, and clear the new connection's will
-	// (Clients.Get found the new client).
-	s.cancelDelayedWill(cl.ID)
+	// telegate: the new connection removes the id's delayed will here,
+	// under the lock, with Clients.Add. Upstream deleted it after
+	// CONNACK: sendDelayedLWT could publish it in between, the device
+	// being connected again, and clear the new connection's will
+	// (Clients.Get found the new client). It is taken before the
+	// takeover, which marks its owner superseded.
+	owner, will, pending := s.takeDelayedWillLocked(cl.ID, nil, math.MaxInt64)
 	sessionPresent = s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
-	return sessionPresent
+	// MQTT 5 3.1.3.2.2: "The Server delays publishing the Client's Will
+	// Message until the Will Delay Interval has passed or the Session
+	// ends, whichever happens first. If a new Network Connection to this
+	// Session is made before the Will Delay Interval has passed, the
+	// Server MUST NOT send the Will Message [MQTT-3.1.3-9]." A connection
+	// that continues the session (Session Present 1) cancels the will;
+	// one that does not (Clean Start 1, or no session left to continue)
+	// is not a connection to this Session: the session has ended, so the
+	// will is published now ([MQTT-3.1.2-8]: "published after the Network
+	// Connection is subsequently closed and either the Will Delay
+	// Interval has elapsed or the Session ends"). Upstream dropped it.
+	if pending && !sessionPresent {
+		ended = &endedWill{owner: owner, pk: will}
+	}
+	return sessionPresent, ended
+}
+
+// endedWill is a delayed will whose session a new connection ended
+// (telegate, takeClientID).
+type endedWill struct {
+	owner *Client // the client whose will it is, nil if unknown
+	pk    packets.Packet
+}
+
+// publish publishes the will, if any (e may be nil).
+func (e *endedWill) publish(s *Server) {
+	if e != nil {
+		s.publishWill(e.owner, e.pk)
+	}
 }
 
 // DiscardSession (telegate) removes cl's session as mochi does when a
@@ -2128,7 +2167,20 @@ func (s *Server) DiscardSession(cl *Client) bool {
 func (s *Server) storeDelayedWill(cl *Client, pk packets.Packet) (now bool) {
 	defer s.clientIDs.lock(cl.ID)()
 	if s.Clients.superseded(cl) {
-		return false
+		// telegate: a newer connection took the id over while cl was
+		// connected (3.1.4: "If the existing Client has a Will Message,
+		// that Will Message is published as described in section
+		// 3.1.2.5"). MQTT 5 3.1.3.2.2, non-normative: "the Will Message
+		// for the existing connection is sent unless the new connection
+		// specifies Clean Start of 0 and the Will Delay is greater than
+		// zero. If the Will Delay is 0 the Will Message is sent at the
+		// close of the existing Network Connection, and if Clean Start is
+		// 1 the Will Message is sent because the Session ends." A delay of
+		// 0 never reaches here (sendLWT). Clean Start 0: the new
+		// connection continues the session before the delay passed
+		// ([MQTT-3.1.3-9]), the will is dropped; a takeover that ended
+		// the session (inheritClientSession) publishes it now.
+		return cl.State.sessionEnded.Load()
 	}
 	delay := cl.Properties.Will.WillDelayInterval
 	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < delay {

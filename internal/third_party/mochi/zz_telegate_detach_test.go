@@ -365,7 +365,9 @@ func TestTelegateDelayedWillDroppedAfterReconnect(t *testing.T) {
 	c1.c.Close() // no DISCONNECT: the will is due
 	old := <-p.ending
 
-	c2, _ := connectAs(t, addr, connect5(true))
+	// Clean Start 0: continues the session (Clean Start 1 would end it,
+	// publishing the will at once).
+	c2, _ := connectAs(t, addr, connect5(false))
 	c2.sync() // its session is established: the delayed will cancelled
 
 	p.release <- struct{}{}

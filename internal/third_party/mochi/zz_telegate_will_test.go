@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -286,5 +287,163 @@ func TestTelegateStaleDisconnectKeepsNewerWill(t *testing.T) {
 	s.sendDelayedLWT(time.Now().Unix() + 3600) // the will is due
 	if _, topic, p := w.will(); topic != "will/c5" || p != "new" {
 		t.Fatalf("watcher got %q on %q, want the newer connection's will", p, topic)
+	}
+}
+
+// markWill publishes "mark" at QoS 0 on will/mark from rc (protocol
+// level v): the watcher gets it after any will published before.
+func (rc *rawClient) markWill(v byte) {
+	rc.t.Helper()
+	b := []byte{0, 9, 'w', 'i', 'l', 'l', '/', 'm', 'a', 'r', 'k'}
+	if v == 5 {
+		b = append(b, 0) // no properties
+	}
+	rc.send(0x30, append(b, 'm', 'a', 'r', 'k')...)
+}
+
+// expectWills reads QoS 0 publishes from the watcher until will/mark and
+// fails unless the payloads before it are want.
+func (rc *rawClient) expectWills(want ...string) {
+	rc.t.Helper()
+	var got []string
+	for {
+		_, topic, p := rc.will()
+		if topic == "will/mark" {
+			break
+		}
+		got = append(got, topic+": "+p)
+	}
+	if len(got) != len(want) {
+		rc.t.Fatalf("wills %q, want %q", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			rc.t.Fatalf("wills %q, want %q", got, want)
+		}
+	}
+}
+
+// TestTelegateCleanStartPublishesPendingWill: the device's connection
+// dropped with a Will Delay of 30 s and a Session Expiry of 60 s; before
+// the delay passes it connects again with Clean Start 1, which ends the
+// old session: its will is published at once, with OnWillSent for the old
+// client (MQTT 5 3.1.3.2.2: until the delay has passed "or the Session
+// ends, whichever happens first"; [MQTT-3.1.2-8]). With Clean Start 0 the
+// new connection continues the session and the will is not published
+// ([MQTT-3.1.3-9]). Before, Clean Start 1 dropped the will too.
+func TestTelegateCleanStartPublishesPendingWill(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		name := map[bool]string{true: "clean start 1", false: "clean start 0"}[clean]
+		t.Run(name, func(t *testing.T) {
+			s, addr := pidServer(t)
+			h := new(willSentHook)
+			_ = s.AddHook(h, nil)
+			w := willWatcher(t, addr, "w")
+			ended := sessionEnded(t)
+
+			d := dialRaw(t, addr)
+			d.send(0x10, willConnect5(0x02, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0, 30}, "will/c5", "old")...)
+			if f, _ := d.read(); f != 0x20 {
+				t.Fatalf("CONNACK %02x", f)
+			}
+			d.c.Close()
+			waitEnded(t, ended)
+			if n := s.loop.willDelayed.Len(); n != 1 {
+				t.Fatalf("%d delayed wills, want 1", n)
+			}
+
+			c, present := connectAs(t, addr, connect5(clean, []byte(sessionExpiry60)...))
+			if present == 1 == clean {
+				t.Fatalf("session present %d with clean start %v", present, clean)
+			}
+			c.markWill(5)
+			if clean {
+				w.expectWills("will/c5: old")
+				if got := h.get(); len(got) != 1 || got[0] != "c5: old" {
+					t.Fatalf("OnWillSent %q", got)
+				}
+			} else {
+				w.expectWills()
+				if got := h.get(); len(got) != 0 {
+					t.Fatalf("OnWillSent %q", got)
+				}
+			}
+			if n := s.loop.willDelayed.Len(); n != 0 {
+				t.Fatalf("%d delayed wills left", n)
+			}
+		})
+	}
+}
+
+// TestTelegateTakeoverOfLiveConnectionWill: a new connection takes the
+// client id over while the old one (Will Delay 30 s, Session Expiry 60 s)
+// is connected; the server closes the old one with DISCONNECT 0x8E (3.1.4:
+// its will "is published as described in section 3.1.2.5"). MQTT 5
+// 3.1.3.2.2: "the Will Message for the existing connection is sent unless
+// the new connection specifies Clean Start of 0 and the Will Delay is
+// greater than zero": Clean Start 1 publishes it at once (the session
+// ends), Clean Start 0 does not ([MQTT-3.1.3-9]). Before, Clean Start 1
+// dropped it too.
+func TestTelegateTakeoverOfLiveConnectionWill(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		name := map[bool]string{true: "clean start 1", false: "clean start 0"}[clean]
+		t.Run(name, func(t *testing.T) {
+			s, addr := pidServer(t)
+			w := willWatcher(t, addr, "w")
+			ended := sessionEnded(t)
+
+			old := dialRaw(t, addr)
+			old.send(0x10, willConnect5(0x02, []byte(sessionExpiry60), []byte{0x18, 0, 0, 0, 30}, "will/c5", "old")...)
+			if f, _ := old.read(); f != 0x20 {
+				t.Fatalf("CONNACK %02x", f)
+			}
+			old.sync()
+
+			c, _ := connectAs(t, addr, connect5(clean, []byte(sessionExpiry60)...))
+			if f, b := old.read(); f != 0xe0 || len(b) == 0 || b[0] != 0x8e {
+				t.Fatalf("old connection got %02x % x, want DISCONNECT 0x8E", f, b)
+			}
+			waitEnded(t, ended) // the old connection's will is handled
+			c.markWill(5)
+			if clean {
+				w.expectWills("will/c5: old")
+			} else {
+				w.expectWills()
+			}
+			if n := s.loop.willDelayed.Len(); n != 0 {
+				t.Fatalf("%d delayed wills left", n)
+			}
+		})
+	}
+}
+
+// TestTelegateTakeoverWill311: MQTT 3.1.1 has no Will Delay; a connection
+// taken over is closed by the server ([MQTT-3.1.4-2]) without a DISCONNECT
+// from the client, so its will is published ([MQTT-3.1.2-8]: "published
+// when the Network Connection is subsequently closed unless the Will
+// Message has been deleted by the Server on receipt of a DISCONNECT
+// Packet"), whatever the new connection's Clean Session flag.
+func TestTelegateTakeoverWill311(t *testing.T) {
+	for _, clean := range []byte{0x02, 0} {
+		t.Run(fmt.Sprintf("clean session %d", clean>>1), func(t *testing.T) {
+			_, addr := pidServer(t)
+			w := willWatcher(t, addr, "w")
+			ended := sessionEnded(t)
+
+			old := dialRaw(t, addr)
+			old.send(0x10, 0, 4, 'M', 'Q', 'T', 'T', 4, clean|0x04, 0, 60, 0, 2, 'c', '3',
+				0, 7, 'w', 'i', 'l', 'l', '/', 'c', '3', 0, 3, 'o', 'l', 'd')
+			old.expect(0x20, 0, 0)
+			old.sync()
+
+			c := dialRaw(t, addr)
+			c.send(0x10, 0, 4, 'M', 'Q', 'T', 'T', 4, clean, 0, 60, 0, 2, 'c', '3')
+			if f, b := c.read(); f != 0x20 || len(b) != 2 || b[1] != 0 {
+				t.Fatalf("CONNACK %02x % x", f, b)
+			}
+			waitEnded(t, ended)
+			c.markWill(4)
+			w.expectWills("will/c3: old")
+		})
 	}
 }
