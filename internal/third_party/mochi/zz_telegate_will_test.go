@@ -75,19 +75,10 @@ func sessionEnded(t *testing.T) chan *Client {
 	return ch
 }
 
-func waitEnded(t *testing.T, ch chan *Client) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the connection's clean-up did not run")
-	}
-}
-
 // waitEndedOf waits for the clean-up of rc's connection. The seam is
 // global: a connection of a test run before, closed in its clean-up, may
-// end meanwhile and is skipped (waitEnded took it for this test's and the
-// test went on before the will was handled).
+// end meanwhile and is skipped (a wait for any clean-up took it for this
+// test's, and the test went on before the will was handled).
 func waitEndedOf(t *testing.T, ch chan *Client, rc *rawClient) {
 	t.Helper()
 	want := rc.c.LocalAddr().String()
@@ -125,7 +116,7 @@ func TestTelegateDelayedWillNotFiredOnReconnect(t *testing.T) {
 		t.Fatalf("CONNACK %02x", f)
 	}
 	d.c.Close()
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, d)
 	if n := s.loop.willDelayed.Len(); n != 1 {
 		t.Fatalf("%d delayed wills, want 1", n)
 	}
@@ -168,7 +159,7 @@ func TestTelegateWillWithoutSessionExpirySentAtOnce(t *testing.T) {
 	if _, topic, p := w.will(); topic != "will/c5" || p != "gone" {
 		t.Fatalf("watcher got %q on %q", p, topic)
 	}
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, d)
 	if got := h.get(); len(got) != 1 || got[0] != "c5: gone" {
 		t.Fatalf("OnWillSent for %q, want c5 once", got)
 	}
@@ -198,7 +189,7 @@ func TestTelegateWillSentWhenDisconnectEndsSession(t *testing.T) {
 	if _, _, p := w.will(); p != "bye" {
 		t.Fatalf("watcher got %q", p)
 	}
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, d)
 	if got := h.get(); len(got) != 1 || got[0] != "c5: bye" {
 		t.Fatalf("OnWillSent for %q, want c5 once", got)
 	}
@@ -225,7 +216,7 @@ func TestTelegateWillSentWhenSessionExpires(t *testing.T) {
 		t.Fatalf("CONNACK %02x", f)
 	}
 	d.c.Close()
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, d)
 	if n := s.loop.willDelayed.Len(); n != 1 {
 		t.Fatalf("%d delayed wills, want 1", n)
 	}
@@ -294,13 +285,13 @@ func TestTelegateStaleDisconnectKeepsNewerWill(t *testing.T) {
 		t.Fatalf("CONNACK %02x % x, want session present", f, b)
 	}
 	d.c.Close() // abnormal: its will waits out its delay
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, d)
 	if n := s.loop.willDelayed.Len(); n != 1 {
 		t.Fatalf("%d delayed wills, want 1", n)
 	}
 
 	close(gate.release) // the old connection's DISCONNECT is handled now
-	waitEnded(t, ended)
+	waitEndedOf(t, ended, old)
 	if n := s.loop.willDelayed.Len(); n != 1 {
 		t.Fatalf("%d delayed wills after the old connection's DISCONNECT, want the newer connection's", n)
 	}
