@@ -99,7 +99,9 @@ func (b *Bus) connect(role string) (*nats.Conn, error) {
 			if sub != nil {
 				subj = sub.Subject
 			}
-			log.Error("nats asynchronous error", "role", role, "subscription", subj, "err", err)
+			if ok, suppressed := b.asyncLog.Allow(role); ok {
+				log.Error("nats asynchronous error", "role", role, "subscription", subj, "err", err, "suppressed", suppressed)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "role", role, "url", c.ConnectedUrlRedacted())

@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telegate/telegate/internal/loglimit"
 )
 
 // Errors returned by the bus.
@@ -96,6 +98,9 @@ type Bus struct {
 	js   jetstream.JetStream
 	once sync.Once
 	url  string
+	// asyncLog limits the asynchronous-error lines per role (a role
+	// refused in a loop must not flood the log); set by Open.
+	asyncLog *loglimit.Limiter
 
 	auth      authState
 	credsPath string // embedded: the internal credentials file
@@ -115,7 +120,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	if cfg.DedupWindow <= 0 {
 		cfg.DedupWindow = d.DedupWindow
 	}
-	b := &Bus{cfg: cfg, log: log, url: cfg.URL}
+	b := &Bus{cfg: cfg, log: log, url: cfg.URL, asyncLog: loglimit.New(loglimit.Config{})}
 	if cfg.URL == "" {
 		if err := b.startEmbedded(); err != nil {
 			return nil, err
