@@ -12,25 +12,9 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telegate/telegate/internal/logbuf"
 )
-
-// lockedBuffer collects log output from concurrent goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // deadLetterHook refuses every device publish the way the gateway's ingest
 // hook refuses a malformed payload: with a reason code (mochi answers MQTT 5
@@ -65,7 +49,7 @@ func positionPayload() string {
 // under 20 KB and holds no payload byte sequence, raw or as decimal bytes
 // (mochi's rendering). Before the log filter it grew by about 10 MB per 300.
 func TestRejectedPublishFloodLogBounded(t *testing.T) {
-	var out lockedBuffer
+	var out logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := testConfig()
 	b, err := New(cfg, mustRegistry(t), log)

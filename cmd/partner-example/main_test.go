@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +14,9 @@ import (
 
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
+	"github.com/telegate/telegate/internal/logbuf"
 	"github.com/telegate/telegate/internal/svctest"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestExampleCatchesUp: triggers published before the example starts are
 // printed (with their id) and acknowledged, with the partner's restricted
@@ -67,7 +49,7 @@ func TestExampleCatchesUp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var out syncBuf
+	var out logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&out, nil))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 	"github.com/telegate/telegate/gateway/metrics"
 	"github.com/telegate/telegate/gateway/spool"
 	"github.com/telegate/telegate/gateway/spool/record"
+	"github.com/telegate/telegate/internal/logbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -383,30 +383,13 @@ func TestSpoolClosedDisconnectsV5(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRejectedPayloadLoggedWithLabel: every rejected payload is logged as
 // one line with client, topic, size and its rejection label, never the
 // payload, and through the broker's log filter the lines are bounded per
 // client (a burst of 10, then one per 10 s, on an injected clock) with the
 // dropped ones counted and reported on the next line let through.
 func TestRejectedPayloadLoggedWithLabel(t *testing.T) {
-	var out lockedBuf
+	var out logbuf.Buffer
 	var mu sync.Mutex
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }

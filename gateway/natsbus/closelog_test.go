@@ -1,38 +1,20 @@
 package natsbus
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/telegate/telegate/internal/logbuf"
 )
-
-// syncBuf is a bytes.Buffer safe for the NATS clients' callback goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCloseLogsNoDisconnectWarning: the gateway's own Close at shutdown
 // closes each role's connection, which is not a fault: one INFO line per
 // role, no "nats disconnected" warning (seen on every `make run` stop).
 func TestCloseLogsNoDisconnectWarning(t *testing.T) {
-	var out syncBuf
+	var out logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -4,32 +4,14 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/internal/logbuf"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type route struct{ method, path string }
 
@@ -61,7 +43,7 @@ func apiRoutes(vin string) []route {
 // with valid credentials, and no secret (right or wrong) ever reaches the
 // logs, even at debug level.
 func TestHTTPSurfaces(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	e := startEnvLogged(t, logs, 2, 0, withServices(t), withDashboard(t))
 	vin := sim.VIN(sim.DefaultVINPrefix, 1)
 	base := e.dashURL()

@@ -2,7 +2,6 @@ package wsmux
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -20,24 +19,13 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/telegate/telegate/broker/registry"
+	"github.com/telegate/telegate/internal/logbuf"
 )
 
 const (
 	station = "CP-1"
 	secret  = "station-secret-1"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // serve starts a profile-1 listener with one registered charger.
 func serve(t *testing.T, cfg Config, m Metrics, log *slog.Logger) (*Server, string) {
@@ -242,7 +230,7 @@ func TestMaxConnections(t *testing.T) {
 // (rotating station ids) leave at most a few log lines; the rest are
 // counted.
 func TestRefusedConnectionLogBounded(t *testing.T) {
-	var buf lockedBuf
+	var buf logbuf.Buffer
 	var suppressed atomic.Int64
 	s, addr := serve(t, Config{}, Metrics{LogSuppressed: func() { suppressed.Add(1) }},
 		slog.New(slog.NewJSONHandler(&buf, nil)))

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/telegate/telegate/gateway/natsbus"
 	"github.com/telegate/telegate/gateway/services/partners"
 	"github.com/telegate/telegate/gateway/services/svc"
+	"github.com/telegate/telegate/internal/logbuf"
 	"github.com/telegate/telegate/internal/svctest"
 )
 
@@ -221,18 +221,6 @@ func TestWebhookUntrustedCertificate(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // TestWebhookFailureLogRedactsURL: a token in the endpoint URL's query
 // string (or user info) never reaches the log, although Go's client puts
 // the whole URL in its error text; the log names the partner, the
@@ -242,7 +230,7 @@ func TestWebhookFailureLogRedactsURL(t *testing.T) {
 	eg := loopbackEgress(srv)
 	u := strings.Replace(srv.URL, "https://", "https://user:PASSWORD@", 1) + "/hook?token=SECRET"
 	srv.Close() // connect error: the client's error text holds the URL
-	var buf lockedBuf
+	var buf logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d := deliver(t, u, eg, 2, log)
 	if d.Status != "dead_lettered" || d.LastError != partners.OutcomeConnectError {
