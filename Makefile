@@ -116,7 +116,7 @@ bench-compare: build influxd $(BIN)/mosquitto $(BIN)/telegraf ## gateway vs Mosq
 	  -mosquitto $(BIN)/mosquitto -mosquitto-passwd $(BIN)/mosquitto_passwd $(BENCH_COMPARE_FLAGS)
 
 bench-compare-paced: build influxd $(BIN)/mosquitto $(BIN)/telegraf ## the same, paced: 500 devices at 10 Hz, with the floor of a do-nothing Go server
-	$(MAKE) bench-compare BENCH_COMPARE_FLAGS="-clients 500 -rate 10 -frames 300 -pipelines floor,telegraf,gateway $(BENCH_COMPARE_FLAGS)"
+	$(MAKE) bench-compare BENCH_COMPARE_FLAGS="-clients 500 -rate 10 -frames 300 -pipelines floor,telegraf,gateway,gateway-batched $(BENCH_COMPARE_FLAGS)"
 
 $(BIN)/mosquitto:
 	@if [ ! -x /usr/sbin/mosquitto ]; then \

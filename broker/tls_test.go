@@ -104,7 +104,7 @@ type tlsEnv struct {
 	serverCA *x509.CertPool
 }
 
-func startTLSBroker(t *testing.T, clientCA *testCA) *tlsEnv {
+func startTLSBroker(t *testing.T, clientCA *testCA, mutate ...func(*Config)) *tlsEnv {
 	t.Helper()
 	dir := t.TempDir()
 	srvCA := newCA(t, "telegate test server CA")
@@ -117,6 +117,9 @@ func startTLSBroker(t *testing.T, clientCA *testCA) *tlsEnv {
 			if err := os.WriteFile(c.ClientCAFile, clientCA.pem, 0o600); err != nil {
 				t.Fatal(err)
 			}
+		}
+		for _, m := range mutate {
+			m(c)
 		}
 	})
 	pool := x509.NewCertPool()

@@ -95,6 +95,9 @@ func (r *rawConn) SetWriteDeadline(t time.Time) error {
 // Read reads from the socket. A timeout of a deadline that was since moved
 // later re-arms the socket and reads on.
 func (r *rawConn) Read(p []byte) (int, error) {
+	if n, done, err := r.readQuiet(p); done {
+		return n, err
+	}
 	for {
 		n, err := r.Conn.Read(p)
 		if n > 0 || err == nil || !isDeadlineErr(err) {

@@ -49,8 +49,9 @@ const (
 type guard struct {
 	maxPacket uint32 // 0: no limit
 
-	level   byte // protocol level from CONNECT; 0 before
-	packets int  // complete packets seen
+	level     byte // protocol level from CONNECT; 0 before
+	packets   int  // complete packets seen
+	publishes int  // complete PUBLISH packets seen (read batching counts them)
 
 	// Current packet.
 	state     int // 0 header, 1 length, 2 body
@@ -176,6 +177,9 @@ func (g *guard) checkHeader() error {
 // complete validates a whole packet (g.body holds its body).
 func (g *guard) complete() error {
 	g.packets++
+	if g.typ == ptPublish {
+		g.publishes++
+	}
 	r := reader{b: g.body}
 	v5 := g.level == 5
 	switch g.typ {

@@ -64,6 +64,14 @@ type Stats struct {
 	// Options.MaxPacketSize (MQTT 5 clients get DISCONNECT 0x95 first).
 	TooLarge atomic.Uint64
 	Open     atomic.Int64 // sockets currently open
+	// Read batching (Options.ReadBatch): BatchedReads counts the reads
+	// made after a batch tick, BatchedPublishes the PUBLISH packets they
+	// brought (their ratio is the frames gathered per wake-up), and
+	// BatchBackoffs the times a connection stopped batching for a while
+	// because its device sent fewer than two frames per tick.
+	BatchedReads     atomic.Uint64
+	BatchedPublishes atomic.Uint64
+	BatchBackoffs    atomic.Uint64
 }
 
 // Limit caps the number of concurrently open sockets across the listeners
@@ -145,6 +153,16 @@ type Options struct {
 	// builds, internal/third_party/mochi, is patched too; the broker also
 	// needs its own closer to close 3.1.1 clients without a DISCONNECT.)
 	CloseClients func(listenerID string)
+	// ReadBatch, if positive, turns read batching on (batch.go): a
+	// connection whose last read brought a PUBLISH waits for the
+	// listener's next tick, ReadBatch apart, before it reads again, so
+	// that a steadily publishing device's frames are read, committed and
+	// acknowledged several at a time. Needs ValidatePackets (the guard
+	// counts the PUBLISH packets). 0: off.
+	ReadBatch time.Duration
+
+	// batchTick, if set, replaces the batch clock's tick (tests).
+	batchTick func() <-chan struct{}
 }
 
 func (o *Options) normalise() error {
@@ -169,6 +187,7 @@ type Conn struct {
 	established atomic.Bool
 	session     atomic.Bool // set by MarkSession
 	guard       *guard      // nil unless Options.ValidatePackets; used by the reader only
+	batch       *batchState // nil unless Options.ReadBatch (and the guard); used by the reader only
 
 	// wmu serialises writes: mochi's (one goroutine at a time, under its
 	// client lock) and the DISCONNECT the guard sends from the read side.
@@ -391,6 +410,9 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 	conn := &Conn{Conn: inner, raw: raw}
 	if c.opts.ValidatePackets {
 		conn.guard = &guard{maxPacket: c.opts.MaxPacketSize}
+		if c.batch != nil {
+			conn.batch = &batchState{clock: c.batch, raw: raw, done: raw.done, stats: c.opts.Stats}
+		}
 	}
 	return conn
 }
@@ -411,7 +433,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.afterViolation()
 		return 0, c.guard.err
 	}
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.batch != nil {
+		n, err = c.batch.read(c.Conn, p, c.guard.publishes)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 {
 		ok, gerr := c.guard.feed(p[:n])
 		if gerr != nil {
@@ -431,6 +459,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.afterViolation()
 			return 0, gerr
 		}
+	}
+	if c.batch != nil {
+		c.batch.settle(c.guard.publishes)
 	}
 	return n, err
 }
@@ -485,6 +516,8 @@ type rawConn struct {
 	net.Conn
 	owner *core
 	once  sync.Once
+	done  chan struct{} // closed by Close; nil unless Options.ReadBatch
+	q     quietState    // read batching's quiet socket (quiet_linux.go); used by the reader only
 
 	// dmu guards rd and wd, the read and write deadlines (deadline.go);
 	// taken by whoever sets a deadline and by a read or write whose
@@ -498,6 +531,9 @@ func (r *rawConn) Close() error {
 	err := net.ErrClosed
 	r.once.Do(func() {
 		err = r.Conn.Close()
+		if r.done != nil {
+			close(r.done)
+		}
 		r.owner.forget(r)
 	})
 	return err
@@ -506,8 +542,9 @@ func (r *rawConn) Close() error {
 // core holds what TCP and WebSocket listeners share: option handling,
 // socket tracking, the serve wrapper and shutdown.
 type core struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	batch *batchClock // nil unless Options.ReadBatch
 
 	mu     sync.Mutex
 	closed bool
@@ -521,7 +558,7 @@ func newCore(opts Options) (*core, error) {
 	if err := opts.normalise(); err != nil {
 		return nil, err
 	}
-	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{})}, nil
+	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{}), batch: newBatchClock(opts.ReadBatch, opts.batchTick)}, nil
 }
 
 // admit registers a freshly accepted socket, or closes it and returns nil
@@ -534,6 +571,9 @@ func (c *core) admit(nc net.Conn) *rawConn {
 		return nil
 	}
 	r := &rawConn{Conn: nc, owner: c}
+	if c.batch != nil {
+		r.done = make(chan struct{})
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -291,6 +291,9 @@ func (c *Config) Validate() error {
 	if c.MQTT.MaxPacketSize < 256 || c.MQTT.MaxPacketSize > 256<<20 {
 		bad("mqtt.max_packet_size", "must be between 256 B and 256 MiB")
 	}
+	if c.MQTT.ReadBatch < 0 || c.MQTT.ReadBatch > time.Second {
+		bad("mqtt.read_batch", "must be 0 (off) to 1s")
+	}
 	if c.MQTT.ReceiveMaximum < 1 { // the upper bound 65535 is the uint16 type's
 		bad("mqtt.receive_maximum", "must be 1..65535")
 	}

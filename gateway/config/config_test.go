@@ -53,6 +53,7 @@ func TestBadFiles(t *testing.T) {
 		"negative_sync_rate.yaml":          {ErrInvalid, "config: invalid value: spool.sync_min_rate: must be ≥ 0 records/s"},
 		"sync_delay_over_ack_timeout.yaml": {ErrInvalid, "config: invalid value: spool.sync_delay: must be shorter than spool.ack_timeout"},
 		"long_linger.yaml":                 {ErrInvalid, "config: invalid value: influx.linger: must be between 1ms and 10s"},
+		"long_read_batch.yaml":             {ErrInvalid, "config: invalid value: mqtt.read_batch: must be 0 (off) to 1s"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(want) {
@@ -126,6 +127,9 @@ func TestFullValues(t *testing.T) {
 	c, err := Load("testdata/good/full.yaml", nil, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.MQTT.ReadBatch != 250*time.Millisecond {
+		t.Fatalf("read_batch %v", c.MQTT.ReadBatch)
 	}
 	if c.MQTT.MaxPacketSize != 32<<10 || c.MQTT.ConnectTimeout != 5*time.Second || c.Spool.MaxBytes != 2<<30 {
 		t.Fatalf("values not decoded: %+v", c.MQTT)

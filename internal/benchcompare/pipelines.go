@@ -24,6 +24,8 @@ const (
 	DBDirect   = "bench_direct"
 	DBTelegraf = "bench_telegraf"
 	DBGateway  = "bench_gateway"
+	// DBGatewayBatched is the gateway-batched pipeline's.
+	DBGatewayBatched = "bench_gateway_batched"
 )
 
 // fleetKey derives every device password (sim.Secret).
@@ -214,22 +216,26 @@ func startAlternative(o Options, dir, influxURL string, iu influx.User, devs []d
 }
 
 // gatewayConf is the gateway's configuration for the run: loopback
-// listeners, pprof on when a profile is wanted, database DBGateway.
-func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL string, iu influx.User, pprof bool, linger time.Duration) string {
-	lingerKey := ""
+// listeners, pprof on when a profile is wanted, database db, mqtt.read_batch
+// readBatch (0: off).
+func gatewayConf(dataDir, devicesFile, httpAddr, mqttAddr, natsAddr, influxURL, db string, iu influx.User, pprof bool, linger, readBatch time.Duration) string {
+	lingerKey, batchKey := "", ""
 	if linger > 0 {
 		lingerKey = fmt.Sprintf(", linger: %s", linger)
+	}
+	if readBatch > 0 {
+		batchKey = fmt.Sprintf(", read_batch: %s", readBatch)
 	}
 	return fmt.Sprintf(`data_dir: %s
 devices_file: %s
 log_level: warn
 http: {addr: %s, pprof: %t}
-mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 100000, rate_burst: 100000}
+mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 100000, rate_burst: 100000%s}
 influx: {url: %s, database: %s, username: %q, password: %q%s}
 nats: {embedded: {addr: %s}}
 dashboard: {enabled: false}
 services: {enabled: false}
-`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, influxURL, DBGateway, iu.Name, iu.Password, lingerKey, natsAddr)
+`, dataDir, devicesFile, httpAddr, pprof, mqttAddr, batchKey, influxURL, db, iu.Name, iu.Password, lingerKey, natsAddr)
 }
 
 // gatewayProc is the running gateway binary.
@@ -240,7 +246,7 @@ type gatewayProc struct {
 
 // startGateway provisions devs (machine-secret hashes, the product
 // default) and starts the gateway binary.
-func startGateway(o Options, dir, influxURL string, iu influx.User, devs []device) (*gatewayProc, error) {
+func startGateway(o Options, dir, influxURL string, iu influx.User, devs []device, db string, readBatch time.Duration) (*gatewayProc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -259,7 +265,7 @@ func startGateway(o Options, dir, influxURL string, iu influx.User, devs []devic
 		}
 	}
 	cfgFile := filepath.Join(dir, "gateway.yaml")
-	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, iu, o.CPUProfile != "", o.GatewayLinger)
+	cfg := gatewayConf(filepath.Join(dir, "data"), devicesFile, addrs[0], addrs[1], addrs[2], influxURL, db, iu, o.CPUProfile != "", o.GatewayLinger, readBatch)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ type Options struct {
 	TelegrafUndelivered int // mqtt_consumer max_undelivered_messages
 
 	// Pipelines to run, any of "direct", "telegraf", "gateway" (all when
-	// nil), and "floor" / "floor-epoll" (ServeFloor, ServeFloorEpoll:
+	// nil), "gateway-batched" (the gateway with read batching), and "floor" / "floor-epoll" (ServeFloor, ServeFloorEpoll:
 	// need FloorFromSelf).
 	Pipelines []string
 	// FloorFromSelf: this program serves the floor pipeline when run
@@ -38,6 +38,10 @@ type Options struct {
 	// GatewayLinger, if > 0, is the gateway's influx.linger (its default
 	// otherwise).
 	GatewayLinger time.Duration
+	// GatewayReadBatch is the gateway's mqtt.read_batch in the
+	// "gateway-batched" pipeline (DefaultReadBatch when 0); the "gateway"
+	// pipeline runs with the default (off).
+	GatewayReadBatch time.Duration
 	// CPUProfile, if set, is where a CPU profile of the gateway taken
 	// during its run is written (enables http.pprof); ProfileSeconds long.
 	CPUProfile     string
@@ -65,6 +69,9 @@ func (o *Options) defaults() {
 	def(&o.DirectWriters, 2)
 	def(&o.TelegrafUndelivered, 10000)
 	def(&o.ProfileSeconds, 10)
+	if o.GatewayReadBatch <= 0 {
+		o.GatewayReadBatch = DefaultReadBatch
+	}
 	if o.Pipelines == nil {
 		o.Pipelines = []string{"direct", "telegraf", "gateway"}
 	}
@@ -112,7 +119,7 @@ func (o Options) Missing() []string {
 		switch p {
 		case "telegraf":
 			need = append(need, o.Mosquitto, o.MosquittoPasswd, o.Telegraf)
-		case "gateway":
+		case "gateway", "gateway-batched":
 			need = append(need, o.Gateway)
 		}
 	}
@@ -151,7 +158,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		return nil, err
 	}
 	defer in.stop()
-	for _, db := range []string{DBDirect, DBTelegraf, DBGateway} {
+	for _, db := range []string{DBDirect, DBTelegraf, DBGateway, DBGatewayBatched} {
 		if err := in.createDB(db); err != nil {
 			return nil, err
 		}
@@ -167,7 +174,9 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		case "telegraf":
 			r = runAlternative(ctx, o, in, devs)
 		case "gateway":
-			r = runGateway(ctx, o, in, devs)
+			r = runGateway(ctx, o, in, devs, 0)
+		case "gateway-batched":
+			r = runGateway(ctx, o, in, devs, o.GatewayReadBatch)
 		case "floor", "floor-epoll":
 			r = runFloor(o, devs, p == "floor-epoll")
 		default:
@@ -300,10 +309,19 @@ func runAlternative(ctx context.Context, o Options, in *influxServer, devs []dev
 	return r
 }
 
-func runGateway(ctx context.Context, o Options, in *influxServer, devs []device) Result {
-	gw, err := startGateway(o, filepath.Join(o.workDir, "gateway"), in.url, in.writers[DBGateway], devs)
+// DefaultReadBatch is the gateway-batched pipeline's mqtt.read_batch.
+const DefaultReadBatch = 250 * time.Millisecond
+
+// runGateway runs the gateway, with mqtt.read_batch readBatch (0: off).
+// Each run has a database of its own.
+func runGateway(ctx context.Context, o Options, in *influxServer, devs []device, readBatch time.Duration) Result {
+	name, sub, db := "telegate gateway", "gateway", DBGateway
+	if readBatch > 0 {
+		name, sub, db = fmt.Sprintf("telegate gateway, read_batch %v", readBatch), "gateway-batched", DBGatewayBatched
+	}
+	gw, err := startGateway(o, filepath.Join(o.workDir, sub), in.url, in.writers[db], devs, db, readBatch)
 	if err != nil {
-		return Result{Pipeline: "telegate gateway", Err: err}
+		return Result{Pipeline: name, Err: err}
 	}
 	defer gw.stop()
 	profErr := make(chan error, 1)
@@ -315,8 +333,8 @@ func runGateway(ctx context.Context, o Options, in *influxServer, devs []device)
 			profErr <- gw.cpuProfile(pctx, o.CPUProfile, o.ProfileSeconds)
 		}()
 	}
-	r := drive(o, in, DBGateway, gw.mqttAddr, devs, false, gw.pid())
-	r.Pipeline = "telegate gateway"
+	r := drive(o, in, db, gw.mqttAddr, devs, false, gw.pid())
+	r.Pipeline = name
 	if sum, n := gw.metric("telegate_influx_batch_lines_sum"), gw.metric("telegate_influx_batch_lines_count"); n > 0 {
 		fmt.Fprintf(o.Log, "bench-compare: gateway: %.0f InfluxDB writes, %.0f lines per write on average\n", n, sum/n)
 	}

@@ -96,6 +96,9 @@ func benchEndToEnd(b *testing.B, vehicles, hz int, opts ...testenv.GatewayOption
 		o = opts[0]
 	}
 	o.ExtraCfg += os.Getenv("TELEGATE_BENCH_GATEWAY_CFG")
+	// TELEGATE_BENCH_MQTT_CFG: appended to the gateway's mqtt mapping,
+	// e.g. ", read_batch: 250ms".
+	o.MQTTCfg += os.Getenv("TELEGATE_BENCH_MQTT_CFG")
 	o.Pprof = o.Pprof || os.Getenv("TELEGATE_BENCH_CPUPROFILE") != ""
 	// TELEGATE_BENCH_GATEWAY_ENV: space-separated variables for the gateway
 	// process only, e.g. "GOMAXPROCS=1 GOGC=200".

@@ -20,6 +20,7 @@ import (
 	"github.com/telegate/telegate/decoders/reject"
 	"github.com/telegate/telegate/decoders/wire"
 	"github.com/telegate/telegate/firmware-sim/sim"
+	"github.com/telegate/telegate/gateway/config"
 	"github.com/telegate/telegate/gateway/influx/query"
 	"github.com/telegate/telegate/gateway/sink/eventsink"
 	"github.com/telegate/telegate/internal/svctest"
@@ -98,7 +99,18 @@ func TestQoS1FramesQueryable(t *testing.T) {
 // TestFleetSimulatorToInflux runs the real firmware simulator (drive cycle,
 // DTCs, charging) and checks every acknowledged telemetry frame is stored.
 func TestFleetSimulatorToInflux(t *testing.T) {
-	e := startEnv(t, 4, 2)
+	fleetToInflux(t)
+}
+
+// TestFleetSimulatorToInfluxReadBatch: the same with read batching on
+// (mqtt.read_batch): frames read several at a time, PUBACKs still after
+// their group commit, every acknowledged frame stored.
+func TestFleetSimulatorToInfluxReadBatch(t *testing.T) {
+	fleetToInflux(t, func(c *config.Config) { c.MQTT.ReadBatch = 30 * time.Millisecond })
+}
+
+func fleetToInflux(t *testing.T, opts ...envOpt) {
+	e := startEnv(t, 4, 2, opts...)
 	cfg := e.simCfg
 	cfg.Frames = 400
 	cfg.TelemetryInterval = 10 * time.Millisecond

@@ -71,6 +71,7 @@ type GatewayOptions struct {
 	NATSUser, NATSPassword string
 	NATSReplicas           int
 	ExtraCfg               string // appended YAML
+	MQTTCfg                string // appended to the mqtt flow mapping, e.g. ", read_batch: 250ms"
 	// SecretCost selects the device secret hashes: 0 = bcrypt cost 4 (fast
 	// provisioning for tests), -1 = machine-secret hashes (the product's
 	// default, registry.HashMachineSecret), n > 0 = bcrypt cost n.
@@ -136,12 +137,12 @@ func StartGateway(t testing.TB, in *Influx, vehicles int, opts ...GatewayOptions
 devices_file: %s
 log_level: info
 http: {addr: %s, pprof: %t}
-mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000}
+mqtt: {tcp_addr: %s, ws_addr: "", rate_per_device: 5000, rate_burst: 5000%s}
 influx: {url: %s, credentials_file: %s}
 nats: %s
 dashboard: {enabled: false}
 services: {enabled: false}
-%s`, filepath.Join(dir, "data"), devices, httpAddr, o.Pprof, mqttAddr, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
+%s`, filepath.Join(dir, "data"), devices, httpAddr, o.Pprof, mqttAddr, o.MQTTCfg, in.URL, in.CredentialsFile, natsCfg, o.ExtraCfg)
 	g := &Gateway{t: t, bin: GatewayBinary(t), cfgFile: filepath.Join(dir, "gateway.yaml"), logPath: filepath.Join(dir, "gateway.log"),
 		HTTPAddr: httpAddr, MQTTURL: "tcp://" + mqttAddr, DataDir: filepath.Join(dir, "data"), env: o.Env}
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {

@@ -1,0 +1,184 @@
+package listener
+
+import (
+	"io"
+	"sync"
+	"time"
+)
+
+// Read batching (Options.ReadBatch). A vehicle publishing QoS 1 telemetry
+// at a steady rate wakes its connection's goroutine once per frame: a
+// netpoll wake-up, a read(2), the EAGAIN read(2) that parks it again and,
+// on the notifier's side, one PUBACK write(2) per frame. At 500 vehicles ×
+// 10 Hz these per-frame costs are most of the gateway's CPU
+// (docs/benchmarks.md). With read batching, a connection whose last read
+// brought a PUBLISH waits for the listener's next batch tick before it reads
+// again, so the frames that arrived in the meantime are read in one read(2),
+// committed in one group and acknowledged in one write(2), and the
+// connections of a whole fleet are woken together, once per tick.
+//
+// Nothing is read late that would be lost: the bytes wait in the socket's
+// receive buffer, unacknowledged, and a PUBACK still follows the group
+// commit that made its frame durable. What it costs is latency: a frame is
+// read up to one tick after it arrived.
+//
+// A device that sends its next frame only after the PUBACK of the last one
+// (one message in flight) would be held to one frame per tick. The reader
+// therefore watches what a read after a tick brings: fewer than two PUBLISH
+// packets batchStrikes times in a row, and the connection reads without
+// waiting for the next batchBackoffMin reads, then tries again; each failed
+// try doubles that, up to batchBackoffMax. A read that fills the buffer,
+// that brings batchMaxPublishes PUBLISH packets or more (a device sending
+// a backlog as fast as its window allows, which a wait would throttle), or
+// that brings no PUBLISH (CONNECT, SUBSCRIBE, PINGREQ, a PUBACK of a
+// command), is never followed by a wait. A device that keeps fewer frames
+// in flight than it sends in two ticks is still held back, to the frames
+// in flight per tick: docs/operations.md tells operators when to turn
+// batching on.
+
+const (
+	batchStrikes      = 3
+	batchBackoffMin   = 64
+	batchBackoffMax   = 4096
+	batchMaxPublishes = 16
+)
+
+// batchClock is a listener's batch tick, shared by its connections. A tick
+// is armed by the first connection that waits for it and fires ReadBatch
+// later; an idle listener arms none.
+type batchClock struct {
+	interval time.Duration
+	testTick func() <-chan struct{} // Options.batchTick
+
+	mu   sync.Mutex
+	next chan struct{} // closed when the armed tick fires; nil when none is armed; guarded by mu
+}
+
+func newBatchClock(interval time.Duration, testTick func() <-chan struct{}) *batchClock {
+	if interval <= 0 {
+		return nil
+	}
+	return &batchClock{interval: interval, testTick: testTick}
+}
+
+// tick returns a channel closed at the next tick.
+func (b *batchClock) tick() <-chan struct{} {
+	if b.testTick != nil {
+		return b.testTick()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.next == nil {
+		ch := make(chan struct{})
+		b.next = ch
+		time.AfterFunc(b.interval, func() {
+			b.mu.Lock()
+			b.next = nil
+			b.mu.Unlock()
+			close(ch)
+		})
+	}
+	return b.next
+}
+
+// batchBufSize is the buffer a read after a tick reads into, so that
+// everything a device sent during the tick comes in one read(2) (mochi's
+// own read buffer is 1 KiB, to keep idle connections small). The buffer
+// is pooled and held only until mochi has taken its bytes.
+const batchBufSize = 16 << 10
+
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, batchBufSize); return &b }}
+
+// batchState is one connection's read batching. Used by the connection's
+// reader only.
+type batchState struct {
+	clock *batchClock
+	raw   *rawConn        // the socket, made quiet while the reader waits for the tick
+	done  <-chan struct{} // closed when the socket is closed
+	stats *Stats
+
+	// buf holds what a read after a tick brought and mochi has not taken
+	// yet: (*buf)[pos:end]; nil when empty (then back in batchBufs). err
+	// is that read's error, returned once buf is drained.
+	buf      *[]byte
+	pos, end int
+	err      error
+
+	round   bool // a read round is open: set by the read that starts it, cleared by settle once its bytes are taken
+	waited  bool // the round began with a wait for the tick
+	filled  bool // the round's read filled its buffer: more may be waiting
+	pubs    int  // the guard's PUBLISH count when the round began
+	armed   bool // the next round waits for the tick
+	strikes int  // rounds after a tick in a row that brought fewer than two PUBLISH packets
+	skip    int  // rounds left that do not wait
+	backoff int  // rounds without waiting after the last failed try
+}
+
+// read reads into p: from buf while it holds bytes, else a new round
+// (after the tick when armed). pubs is the guard's PUBLISH count.
+func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
+	if b.buf != nil {
+		n := copy(p, (*b.buf)[b.pos:b.end])
+		b.pos += n
+		if b.pos == b.end {
+			batchBufs.Put(b.buf)
+			b.buf = nil
+		}
+		return n, nil
+	}
+	if err := b.err; err != nil {
+		b.err = nil
+		return 0, err
+	}
+	b.round, b.waited, b.pubs = true, b.armed, pubs
+	if !b.armed {
+		n, err := r.Read(p)
+		b.filled = n == len(p)
+		return n, err
+	}
+	b.raw.quiet()
+	select {
+	case <-b.clock.tick():
+	case <-b.done:
+	}
+	buf := batchBufs.Get().(*[]byte)
+	n, err := r.Read(*buf)
+	b.filled = n == len(*buf)
+	m := copy(p, (*buf)[:n])
+	if m == n {
+		batchBufs.Put(buf)
+		return n, err
+	}
+	b.buf, b.pos, b.end, b.err = buf, m, n, err
+	return m, nil
+}
+
+// settle runs after the bytes read were checked by the guard; pubs is its
+// PUBLISH count now. Once a round's bytes are all taken it decides whether
+// the next round waits for the tick.
+func (b *batchState) settle(pubs int) {
+	if !b.round || b.buf != nil {
+		return
+	}
+	b.round = false
+	got := pubs - b.pubs
+	if b.waited {
+		b.stats.BatchedReads.Add(1)
+		b.stats.BatchedPublishes.Add(uint64(max(got, 0)))
+		if got >= 2 {
+			b.strikes, b.backoff = 0, 0
+		} else if b.strikes++; b.strikes >= batchStrikes {
+			b.stats.BatchBackoffs.Add(1)
+			b.strikes = 0
+			b.backoff = min(max(b.backoff*2, batchBackoffMin), batchBackoffMax)
+			b.skip, b.armed = b.backoff, false
+			return
+		}
+	}
+	if b.skip > 0 {
+		b.skip--
+		b.armed = false
+		return
+	}
+	b.armed = got >= 1 && got < batchMaxPublishes && !b.filled
+}

@@ -1,0 +1,112 @@
+//go:build linux
+
+package listener
+
+import (
+	"io"
+	"net"
+	"syscall"
+)
+
+// Quiet sockets (read batching, batch.go). While a connection waits for
+// its batch tick nobody is parked on its socket, but Go's network poller
+// still has it registered: every segment a device sends would wake the
+// poller (epoll_wait returns, finds no waiter, sleeps again), one idle-CPU
+// wake-up per frame, which is most of what batching is meant to save. So
+// before the wait the reader raises the socket's SO_RCVLOWAT: TCP then
+// signals readability only once quietLowat bytes are buffered (a device
+// that sends more than that meanwhile just wakes the poller, as before),
+// and the frames wait in the receive buffer without waking anything. The
+// read after the tick is a non-blocking read(2), which returns whatever is
+// there whatever the low-water mark; only when it finds nothing is the mark
+// put back to 1, before the reader parks in the poller (the kernel
+// re-checks readability when the mark changes), so a parked reader is
+// never left waiting for bytes that will not wake it.
+
+// quietLowat is the low-water mark of a quiet socket. At most half of the
+// initial receive buffer (tcp_rmem[1], 128 KiB by default) with the
+// default tcp_adv_win_scale, so that setting it neither grows the receive
+// buffer nor clamps the advertised window (tcp_set_rcvlowat).
+const quietLowat = 32 << 10
+
+// quietState is a rawConn's quiet-socket state; used by the reader only.
+type quietState struct {
+	rc    syscall.RawConn // nil: not a TCP socket, or not yet looked up
+	tried bool            // rc was looked up
+	on    bool            // SO_RCVLOWAT is raised
+
+	// The non-blocking read's arguments and results; fn is bound once so
+	// that a read allocates nothing.
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// quiet raises the socket's low-water mark (see above). false: the socket
+// cannot be quiet (not TCP, or the option failed); reads stay as they are.
+func (r *rawConn) quiet() bool {
+	q := &r.q
+	if q.on {
+		return true
+	}
+	if !q.tried {
+		q.tried = true
+		if tc, ok := r.Conn.(*net.TCPConn); ok {
+			if rc, err := tc.SyscallConn(); err == nil {
+				q.rc = rc
+				q.fn = q.read
+			}
+		}
+	}
+	if q.rc == nil || !q.setLowat(quietLowat) {
+		return false
+	}
+	q.on = true
+	return true
+}
+
+// readQuiet reads a quiet socket without waiting. done is false when the
+// socket had nothing (or the read could not be made): the low-water mark
+// is then back at 1 and the caller reads the usual way.
+func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
+	q := &r.q
+	if !q.on {
+		return 0, false, nil
+	}
+	q.buf = p
+	rerr := q.rc.Read(q.fn)
+	q.buf = nil
+	if rerr == nil && (q.n > 0 || q.err == nil) {
+		if q.n == 0 { // end of stream
+			return 0, true, io.EOF
+		}
+		return q.n, true, nil
+	}
+	// Nothing there (EAGAIN), or an error the usual read reports better
+	// (a closed socket, a deadline, a reset): park the usual way.
+	q.on = false
+	q.setLowat(1)
+	return 0, false, nil
+}
+
+func (q *quietState) read(fd uintptr) bool {
+	q.n, q.err = syscall.Read(int(fd), q.buf)
+	if q.n < 0 {
+		q.n = 0
+	}
+	if q.err == nil && q.n == 0 && len(q.buf) == 0 {
+		q.err = syscall.EAGAIN // an empty read proves nothing
+	}
+	return true // never wait for readability
+}
+
+func (q *quietState) setLowat(v int) bool {
+	var serr error
+	if err := q.rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, v)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
