@@ -32,30 +32,41 @@ import (
 //
 // Run with: go test -run '^$' -bench EndToEnd -benchtime 30000x ./internal/e2e/ (make bench)
 // Fleets come from TELEGATE_BENCH_VEHICLES (comma-separated, default
-// "50,200,500@10"): N vehicles publishing as fast as PUBACKs allow, or
-// N@HZ vehicles each paced at HZ frames per second (a nominal load, for
-// latency below saturation). Each runs as a sub-benchmark with its own
-// InfluxDB and gateway.
+// "50,200,500@10,500@10/250ms"): N vehicles publishing as fast as PUBACKs
+// allow, or N@HZ vehicles each paced at HZ frames per second (a nominal
+// load, for latency below saturation); a "/DURATION" suffix runs the
+// gateway with mqtt.read_batch DURATION. Each runs as a sub-benchmark with
+// its own InfluxDB and gateway.
 func BenchmarkEndToEndQoS1(b *testing.B) {
 	sizes := os.Getenv("TELEGATE_BENCH_VEHICLES")
 	if sizes == "" {
-		sizes = "50,200,500@10"
+		sizes = "50,200,500@10,500@10/250ms"
 	}
 	for _, f := range strings.Split(sizes, ",") {
-		ns, hzs, paced := strings.Cut(strings.TrimSpace(f), "@")
+		f, batchs, batched := strings.Cut(strings.TrimSpace(f), "/")
+		ns, hzs, paced := strings.Cut(f, "@")
 		n, err := strconv.Atoi(ns)
 		hz := 0
 		if paced {
 			hz, _ = strconv.Atoi(hzs)
 		}
-		if err != nil || n < 1 || (paced && hz < 1) {
+		var batch time.Duration
+		if batched {
+			batch, _ = time.ParseDuration(batchs)
+		}
+		if err != nil || n < 1 || (paced && hz < 1) || (batched && batch <= 0) {
 			b.Fatalf("TELEGATE_BENCH_VEHICLES: bad fleet %q", f)
 		}
 		name := fmt.Sprintf("vehicles=%d", n)
 		if paced {
 			name += fmt.Sprintf("/%dHz", hz)
 		}
-		b.Run(name, func(b *testing.B) { benchEndToEnd(b, n, hz) })
+		var o testenv.GatewayOptions
+		if batched {
+			name += "/read_batch=" + batch.String()
+			o.MQTTCfg = ", read_batch: " + batch.String()
+		}
+		b.Run(name, func(b *testing.B) { benchEndToEnd(b, n, hz, o) })
 	}
 }
 
