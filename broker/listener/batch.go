@@ -28,19 +28,22 @@ import (
 // packets batchStrikes times in a row, and the connection reads without
 // waiting for the next batchBackoffMin reads, then tries again; each failed
 // try doubles that, up to batchBackoffMax. A read that fills the buffer,
-// that brings batchMaxPublishes PUBLISH packets or more (a device sending
-// a backlog as fast as its window allows, which a wait would throttle), or
-// that brings no PUBLISH (CONNECT, SUBSCRIBE, PINGREQ, a PUBACK of a
-// command), is never followed by a wait. A device that keeps fewer frames
-// in flight than it sends in two ticks is still held back, to the frames
-// in flight per tick: docs/operations.md tells operators when to turn
-// batching on.
+// or that brings batchMaxPublishes PUBLISH packets or more, shows a device
+// sending a backlog as fast as its window allows, which a wait would
+// throttle to one window per tick: the connection then reads without
+// waiting for batchBurstTicks ticks' time, and each such read while that
+// lasts extends it. A read that brings no PUBLISH (CONNECT, SUBSCRIBE,
+// PINGREQ, a PUBACK of a command) is never followed by a wait. A device
+// that keeps fewer than batchMaxPublishes frames in flight and sends more
+// than that many per tick is still held back, to its window per tick:
+// docs/operations.md tells operators when to turn batching on.
 
 const (
 	batchStrikes      = 3
 	batchBackoffMin   = 64
 	batchBackoffMax   = 4096
 	batchMaxPublishes = 16
+	batchBurstTicks   = 4
 )
 
 // batchClock is a listener's batch tick, shared by its connections. A tick
@@ -49,16 +52,20 @@ const (
 type batchClock struct {
 	interval time.Duration
 	testTick func() <-chan struct{} // Options.batchTick
+	now      func() time.Time       // time.Now, or Options.batchNow (tests)
 
 	mu   sync.Mutex
 	next chan struct{} // closed when the armed tick fires; nil when none is armed; guarded by mu
 }
 
-func newBatchClock(interval time.Duration, testTick func() <-chan struct{}) *batchClock {
+func newBatchClock(interval time.Duration, testTick func() <-chan struct{}, now func() time.Time) *batchClock {
 	if interval <= 0 {
 		return nil
 	}
-	return &batchClock{interval: interval, testTick: testTick}
+	if now == nil {
+		now = time.Now
+	}
+	return &batchClock{interval: interval, testTick: testTick, now: now}
 }
 
 // tick returns a channel closed at the next tick.
@@ -110,8 +117,11 @@ type batchState struct {
 	pubs    int  // the guard's PUBLISH count when the round began
 	armed   bool // the next round waits for the tick
 	strikes int  // rounds after a tick in a row that brought fewer than two PUBLISH packets
-	skip    int  // rounds left that do not wait
-	backoff int  // rounds without waiting after the last failed try
+	// burstUntil: no wait before this time, set by a round that brought a
+	// backlog (zero: none).
+	burstUntil time.Time
+	skip       int // rounds left that do not wait
+	backoff    int // rounds without waiting after the last failed try
 }
 
 // read reads into p: from buf while it holds bytes, else a new round
@@ -180,5 +190,17 @@ func (b *batchState) settle(pubs int) {
 		b.armed = false
 		return
 	}
-	b.armed = got >= 1 && got < batchMaxPublishes && !b.filled
+	if got >= batchMaxPublishes || b.filled {
+		b.burstUntil = b.clock.now().Add(batchBurstTicks * b.clock.interval)
+		b.armed = false
+		return
+	}
+	if got >= 1 && !b.burstUntil.IsZero() {
+		if b.clock.now().Before(b.burstUntil) {
+			b.armed = false
+			return
+		}
+		b.burstUntil = time.Time{}
+	}
+	b.armed = got >= 1
 }

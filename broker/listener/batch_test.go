@@ -52,12 +52,27 @@ type batchRig struct {
 	tt    *testTicker
 	reads chan int
 	c     net.Conn // the device's side
+
+	mu  sync.Mutex
+	now time.Time // the batch clock's time (burst mode), moved by advance
+}
+
+func (r *batchRig) clock() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.now
+}
+
+func (r *batchRig) advance(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = r.now.Add(d)
 }
 
 func startBatchRig(t *testing.T) *batchRig {
 	t.Helper()
-	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256)}
-	l := startTCP(t, Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick},
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
+	l := startTCP(t, Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick, batchNow: r.clock},
 		func(_ string, c net.Conn) error {
 			buf := make([]byte, 4096)
 			for {
@@ -185,10 +200,11 @@ func TestReadBatchBacksOffForOneFrameInFlight(t *testing.T) {
 	r.waiting(t)
 }
 
-// A read that brings a backlog (batchMaxPublishes frames or more), or that
-// fills the buffer, is not followed by a wait: that device sends as fast as
-// its window allows.
-func TestReadBatchNoWaitAfterABacklog(t *testing.T) {
+// A read that brings a backlog (batchMaxPublishes frames or more) starts a
+// burst: no wait for batchBurstTicks ticks' time, extended by every
+// backlog read, so that a device sending as fast as its window allows is
+// not throttled to one window per tick.
+func TestReadBatchNoWaitDuringABurst(t *testing.T) {
 	r := startBatchRig(t)
 	r.send(t, publish1(1))
 	r.read(t, 8)
@@ -200,10 +216,50 @@ func TestReadBatchNoWaitAfterABacklog(t *testing.T) {
 	r.send(t, backlog)
 	r.tt.fire()
 	r.read(t, len(backlog))
+	// Small reads during the burst do not wait.
+	burst := batchBurstTicks * time.Hour
+	r.advance(burst - time.Minute)
 	r.send(t, publish1(50))
 	r.read(t, 8)
-	// Fewer than batchMaxPublishes: the wait is back.
+	r.notWaiting(t)
+	// Another backlog extends it.
+	r.send(t, backlog)
+	r.read(t, len(backlog))
+	r.advance(burst - time.Minute)
+	r.send(t, publish1(51))
+	r.read(t, 8)
+	r.notWaiting(t)
+	// Once it is over, the wait is back.
+	r.advance(2 * time.Minute)
+	r.send(t, publish1(52))
+	r.read(t, 8)
 	r.waiting(t)
+}
+
+// A read that fills the batch buffer starts a burst too.
+func TestReadBatchFullBufferStartsABurst(t *testing.T) {
+	r := startBatchRig(t)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	// One large PUBLISH (QoS 0, no packet id) over the 16 KiB buffer.
+	body := append([]byte{0x00, 0x01, 't'}, make([]byte, batchBufSize)...)
+	big := append([]byte{0x30, 0x83 | 0x80, 0x80 | byte(len(body)>>7&0x7f), byte(len(body) >> 14)}, body...)
+	big[1] = 0x80 | byte(len(body)&0x7f)
+	r.send(t, big)
+	r.tt.fire()
+	total := 0
+	for total < len(big) {
+		select {
+		case n := <-r.reads:
+			total += n
+		case <-time.After(wait):
+			t.Fatalf("read %d of %d bytes", total, len(big))
+		}
+	}
+	r.send(t, publish1(2))
+	r.read(t, 8)
+	r.notWaiting(t)
 }
 
 // A read that brings no PUBLISH (PINGREQ) is not followed by a wait: a
@@ -294,7 +350,7 @@ func TestReadBatchOff(t *testing.T) {
 
 // The real clock: a tick is armed by the first waiter and fires once.
 func TestBatchClockTicks(t *testing.T) {
-	b := newBatchClock(time.Millisecond, nil)
+	b := newBatchClock(time.Millisecond, nil, nil)
 	c1 := b.tick()
 	if c2 := b.tick(); c1 != c2 {
 		t.Fatal("two waiters, two ticks")
@@ -307,7 +363,7 @@ func TestBatchClockTicks(t *testing.T) {
 	if c3 := b.tick(); c3 == c1 {
 		t.Fatal("a fired tick is reused")
 	}
-	if newBatchClock(0, nil) != nil {
+	if newBatchClock(0, nil, nil) != nil {
 		t.Fatal("a clock without an interval")
 	}
 }

@@ -161,8 +161,10 @@ type Options struct {
 	// counts the PUBLISH packets). 0: off.
 	ReadBatch time.Duration
 
-	// batchTick, if set, replaces the batch clock's tick (tests).
+	// batchTick and batchNow, if set, replace the batch clock's tick and
+	// time (tests).
 	batchTick func() <-chan struct{}
+	batchNow  func() time.Time
 }
 
 func (o *Options) normalise() error {
@@ -558,7 +560,7 @@ func newCore(opts Options) (*core, error) {
 	if err := opts.normalise(); err != nil {
 		return nil, err
 	}
-	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{}), batch: newBatchClock(opts.ReadBatch, opts.batchTick)}, nil
+	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{}), batch: newBatchClock(opts.ReadBatch, opts.batchTick, opts.batchNow)}, nil
 }
 
 // admit registers a freshly accepted socket, or closes it and returns nil
