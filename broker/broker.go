@@ -107,7 +107,8 @@ type Config struct {
 	// device sent meanwhile are read, committed and acknowledged together.
 	// It saves most of the per-frame CPU of a fleet publishing several
 	// times a second, and delays each frame (and its PUBACK) by up to
-	// ReadBatch. 0 (the default): off; at most 1s.
+	// ReadBatch. 0 (the default): off; at most 1s. TCP and TLS
+	// listeners on Linux only (WebSocket connections never wait).
 	ReadBatch time.Duration `yaml:"read_batch"`
 
 	// noPacketGuard turns the listeners' packet guard off; only tests use
