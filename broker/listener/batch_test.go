@@ -479,3 +479,88 @@ func TestReadBatchDrainDoesNotFlushHeld(t *testing.T) {
 		t.Fatalf("%d flushes after the tick, want 1 (before the next wait)", got)
 	}
 }
+
+// What a device sent before it closed its socket during the tick is all
+// read, then the end of the stream; over TLS too (close_notify and FIN
+// arrive with the last records).
+func TestReadBatchEOFAfterBufferedFrames(t *testing.T) {
+	for _, transport := range []string{"tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			r := startBatchRigOn(t, transport, 4096, nil)
+			r.send(t, publish1(1))
+			r.read(t, 8)
+			r.waiting(t)
+			r.send(t, publish1(2), publish1(3))
+			if err := r.c.(io.Closer).Close(); err != nil {
+				t.Fatal(err)
+			}
+			r.tt.fire()
+			r.readTotal(t, 16)
+			if transport == "tcp" {
+				// One read(2) took the frames; the end of the stream
+				// is read at the next tick (TLS read its close_notify
+				// with the records).
+				r.waiting(t)
+				r.tt.fire()
+			}
+			// The end of the stream shows as the listener forgetting
+			// the socket.
+			eventually(t, "socket closed after EOF", func() bool { return r.st.Open.Load() == 0 })
+		})
+	}
+}
+
+// A keepalive deadline that was moved later while the socket's armed one
+// fired during the wait (deadline coalescing): the frames are read, not
+// lost to the stale deadline, and the later deadline still ends an idle
+// connection.
+func TestReadBatchCoalescedDeadlineDuringWait(t *testing.T) {
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256)}
+	ended := make(chan error, 1)
+	armedGone := make(chan struct{})
+	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick}
+	l := startTCP(t, o, func(_ string, c net.Conn) error {
+		buf := make([]byte, 4096)
+		_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond)) // armed on the socket
+		for i := 0; ; i++ {
+			if i == 2 {
+				// Before the read that waits for the tick: a later
+				// deadline (only recorded), then the armed one passes.
+				_ = c.SetDeadline(time.Now().Add(time.Hour))
+				time.Sleep(100 * time.Millisecond)
+				close(armedGone)
+			}
+			if i == 3 {
+				_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond)) // earlier: armed at once
+			}
+			n, err := c.Read(buf)
+			if n > 0 {
+				r.reads <- n
+			}
+			if err != nil {
+				ended <- err
+				return err
+			}
+		}
+	})
+	r.c = dial(t, l.Address())
+	r.send(t, connect311)
+	r.read(t, len(connect311))
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	<-armedGone
+	r.waiting(t)
+	r.send(t, publish1(2), publish1(3))
+	r.tt.fire()
+	r.readTotal(t, 16)
+	r.waiting(t) // read 3: waits, then its deadline ends the idle connection
+	r.tt.fire()
+	select {
+	case err := <-ended:
+		if !isTimeout(err) {
+			t.Fatalf("ended with %v, want a timeout", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("the deadline never ends the idle connection")
+	}
+}
