@@ -107,7 +107,10 @@ type Config struct {
 	// device sent meanwhile are read, committed and acknowledged together.
 	// It saves most of the per-frame CPU of a fleet publishing several
 	// times a second, and delays each frame (and its PUBACK) by up to
-	// ReadBatch. 0 (the default): off; at most 1s.
+	// ReadBatch. 0 (the default): off; at most 1s. TCP and TLS
+	// listeners on Linux only (WebSocket connections never wait). Burst
+	// must cover the frames a device at RatePerDevice sends in ReadBatch,
+	// plus one: they reach the rate limiter at once.
 	ReadBatch time.Duration `yaml:"read_batch"`
 
 	// noPacketGuard turns the listeners' packet guard off; only tests use
@@ -190,6 +193,11 @@ func (c *Config) applyDefaults() error {
 		return fmt.Errorf("%w: ReadBatch %v outside 0..1s", ErrConfig, c.ReadBatch)
 	case c.RatePerDevice < 0 || c.Burst < 1:
 		return fmt.Errorf("%w: RatePerDevice must be >= 0 and Burst >= 1", ErrConfig)
+	case c.ReadBatch > 0 && c.RatePerDevice > 0 && float64(c.Burst) < 1+math.Ceil(c.RatePerDevice*c.ReadBatch.Seconds()):
+		// The frames a device sent during a tick reach the limiter at
+		// once: one that keeps to the rate must not be limited for it.
+		return fmt.Errorf("%w: Burst %d below the frames a device at RatePerDevice sends during a ReadBatch tick, plus one (%v)",
+			ErrConfig, c.Burst, 1+math.Ceil(c.RatePerDevice*c.ReadBatch.Seconds()))
 	case c.TLSAddr != "" && (c.TLSCertFile == "" || c.TLSKeyFile == ""):
 		return fmt.Errorf("%w: TLSAddr requires TLSCertFile and TLSKeyFile", ErrConfig)
 	case c.TLSAddr == "" && c.ClientCAFile != "":

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -63,34 +65,45 @@ func TestReadBatchPipelinedDevice311(t *testing.T) {
 	})
 }
 
+// TestReadBatchOverTLS: an MQTT 5 device pipelining bursts of QoS 1
+// frames over TLS (raw bytes: each frame its own TLS record). Every frame
+// gets its PUBACK, in order. (It used paho with 40
+// concurrent Publish calls, which interleave the parts of packets over
+// TLS: the guard then closed the connection for a "CONNACK" from the
+// client, with or without batching.)
 func TestReadBatchOverTLS(t *testing.T) {
 	e := startTLSBroker(t, nil, readBatchOn)
 	cfg := &tls.Config{RootCAs: e.serverCA, MinVersion: tls.VersionTLS12}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", e.b.Addr(ListenerTLS), cfg)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", e.b.Addr(ListenerTLS), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, ca, err := v5Connect(t, "", vin1, v5Opts{user: vin1, pass: secrets[vin1], keepalive: 30, conn: conn})
-	if err != nil {
-		t.Fatalf("connect: %+v %v", ca, err)
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write(connectPacket(5, vin1, vin1, secretOf(vin1), 30)); err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan error, 40)
-	for i := range 40 {
-		go func() {
-			pr, err := c.publish(t, "vehicles/"+vin1+"/telemetry", 1, fmt.Sprint(i))
-			if err == nil && pr.ReasonCode != 0 {
-				err = fmt.Errorf("reason %#x", pr.ReasonCode)
+	r := bufio.NewReader(c)
+	readPacketRaw(t, r, 0x20, 0)
+	const bursts, per = 5, 8
+	id := uint16(0)
+	for range bursts {
+		for range per {
+			id++
+			if _, err := c.Write(publishPacketV5("vehicles/"+vin1+"/telemetry", 1, id, fmt.Sprint(id))); err != nil {
+				t.Fatal(err)
 			}
-			done <- err
-		}()
-		if i%8 == 7 {
-			time.Sleep(25 * time.Millisecond)
+		}
+		time.Sleep(25 * time.Millisecond) // past a tick: the next burst waits in the socket
+	}
+	for i := range bursts * per {
+		body := readPacketRaw(t, r, 0x40, 0)
+		if len(body) < 2 || int(body[0])<<8|int(body[1]) != i+1 || (len(body) > 2 && body[2] != 0) {
+			t.Fatalf("PUBACK %d = %x", i+1, body)
 		}
 	}
-	for range 40 {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+	if st := e.b.Stats().Snapshot(); st["batched_reads"] == 0 || st["protocol_violations"] != 0 {
+		t.Fatalf("batched reads %d, protocol violations %d", st["batched_reads"], st["protocol_violations"])
 	}
 }
 
@@ -102,4 +115,30 @@ func TestReadBatchConfig(t *testing.T) {
 			t.Fatalf("ReadBatch %v accepted", d)
 		}
 	}
+}
+
+// With read batching the frames a device sent during a tick reach the
+// rate limiter at once: a device publishing at RatePerDevice, evenly,
+// brings RatePerDevice × ReadBatch frames in one read. A Burst below that
+// (plus the frame that starts the round) would rate-limit, and close (3.1.1),
+// a device that keeps to the rate: refused.
+func TestReadBatchBurstCoversATick(t *testing.T) {
+	cfg := testConfig()
+	cfg.RatePerDevice, cfg.Burst, cfg.ReadBatch = 20, 2, 250*time.Millisecond // 5 frames per tick
+	if _, err := New(cfg, mustRegistry(t), testLogger(t)); !errors.Is(err, ErrConfig) {
+		t.Fatalf("Burst 2 with 5 frames per tick: %v, want ErrConfig", err)
+	}
+	cfg = testConfig()
+	cfg.RatePerDevice, cfg.Burst, cfg.ReadBatch = 20, 6, 250*time.Millisecond
+	b, err := New(cfg, mustRegistry(t), testLogger(t))
+	if err != nil {
+		t.Fatalf("Burst 6 with 5 frames per tick: %v", err)
+	}
+	_ = b.Close()
+	cfg = testConfig()
+	cfg.ReadBatch = time.Second // the defaults allow any ReadBatch
+	if b, err = New(cfg, mustRegistry(t), testLogger(t)); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	_ = b.Close()
 }

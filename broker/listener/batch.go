@@ -2,7 +2,9 @@ package listener
 
 import (
 	"io"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,6 +98,21 @@ const batchBufSize = 16 << 10
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, batchBufSize); return &b }}
 
+// batchBufGets counts the buffers taken from batchBufs, batchBufsOut those
+// not put back yet (tests: a parked reader holds none).
+var batchBufGets, batchBufsOut atomic.Int64
+
+func getBatchBuf() *[]byte {
+	batchBufGets.Add(1)
+	batchBufsOut.Add(1)
+	return batchBufs.Get().(*[]byte)
+}
+
+func putBatchBuf(b *[]byte) {
+	batchBufsOut.Add(-1)
+	batchBufs.Put(b)
+}
+
 // batchState is one connection's read batching. Used by the connection's
 // reader only.
 type batchState struct {
@@ -131,7 +148,7 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 		n := copy(p, (*b.buf)[b.pos:b.end])
 		b.pos += n
 		if b.pos == b.end {
-			batchBufs.Put(b.buf)
+			putBatchBuf(b.buf)
 			b.buf = nil
 		}
 		return n, nil
@@ -140,28 +157,62 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 		b.err = nil
 		return 0, err
 	}
-	b.round, b.waited, b.pubs = true, b.armed, pubs
-	if !b.armed {
+	// Only a socket that can be made quiet can also be read without
+	// waiting after the tick (gather); elsewhere nothing waits.
+	b.round, b.waited, b.pubs = true, b.armed && b.raw.quiet(), pubs
+	if !b.waited {
 		n, err := r.Read(p)
 		b.filled = n == len(p)
 		return n, err
 	}
-	b.raw.quiet()
 	select {
 	case <-b.clock.tick():
 	case <-b.done:
 	}
-	buf := batchBufs.Get().(*[]byte)
-	n, err := r.Read(*buf)
+	buf := getBatchBuf()
+	n, err := b.gather(r, *buf)
+	if n == 0 && err == nil {
+		// Nothing arrived during the tick: park the usual way, reading
+		// into p, so that a parked reader holds no pooled buffer.
+		putBatchBuf(buf)
+		n, err = r.Read(p)
+		b.filled = n == len(p)
+		return n, err
+	}
 	b.filled = n == len(*buf)
 	m := copy(p, (*buf)[:n])
 	if m == n {
-		batchBufs.Put(buf)
+		putBatchBuf(buf)
 		return n, err
 	}
 	b.buf, b.pos, b.end, b.err = buf, m, n, err
 	return m, nil
 }
+
+// gather reads into buf, without waiting, what the connection has now:
+// the socket's bytes and, over TLS, the records tls.Conn already read from
+// it (tls.Conn.Read returns one record at a time). 0 and no error: nothing.
+func (b *batchState) gather(r io.Reader, buf []byte) (int, error) {
+	b.raw.probe = true
+	defer func() { b.raw.probe = false }()
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == errWouldBlock {
+			return n, nil
+		}
+		if err != nil || k == 0 || r == io.Reader(b.raw) {
+			// On the socket itself one read(2) takes what is there.
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// buffered reports whether the next read is served from the batch buffer
+// (it cannot block). b may be nil.
+func (b *batchState) buffered() bool { return b != nil && b.buf != nil }
 
 // settle runs after the bytes read were checked by the guard; pubs is its
 // PUBLISH count now. Once a round's bytes are all taken it decides whether
@@ -204,3 +255,15 @@ func (b *batchState) settle(pubs int) {
 	}
 	b.armed = got >= 1
 }
+
+// errWouldBlock is what the socket returns to a read after the batch tick
+// (rawConn.probe) when it has nothing more. It is a temporary net.Error
+// because crypto/tls keeps a connection usable only after those (it
+// type-asserts net.Error and checks Temporary); gather never lets it out.
+var errWouldBlock net.Error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "listener: nothing to read now" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }

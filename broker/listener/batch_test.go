@@ -1,10 +1,15 @@
 package listener
 
 import (
+	"crypto/tls"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Read batching (batch.go, quiet_linux.go) over real sockets. The batch
@@ -51,7 +56,7 @@ type batchRig struct {
 	st    *Stats
 	tt    *testTicker
 	reads chan int
-	c     net.Conn // the device's side
+	c     io.Writer // the device's side
 
 	mu  sync.Mutex
 	now time.Time // the batch clock's time (burst mode), moved by advance
@@ -365,5 +370,253 @@ func TestBatchClockTicks(t *testing.T) {
 	}
 	if newBatchClock(0, nil, nil) != nil {
 		t.Fatal("a clock without an interval")
+	}
+}
+
+// --- Review: defects found in read batching (each test failed before its fix).
+
+// startBatchRigOn is startBatchRig over a transport: "tcp", "tls" or
+// "ws". readSize is the reader's buffer; held, if set, is installed by the
+// reader (as the ingest hook does).
+func startBatchRigOn(t *testing.T, transport string, readSize int, held Held) *batchRig {
+	t.Helper()
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256)}
+	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick}
+	serve := func(_ string, c net.Conn) error {
+		_ = c.SetDeadline(time.Time{}) // no connect timeout: a parked read stays parked
+		if held != nil {
+			c.(*Conn).SetHeld(held)
+		}
+		buf := make([]byte, readSize)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				r.reads <- n
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	switch transport {
+	case "tcp":
+		r.c = dial(t, startTCP(t, o, serve).Address())
+	case "tls":
+		srv, cli := selfSigned(t)
+		o.TLSConfig = srv
+		l := startTCP(t, o, serve)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", l.Address(), cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		r.c = c
+	case "ws":
+		o.ID, o.Address = "ws", "127.0.0.1:0"
+		w, err := NewWebSocket(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Init(quiet); err != nil {
+			t.Fatal(err)
+		}
+		go w.Serve(serve)
+		t.Cleanup(func() { w.Close(nil) })
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}}
+		ws, resp, err := d.Dial("ws://"+w.Address()+"/mqtt", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t.Cleanup(func() { ws.Close() })
+		r.c = wsWriter{ws}
+	}
+	r.send(t, connect311)
+	r.read(t, len(connect311))
+	return r
+}
+
+// wsWriter sends each Write as one binary WebSocket message.
+type wsWriter struct{ *websocket.Conn }
+
+func (w wsWriter) Write(p []byte) (int, error) {
+	return len(p), w.WriteMessage(websocket.BinaryMessage, p)
+}
+
+// readTotal expects reads adding up to n bytes with no wait for the tick
+// before they are all read.
+func (r *batchRig) readTotal(t *testing.T, n int) {
+	t.Helper()
+	got := 0
+	for got < n {
+		select {
+		case k := <-r.reads:
+			got += k
+		case <-r.tt.waiting:
+			t.Fatalf("the reader waits for the tick after %d of %d bytes sent before it", got, n)
+		case <-time.After(wait):
+			t.Fatalf("read %d bytes, want %d", got, n)
+		}
+	}
+	if got != n {
+		t.Fatalf("read %d bytes, want %d", got, n)
+	}
+}
+
+// Over TLS each frame is its own record, and tls.Conn.Read returns one
+// record at a time while it has already read the others from the socket:
+// the reader must not wait for a tick per record it holds in memory (it
+// did: one frame per tick, then a back-off, so batching never gathered
+// anything over TLS).
+func TestReadBatchTLSReadsEveryBufferedRecordAtTheTick(t *testing.T) {
+	r := startBatchRigOn(t, "tls", 4096, nil)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	r.send(t, publish1(2), publish1(3), publish1(4))
+	r.tt.fire()
+	r.readTotal(t, 24)
+	r.waiting(t)
+	if got, pubs, bo := r.st.BatchedReads.Load(), r.st.BatchedPublishes.Load(), r.st.BatchBackoffs.Load(); got != 1 || pubs != 3 || bo != 0 {
+		t.Fatalf("batched reads %d, publishes %d, backoffs %d; want 1, 3, 0", got, pubs, bo)
+	}
+}
+
+// Over WebSocket each frame is its own message and gorilla's reader holds
+// the ones already read from the socket; a read returns one message. Such
+// frames must not wait for a tick each.
+func TestReadBatchWebSocketNeverHoldsBufferedMessages(t *testing.T) {
+	r := startBatchRigOn(t, "ws", 4096, nil)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.send(t, publish1(2), publish1(3), publish1(4))
+	r.tt.fire() // harmless if nobody waits
+	r.readTotal(t, 24)
+}
+
+// A tick that finds nothing parks the reader the usual way; it must not
+// hold a pooled 16 KiB buffer while parked (an idle fleet would hold one
+// per device).
+func TestReadBatchParkedReaderHoldsNoBuffer(t *testing.T) {
+	r := startBatchRigOn(t, "tcp", 4096, nil)
+	gets, out := batchBufGets.Load(), batchBufsOut.Load()
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	r.tt.fire()
+	eventually(t, "a read after the tick", func() bool { return batchBufGets.Load() > gets })
+	eventually(t, "the buffer back in the pool while the reader is parked", func() bool { return batchBufsOut.Load() == out })
+	r.send(t, publish1(2))
+	r.read(t, 8)
+}
+
+// countingHeld is a Held that counts its flushes (each one waits for a
+// group commit in the gateway).
+type countingHeld struct{ n atomic.Int32 }
+
+func (h *countingHeld) Flush(dst []byte) ([]byte, error) { h.n.Add(1); return dst, nil }
+
+// Reads served from the batch buffer never block: they must not flush
+// the held PUBACKs (a group-commit wait per mochi read of the batch,
+// instead of one per batch).
+func TestReadBatchDrainDoesNotFlushHeld(t *testing.T) {
+	h := new(countingHeld)
+	r := startBatchRigOn(t, "tcp", 16, h)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	before := h.n.Load() // the reads of CONNECT, the PUBLISH and the one now waiting
+	r.send(t, publish1(2), publish1(3), publish1(4))
+	r.tt.fire()
+	r.read(t, 16)
+	r.read(t, 8) // from the batch buffer
+	r.waiting(t)
+	if got := h.n.Load() - before; got != 1 {
+		t.Fatalf("%d flushes after the tick, want 1 (before the next wait)", got)
+	}
+}
+
+// What a device sent before it closed its socket during the tick is all
+// read, then the end of the stream; over TLS too (close_notify and FIN
+// arrive with the last records).
+func TestReadBatchEOFAfterBufferedFrames(t *testing.T) {
+	for _, transport := range []string{"tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			r := startBatchRigOn(t, transport, 4096, nil)
+			r.send(t, publish1(1))
+			r.read(t, 8)
+			r.waiting(t)
+			r.send(t, publish1(2), publish1(3))
+			if err := r.c.(io.Closer).Close(); err != nil {
+				t.Fatal(err)
+			}
+			r.tt.fire()
+			r.readTotal(t, 16)
+			if transport == "tcp" {
+				// One read(2) took the frames; the end of the stream
+				// is read at the next tick (TLS read its close_notify
+				// with the records).
+				r.waiting(t)
+				r.tt.fire()
+			}
+			// The end of the stream shows as the listener forgetting
+			// the socket.
+			eventually(t, "socket closed after EOF", func() bool { return r.st.Open.Load() == 0 })
+		})
+	}
+}
+
+// A keepalive deadline that was moved later while the socket's armed one
+// fired during the wait (deadline coalescing): the frames are read, not
+// lost to the stale deadline, and the later deadline still ends an idle
+// connection.
+func TestReadBatchCoalescedDeadlineDuringWait(t *testing.T) {
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256)}
+	ended := make(chan error, 1)
+	armedGone := make(chan struct{})
+	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick}
+	l := startTCP(t, o, func(_ string, c net.Conn) error {
+		buf := make([]byte, 4096)
+		_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond)) // armed on the socket
+		for i := 0; ; i++ {
+			if i == 2 {
+				// Before the read that waits for the tick: a later
+				// deadline (only recorded), then the armed one passes.
+				_ = c.SetDeadline(time.Now().Add(time.Hour))
+				time.Sleep(100 * time.Millisecond)
+				close(armedGone)
+			}
+			if i == 3 {
+				_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond)) // earlier: armed at once
+			}
+			n, err := c.Read(buf)
+			if n > 0 {
+				r.reads <- n
+			}
+			if err != nil {
+				ended <- err
+				return err
+			}
+		}
+	})
+	r.c = dial(t, l.Address())
+	r.send(t, connect311)
+	r.read(t, len(connect311))
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	<-armedGone
+	r.waiting(t)
+	r.send(t, publish1(2), publish1(3))
+	r.tt.fire()
+	r.readTotal(t, 16)
+	r.waiting(t) // read 3: waits, then its deadline ends the idle connection
+	r.tt.fire()
+	select {
+	case err := <-ended:
+		if !isTimeout(err) {
+			t.Fatalf("ended with %v, want a timeout", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("the deadline never ends the idle connection")
 	}
 }

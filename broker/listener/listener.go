@@ -158,7 +158,9 @@ type Options struct {
 	// listener's next tick, ReadBatch apart, before it reads again, so
 	// that a steadily publishing device's frames are read, committed and
 	// acknowledged several at a time. Needs ValidatePackets (the guard
-	// counts the PUBLISH packets). 0: off.
+	// counts the PUBLISH packets), and a socket that can be read without
+	// waiting (Linux): TCP and TLS connections there; never WebSocket
+	// ones (see newConn). 0: off.
 	ReadBatch time.Duration
 
 	// batchTick and batchNow, if set, replace the batch clock's tick and
@@ -412,7 +414,11 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 	conn := &Conn{Conn: inner, raw: raw}
 	if c.opts.ValidatePackets {
 		conn.guard = &guard{maxPacket: c.opts.MaxPacketSize}
-		if c.batch != nil {
+		// Not over WebSocket: gorilla's reader holds the messages it read
+		// from the socket and returns one per read, and a read error
+		// (errWouldBlock: batchState.gather) ends its connection, so what
+		// it holds cannot be gathered at the tick.
+		if _, ws := inner.(*wsConn); c.batch != nil && !ws {
 			conn.batch = &batchState{clock: c.batch, raw: raw, done: raw.done, stats: c.opts.Stats}
 		}
 	}
@@ -423,7 +429,9 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 // violation ends the stream with an error wrapping ErrProtocolViolation
 // before the offending packet is complete.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.held != nil && (c.async == nil || !c.async.Later()) {
+	// A read from the batch buffer cannot block: the held writes wait
+	// for the read that may (one group-commit wait per batch).
+	if c.held != nil && !c.batch.buffered() && (c.async == nil || !c.async.Later()) {
 		if err := c.releaseHeld(); err != nil {
 			return 0, err
 		}
@@ -520,6 +528,10 @@ type rawConn struct {
 	once  sync.Once
 	done  chan struct{} // closed by Close; nil unless Options.ReadBatch
 	q     quietState    // read batching's quiet socket (quiet_linux.go); used by the reader only
+	// probe makes Read return errWouldBlock instead of waiting (set by
+	// the reader around a read after the batch tick: batchState.gather);
+	// used by the reader only.
+	probe bool
 
 	// dmu guards rd and wd, the read and write deadlines (deadline.go);
 	// taken by whoever sets a deadline and by a read or write whose

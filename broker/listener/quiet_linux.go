@@ -74,6 +74,23 @@ func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
 	if !q.on {
 		return 0, false, nil
 	}
+	if n, ok, err := r.readNow(p); ok {
+		return n, true, err
+	}
+	// Nothing there (EAGAIN), or an error the usual read reports better
+	// (a closed socket, a deadline, a reset): park the usual way.
+	q.on = false
+	q.setLowat(1)
+	return 0, false, nil
+}
+
+// readNow reads the socket once without waiting. ok is false when it had
+// nothing, or the read failed (the usual read reports that better).
+func (r *rawConn) readNow(p []byte) (n int, ok bool, err error) {
+	q := &r.q
+	if q.rc == nil {
+		return 0, false, nil
+	}
 	q.buf = p
 	rerr := q.rc.Read(q.fn)
 	q.buf = nil
@@ -83,10 +100,6 @@ func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
 		}
 		return q.n, true, nil
 	}
-	// Nothing there (EAGAIN), or an error the usual read reports better
-	// (a closed socket, a deadline, a reset): park the usual way.
-	q.on = false
-	q.setLowat(1)
 	return 0, false, nil
 }
 

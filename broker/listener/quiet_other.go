@@ -2,11 +2,13 @@
 
 package listener
 
-// quietState is empty where SO_RCVLOWAT is not used: a connection waiting
-// for its batch tick may wake the poller when data arrives (see
-// quiet_linux.go).
+// quietState is empty where SO_RCVLOWAT is not used. A socket that cannot
+// be made quiet cannot be read without waiting either (readNow), so read
+// batching is off here: no connection waits for the tick (batch.go).
 type quietState struct{}
 
 func (r *rawConn) quiet() bool { return false }
 
 func (r *rawConn) readQuiet([]byte) (int, bool, error) { return 0, false, nil }
+
+func (r *rawConn) readNow([]byte) (int, bool, error) { return 0, false, nil }
