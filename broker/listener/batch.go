@@ -130,7 +130,7 @@ type batchState struct {
 
 	round   bool // a read round is open: set by the read that starts it, cleared by settle once its bytes are taken
 	waited  bool // the round began with a wait for the tick
-	filled  bool // the round's read filled its buffer: more may be waiting
+	filled  bool // the round's read after the tick filled the batch buffer: more may be waiting
 	pubs    int  // the guard's PUBLISH count when the round began
 	armed   bool // the next round waits for the tick
 	strikes int  // rounds after a tick in a row that brought fewer than two PUBLISH packets
@@ -160,10 +160,12 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 	// Only a socket that can be made quiet can also be read without
 	// waiting after the tick (gather); elsewhere nothing waits.
 	b.round, b.waited, b.pubs = true, b.armed && b.raw.quiet(), pubs
+	// filled is only said of a read into the batch buffer: mochi's own
+	// reads are small (its 1 KiB buffer, or the rest of a packet's body)
+	// and fill p all the time.
+	b.filled = false
 	if !b.waited {
-		n, err := r.Read(p)
-		b.filled = n == len(p)
-		return n, err
+		return r.Read(p)
 	}
 	select {
 	case <-b.clock.tick():
@@ -175,9 +177,7 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 		// Nothing arrived during the tick: park the usual way, reading
 		// into p, so that a parked reader holds no pooled buffer.
 		putBatchBuf(buf)
-		n, err = r.Read(p)
-		b.filled = n == len(p)
-		return n, err
+		return r.Read(p)
 	}
 	b.filled = n == len(*buf)
 	m := copy(p, (*buf)[:n])

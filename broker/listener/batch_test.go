@@ -620,3 +620,21 @@ func TestReadBatchCoalescedDeadlineDuringWait(t *testing.T) {
 		t.Fatal("the deadline never ends the idle connection")
 	}
 }
+
+// A read that fills the reader's own (small) buffer says nothing about a
+// backlog: mochi reads into a 1 KiB buffer, or exactly the rest of a
+// packet's body, and fills it all the time. Only a read after the tick that
+// fills the batch buffer starts a burst. (It did for any read: after an
+// empty tick, or between ticks, most connections of the paced benchmark
+// went into bursts and read frame by frame.)
+func TestReadBatchSmallReaderBufferStartsNoBurst(t *testing.T) {
+	r := startBatchRigOn(t, "tcp", 16, nil)
+	two := func(id byte) []byte { return append(publish1(id), publish1(id+1)...) }
+	r.send(t, two(1))
+	r.read(t, 16) // fills the reader's 16-byte buffer
+	r.waiting(t)
+	r.tt.fire() // an empty tick: the reader parks
+	r.send(t, two(3))
+	r.read(t, 16)
+	r.waiting(t)
+}
