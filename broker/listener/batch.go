@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -199,7 +200,7 @@ func (b *batchState) gather(r io.Reader, buf []byte) (int, error) {
 	for n < len(buf) {
 		k, err := r.Read(buf[n:])
 		n += k
-		if err == errWouldBlock {
+		if errors.Is(err, errWouldBlock) {
 			return n, nil
 		}
 		if err != nil || k == 0 || r == io.Reader(b.raw) {
