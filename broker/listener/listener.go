@@ -544,6 +544,12 @@ type rawConn struct {
 func (r *rawConn) Close() error {
 	err := net.ErrClosed
 	r.once.Do(func() {
+		if r.done != nil {
+			// Read batching leaves a device's frames unread in the
+			// socket until the tick: closing it with them would reset
+			// the connection (discardUnread).
+			r.discardUnread()
+		}
 		err = r.Conn.Close()
 		if r.done != nil {
 			close(r.done)

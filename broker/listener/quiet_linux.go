@@ -123,3 +123,36 @@ func (q *quietState) setLowat(v int) bool {
 	}
 	return serr == nil
 }
+
+// discardUnread reads and drops, without waiting, what the socket holds
+// (at most lingerMax bytes), before it is closed. Linux resets a
+// connection closed with unread data (RST instead of FIN), and many device
+// stacks then drop what they had received and not yet read: the
+// DISCONNECT sent just before (drain, takeover, shutdown) with its reason
+// and Server Reference. A reader that waits for the batch tick leaves the
+// frames of the tick unread, so with read batching a server close would
+// nearly always reset a publishing device. Safe from any goroutine: it
+// uses its own view of the socket (Control takes no read lock, so a reader
+// parked on the socket does not hold it up); a read(2) racing the reader's
+// only takes bytes nobody will handle.
+func (r *rawConn) discardUnread() {
+	tc, ok := r.Conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := batchBufs.Get().(*[]byte)
+	defer batchBufs.Put(buf)
+	_ = rc.Control(func(fd uintptr) {
+		for total := 0; total < lingerMax; {
+			n, _, err := syscall.Recvfrom(int(fd), *buf, syscall.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				return
+			}
+			total += n
+		}
+	})
+}
