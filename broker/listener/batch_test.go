@@ -697,3 +697,30 @@ func TestReadBatchServerCloseWhileWaitingEndsWithFIN(t *testing.T) {
 		t.Fatalf("the connection ended with %v after the DISCONNECT, want the end of the stream (FIN)", err)
 	}
 }
+
+// A device that publishes steadily and receives commands sends the PUBACK
+// of each command with its frames. A server that holds further commands
+// for it (its Receive Maximum, often 1 to 10 on a car's modem) sends the
+// next one once that PUBACK is read, and its PUBACK must not wait for
+// another tick in turn: the read after a round that brought a PUBACK waits
+// for nothing. (It waited whenever the round also brought a PUBLISH: a
+// command queue drained at Receive Maximum commands per tick, 4 a second
+// with Receive Maximum 1 and a 250 ms tick.)
+func TestReadBatchNoWaitAfterCommandPuback(t *testing.T) {
+	r := startBatchRig(t)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	puback := []byte{0x40, 0x02, 0x00, 0x01} // of the server's command 1
+	r.send(t, puback, publish1(2))
+	r.tt.fire()
+	r.read(t, 12)
+	// The server wrote command 2; its PUBACK, with a frame, is read at once.
+	r.send(t, append([]byte{0x40, 0x02, 0x00, 0x02}, publish1(3)...))
+	r.read(t, 12)
+	r.notWaiting(t)
+	// Without a command in flight the next frame waits as before.
+	r.send(t, publish1(4))
+	r.read(t, 8)
+	r.waiting(t)
+}

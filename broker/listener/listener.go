@@ -446,7 +446,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	if c.batch != nil {
-		n, err = c.batch.read(c.Conn, p, c.guard.publishes)
+		n, err = c.batch.read(c.Conn, p, c.guard.publishes, c.guard.pubacks)
 	} else {
 		n, err = c.Conn.Read(p)
 	}
@@ -471,7 +471,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 	}
 	if c.batch != nil {
-		c.batch.settle(c.guard.publishes)
+		c.batch.settle(c.guard.publishes, c.guard.pubacks)
 	}
 	return n, err
 }
