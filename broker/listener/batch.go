@@ -198,8 +198,8 @@ func (b *batchState) read(r io.Reader, p []byte, pubs, acks int) (int, error) {
 // the socket's bytes and, over TLS, the records tls.Conn already read from
 // it (tls.Conn.Read returns one record at a time). 0 and no error: nothing.
 func (b *batchState) gather(r io.Reader, buf []byte) (int, error) {
-	b.raw.probe = true
-	defer func() { b.raw.probe = false }()
+	b.raw.bs.probe = true
+	defer func() { b.raw.bs.probe = false }()
 	n := 0
 	for n < len(buf) {
 		k, err := r.Read(buf[n:])

@@ -45,8 +45,9 @@ type quietState struct {
 
 // quiet raises the socket's low-water mark (see above). false: the socket
 // cannot be quiet (not TCP, or the option failed); reads stay as they are.
+// quiet, readQuiet and readNow need r.bs (read batching).
 func (r *rawConn) quiet() bool {
-	q := &r.q
+	q := &r.bs.q
 	if q.on {
 		return true
 	}
@@ -70,7 +71,7 @@ func (r *rawConn) quiet() bool {
 // socket had nothing (or the read could not be made): the low-water mark
 // is then back at 1 and the caller reads the usual way.
 func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
-	q := &r.q
+	q := &r.bs.q
 	if !q.on {
 		return 0, false, nil
 	}
@@ -87,7 +88,7 @@ func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
 // readNow reads the socket once without waiting. ok is false when it had
 // nothing, or the read failed (the usual read reports that better).
 func (r *rawConn) readNow(p []byte) (n int, ok bool, err error) {
-	q := &r.q
+	q := &r.bs.q
 	if q.rc == nil {
 		return 0, false, nil
 	}
