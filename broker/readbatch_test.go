@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -141,4 +142,39 @@ func TestReadBatchBurstCoversATick(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	_ = b.Close()
+}
+
+// TestReadBatchDrainEndsWithFIN: a draining broker sends an MQTT 5 device
+// DISCONNECT 0x9C with the Server Reference and closes the connection
+// while the device's last frame waits unread in the socket for the batch
+// tick. The connection must end with FIN, not a reset: a device stack that
+// drops what it received on a reset would lose the DISCONNECT and its
+// Server Reference. (It was reset: Linux resets a socket closed with
+// unread data.)
+func TestReadBatchDrainEndsWithFIN(t *testing.T) {
+	b := startBroker(t, nil, func(c *Config) {
+		c.ServerReference = testServerRef
+		c.ReadBatch = time.Second // the second frame waits for the tick while Drain runs
+	})
+	c, r := rawConnectV5(t, b.Addr(ListenerTCP), vin1)
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write(publishPacketV5(tele1, 1, 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	readPacketRaw(t, r, 0x40, 0) // the reader now waits for the tick
+	if _, err := c.Write(publishPacketV5(tele1, 1, 2, "2")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := ctxWait()
+	defer cancel()
+	if _, err := b.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	disc := readPacketRaw(t, r, 0xE0, 0)
+	if len(disc) < 2 || disc[0] != 0x9C || serverReference(disc[2:]) != testServerRef {
+		t.Fatalf("DISCONNECT body = %x, want 0x9C with the server reference", disc)
+	}
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Fatalf("after the DISCONNECT: %x, %v; want the end of the stream", rest, err)
+	}
 }

@@ -36,7 +36,10 @@ import (
 // throttle to one window per tick: the connection then reads without
 // waiting for batchBurstTicks ticks' time, and each such read while that
 // lasts extends it. A read that brings no PUBLISH (CONNECT, SUBSCRIBE,
-// PINGREQ, a PUBACK of a command) is never followed by a wait. A device
+// PINGREQ, a PUBACK of a command) is never followed by a wait, nor is one
+// that brings a PUBACK with its frames: the device acknowledged a command,
+// and a server that holds more for it (its Receive Maximum) sends the next
+// one now; that one's PUBACK must not wait for a tick too. A device
 // that keeps fewer than batchMaxPublishes frames in flight and sends more
 // than that many per tick is still held back, to its window per tick:
 // docs/operations.md tells operators when to turn batching on.
@@ -133,6 +136,7 @@ type batchState struct {
 	waited  bool // the round began with a wait for the tick
 	filled  bool // the round's read after the tick filled the batch buffer: more may be waiting
 	pubs    int  // the guard's PUBLISH count when the round began
+	acks    int  // the guard's PUBACK count when the round began
 	armed   bool // the next round waits for the tick
 	strikes int  // rounds after a tick in a row that brought fewer than two PUBLISH packets
 	// burstUntil: no wait before this time, set by a round that brought a
@@ -143,8 +147,9 @@ type batchState struct {
 }
 
 // read reads into p: from buf while it holds bytes, else a new round
-// (after the tick when armed). pubs is the guard's PUBLISH count.
-func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
+// (after the tick when armed). pubs and acks are the guard's PUBLISH and
+// PUBACK counts.
+func (b *batchState) read(r io.Reader, p []byte, pubs, acks int) (int, error) {
 	if b.buf != nil {
 		n := copy(p, (*b.buf)[b.pos:b.end])
 		b.pos += n
@@ -160,7 +165,7 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 	}
 	// Only a socket that can be made quiet can also be read without
 	// waiting after the tick (gather); elsewhere nothing waits.
-	b.round, b.waited, b.pubs = true, b.armed && b.raw.quiet(), pubs
+	b.round, b.waited, b.pubs, b.acks = true, b.armed && b.raw.quiet(), pubs, acks
 	// filled is only said of a read into the batch buffer: mochi's own
 	// reads are small (its 1 KiB buffer, or the rest of a packet's body)
 	// and fill p all the time.
@@ -194,8 +199,8 @@ func (b *batchState) read(r io.Reader, p []byte, pubs int) (int, error) {
 // the socket's bytes and, over TLS, the records tls.Conn already read from
 // it (tls.Conn.Read returns one record at a time). 0 and no error: nothing.
 func (b *batchState) gather(r io.Reader, buf []byte) (int, error) {
-	b.raw.probe = true
-	defer func() { b.raw.probe = false }()
+	b.raw.bs.probe = true
+	defer func() { b.raw.bs.probe = false }()
 	n := 0
 	for n < len(buf) {
 		k, err := r.Read(buf[n:])
@@ -215,10 +220,10 @@ func (b *batchState) gather(r io.Reader, buf []byte) (int, error) {
 // (it cannot block). b may be nil.
 func (b *batchState) buffered() bool { return b != nil && b.buf != nil }
 
-// settle runs after the bytes read were checked by the guard; pubs is its
-// PUBLISH count now. Once a round's bytes are all taken it decides whether
-// the next round waits for the tick.
-func (b *batchState) settle(pubs int) {
+// settle runs after the bytes read were checked by the guard; pubs and
+// acks are its PUBLISH and PUBACK counts now. Once a round's bytes are all
+// taken it decides whether the next round waits for the tick.
+func (b *batchState) settle(pubs, acks int) {
 	if !b.round || b.buf != nil {
 		return
 	}
@@ -254,7 +259,7 @@ func (b *batchState) settle(pubs int) {
 		}
 		b.burstUntil = time.Time{}
 	}
-	b.armed = got >= 1
+	b.armed = got >= 1 && acks == b.acks
 }
 
 // errWouldBlock is what the socket returns to a read after the batch tick

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -637,4 +638,102 @@ func TestReadBatchSmallReaderBufferStartsNoBurst(t *testing.T) {
 	r.send(t, two(3))
 	r.read(t, 16)
 	r.waiting(t)
+}
+
+// --- Second review.
+
+// startBatchRigConn is startBatchRigOn over TCP that also hands back the
+// server's side of the connection (what mochi holds: Stop closes it).
+func startBatchRigConn(t *testing.T) (*batchRig, net.Conn, net.Conn) {
+	t.Helper()
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
+	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick, batchNow: r.clock}
+	srv := make(chan net.Conn, 1)
+	l := startTCP(t, o, func(_ string, c net.Conn) error {
+		_ = c.SetDeadline(time.Time{})
+		srv <- c
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				r.reads <- n
+			}
+			if err != nil {
+				return err
+			}
+		}
+	})
+	c := dial(t, l.Address())
+	r.c = c
+	r.send(t, connect311)
+	r.read(t, len(connect311))
+	return r, <-srv, c
+}
+
+// A connection closed by the server (drain, takeover, shutdown: mochi's
+// Stop, after a DISCONNECT to an MQTT 5 device) while its reader waits for
+// the tick has the frames the device sent meanwhile unread in its socket;
+// closing a socket with unread data resets the connection (RST) instead of
+// ending it (FIN). The device must read the DISCONNECT and then the end of
+// the stream, not a reset: many device stacks drop what they had received
+// on a reset, the DISCONNECT (and its Server Reference) with it. Without
+// batching the reader has taken those bytes already.
+func TestReadBatchServerCloseWhileWaitingEndsWithFIN(t *testing.T) {
+	r, srv, dev := startBatchRigConn(t)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	r.send(t, publish1(2), publish1(3)) // unread: the reader waits for the tick
+	disconnect := []byte{0xE0, 0x01, 0x9C}
+	if _, err := srv.Write(disconnect); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Close()
+	_ = dev.SetReadDeadline(time.Now().Add(wait))
+	got, err := io.ReadAll(dev)
+	if string(got) != string(disconnect) {
+		t.Fatalf("device read %x, want the DISCONNECT %x", got, disconnect)
+	}
+	if err != nil {
+		t.Fatalf("the connection ended with %v after the DISCONNECT, want the end of the stream (FIN)", err)
+	}
+}
+
+// A device that publishes steadily and receives commands sends the PUBACK
+// of each command with its frames. A server that holds further commands
+// for it (its Receive Maximum, often 1 to 10 on a car's modem) sends the
+// next one once that PUBACK is read, and its PUBACK must not wait for
+// another tick in turn: the read after a round that brought a PUBACK waits
+// for nothing. (It waited whenever the round also brought a PUBLISH: a
+// command queue drained at Receive Maximum commands per tick, 4 a second
+// with Receive Maximum 1 and a 250 ms tick.)
+func TestReadBatchNoWaitAfterCommandPuback(t *testing.T) {
+	r := startBatchRig(t)
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	puback := []byte{0x40, 0x02, 0x00, 0x01} // of the server's command 1
+	r.send(t, puback, publish1(2))
+	r.tt.fire()
+	r.read(t, 12)
+	// The server wrote command 2; its PUBACK, with a frame, is read at once.
+	r.send(t, append([]byte{0x40, 0x02, 0x00, 0x02}, publish1(3)...))
+	r.read(t, 12)
+	r.notWaiting(t)
+	// Without a command in flight the next frame waits as before.
+	r.send(t, publish1(4))
+	r.read(t, 8)
+	r.waiting(t)
+}
+
+// Every accepted socket is a rawConn, with or without read batching, and
+// an idle fleet is mostly these: batching must not make the ones of a
+// listener without it larger. Before batching a rawConn was 152 bytes (the
+// 160-byte size class); batching's quiet-socket state, probe flag and
+// close channel in it made it 248 (the 256-byte class: +96 bytes per
+// connection with batching off). They now hang off one pointer.
+func TestReadBatchOffAddsNoMemoryPerConnection(t *testing.T) {
+	if n := unsafe.Sizeof(rawConn{}); n > 160 {
+		t.Fatalf("rawConn is %d bytes, over the 160-byte size class it had before read batching", n)
+	}
 }

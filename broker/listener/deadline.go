@@ -95,15 +95,17 @@ func (r *rawConn) SetWriteDeadline(t time.Time) error {
 // Read reads from the socket. A timeout of a deadline that was since moved
 // later re-arms the socket and reads on.
 func (r *rawConn) Read(p []byte) (int, error) {
-	if r.probe {
-		// A read after the batch tick (batchState.gather): never wait.
-		if n, ok, err := r.readNow(p); ok {
+	if r.bs != nil {
+		if r.bs.probe {
+			// A read after the batch tick (batchState.gather): never wait.
+			if n, ok, err := r.readNow(p); ok {
+				return n, err
+			}
+			return 0, errWouldBlock
+		}
+		if n, done, err := r.readQuiet(p); done {
 			return n, err
 		}
-		return 0, errWouldBlock
-	}
-	if n, done, err := r.readQuiet(p); done {
-		return n, err
 	}
 	for {
 		n, err := r.Conn.Read(p)

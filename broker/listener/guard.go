@@ -52,6 +52,7 @@ type guard struct {
 	level     byte // protocol level from CONNECT; 0 before
 	packets   int  // complete packets seen
 	publishes int  // complete PUBLISH packets seen (read batching counts them)
+	pubacks   int  // complete PUBACK packets seen (read batching: a command was acknowledged)
 
 	// Current packet.
 	state     int // 0 header, 1 length, 2 body
@@ -177,8 +178,11 @@ func (g *guard) checkHeader() error {
 // complete validates a whole packet (g.body holds its body).
 func (g *guard) complete() error {
 	g.packets++
-	if g.typ == ptPublish {
+	switch g.typ {
+	case ptPublish:
 		g.publishes++
+	case ptPuback:
+		g.pubacks++
 	}
 	r := reader{b: g.body}
 	v5 := g.level == 5

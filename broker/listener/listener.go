@@ -419,7 +419,7 @@ func (c *core) newConn(inner net.Conn, raw *rawConn) *Conn {
 		// (errWouldBlock: batchState.gather) ends its connection, so what
 		// it holds cannot be gathered at the tick.
 		if _, ws := inner.(*wsConn); c.batch != nil && !ws {
-			conn.batch = &batchState{clock: c.batch, raw: raw, done: raw.done, stats: c.opts.Stats}
+			conn.batch = &batchState{clock: c.batch, raw: raw, done: raw.bs.done, stats: c.opts.Stats}
 		}
 	}
 	return conn
@@ -446,7 +446,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	if c.batch != nil {
-		n, err = c.batch.read(c.Conn, p, c.guard.publishes)
+		n, err = c.batch.read(c.Conn, p, c.guard.publishes, c.guard.pubacks)
 	} else {
 		n, err = c.Conn.Read(p)
 	}
@@ -471,7 +471,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 	}
 	if c.batch != nil {
-		c.batch.settle(c.guard.publishes)
+		c.batch.settle(c.guard.publishes, c.guard.pubacks)
 	}
 	return n, err
 }
@@ -526,12 +526,10 @@ type rawConn struct {
 	net.Conn
 	owner *core
 	once  sync.Once
-	done  chan struct{} // closed by Close; nil unless Options.ReadBatch
-	q     quietState    // read batching's quiet socket (quiet_linux.go); used by the reader only
-	// probe makes Read return errWouldBlock instead of waiting (set by
-	// the reader around a read after the batch tick: batchState.gather);
-	// used by the reader only.
-	probe bool
+	// bs is read batching's part of the socket; nil unless
+	// Options.ReadBatch (so that a listener without batching spends no
+	// memory on it: one pointer, within rawConn's size class).
+	bs *batchSock
 
 	// dmu guards rd and wd, the read and write deadlines (deadline.go);
 	// taken by whoever sets a deadline and by a read or write whose
@@ -541,12 +539,28 @@ type rawConn struct {
 	rearms int // fired deadlines that were re-armed (for tests); guarded by dmu
 }
 
+// batchSock is a rawConn's read batching state.
+type batchSock struct {
+	done chan struct{} // closed by Close
+	q    quietState    // the quiet socket (quiet_linux.go); used by the reader only
+	// probe makes Read return errWouldBlock instead of waiting (set by
+	// the reader around a read after the batch tick: batchState.gather);
+	// used by the reader only.
+	probe bool
+}
+
 func (r *rawConn) Close() error {
 	err := net.ErrClosed
 	r.once.Do(func() {
+		if r.bs != nil {
+			// Read batching leaves a device's frames unread in the
+			// socket until the tick: closing it with them would reset
+			// the connection (discardUnread).
+			r.discardUnread()
+		}
 		err = r.Conn.Close()
-		if r.done != nil {
-			close(r.done)
+		if r.bs != nil {
+			close(r.bs.done)
 		}
 		r.owner.forget(r)
 	})
@@ -586,7 +600,7 @@ func (c *core) admit(nc net.Conn) *rawConn {
 	}
 	r := &rawConn{Conn: nc, owner: c}
 	if c.batch != nil {
-		r.done = make(chan struct{})
+		r.bs = &batchSock{done: make(chan struct{})}
 	}
 	c.mu.Lock()
 	if c.closed {

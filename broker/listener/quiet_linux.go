@@ -45,8 +45,9 @@ type quietState struct {
 
 // quiet raises the socket's low-water mark (see above). false: the socket
 // cannot be quiet (not TCP, or the option failed); reads stay as they are.
+// quiet, readQuiet and readNow need r.bs (read batching).
 func (r *rawConn) quiet() bool {
-	q := &r.q
+	q := &r.bs.q
 	if q.on {
 		return true
 	}
@@ -70,7 +71,7 @@ func (r *rawConn) quiet() bool {
 // socket had nothing (or the read could not be made): the low-water mark
 // is then back at 1 and the caller reads the usual way.
 func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
-	q := &r.q
+	q := &r.bs.q
 	if !q.on {
 		return 0, false, nil
 	}
@@ -87,7 +88,7 @@ func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
 // readNow reads the socket once without waiting. ok is false when it had
 // nothing, or the read failed (the usual read reports that better).
 func (r *rawConn) readNow(p []byte) (n int, ok bool, err error) {
-	q := &r.q
+	q := &r.bs.q
 	if q.rc == nil {
 		return 0, false, nil
 	}
@@ -122,4 +123,37 @@ func (q *quietState) setLowat(v int) bool {
 		return false
 	}
 	return serr == nil
+}
+
+// discardUnread reads and drops, without waiting, what the socket holds
+// (at most lingerMax bytes), before it is closed. Linux resets a
+// connection closed with unread data (RST instead of FIN), and many device
+// stacks then drop what they had received and not yet read: the
+// DISCONNECT sent just before (drain, takeover, shutdown) with its reason
+// and Server Reference. A reader that waits for the batch tick leaves the
+// frames of the tick unread, so with read batching a server close would
+// nearly always reset a publishing device. Safe from any goroutine: it
+// uses its own view of the socket (Control takes no read lock, so a reader
+// parked on the socket does not hold it up); a read(2) racing the reader's
+// only takes bytes nobody will handle.
+func (r *rawConn) discardUnread() {
+	tc, ok := r.Conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := batchBufs.Get().(*[]byte)
+	defer batchBufs.Put(buf)
+	_ = rc.Control(func(fd uintptr) {
+		for total := 0; total < lingerMax; {
+			n, _, err := syscall.Recvfrom(int(fd), *buf, syscall.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				return
+			}
+			total += n
+		}
+	})
 }

@@ -12,3 +12,5 @@ func (r *rawConn) quiet() bool { return false }
 func (r *rawConn) readQuiet([]byte) (int, bool, error) { return 0, false, nil }
 
 func (r *rawConn) readNow([]byte) (int, bool, error) { return 0, false, nil }
+
+func (r *rawConn) discardUnread() {}
