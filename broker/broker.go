@@ -481,6 +481,7 @@ func (b *Broker) listenerOptions(id, addr string, tc *tls.Config) listener.Optio
 		MaxPacketSize:   uint32(b.cfg.MaxPacketSize),
 		CloseClients:    b.closeListenerClients,
 		ReadBatch:       b.cfg.ReadBatch,
+		ReadBatchWindow: int(b.cfg.ReceiveMaximum),
 	}
 }
 

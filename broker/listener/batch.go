@@ -59,19 +59,24 @@ type batchClock struct {
 	interval time.Duration
 	testTick func() <-chan struct{} // Options.batchTick
 	now      func() time.Time       // time.Now, or Options.batchNow (tests)
+	burstAt  int                    // PUBLISH packets in a read after a tick that start a burst: batchMaxPublishes, or Options.ReadBatchWindow if smaller
 
 	mu   sync.Mutex
 	next chan struct{} // closed when the armed tick fires; nil when none is armed; guarded by mu
 }
 
-func newBatchClock(interval time.Duration, testTick func() <-chan struct{}, now func() time.Time) *batchClock {
+func newBatchClock(interval time.Duration, window int, testTick func() <-chan struct{}, now func() time.Time) *batchClock {
 	if interval <= 0 {
 		return nil
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &batchClock{interval: interval, testTick: testTick, now: now}
+	burstAt := batchMaxPublishes
+	if window > 0 {
+		burstAt = min(burstAt, window)
+	}
+	return &batchClock{interval: interval, testTick: testTick, now: now, burstAt: burstAt}
 }
 
 // tick returns a channel closed at the next tick.
@@ -247,7 +252,7 @@ func (b *batchState) settle(pubs, acks int) {
 		b.armed = false
 		return
 	}
-	if got >= batchMaxPublishes || b.filled {
+	if got >= b.clock.burstAt || b.filled {
 		b.burstUntil = b.clock.now().Add(batchBurstTicks * b.clock.interval)
 		b.armed = false
 		return

@@ -356,7 +356,7 @@ func TestReadBatchOff(t *testing.T) {
 
 // The real clock: a tick is armed by the first waiter and fires once.
 func TestBatchClockTicks(t *testing.T) {
-	b := newBatchClock(time.Millisecond, nil, nil)
+	b := newBatchClock(time.Millisecond, 0, nil, nil)
 	c1 := b.tick()
 	if c2 := b.tick(); c1 != c2 {
 		t.Fatal("two waiters, two ticks")
@@ -369,7 +369,7 @@ func TestBatchClockTicks(t *testing.T) {
 	if c3 := b.tick(); c3 == c1 {
 		t.Fatal("a fired tick is reused")
 	}
-	if newBatchClock(0, nil, nil) != nil {
+	if newBatchClock(0, 0, nil, nil) != nil {
 		t.Fatal("a clock without an interval")
 	}
 }
@@ -736,4 +736,41 @@ func TestReadBatchOffAddsNoMemoryPerConnection(t *testing.T) {
 	if n := unsafe.Sizeof(rawConn{}); n > 160 {
 		t.Fatalf("rawConn is %d bytes, over the 160-byte size class it had before read batching", n)
 	}
+}
+
+// With a window under 16 (the broker's Receive Maximum), a read after a
+// tick that brings a full window starts a burst: an MQTT 5 device cannot
+// send more, and would otherwise stay at its window per tick.
+func TestReadBatchBurstAtTheWindow(t *testing.T) {
+	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
+	l := startTCP(t, Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, ReadBatchWindow: 4,
+		batchTick: r.tt.tick, batchNow: r.clock},
+		func(_ string, c net.Conn) error {
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					r.reads <- n
+				}
+				if err != nil {
+					return err
+				}
+			}
+		})
+	r.c = dial(t, l.Address())
+	r.send(t, connect311)
+	r.read(t, len(connect311))
+	r.send(t, publish1(1))
+	r.read(t, 8)
+	r.waiting(t)
+	var window []byte
+	for i := range 4 {
+		window = append(window, publish1(byte(2+i))...)
+	}
+	r.send(t, window)
+	r.tt.fire()
+	r.read(t, len(window))
+	r.send(t, publish1(9))
+	r.read(t, 8)
+	r.notWaiting(t)
 }

@@ -162,6 +162,11 @@ type Options struct {
 	// waiting (Linux): TCP and TLS connections there; never WebSocket
 	// ones (see newConn). 0: off.
 	ReadBatch time.Duration
+	// ReadBatchWindow, if positive, is the most QoS 1 frames a device may
+	// have in flight (the broker's Receive Maximum): a read after a tick
+	// that brings that many (or 16, if fewer) starts a burst without
+	// waits (batch.go), since a device cannot send more per tick.
+	ReadBatchWindow int
 
 	// batchTick and batchNow, if set, replace the batch clock's tick and
 	// time (tests).
@@ -586,7 +591,7 @@ func newCore(opts Options) (*core, error) {
 	if err := opts.normalise(); err != nil {
 		return nil, err
 	}
-	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{}), batch: newBatchClock(opts.ReadBatch, opts.batchTick, opts.batchNow)}, nil
+	return &core{opts: opts, log: slog.Default(), conns: make(map[*rawConn]struct{}), batch: newBatchClock(opts.ReadBatch, opts.ReadBatchWindow, opts.batchTick, opts.batchNow)}, nil
 }
 
 // admit registers a freshly accepted socket, or closes it and returns nil

@@ -29,11 +29,34 @@ import (
 // buffer nor clamps the advertised window (tcp_set_rcvlowat).
 const quietLowat = 32 << 10
 
+// quietLowatFor is the low-water mark for a socket whose receive buffer is
+// rcvbuf bytes (0: unknown): quietLowat, or a quarter of a smaller buffer
+// (a host with tcp_rmem tuned down), so that raising it never grows the
+// buffer nor clamps the window.
+func quietLowatFor(rcvbuf int) int {
+	if rcvbuf <= 0 {
+		return quietLowat
+	}
+	return max(1, min(quietLowat, rcvbuf/4))
+}
+
+// rcvbuf returns the socket's SO_RCVBUF, 0 if unknown.
+func (q *quietState) rcvbuf() int {
+	v := 0
+	_ = q.rc.Control(func(fd uintptr) {
+		if n, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err == nil {
+			v = n
+		}
+	})
+	return v
+}
+
 // quietState is a rawConn's quiet-socket state; used by the reader only.
 type quietState struct {
 	rc    syscall.RawConn // nil: not a TCP socket, or not yet looked up
 	tried bool            // rc was looked up
 	on    bool            // SO_RCVLOWAT is raised
+	lowat int             // the mark raised to: quietLowatFor the socket's receive buffer
 
 	// The non-blocking read's arguments and results; fn is bound once so
 	// that a read allocates nothing.
@@ -57,10 +80,11 @@ func (r *rawConn) quiet() bool {
 			if rc, err := tc.SyscallConn(); err == nil {
 				q.rc = rc
 				q.fn = q.read
+				q.lowat = quietLowatFor(q.rcvbuf())
 			}
 		}
 	}
-	if q.rc == nil || !q.setLowat(quietLowat) {
+	if q.rc == nil || !q.setLowat(q.lowat) {
 		return false
 	}
 	q.on = true
