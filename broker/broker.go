@@ -210,6 +210,10 @@ func (c *Config) applyDefaults() error {
 
 // Broker is the device-facing MQTT broker.
 type Broker struct {
+	// seamDrainStarted, if set, runs in Drain once the draining switch is
+	// on, before the clients are disconnected (tests).
+	seamDrainStarted func()
+
 	cfg    Config
 	reg    *registry.Registry
 	log    *slog.Logger

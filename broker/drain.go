@@ -52,14 +52,19 @@ func (b *Broker) Draining() bool {
 // closed at once). The listeners stay open so that a device reaching this
 // replica is told to use another one; Close ends them.
 func (b *Broker) Drain(ctx context.Context) (int, error) {
+	// Counted by disconnectForDrain: a session established while the
+	// drain starts is ended by trackClient, possibly before the loop below
+	// sees it (then already closed); it is one this drain ended too.
+	start := b.stats.Drained.Load()
 	b.drain.on.Store(true)
+	if b.seamDrainStarted != nil {
+		b.seamDrainStarted()
+	}
 	b.log.Info("draining: refusing new connections, disconnecting clients", "connected", b.Connected())
-	n := 0
 	for _, cl := range b.server.Clients.GetAll() {
 		if cl.Net.Inline || cl.Closed() {
 			continue
 		}
-		n++
 		h := b.handoffFor(cl)
 		h.mu.Lock()
 		if h.busy {
@@ -74,16 +79,20 @@ func (b *Broker) Drain(ctx context.Context) (int, error) {
 	for b.Connected() > 0 {
 		select {
 		case <-ctx.Done():
+			forced := 0
 			for _, cl := range b.server.Clients.GetAll() {
 				if !cl.Net.Inline && !cl.Closed() {
 					cl.Stop(packets.ErrUseAnotherServer)
+					forced++
 				}
 			}
+			n := int(b.stats.Drained.Load()-start) + forced
 			b.log.Warn("drain timed out; remaining clients closed", "disconnected", n)
 			return n, ErrDrainTimeout
 		case <-tick.C:
 		}
 	}
+	n := int(b.stats.Drained.Load() - start)
 	b.log.Info("drained", "disconnected", n)
 	return n, nil
 }

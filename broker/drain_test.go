@@ -173,3 +173,25 @@ func TestDrainTimeout(t *testing.T) {
 	close(g.release)
 	waitEOF(t, busy)
 }
+
+// A session whose establishment (OnSessionEstablished) runs late, while
+// Drain starts, is ended by trackClient before Drain's loop reaches it; it
+// is a connection this drain ended and is counted. (TestDrain failed once
+// under make test with "Drain = 2; want 3": a client's OnSessionEstablished
+// ran after the drain switch.)
+func TestDrainCountsSessionEstablishedDuringDrain(t *testing.T) {
+	b := startBroker(t, nil, nil)
+	c, _ := rawConnect(t, b.Addr(ListenerTCP), vin2)
+	cl, ok := b.server.Clients.Get(vin2)
+	if !ok {
+		t.Fatal("vin2 not connected")
+	}
+	b.seamDrainStarted = func() { b.trackClient(cl) } // its OnSessionEstablished, late
+	ctx, cancel := ctxWait()
+	defer cancel()
+	n, err := b.Drain(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Drain = %d, %v; want 1, nil", n, err)
+	}
+	waitEOF(t, c)
+}
