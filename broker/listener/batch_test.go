@@ -75,22 +75,43 @@ func (r *batchRig) advance(d time.Duration) {
 	r.now = r.now.Add(d)
 }
 
+// newBatchRig returns a rig with its stats, hand-fired tick and clock.
+func newBatchRig() *batchRig {
+	return &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
+}
+
+// options returns o with the packet guard and batching on the rig's
+// stats, tick and clock.
+func (r *batchRig) options(o Options) Options {
+	o.Stats, o.ValidatePackets, o.ReadBatch, o.batchTick, o.batchNow = r.st, true, time.Hour, r.tt.tick, r.clock
+	return o
+}
+
+// readLoop reads c with a buffer of size bytes, reporting each read's size
+// on reads, until an error.
+func readLoop(c net.Conn, size int, reads chan<- int) error {
+	buf := make([]byte, size)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			reads <- n
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 func startBatchRig(t *testing.T) *batchRig {
 	t.Helper()
-	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
-	l := startTCP(t, Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick, batchNow: r.clock},
-		func(_ string, c net.Conn) error {
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					r.reads <- n
-				}
-				if err != nil {
-					return err
-				}
-			}
-		})
+	return startBatchRigWith(t, Options{})
+}
+
+// startBatchRigWith is startBatchRig with extra listener options.
+func startBatchRigWith(t *testing.T, o Options) *batchRig {
+	t.Helper()
+	r := newBatchRig()
+	l := startTCP(t, r.options(o), func(_ string, c net.Conn) error { return readLoop(c, 4096, r.reads) })
 	r.c = dial(t, l.Address())
 	r.send(t, connect311)
 	r.read(t, len(connect311))
@@ -325,18 +346,7 @@ func TestReadBatchOff(t *testing.T) {
 		tt := newTestTicker()
 		o.batchTick = tt.tick
 		reads := make(chan int, 16)
-		l := startTCP(t, o, func(_ string, c net.Conn) error {
-			buf := make([]byte, 64)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					reads <- n
-				}
-				if err != nil {
-					return err
-				}
-			}
-		})
+		l := startTCP(t, o, func(_ string, c net.Conn) error { return readLoop(c, 64, reads) })
 		c := dial(t, l.Address())
 		for _, p := range [][]byte{connect311, publish1(1), publish1(2)} {
 			if _, err := c.Write(p); err != nil {
@@ -381,23 +391,14 @@ func TestBatchClockTicks(t *testing.T) {
 // reader (as the ingest hook does).
 func startBatchRigOn(t *testing.T, transport string, readSize int, held Held) *batchRig {
 	t.Helper()
-	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256)}
-	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick}
+	r := newBatchRig()
+	o := r.options(Options{})
 	serve := func(_ string, c net.Conn) error {
 		_ = c.SetDeadline(time.Time{}) // no connect timeout: a parked read stays parked
 		if held != nil {
 			c.(*Conn).SetHeld(held)
 		}
-		buf := make([]byte, readSize)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				r.reads <- n
-			}
-			if err != nil {
-				return err
-			}
-		}
+		return readLoop(c, readSize, r.reads)
 	}
 	switch transport {
 	case "tcp":
@@ -646,22 +647,12 @@ func TestReadBatchSmallReaderBufferStartsNoBurst(t *testing.T) {
 // server's side of the connection (what mochi holds: Stop closes it).
 func startBatchRigConn(t *testing.T) (*batchRig, net.Conn, net.Conn) {
 	t.Helper()
-	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
-	o := Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, batchTick: r.tt.tick, batchNow: r.clock}
+	r := newBatchRig()
 	srv := make(chan net.Conn, 1)
-	l := startTCP(t, o, func(_ string, c net.Conn) error {
+	l := startTCP(t, r.options(Options{}), func(_ string, c net.Conn) error {
 		_ = c.SetDeadline(time.Time{})
 		srv <- c
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				r.reads <- n
-			}
-			if err != nil {
-				return err
-			}
-		}
+		return readLoop(c, 4096, r.reads)
 	})
 	c := dial(t, l.Address())
 	r.c = c
@@ -742,24 +733,7 @@ func TestReadBatchOffAddsNoMemoryPerConnection(t *testing.T) {
 // tick that brings a full window starts a burst: an MQTT 5 device cannot
 // send more, and would otherwise stay at its window per tick.
 func TestReadBatchBurstAtTheWindow(t *testing.T) {
-	r := &batchRig{st: new(Stats), tt: newTestTicker(), reads: make(chan int, 256), now: time.Unix(1e9, 0)}
-	l := startTCP(t, Options{Stats: r.st, ValidatePackets: true, ReadBatch: time.Hour, ReadBatchWindow: 4,
-		batchTick: r.tt.tick, batchNow: r.clock},
-		func(_ string, c net.Conn) error {
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					r.reads <- n
-				}
-				if err != nil {
-					return err
-				}
-			}
-		})
-	r.c = dial(t, l.Address())
-	r.send(t, connect311)
-	r.read(t, len(connect311))
+	r := startBatchRigWith(t, Options{ReadBatchWindow: 4})
 	r.send(t, publish1(1))
 	r.read(t, 8)
 	r.waiting(t)
