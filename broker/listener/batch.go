@@ -186,8 +186,11 @@ func (b *batchState) read(r io.Reader, p []byte, pubs, acks int) (int, error) {
 	n, err := b.gather(r, *buf)
 	if n == 0 && err == nil {
 		// Nothing arrived during the tick: park the usual way, reading
-		// into p, so that a parked reader holds no pooled buffer.
+		// into p, so that a parked reader holds no pooled buffer. The
+		// socket was just found empty: lower the mark now rather than
+		// have the read try it once more.
 		putBatchBuf(buf)
+		b.raw.unquiet()
 		return r.Read(p)
 	}
 	b.filled = n == len(*buf)

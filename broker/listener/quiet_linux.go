@@ -104,9 +104,17 @@ func (r *rawConn) readQuiet(p []byte) (n int, done bool, err error) {
 	}
 	// Nothing there (EAGAIN), or an error the usual read reports better
 	// (a closed socket, a deadline, a reset): park the usual way.
-	q.on = false
-	q.setLowat(1)
+	r.unquiet()
 	return 0, false, nil
+}
+
+// unquiet puts the low-water mark back to 1 before the reader parks in the
+// poller (the kernel re-checks readability when the mark changes).
+func (r *rawConn) unquiet() {
+	if q := &r.bs.q; q.on {
+		q.on = false
+		q.setLowat(1)
+	}
 }
 
 // readNow reads the socket once without waiting. ok is false when it had

@@ -14,3 +14,5 @@ func (r *rawConn) readQuiet([]byte) (int, bool, error) { return 0, false, nil }
 func (r *rawConn) readNow([]byte) (int, bool, error) { return 0, false, nil }
 
 func (r *rawConn) discardUnread() {}
+
+func (r *rawConn) unquiet() {}
